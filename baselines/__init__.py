@@ -1,0 +1,3 @@
+"""Baseline methods, one module each. Importing this package registers them all."""
+
+from baselines import muss  # noqa: F401

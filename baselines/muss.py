@@ -1,0 +1,32 @@
+"""MuSS: plain multimodal fusion trained under random modality dropout.
+
+The "no module" reference of the SGMA paper (Wen et al., arXiv 2603.02505): the shared
+encoder's features of the available modalities are fused by a masked **mean** at each of the
+4 scales (missing modalities are excluded from the mean, not averaged in as zeros), then the
+all-MLP decoder predicts. Loss: pixel-wise cross-entropy. Robustness to missing modalities
+comes only from the training protocol's random modality dropout.
+
+Why mean and not concatenation: the mean is defined for any subset without padding a missing
+modality's slot, so the mask (not a zero convention) decides what is fused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from benchmark.methods import SegmentationMethod, masked_mean, register_method
+
+
+@register_method("muss")
+class MuSS(SegmentationMethod):
+    """Shared encoder -> masked mean over available modalities per scale -> decoder."""
+
+    family = "reference"
+
+    def forward(self, inputs: Mapping[str, torch.Tensor], available: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = self.encoder(inputs, available)
+        fused = [masked_mean(f, available) for f in features]
+        size = next(iter(inputs.values())).shape[-2:]
+        return {"logits": self.decoder(fused, size)}

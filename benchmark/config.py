@@ -1,0 +1,133 @@
+"""params.yaml: loading, validation into typed configs, and the pipeline's fixed paths."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+PARAMS_FILE = Path("params.yaml")
+DATA_DIR = Path("data")
+MODELS_DIR = Path("models")
+RESULTS_DIR = Path("results")
+
+C = TypeVar("C")
+
+
+def prepared_dir(dataset: str, data_dir: Path = DATA_DIR) -> Path:
+    return data_dir / "prepared" / dataset
+
+
+def run_dir(base: Path, dataset: str, method: str, seed: int) -> Path:
+    """``<base>/<dataset>/<method>/seed<k>``: where one (dataset, method, seed) run lives."""
+    return base / dataset / method / f"seed{seed}"
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
+    """Read params.yaml; errors name the file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: params file not found")
+    try:
+        params = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(params, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level")
+    return params
+
+
+def section(params: Mapping[str, Any], key: str, where: str) -> Any:
+    """``params[key]`` or a KeyError naming the file and key."""
+    if key not in params:
+        raise KeyError(f"{where}: missing key {key!r}")
+    return params[key]
+
+
+def _matches(value: Any, annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if annotation is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if origin in (list, tuple):
+        (arg, *_) = typing.get_args(annotation) or (Any,)
+        return isinstance(value, (list, tuple)) and all(_matches(v, arg) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, annotation)
+
+
+def from_mapping(cls: type[C], values: Mapping[str, Any] | None, where: str) -> C:
+    """Build dataclass ``cls`` from ``values``, rejecting unknown keys and wrong types.
+
+    Errors name ``where`` (e.g. ``"params.yaml: train"``), the key and the bad value.
+    """
+    values = dict(values or {})
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise KeyError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
+    for key, value in values.items():
+        if not _matches(value, hints[key]):
+            raise TypeError(f"{where}.{key}: {value!r} is not a valid {hints[key]}")
+        if isinstance(value, int) and not isinstance(value, bool) and hints[key] is float:
+            values[key] = float(value)
+    return cls(**values)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Training recipe shared by every method (params.yaml ``train``)."""
+
+    backbone: str = "tiny"  # "tiny" or a timm model name
+    pretrained: bool = False  # ImageNet weights through timm (needs network or a cache)
+    decoder_dim: int = 64  # all-MLP decoder width
+    steps: int = 300  # optimiser steps
+    batch_size: int = 8  # images per step
+    lr: float = 1e-3  # peak learning rate (AdamW)
+    weight_decay: float = 0.01
+    warmup_steps: int = 30  # linear warm-up from lr * 1e-6
+    poly_power: float = 0.9  # polynomial decay after warm-up
+    drop_prob: list[float] | None = None  # per-modality drop probability; None: uniform over subsets
+    augment: bool = True  # random horizontal / vertical flips per sample
+    checkpoint_every: int = 100  # steps between resumable checkpoints
+    num_workers: int = 0  # DataLoader workers
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+
+    def __post_init__(self) -> None:
+        for key in ("steps", "batch_size", "checkpoint_every", "decoder_dim"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"train.{key} must be >= 1, got {getattr(self, key)}")
+        if not 0 <= self.warmup_steps < self.steps:
+            raise ValueError(f"train.warmup_steps must be in [0, steps), got {self.warmup_steps}")
+        if self.lr <= 0:
+            raise ValueError(f"train.lr must be > 0, got {self.lr}")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation settings (params.yaml ``evaluate``)."""
+
+    batch_size: int = 16
+    device: str = "auto"
+
+
+def resolve_device(name: str) -> "torch.device":  # noqa: F821 - torch imported lazily
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)

@@ -1,0 +1,77 @@
+"""Atomic file writes: a reader never sees a half-written file.
+
+Every file the suite writes goes through these helpers: the content is written to a
+temporary file in the destination folder, flushed, then renamed over the target
+(``os.replace`` is atomic on POSIX and Windows for paths on one file system).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def default_mode(kind: str) -> int:
+    """Permissions a plain ``open()``/``mkdir()`` would give under the current umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if kind == "dir" else 0o666) & ~umask
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp_path)`` then rename ``tmp_path`` onto ``path``.
+
+    The temporary file lives beside ``path`` so the rename never crosses file systems.
+    On any error the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        write(tmp_path)
+        tmp_path.chmod(default_mode("file"))  # mkstemp creates 0600
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def _json_safe(value: Any) -> Any:
+    """Replace NaN/inf floats by ``None`` so the output is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def atomic_write_json(path: str | Path, data: Any) -> Path:
+    """Write ``data`` as indented strict JSON (NaN/inf become ``null``) atomically."""
+    text = json.dumps(_json_safe(data), indent=2, allow_nan=False) + "\n"
+    return atomic_write_text(path, text)
+
+
+def read_json(path: str | Path) -> Any:
+    """Read a JSON file; a parse error names the file."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: file not found") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None

@@ -1,0 +1,20 @@
+"""Method contract and registry."""
+
+from benchmark.methods.base import SegmentationMethod, masked_mean
+from benchmark.methods.registry import (
+    create_method,
+    get_method_class,
+    import_method_modules,
+    list_methods,
+    register_method,
+)
+
+__all__ = [
+    "SegmentationMethod",
+    "create_method",
+    "get_method_class",
+    "import_method_modules",
+    "list_methods",
+    "masked_mean",
+    "register_method",
+]

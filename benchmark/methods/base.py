@@ -1,0 +1,94 @@
+"""The method contract every registered method follows (mmsegmentation-style split).
+
+A method is an ``nn.Module`` built as ``Method(modalities, num_classes, **common, **own)``:
+
+- ``forward(inputs, available) -> dict`` with at least ``"logits": float[B, K, H, W]`` plus
+  whatever its losses need. ``inputs`` is ``{modality: float[B, C_m, H, W]}`` with missing
+  modalities already zeroed; ``available`` is ``bool[B, M]`` and must be honoured.
+- ``loss(output, target, available) -> (total, parts)``: a scalar tensor and a dict of named
+  float parts for the log. ``target`` is ``int64[B, H, W]`` with ``ignore_index``.
+- ``training_step(inputs, target, available) -> (total, parts)``: one step's loss; the default
+  is ``loss(forward(...))``. Methods needing extra passes (MAS branch, teachers) override it.
+- ``after_optimizer_step()``: called after every optimiser step (EMA teachers update here).
+- ``predict(inputs, available) -> logits``: inference, no gradients.
+
+The trainer and evaluator only call these; they never branch on a method's name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmark.models import AllMLPDecoder, MultiModalEncoder
+
+
+class SegmentationMethod(nn.Module):
+    """Base class: shared per-modality encoder + (method-specific fusion) + all-MLP decoder.
+
+    Args:
+        modalities: ``{name: channels}`` in the data set's order.
+        num_classes: ``K``.
+        backbone: ``"tiny"`` or a timm model name.
+        pretrained: load ImageNet weights for a timm backbone.
+        decoder_dim: embedding width of the all-MLP decoder.
+        ignore_index: target value excluded from the losses.
+    """
+
+    #: ``"reference"``, ``"contrastive"``, ``"joint"`` or ``"sgma"``: a leaderboard column.
+    family: str = "reference"
+
+    def __init__(
+        self,
+        modalities: Mapping[str, int],
+        num_classes: int,
+        *,
+        backbone: str = "tiny",
+        pretrained: bool = False,
+        decoder_dim: int = 64,
+        ignore_index: int = 255,
+    ) -> None:
+        super().__init__()
+        self.modalities = list(modalities)
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.encoder = MultiModalEncoder(modalities, backbone=backbone, pretrained=pretrained)
+        self.decoder = AllMLPDecoder(self.encoder.channels, num_classes, embed_dim=decoder_dim)
+
+    def forward(self, inputs: Mapping[str, torch.Tensor], available: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def loss(
+        self, output: Mapping[str, torch.Tensor], target: torch.Tensor, available: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Default: pixel-wise cross-entropy on ``output["logits"]``."""
+        ce = self.cross_entropy(output["logits"], target)
+        return ce, {"ce": float(ce.detach())}
+
+    def cross_entropy(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Mean CE over non-ignored pixels; 0 (with a graph) if every pixel is ignored."""
+        if bool((target == self.ignore_index).all()):
+            return logits.sum() * 0.0
+        return F.cross_entropy(logits, target, ignore_index=self.ignore_index)
+
+    def training_step(
+        self, inputs: Mapping[str, torch.Tensor], target: torch.Tensor, available: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.loss(self(inputs, available), target, available)
+
+    def after_optimizer_step(self) -> None:
+        """Hook called after each optimiser step; nothing by default."""
+
+    @torch.no_grad()
+    def predict(self, inputs: Mapping[str, torch.Tensor], available: torch.Tensor) -> torch.Tensor:
+        """Logits ``float[B, K, H, W]`` for evaluation."""
+        return self(inputs, available)["logits"]
+
+
+def masked_mean(features: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
+    """Mean over available modalities: ``float[B, M, C, h, w]``, ``bool[B, M]`` -> ``float[B, C, h, w]``."""
+    weights = available.to(features.dtype).view(*available.shape, 1, 1, 1)
+    return (features * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)

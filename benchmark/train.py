@@ -1,0 +1,287 @@
+"""Train one method on one data set with one seed, under random modality dropout.
+
+``python -m benchmark.train --dataset synthetic --method muss --seed 0`` reads params.yaml and
+writes ``models/<dataset>/<method>/seed<k>/``: ``model.pt`` (the DVC output),
+``checkpoint.pt`` (resumable state, kept between runs, used only when its fingerprint matches
+the current configuration) and ``train_log.jsonl`` (one JSON object per step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import random
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+from tqdm import tqdm
+
+from benchmark.config import (
+    MODELS_DIR,
+    PARAMS_FILE,
+    TrainConfig,
+    from_mapping,
+    load_params,
+    prepared_dir,
+    resolve_device,
+    run_dir,
+    section,
+)
+from benchmark.data.prepared import PreparedDataset
+from benchmark.io import atomic_write, atomic_write_text
+from benchmark.methods import create_method, import_method_modules
+from benchmark.protocol import apply_availability, draw_available
+
+MODEL_FILE = "model.pt"
+CHECKPOINT_FILE = "checkpoint.pt"
+LOG_FILE = "train_log.jsonl"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA) global generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """A generator for everything drawn at ``step`` (dropout, flips): stateless, so resume is exact."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader worker init: derive numpy/python seeds from the worker's torch seed."""
+    worker_seed = torch.initial_seed() % 2**32
+    np.random.seed(worker_seed)
+    random.seed(worker_seed)
+
+
+class StepBatchSampler(Sampler[list[int]]):
+    """Yields the index batches of steps ``start .. total-1``; epoch ``e`` is a permutation seeded
+    by ``(seed, e)``, incomplete last batches are dropped. Same arguments, same batches."""
+
+    def __init__(self, num_samples: int, batch_size: int, seed: int, start: int, total: int) -> None:
+        if num_samples < batch_size:
+            raise ValueError(f"training split has {num_samples} samples, fewer than batch_size={batch_size}")
+        self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
+        self.start, self.total = start, total
+        self.per_epoch = num_samples // batch_size
+
+    def __len__(self) -> int:
+        return self.total - self.start
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step in range(self.start, self.total):
+            epoch, position = divmod(step, self.per_epoch)
+            order = torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(self.seed * 7919 + epoch))
+            yield order[position * self.batch_size : (position + 1) * self.batch_size].tolist()
+
+
+def poly_schedule(step: int, *, steps: int, warmup_steps: int, power: float) -> float:
+    """LR multiplier: linear warm-up from 1e-6 to 1, then ``(1 - progress) ** power``."""
+    if step < warmup_steps:
+        return 1e-6 + (1 - 1e-6) * step / warmup_steps
+    progress = (step - warmup_steps) / max(1, steps - warmup_steps)
+    return max(0.0, 1.0 - progress) ** power
+
+
+def random_flips(
+    inputs: Mapping[str, torch.Tensor], target: torch.Tensor, generator: torch.Generator
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Flip each sample horizontally and/or vertically with probability 1/2 each."""
+    flips = torch.rand(target.shape[0], 2, generator=generator) < 0.5
+
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        shape = (-1,) + (1,) * (x.dim() - 1)
+        h = flips[:, 0].view(shape).to(x.device)
+        v = flips[:, 1].view(shape).to(x.device)
+        x = torch.where(h, x.flip(-1), x)
+        return torch.where(v, x.flip(-2), x)
+
+    return {m: apply(x) for m, x in inputs.items()}, apply(target)
+
+
+def fingerprint(payload: Mapping[str, Any]) -> str:
+    """sha256 of a canonical JSON dump: identifies a training configuration."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _save_torch(path: Path, obj: Any) -> None:
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def check_contract(method_name: str, method: torch.nn.Module, inputs: Mapping[str, torch.Tensor],
+                   target: torch.Tensor, available: torch.Tensor, num_classes: int) -> None:
+    """Run one forward + loss without gradients and stop a method that breaks the contract,
+    naming the method and the fault (before its first optimiser step)."""
+    for hook in ("forward", "loss", "training_step", "after_optimizer_step", "predict"):
+        if not callable(getattr(method, hook, None)):
+            raise TypeError(f"method {method_name!r}: missing {hook}()")
+    output = method(inputs, available)
+    if not isinstance(output, Mapping) or "logits" not in output:
+        raise TypeError(f"method {method_name!r}: forward() must return a dict with 'logits', got {type(output).__name__}")
+    expected = (target.shape[0], num_classes, *target.shape[-2:])
+    if tuple(output["logits"].shape) != expected:
+        raise ValueError(f"method {method_name!r}: logits shape {tuple(output['logits'].shape)}, expected {expected}")
+    result = method.loss(output, target, available)
+    if not (isinstance(result, tuple) and len(result) == 2):
+        raise TypeError(f"method {method_name!r}: loss() must return (total, parts)")
+    total = result[0]
+    if not torch.is_tensor(total) or total.dim() != 0 or not bool(torch.isfinite(total)):
+        raise ValueError(f"method {method_name!r}: loss must be a finite scalar tensor, got {total!r}")
+
+
+def train(
+    data_root: Path,
+    method_name: str,
+    method_params: Mapping[str, Any],
+    config: TrainConfig,
+    seed: int,
+    out_dir: Path,
+    *,
+    progress: bool = True,
+) -> Path:
+    """Train and write ``out_dir/model.pt``; resume from ``out_dir/checkpoint.pt`` when it matches."""
+    dataset = PreparedDataset(data_root, "train")
+    init_kwargs = {
+        "modalities": dataset.modalities,
+        "num_classes": len(dataset.classes),
+        "backbone": config.backbone,
+        "pretrained": config.pretrained,
+        "decoder_dim": config.decoder_dim,
+        "ignore_index": dataset.ignore_index,
+        **dict(method_params),
+    }
+    run_id = fingerprint(
+        {"method": method_name, "init": init_kwargs, "train": vars(config), "seed": seed, "data": dataset.meta}
+    )
+    device = resolve_device(config.device)
+    seed_everything(seed)
+    method = create_method(method_name, **init_kwargs).to(device)
+    optimizer = torch.optim.AdamW(method.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: poly_schedule(s, steps=config.steps, warmup_steps=config.warmup_steps, power=config.poly_power),
+    )
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint_path, log_path = out_dir / CHECKPOINT_FILE, out_dir / LOG_FILE
+    start, train_seconds = 0, 0.0
+    if checkpoint_path.exists():
+        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        if state.get("fingerprint") == run_id:
+            method.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["torch_rng"])
+            start, train_seconds = state["step"], state["train_seconds"]
+            print(f"resuming {method_name} seed {seed} from step {start}", file=sys.stderr)
+    log_lines = log_path.read_text().splitlines() if (start and log_path.exists()) else []
+    log_lines = [line for line in log_lines if json.loads(line)["step"] < start]
+    atomic_write_text(log_path, "".join(line + "\n" for line in log_lines))
+
+    loader = DataLoader(
+        dataset,
+        batch_sampler=StepBatchSampler(len(dataset), config.batch_size, seed, start, config.steps),
+        num_workers=config.num_workers,
+        worker_init_fn=seed_worker,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
+    modalities = list(dataset.modalities)
+    method.train()
+    bar = tqdm(total=config.steps, initial=start, desc=f"train {method_name} s{seed}", disable=not progress, mininterval=1.0)
+    step = start
+    with log_path.open("a", encoding="utf-8") as log:
+        for inputs, target in loader:
+            tick = time.perf_counter()
+            generator = step_generator(seed, step)
+            inputs = {m: x.to(device, non_blocking=True) for m, x in inputs.items()}
+            target = target.to(device, non_blocking=True)
+            if config.augment:
+                inputs, target = random_flips(inputs, target, generator)
+            available = draw_available(target.shape[0], len(modalities), generator, config.drop_prob).to(device)
+            inputs = apply_availability(inputs, available, modalities)
+            if step == start:  # the check must not consume the random state of the run
+                cuda_devices = [device] if device.type == "cuda" else []
+                with torch.no_grad(), torch.random.fork_rng(devices=cuda_devices):
+                    check_contract(method_name, method, inputs, target, available, len(dataset.classes))
+            total, parts = method.training_step(inputs, target, available)
+            if not bool(torch.isfinite(total)):
+                raise FloatingPointError(f"method {method_name!r}: non-finite loss {float(total)} at step {step}")
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+            scheduler.step()
+            method.after_optimizer_step()
+            seconds = time.perf_counter() - tick
+            train_seconds += seconds
+            step += 1
+            record = {"step": step - 1, "loss": float(total.detach()), **parts,
+                      "lr": optimizer.param_groups[0]["lr"], "images_per_s": target.shape[0] / seconds}
+            log.write(json.dumps(record) + "\n")
+            bar.set_postfix(loss=f"{record['loss']:.3f}", img_s=f"{record['images_per_s']:.0f}", refresh=False)
+            bar.update(1)
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                log.flush()
+                _save_torch(checkpoint_path, {
+                    "fingerprint": run_id, "step": step, "train_seconds": train_seconds,
+                    "model": method.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+                })
+    bar.close()
+    model_path = out_dir / MODEL_FILE
+    _save_torch(model_path, {
+        "method": method_name, "init": init_kwargs, "state_dict": method.state_dict(),
+        "fingerprint": run_id, "seed": seed, "dataset": dataset.meta["dataset"],
+        "steps": config.steps, "train_seconds": train_seconds,
+    })
+    return model_path
+
+
+def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild a trained method from ``model.pt`` -> (method in eval mode, the saved record)."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: trained model not found (run the train stage)")
+    record = torch.load(path, map_location=device, weights_only=True)
+    init = dict(record["init"])
+    init["pretrained"] = False  # the weights come from the file
+    method = create_method(record["method"], **init).to(device)
+    method.load_state_dict(record["state_dict"])
+    return method.eval(), record
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--method", required=True)
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--params", type=Path, default=PARAMS_FILE)
+    parser.add_argument("--data-dir", type=Path, default=None, help="prepared data (default data/prepared/<dataset>)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default models/<dataset>/<method>/seed<k>)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    where = str(args.params)
+    import_method_modules(params.get("method_modules") or [])
+    config = from_mapping(TrainConfig, section(params, "train", where), f"{where}: train")
+    method_params = (params.get("method_params") or {}).get(args.method) or {}
+    if not isinstance(method_params, dict):
+        raise TypeError(f"{where}: method_params.{args.method} must be a mapping")
+    data_root = args.data_dir or prepared_dir(args.dataset)
+    out = args.out or run_dir(MODELS_DIR, args.dataset, args.method, args.seed)
+    path = train(data_root, args.method, method_params, config, args.seed, out, progress=not args.no_progress)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

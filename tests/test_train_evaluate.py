@@ -1,0 +1,111 @@
+"""End to end on the tiny config: train + evaluate + report, determinism, resume, contract checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmark import evaluate, report, train
+from benchmark.config import TrainConfig
+from benchmark.methods import SegmentationMethod, register_method
+from benchmark.protocol import enumerate_subsets, subset_name
+
+from tiny import TINY_PARAMS, write_params
+
+TRAIN = TrainConfig(**TINY_PARAMS["train"])
+
+
+def _train_and_evaluate(tmp: Path, prepared: Path, params: Path, seed: int = 0, method: str = "muss") -> dict:
+    models = tmp / "models" / method / f"seed{seed}"
+    metrics = tmp / "results" / "synthetic" / method / f"seed{seed}" / "metrics.json"
+    common = ["--dataset", "synthetic", "--method", method, "--seed", str(seed), "--params", str(params),
+              "--data-dir", str(prepared), "--no-progress"]
+    assert train.main([*common, "--out", str(models)]) == 0
+    assert evaluate.main([*common, "--model", str(models / "model.pt"), "--out", str(metrics)]) == 0
+    return json.loads(metrics.read_text())
+
+
+def test_end_to_end_writes_schema_and_leaderboard(tmp_path, tiny_prepared, tiny_params):
+    record = _train_and_evaluate(tmp_path, tiny_prepared, tiny_params)
+    names = [subset_name(s) for s in enumerate_subsets(["rgb", "dsm", "nir"])]
+    assert record["dataset"] == "synthetic" and record["method"] == "muss" and record["seed"] == 0
+    assert record["modalities"] == ["rgb", "dsm", "nir"]
+    assert len(record["classes"]) == 6
+    assert list(record["subsets"]) == names
+    for scores in record["subsets"].values():
+        assert 0 <= scores["miou"] <= 100 and 0 <= scores["mf1"] <= 100
+        assert set(scores["iou"]) == set(record["classes"])
+    mious = [s["miou"] for s in record["subsets"].values()]
+    assert record["summary"]["avg"] == pytest.approx(sum(mious) / len(mious))
+    assert record["summary"]["top1"] == max(mious) and record["summary"]["last1"] == min(mious)
+    log = (tmp_path / "models" / "muss" / "seed0" / "train_log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in log] == list(range(TRAIN.steps))
+    report.write_report(tmp_path / "results", "synthetic", ["muss"])
+    assert "muss" in (tmp_path / "results" / "synthetic" / "leaderboard.md").read_text()
+    assert (tmp_path / "results" / "synthetic" / "miou_heatmap.png").exists()
+
+
+def test_same_seed_same_metrics_other_seed_differs(tmp_path, tiny_prepared, tiny_params):
+    a = _train_and_evaluate(tmp_path / "a", tiny_prepared, tiny_params, seed=0)
+    b = _train_and_evaluate(tmp_path / "b", tiny_prepared, tiny_params, seed=0)
+    c = _train_and_evaluate(tmp_path / "c", tiny_prepared, tiny_params, seed=1)
+    assert a["subsets"] == b["subsets"]
+    assert a["subsets"] != c["subsets"]
+
+
+def test_resume_after_interruption_gives_the_same_model(tmp_path, tiny_prepared, monkeypatch):
+    full = train.train(tiny_prepared, "muss", {}, TRAIN, 0, tmp_path / "full", progress=False)
+    calls = {"n": 0}
+    original = torch.optim.AdamW.step
+
+    def crashing_step(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:  # crash during step 4; the last checkpoint is after step 2
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", crashing_step)
+    with pytest.raises(KeyboardInterrupt):
+        train.train(tiny_prepared, "muss", {}, TRAIN, 0, tmp_path / "resumed", progress=False)
+    assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)["step"] == 2
+    monkeypatch.setattr(torch.optim.AdamW, "step", original)
+    resumed = train.train(tiny_prepared, "muss", {}, TRAIN, 0, tmp_path / "resumed", progress=False)
+    a = torch.load(full, weights_only=True)["state_dict"]
+    b = torch.load(resumed, weights_only=True)["state_dict"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "train_log.jsonl").read_text().splitlines()]
+    assert steps == list(range(TRAIN.steps))
+
+
+def test_checkpoint_of_another_configuration_is_not_resumed(tmp_path, tiny_prepared, capsys):
+    train.train(tiny_prepared, "muss", {}, TRAIN, 0, tmp_path / "run", progress=False)
+    other = TrainConfig(**{**TINY_PARAMS["train"], "lr": 0.001})
+    train.train(tiny_prepared, "muss", {}, other, 0, tmp_path / "run", progress=False)
+    assert "resuming" not in capsys.readouterr().err
+
+
+@register_method("test-bad-logits")
+class BadLogits(SegmentationMethod):
+    def forward(self, inputs, available):
+        return {"logits": torch.zeros(1, 2, 3, 3, requires_grad=True)}
+
+
+def test_broken_contract_is_stopped_naming_the_method(tmp_path, tiny_prepared):
+    with pytest.raises(ValueError, match="test-bad-logits.*logits shape"):
+        train.train(tiny_prepared, "test-bad-logits", {}, TRAIN, 0, tmp_path / "bad", progress=False)
+
+
+def test_bad_params_are_named_before_training(tmp_path, tiny_prepared):
+    params = write_params(tmp_path / "params.yaml", {**TINY_PARAMS, "train": {**TINY_PARAMS["train"], "stepz": 3}})
+    with pytest.raises(KeyError, match=r"params.yaml: train.*stepz"):
+        train.main(["--dataset", "synthetic", "--method", "muss", "--seed", "0", "--params", str(params),
+                    "--data-dir", str(tiny_prepared), "--out", str(tmp_path / "m")])
+    with pytest.raises(TypeError, match=r"train.lr"):
+        train.main(["--dataset", "synthetic", "--method", "muss", "--seed", "0",
+                    "--params", str(write_params(tmp_path / "p2.yaml", {**TINY_PARAMS, "train": {"lr": "fast"}})),
+                    "--data-dir", str(tiny_prepared), "--out", str(tmp_path / "m")])
+    assert not (tmp_path / "m").exists()
