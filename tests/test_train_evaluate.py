@@ -109,3 +109,15 @@ def test_bad_params_are_named_before_training(tmp_path, tiny_prepared):
                     "--params", str(write_params(tmp_path / "p2.yaml", {**TINY_PARAMS, "train": {"lr": "fast"}})),
                     "--data-dir", str(tiny_prepared), "--out", str(tmp_path / "m")])
     assert not (tmp_path / "m").exists()
+
+
+def test_four_modalities_evaluate_fifteen_subsets(tmp_path):
+    params = {**TINY_PARAMS, "synthetic": {**TINY_PARAMS["synthetic"], "with_sar": True}}
+    params_path = write_params(tmp_path / "params.yaml", params)
+    prepared = tmp_path / "prepared"
+    from benchmark import prepare
+
+    prepare.main(["--dataset", "synthetic", "--params", str(params_path), "--out", str(prepared)])
+    record = _train_and_evaluate(tmp_path, prepared, params_path)
+    assert record["modalities"] == ["rgb", "dsm", "nir", "sar"]
+    assert len(record["subsets"]) == 15 and list(record["subsets"])[-1] == "rgb+dsm+nir+sar"

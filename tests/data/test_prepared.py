@@ -1,0 +1,77 @@
+"""The prepared format: deterministic, standardised, nodata filled, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmark import prepare
+from benchmark.data import PreparedDataset, get_preparer, read_meta, write_prepared
+
+from tiny import TINY_PARAMS, write_params
+
+
+def test_prepare_is_deterministic_bytes(tmp_path, tiny_prepared):
+    params = write_params(tmp_path / "params.yaml", TINY_PARAMS)
+    again = tmp_path / "again"
+    prepare.main(["--dataset", "synthetic", "--params", str(params), "--out", str(again)])
+    for path in sorted(tiny_prepared.rglob("*.npy")) + [tiny_prepared / "meta.json"]:
+        assert path.read_bytes() == (again / path.relative_to(tiny_prepared)).read_bytes(), path.name
+
+
+def test_train_split_is_standardised_and_nodata_zero(tiny_prepared):
+    meta = read_meta(tiny_prepared)
+    assert meta["modalities"] == {"rgb": 3, "dsm": 1, "nir": 1}
+    assert meta["splits"] == {"train": 16, "test": 6}
+    for name in meta["modalities"]:
+        x = np.load(tiny_prepared / "train" / f"{name}.npy")
+        assert x.dtype == np.float32 and np.isfinite(x).all()
+        if name != "dsm":  # the dsm's voids are 0 after standardising, which moves its mean slightly
+            np.testing.assert_allclose(x.mean(axis=(0, 2, 3)), 0, atol=1e-4)
+            np.testing.assert_allclose(x.std(axis=(0, 2, 3)), 1, atol=1e-3)
+
+
+def test_train_and_test_tiles_differ(tiny_prepared):
+    train = np.load(tiny_prepared / "train" / "rgb.npy")
+    test = np.load(tiny_prepared / "test" / "rgb.npy")
+    assert not any(np.array_equal(t, s) for t in test for s in train[:6])
+
+
+def test_dataset_items_and_sar_option(tmp_path):
+    params = {**TINY_PARAMS["synthetic"], "with_sar": True, "num_train": 4, "num_test": 2}
+    out = get_preparer("synthetic")(params, tmp_path / "sar")
+    ds = PreparedDataset(out, "test")
+    inputs, label = ds[1]
+    assert list(inputs) == ["rgb", "dsm", "nir", "sar"] and inputs["sar"].shape == (1, 32, 32)
+    assert label.dtype.is_floating_point is False and label.shape == (32, 32)
+
+
+def test_errors_name_the_file_and_key(tmp_path, tiny_prepared):
+    with pytest.raises(FileNotFoundError, match="meta.json"):
+        PreparedDataset(tmp_path / "nothing", "train")
+    with pytest.raises(ValueError, match="split 'val'"):
+        PreparedDataset(tiny_prepared, "val")
+    with pytest.raises(KeyError, match="synthetic.*tile_sise"):
+        get_preparer("synthetic")({"tile_sise": 32}, tmp_path / "x")
+    with pytest.raises(KeyError, match="unknown data set 'potsdam2'"):
+        get_preparer("potsdam2")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    meta = json.loads((tiny_prepared / "meta.json").read_text())
+    del meta["classes"]
+    (broken / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="meta.json.*'classes'"):
+        PreparedDataset(broken, "train")
+
+
+def test_interrupted_write_keeps_previous_data(tmp_path):
+    good = {"train": ({"a": np.ones((2, 1, 4, 4), np.float32)}, np.zeros((2, 4, 4), np.uint8))}
+    root = write_prepared(tmp_path / "d", good, dataset="d", classes=["x"], ignore_index=255)
+    before = (root / "meta.json").read_bytes()
+    bad = {"train": ({"a": np.ones((2, 1, 4, 4), np.float32)}, np.zeros((3, 4, 4), np.uint8))}
+    with pytest.raises(ValueError, match="shape"):
+        write_prepared(root, bad, dataset="d", classes=["x"], ignore_index=255)
+    assert (root / "meta.json").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["d"]  # no temporary folder left behind
