@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import types
 import typing
@@ -26,6 +27,18 @@ def prepared_dir(dataset: str, data_dir: Path = DATA_DIR) -> Path:
 def run_dir(base: Path, dataset: str, method: str, seed: int) -> Path:
     """``<base>/<dataset>/<method>/seed<k>``: where one (dataset, method, seed) run lives."""
     return base / dataset / method / f"seed{seed}"
+
+
+def run_parser(description: str) -> argparse.ArgumentParser:
+    """Command-line parser with the arguments every per-run stage takes (train, evaluate)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--method", required=True)
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--params", type=Path, default=PARAMS_FILE)
+    parser.add_argument("--data-dir", type=Path, default=None, help="prepared data (default data/prepared/<dataset>)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
@@ -125,7 +138,7 @@ class EvalConfig:
     device: str = "auto"
 
 
-def resolve_device(name: str) -> "torch.device":  # noqa: F821 - torch imported lazily
+def resolve_device(name: str) -> torch.device:  # noqa: F821 - torch imported lazily
     import torch
 
     if name == "auto":

@@ -13,7 +13,6 @@ All scores are percent, from one confusion matrix per subset accumulated over th
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,6 @@ from tqdm import tqdm
 
 from benchmark.config import (
     MODELS_DIR,
-    PARAMS_FILE,
     RESULTS_DIR,
     EvalConfig,
     from_mapping,
@@ -32,6 +30,7 @@ from benchmark.config import (
     prepared_dir,
     resolve_device,
     run_dir,
+    run_parser,
 )
 from benchmark.data.prepared import PreparedDataset
 from benchmark.io import atomic_write_json
@@ -86,16 +85,10 @@ def metrics_record(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", required=True)
-    parser.add_argument("--method", required=True)
-    parser.add_argument("--seed", type=int, required=True)
-    parser.add_argument("--params", type=Path, default=PARAMS_FILE)
+    parser = run_parser(__doc__.splitlines()[0])
     parser.add_argument("--split", default="test")
-    parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--model", type=Path, default=None, help="default models/<dataset>/<method>/seed<k>/model.pt")
     parser.add_argument("--out", type=Path, default=None, help="default results/<dataset>/<method>/seed<k>/metrics.json")
-    parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     params = load_params(args.params)
     import_method_modules(params.get("method_modules") or [])

@@ -24,10 +24,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from benchmark.config import load_params, section  # noqa: E402
-from benchmark.io import atomic_write, atomic_write_text, read_json  # noqa: E402
+from benchmark.config import load_params, section
+from benchmark.io import atomic_write, atomic_write_text, read_json
 
 SUMMARY_KEYS = ("avg", "top1", "last1")
 SUMMARY_TITLES = {"avg": "Avg", "top1": "Top-1", "last1": "Last-1"}

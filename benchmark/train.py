@@ -8,10 +8,8 @@ the current configuration) and ``train_log.jsonl`` (one JSON object per step).
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
-import math
 import random
 import sys
 import time
@@ -26,13 +24,13 @@ from tqdm import tqdm
 
 from benchmark.config import (
     MODELS_DIR,
-    PARAMS_FILE,
     TrainConfig,
     from_mapping,
     load_params,
     prepared_dir,
     resolve_device,
     run_dir,
+    run_parser,
     section,
 )
 from benchmark.data.prepared import PreparedDataset
@@ -260,14 +258,8 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[torch.nn
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", required=True)
-    parser.add_argument("--method", required=True)
-    parser.add_argument("--seed", type=int, required=True)
-    parser.add_argument("--params", type=Path, default=PARAMS_FILE)
-    parser.add_argument("--data-dir", type=Path, default=None, help="prepared data (default data/prepared/<dataset>)")
+    parser = run_parser(__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None, help="output folder (default models/<dataset>/<method>/seed<k>)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     params = load_params(args.params)
     where = str(args.params)

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from tiny import REPO, TINY_PARAMS, write_params
 
 pytestmark = pytest.mark.slow

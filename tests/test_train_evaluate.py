@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import TINY_PARAMS, write_params
 
 from benchmark import evaluate, report, train
 from benchmark.config import TrainConfig
 from benchmark.methods import SegmentationMethod, register_method
 from benchmark.protocol import enumerate_subsets, subset_name
-
-from tiny import TINY_PARAMS, write_params
 
 TRAIN = TrainConfig(**TINY_PARAMS["train"])
 

@@ -12,7 +12,6 @@ Layout of ``data/prepared/<dataset>/``::
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from benchmark.io import default_mode, atomic_write_json, read_json
+from benchmark.io import atomic_write_json, default_mode, read_json
 
 META_FILE = "meta.json"
 

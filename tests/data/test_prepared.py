@@ -6,11 +6,10 @@ import json
 
 import numpy as np
 import pytest
+from tiny import TINY_PARAMS, write_params
 
 from benchmark import prepare
 from benchmark.data import PreparedDataset, get_preparer, read_meta, write_prepared
-
-from tiny import TINY_PARAMS, write_params
 
 
 def test_prepare_is_deterministic_bytes(tmp_path, tiny_prepared):
