@@ -1,6 +1,7 @@
 """Prepare one data set: ``python -m benchmark.prepare --dataset synthetic``.
 
-Reads the data set's section of params.yaml and writes ``data/prepared/<dataset>/``.
+Reads the data set's section of params.yaml and writes ``data/prepared/<dataset>/`` with a
+``preview.png`` of the first training tiles.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ import sys
 from pathlib import Path
 
 from benchmark.config import PARAMS_FILE, load_params, prepared_dir, section
-from benchmark.data import get_preparer, read_meta
+from benchmark.data import PreparedDataset, get_dataset, read_meta
+
+PREVIEW_FILE = "preview.png"  # a few training tiles, every modality and the label
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,10 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="default data/prepared/<dataset>")
     args = parser.parse_args(argv)
     params = load_params(args.params)
-    preparer = get_preparer(args.dataset)
-    dataset_params = section(params, args.dataset, str(args.params)) or {}
-    out = preparer(dataset_params, args.out or prepared_dir(args.dataset))
+    source = get_dataset(args.dataset)(section(params, args.dataset, str(args.params)) or {})
+    out = source.prepare(args.out or prepared_dir(args.dataset))
     meta = read_meta(out)
+    preview = PreparedDataset(out, "train")
+    preview.plot(range(min(4, len(preview))), out / PREVIEW_FILE)
     print(f"prepared {args.dataset}: {meta['splits']} tiles, modalities {meta['modalities']} -> {out}")
     return 0
 

@@ -174,12 +174,12 @@ def train(
     checkpoint_path, log_path = out_dir / CHECKPOINT_FILE, out_dir / LOG_FILE
     start, train_seconds = 0, 0.0
     if checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
         if state.get("fingerprint") == run_id:
             method.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
-            torch.set_rng_state(state["torch_rng"])
+            torch.set_rng_state(state["torch_rng"].cpu())
             start, train_seconds = state["step"], state["train_seconds"]
             print(f"resuming {method_name} seed {seed} from step {start}", file=sys.stderr)
     log_lines = log_path.read_text().splitlines() if (start and log_path.exists()) else []

@@ -148,3 +148,51 @@ class PreparedDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         inputs = {m: torch.from_numpy(np.array(a[index], dtype=np.float32)) for m, a in self.arrays.items()}
         return inputs, torch.from_numpy(np.array(self.labels[index], dtype=np.int64))
+
+    def plot(self, indices: Sequence[int] = (0, 1, 2, 3), path: str | Path | None = None) -> Any:
+        """One row per tile: every modality (3 channels as RGB, 1 in grey; 2-98 % stretch per
+        image, nodata shows as mid-grey) and the label (a colour per class, ignored pixels black).
+
+        Returns the matplotlib Figure; with ``path`` also writes it as PNG (atomically).
+        """
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.colors import ListedColormap
+        from matplotlib.patches import Patch
+
+        from benchmark.io import atomic_write
+
+        columns = [*self.modalities, "label"]
+        fig, axes = plt.subplots(len(indices), len(columns), figsize=(2.2 * len(columns), 2.2 * len(indices)),
+                                 squeeze=False)
+        colours = plt.get_cmap("tab10").colors[: len(self.classes)]
+        cmap = ListedColormap([*colours, (0.0, 0.0, 0.0)])
+        for row, index in enumerate(indices):
+            inputs, label = self[index]
+            for col, name in enumerate(columns):
+                ax = axes[row][col]
+                if name == "label":
+                    shown = np.where(label.numpy() == self.ignore_index, len(self.classes), label.numpy())
+                    ax.imshow(shown, cmap=cmap, vmin=-0.5, vmax=len(self.classes) + 0.5, interpolation="nearest")
+                else:
+                    x = inputs[name].numpy()[:3]
+                    norm = self.meta.get("normalisation", {}).get(name)
+                    if norm:  # back to the source's units, so colours keep their balance
+                        x = x * np.reshape(norm["std"][:3], (-1, 1, 1)) + np.reshape(norm["mean"][:3], (-1, 1, 1))
+                    lo, hi = np.percentile(x, [2, 98])
+                    x = np.clip((x - lo) / max(hi - lo, 1e-6), 0, 1)
+                    ax.imshow(x.transpose(1, 2, 0) if len(x) == 3 else x[0], cmap="gray", interpolation="nearest")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if row == 0:
+                    ax.set_title(name)
+            axes[row][0].set_ylabel(f"tile {index}")
+        fig.legend(handles=[Patch(color=c, label=k) for c, k in zip(colours, self.classes)],
+                   loc="lower center", ncol=min(len(self.classes), 6), fontsize="small", frameon=False)
+        fig.suptitle(f"{self.meta['dataset']} ({self.split})")
+        fig.tight_layout(rect=(0, 0.06, 1, 0.97))
+        if path is not None:
+            atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=80, metadata={"Software": None}))
+        return fig

@@ -40,8 +40,8 @@ from typing import Any
 import numpy as np
 
 from benchmark.config import from_mapping
-from benchmark.data import register_dataset
 from benchmark.data.prepared import write_prepared
+from benchmark.data.source import DatasetSource, register_dataset
 
 IGNORE_INDEX = 255  # no synthetic pixel is unlabelled; the value the prepared format records
 
@@ -269,21 +269,34 @@ def generate_tiles(config: SyntheticConfig, num_tiles: int, seed: int) -> tuple[
     return out, cls[obj]
 
 
-TEST_SEED_OFFSET = 10_000  # test tiles are drawn from seed + this, train tiles from seed
-
-
 @register_dataset("synthetic")
-def prepare(params: Mapping[str, Any], out_dir: Path) -> Path:
-    """Generate the train and test splits from params.yaml's ``synthetic`` section and write the
-    prepared format (:func:`benchmark.data.prepared.write_prepared`) to ``out_dir``."""
-    params = dict(params)
-    seed = params.pop("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise TypeError(f"params.yaml: synthetic.seed must be an integer, got {seed!r}")
-    config = from_mapping(SyntheticConfig, params, "params.yaml: synthetic")
-    splits = {
-        "train": generate_tiles(config, config.num_train, seed),
-        "test": generate_tiles(config, config.num_test, seed + TEST_SEED_OFFSET),
-    }
-    source = {"generator": "benchmark.data.synthetic", "seed": seed, **dataclasses.asdict(config)}
-    return write_prepared(out_dir, splits, dataset="synthetic", classes=CLASSES, ignore_index=IGNORE_INDEX, source=source)
+class Synthetic(DatasetSource):
+    """The embedded Potsdam-like data set (see the module docstring and docs/synthetic.md).
+
+    ``params``: ``seed`` (int; train tiles from ``seed``, test tiles from ``seed + 10000``) and
+    the fields of :class:`SyntheticConfig`. ``modalities`` gains ``sar`` with ``with_sar``.
+    """
+
+    classes = CLASSES
+    modalities = MODALITIES
+    ignore_index = IGNORE_INDEX
+    test_seed_offset = 10_000
+
+    def __init__(self, params: Mapping[str, Any]) -> None:
+        super().__init__(params)
+        values = dict(params)
+        self.seed = values.pop("seed", 0)
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise TypeError(f"params.yaml: synthetic.seed must be an integer, got {self.seed!r}")
+        self.config = from_mapping(SyntheticConfig, values, "params.yaml: synthetic")
+        if self.config.with_sar:
+            self.modalities = {**MODALITIES, "sar": SAR_CHANNELS}
+
+    def prepare(self, out_dir: Path) -> Path:
+        splits = {
+            "train": generate_tiles(self.config, self.config.num_train, self.seed),
+            "test": generate_tiles(self.config, self.config.num_test, self.seed + self.test_seed_offset),
+        }
+        source = {"generator": __name__, "seed": self.seed, **dataclasses.asdict(self.config)}
+        return write_prepared(out_dir, splits, dataset=self.name, classes=self.classes,
+                              ignore_index=self.ignore_index, source=source)

@@ -9,14 +9,15 @@ import pytest
 from tiny import TINY_PARAMS, write_params
 
 from benchmark import prepare
-from benchmark.data import PreparedDataset, get_preparer, read_meta, write_prepared
+from benchmark.data import PreparedDataset, get_dataset, read_meta, write_prepared
 
 
 def test_prepare_is_deterministic_bytes(tmp_path, tiny_prepared):
     params = write_params(tmp_path / "params.yaml", TINY_PARAMS)
     again = tmp_path / "again"
     prepare.main(["--dataset", "synthetic", "--params", str(params), "--out", str(again)])
-    for path in sorted(tiny_prepared.rglob("*.npy")) + [tiny_prepared / "meta.json"]:
+    assert (tiny_prepared / "preview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for path in sorted(tiny_prepared.rglob("*.npy")) + [tiny_prepared / "meta.json", tiny_prepared / "preview.png"]:
         assert path.read_bytes() == (again / path.relative_to(tiny_prepared)).read_bytes(), path.name
 
 
@@ -40,7 +41,9 @@ def test_train_and_test_tiles_differ(tiny_prepared):
 
 def test_dataset_items_and_sar_option(tmp_path):
     params = {**TINY_PARAMS["synthetic"], "with_sar": True, "num_train": 4, "num_test": 2}
-    out = get_preparer("synthetic")(params, tmp_path / "sar")
+    source = get_dataset("synthetic")(params)
+    assert list(source.modalities) == ["rgb", "dsm", "nir", "sar"]
+    out = source.prepare(tmp_path / "sar")
     ds = PreparedDataset(out, "test")
     inputs, label = ds[1]
     assert list(inputs) == ["rgb", "dsm", "nir", "sar"] and inputs["sar"].shape == (1, 32, 32)
@@ -53,9 +56,9 @@ def test_errors_name_the_file_and_key(tmp_path, tiny_prepared):
     with pytest.raises(ValueError, match="split 'val'"):
         PreparedDataset(tiny_prepared, "val")
     with pytest.raises(KeyError, match="synthetic.*tile_sise"):
-        get_preparer("synthetic")({"tile_sise": 32}, tmp_path / "x")
+        get_dataset("synthetic")({"tile_sise": 32})
     with pytest.raises(KeyError, match="unknown data set 'potsdam2'"):
-        get_preparer("potsdam2")
+        get_dataset("potsdam2")
     broken = tmp_path / "broken"
     broken.mkdir()
     meta = json.loads((tiny_prepared / "meta.json").read_text())
