@@ -68,7 +68,12 @@ def evaluate_subsets(
 
 
 def metrics_record(
-    matrices: dict[str, torch.Tensor], dataset: PreparedDataset, *, method: str, seed: int, extra: dict[str, Any] | None = None
+    matrices: dict[str, torch.Tensor],
+    dataset: PreparedDataset,
+    *,
+    method: str,
+    seed: int,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The metrics.json record from per-subset confusion matrices."""
     subsets = {name: segmentation_scores(cm, dataset.classes) for name, cm in matrices.items()}
@@ -88,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = run_parser(__doc__.splitlines()[0])
     parser.add_argument("--split", default="test")
     parser.add_argument("--model", type=Path, default=None, help="default models/<dataset>/<method>/seed<k>/model.pt")
-    parser.add_argument("--out", type=Path, default=None, help="default results/<dataset>/<method>/seed<k>/metrics.json")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="default results/<dataset>/<method>/seed<k>/metrics.json"
+    )
     args = parser.parse_args(argv)
     params = load_params(args.params)
     import_method_modules(params.get("method_modules") or [])
@@ -100,16 +107,25 @@ def main(argv: list[str] | None = None) -> int:
     if record["method"] != args.method:
         raise ValueError(f"{model_path}: holds method {record['method']!r}, not {args.method!r}")
     if dict(record["init"]["modalities"]) != dataset.modalities:
-        raise ValueError(f"{model_path}: trained on modalities {record['init']['modalities']}, data has {dataset.modalities}")
-    matrices = evaluate_subsets(method, dataset, batch_size=config.batch_size, device=device, progress=not args.no_progress)
-    extra = {"family": getattr(method, "family", "reference"), "train_steps": record["steps"],
-             "train_seconds": round(float(record["train_seconds"]), 3)}
+        raise ValueError(
+            f"{model_path}: trained on modalities {record['init']['modalities']}, data has {dataset.modalities}"
+        )
+    matrices = evaluate_subsets(
+        method, dataset, batch_size=config.batch_size, device=device, progress=not args.no_progress
+    )
+    extra = {
+        "family": getattr(method, "family", "reference"),
+        "train_steps": record["steps"],
+        "train_seconds": round(float(record["train_seconds"]), 3),
+    }
     metrics = metrics_record(matrices, dataset, method=args.method, seed=args.seed, extra=extra)
     out = args.out or run_dir(RESULTS_DIR, args.dataset, args.method, args.seed) / METRICS_FILE
     atomic_write_json(out, metrics)
     summary = metrics["summary"]
-    print(f"{args.dataset} {args.method} seed{args.seed}: avg {summary['avg']:.2f}  top1 {summary['top1']:.2f}  "
-          f"last1 {summary['last1']:.2f} mIoU -> {out}")
+    print(
+        f"{args.dataset} {args.method} seed{args.seed}: avg {summary['avg']:.2f}  top1 {summary['top1']:.2f}  "
+        f"last1 {summary['last1']:.2f} mIoU -> {out}"
+    )
     return 0
 
 

@@ -18,10 +18,7 @@ def _check_range(values: torch.Tensor, num_classes: int, what: str) -> None:
     bad = (values < 0) | (values >= num_classes)
     if bool(bad.any()):
         offending = torch.unique(values[bad])[:5].tolist()
-        raise ValueError(
-            f"{what} value(s) {offending} outside [0, {num_classes}) "
-            f"({int(bad.sum())} pixel(s))"
-        )
+        raise ValueError(f"{what} value(s) {offending} outside [0, {num_classes}) ({int(bad.sum())} pixel(s))")
 
 
 def confusion_matrix(

@@ -29,11 +29,7 @@ def enumerate_subsets(modalities: Sequence[str]) -> list[tuple[str, ...]]:
     """
     if len(set(modalities)) != len(modalities) or not modalities:
         raise ValueError(f"modalities must be non-empty and unique, got {list(modalities)}")
-    return [
-        combo
-        for size in range(1, len(modalities) + 1)
-        for combo in itertools.combinations(modalities, size)
-    ]
+    return [combo for size in range(1, len(modalities) + 1) for combo in itertools.combinations(modalities, size)]
 
 
 def subset_name(subset: Sequence[str]) -> str:
@@ -77,9 +73,7 @@ def draw_available(
         return (codes.unsqueeze(1) & bits) > 0
     probs = torch.as_tensor(list(drop_prob), dtype=torch.float64)
     if probs.shape != (num_modalities,) or bool(((probs < 0) | (probs >= 1)).any()):
-        raise ValueError(
-            f"drop_prob must hold {num_modalities} values in [0, 1), got {list(drop_prob)}"
-        )
+        raise ValueError(f"drop_prob must hold {num_modalities} values in [0, 1), got {list(drop_prob)}")
     available = torch.rand(batch_size, num_modalities, generator=generator, dtype=torch.float64) >= probs
     empty = ~available.any(dim=1)
     while bool(empty.any()):

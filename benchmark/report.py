@@ -41,13 +41,21 @@ def _is_number(value: object) -> bool:
 
 def _validate(data: object, path: Path, dataset: str, method: str, seed: int) -> dict:
     """Check one metrics file; ``ValueError`` names the file and the key."""
+
     def fail(key: str, why: str) -> ValueError:
         return ValueError(f"{path}: key {key!r}: {why}")
 
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object")
-    types = {"dataset": str, "method": str, "seed": int, "modalities": list,
-             "classes": list, "subsets": dict, "summary": dict}
+    types = {
+        "dataset": str,
+        "method": str,
+        "seed": int,
+        "modalities": list,
+        "classes": list,
+        "subsets": dict,
+        "summary": dict,
+    }
     for key, typ in types.items():
         if key not in data:
             raise fail(key, "missing")
@@ -219,8 +227,15 @@ def render_heatmap(rows: list[dict], subsets: Sequence[str], title: str = "") ->
             for j, v in enumerate(line):
                 rgba = cmap((v - lo) / (hi - lo)) if not math.isnan(v) else (1, 1, 1, 1)
                 dark = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2] < 0.5
-                ax.text(j, i, "n/a" if math.isnan(v) else f"{v:.1f}", ha="center",
-                        va="center", fontsize=9, color="white" if dark else "black")
+                ax.text(
+                    j,
+                    i,
+                    "n/a" if math.isnan(v) else f"{v:.1f}",
+                    ha="center",
+                    va="center",
+                    fontsize=9,
+                    color="white" if dark else "black",
+                )
         ax.set_xticks(range(len(columns)), [*subsets, "Avg"], rotation=35, ha="right")
         ax.set_yticks(range(len(rows)), [r["method"] for r in rows])
         ax.set_xlabel("available modalities")

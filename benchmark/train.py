@@ -116,8 +116,14 @@ def _save_torch(path: Path, obj: Any) -> None:
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
-def check_contract(method_name: str, method: torch.nn.Module, inputs: Mapping[str, torch.Tensor],
-                   target: torch.Tensor, available: torch.Tensor, num_classes: int) -> None:
+def check_contract(
+    method_name: str,
+    method: torch.nn.Module,
+    inputs: Mapping[str, torch.Tensor],
+    target: torch.Tensor,
+    available: torch.Tensor,
+    num_classes: int,
+) -> None:
     """Run one forward + loss without gradients and stop a method that breaks the contract,
     naming the method and the fault (before its first optimiser step)."""
     for hook in ("forward", "loss", "training_step", "after_optimizer_step", "predict"):
@@ -125,7 +131,9 @@ def check_contract(method_name: str, method: torch.nn.Module, inputs: Mapping[st
             raise TypeError(f"method {method_name!r}: missing {hook}()")
     output = method(inputs, available)
     if not isinstance(output, Mapping) or "logits" not in output:
-        raise TypeError(f"method {method_name!r}: forward() must return a dict with 'logits', got {type(output).__name__}")
+        raise TypeError(
+            f"method {method_name!r}: forward() must return a dict with 'logits', got {type(output).__name__}"
+        )
     expected = (target.shape[0], num_classes, *target.shape[-2:])
     if tuple(output["logits"].shape) != expected:
         raise ValueError(f"method {method_name!r}: logits shape {tuple(output['logits'].shape)}, expected {expected}")
@@ -196,7 +204,9 @@ def train(
     )
     modalities = list(dataset.modalities)
     method.train()
-    bar = tqdm(total=config.steps, initial=start, desc=f"train {method_name} s{seed}", disable=not progress, mininterval=1.0)
+    bar = tqdm(
+        total=config.steps, initial=start, desc=f"train {method_name} s{seed}", disable=not progress, mininterval=1.0
+    )
     step = start
     with log_path.open("a", encoding="utf-8") as log:
         for inputs, target in loader:
@@ -223,25 +233,45 @@ def train(
             seconds = time.perf_counter() - tick
             train_seconds += seconds
             step += 1
-            record = {"step": step - 1, "loss": float(total.detach()), **parts,
-                      "lr": optimizer.param_groups[0]["lr"], "images_per_s": target.shape[0] / seconds}
+            record = {
+                "step": step - 1,
+                "loss": float(total.detach()),
+                **parts,
+                "lr": optimizer.param_groups[0]["lr"],
+                "images_per_s": target.shape[0] / seconds,
+            }
             log.write(json.dumps(record) + "\n")
             bar.set_postfix(loss=f"{record['loss']:.3f}", img_s=f"{record['images_per_s']:.0f}", refresh=False)
             bar.update(1)
             if step % config.checkpoint_every == 0 or step == config.steps:
                 log.flush()
-                _save_torch(checkpoint_path, {
-                    "fingerprint": run_id, "step": step, "train_seconds": train_seconds,
-                    "model": method.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
-                })
+                _save_torch(
+                    checkpoint_path,
+                    {
+                        "fingerprint": run_id,
+                        "step": step,
+                        "train_seconds": train_seconds,
+                        "model": method.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "torch_rng": torch.get_rng_state(),
+                    },
+                )
     bar.close()
     model_path = out_dir / MODEL_FILE
-    _save_torch(model_path, {
-        "method": method_name, "init": init_kwargs, "state_dict": method.state_dict(),
-        "fingerprint": run_id, "seed": seed, "dataset": dataset.meta["dataset"],
-        "steps": config.steps, "train_seconds": train_seconds,
-    })
+    _save_torch(
+        model_path,
+        {
+            "method": method_name,
+            "init": init_kwargs,
+            "state_dict": method.state_dict(),
+            "fingerprint": run_id,
+            "seed": seed,
+            "dataset": dataset.meta["dataset"],
+            "steps": config.steps,
+            "train_seconds": train_seconds,
+        },
+    )
     return model_path
 
 
@@ -259,7 +289,9 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[torch.nn
 
 def main(argv: list[str] | None = None) -> int:
     parser = run_parser(__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default models/<dataset>/<method>/seed<k>)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output folder (default models/<dataset>/<method>/seed<k>)"
+    )
     args = parser.parse_args(argv)
     params = load_params(args.params)
     where = str(args.params)

@@ -25,8 +25,12 @@ class MuSSCopy(MuSS):
 
 
 def _run(cwd: Path, *args: str) -> str:
-    env = dict(os.environ, DVC_NO_ANALYTICS="1", PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-               PYTHONPATH=str(cwd))
+    env = dict(
+        os.environ,
+        DVC_NO_ANALYTICS="1",
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        PYTHONPATH=str(cwd),
+    )
     proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout + proc.stderr
@@ -46,8 +50,12 @@ def project(tmp_path: Path) -> Path:
     (tmp_path / ".dvc").mkdir()
     shutil.copy(REPO / ".dvc" / "config", tmp_path / ".dvc" / "config")
     (tmp_path / "my_methods.py").write_text(PLUGIN)
-    params = {**TINY_PARAMS, "methods": ["muss", "muss-copy"], "method_modules": ["my_methods"],
-              "method_params": {"muss": {}, "muss-copy": {}}}
+    params = {
+        **TINY_PARAMS,
+        "methods": ["muss", "muss-copy"],
+        "method_modules": ["my_methods"],
+        "method_params": {"muss": {}, "muss-copy": {}},
+    }
     write_params(tmp_path / "params.yaml", params)
     _run(tmp_path, "git", "init", "-q")
     return tmp_path
@@ -55,8 +63,14 @@ def project(tmp_path: Path) -> Path:
 
 def test_repro_then_noop_then_minimal_reruns(project: Path):
     first = _ran(_run(project, sys.executable, "-m", "dvc", "repro"))
-    assert first == {"prepare@synthetic", "train@synthetic-muss-0", "train@synthetic-muss-copy-0",
-                     "evaluate@synthetic-muss-0", "evaluate@synthetic-muss-copy-0", "report@synthetic"}
+    assert first == {
+        "prepare@synthetic",
+        "train@synthetic-muss-0",
+        "train@synthetic-muss-copy-0",
+        "evaluate@synthetic-muss-0",
+        "evaluate@synthetic-muss-copy-0",
+        "report@synthetic",
+    }
     board = (project / "results" / "synthetic" / "leaderboard.csv").read_text()
     assert board.splitlines()[0].startswith("method") and "muss-copy" in board
     assert (project / "results" / "synthetic" / "miou_heatmap.png").stat().st_size > 1000

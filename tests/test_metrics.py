@@ -92,9 +92,7 @@ def test_accumulation_equals_one_big_matrix():
     acc = ConfusionMatrix(K, ignore_index=IGNORE)
     for pred, target in batches:
         acc.update(pred, target)
-    big = confusion_matrix(
-        torch.cat([p for p, _ in batches]), torch.cat([t for _, t in batches]), K, IGNORE
-    )
+    big = confusion_matrix(torch.cat([p for p, _ in batches]), torch.cat([t for _, t in batches]), K, IGNORE)
     assert acc.matrix.device.type == "cpu" and acc.matrix.dtype == torch.int64
     torch.testing.assert_close(acc.matrix, big)
     acc.reset()

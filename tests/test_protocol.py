@@ -83,7 +83,11 @@ def test_draw_available_rejects_bad_probabilities():
 
 
 def test_apply_availability_zeroes_missing_even_nan_and_keeps_input():
-    inputs = {"rgb": torch.randn(3, 3, 4, 4), "dsm": torch.full((3, 1, 4, 4), float("nan")), "nir": torch.randn(3, 1, 4, 4)}
+    inputs = {
+        "rgb": torch.randn(3, 3, 4, 4),
+        "dsm": torch.full((3, 1, 4, 4), float("nan")),
+        "nir": torch.randn(3, 1, 4, 4),
+    }
     available = torch.tensor([[1, 0, 1], [0, 0, 1], [1, 1, 1]], dtype=torch.bool)
     out = apply_availability(inputs, available, MODALITIES)
     assert torch.equal(out["rgb"][1], torch.zeros(3, 4, 4))

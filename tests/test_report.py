@@ -23,16 +23,23 @@ FAKE = {
 
 
 def _summary(mious: list[float]) -> dict:
-    return {"avg": float(np.mean(mious)), "top1": max(mious), "last1": min(mious),
-            "top1_subset": SUBSETS[int(np.argmax(mious))], "last1_subset": "x"}
+    return {
+        "avg": float(np.mean(mious)),
+        "top1": max(mious),
+        "last1": min(mious),
+        "top1_subset": SUBSETS[int(np.argmax(mious))],
+        "last1_subset": "x",
+    }
 
 
 def _record(method: str, seed: int, mious: list[float]) -> dict:
     return {
-        "dataset": DATASET, "method": method, "seed": seed,
-        "modalities": ["rgb", "dsm"], "classes": ["a", "b"],
-        "subsets": {s: {"miou": m, "mf1": m + 1, "iou": {"a": m, "b": None}}
-                    for s, m in zip(SUBSETS, mious)},
+        "dataset": DATASET,
+        "method": method,
+        "seed": seed,
+        "modalities": ["rgb", "dsm"],
+        "classes": ["a", "b"],
+        "subsets": {s: {"miou": m, "mf1": m + 1, "iou": {"a": m, "b": None}} for s, m in zip(SUBSETS, mious)},
         "summary": _summary(mious),
         "extra_key_from_some_method": {"ignored": True},
     }
@@ -62,8 +69,18 @@ def test_csv_values_and_column_order(results: Path):
     assert [p.name for p in paths] == ["leaderboard.csv", "leaderboard.md", "miou_heatmap.png"]
     rows = _read_csv(results / DATASET / "leaderboard.csv")
     header = list(rows[0])
-    assert header == ["method", "seeds", *SUBSETS, *(f"{s}_std" for s in SUBSETS),
-                      "avg", "top1", "last1", "avg_std", "top1_std", "last1_std"]
+    assert header == [
+        "method",
+        "seeds",
+        *SUBSETS,
+        *(f"{s}_std" for s in SUBSETS),
+        "avg",
+        "top1",
+        "last1",
+        "avg_std",
+        "top1_std",
+        "last1_std",
+    ]
     assert [r["method"] for r in rows] == ["alpha", "zeta"]  # sorted when not listed
     by_method = {r["method"]: r for r in rows}
     for method, seeds in FAKE.items():
@@ -170,8 +187,7 @@ def test_null_miou_is_nan(results: Path):
     rec = _record("beta", 0, [1.0, 2.0, 3.0])
     rec["subsets"]["dsm"]["miou"] = None
     _write(results, rec)
-    row = next(r for r in report.leaderboard(report.load_metrics(results, DATASET))
-               if r["method"] == "beta")
+    row = next(r for r in report.leaderboard(report.load_metrics(results, DATASET)) if r["method"] == "beta")
     assert np.isnan(row["dsm"]) and row["rgb"] == 1.0
 
 

@@ -20,8 +20,19 @@ TRAIN = TrainConfig(**TINY_PARAMS["train"])
 def _train_and_evaluate(tmp: Path, prepared: Path, params: Path, seed: int = 0, method: str = "muss") -> dict:
     models = tmp / "models" / method / f"seed{seed}"
     metrics = tmp / "results" / "synthetic" / method / f"seed{seed}" / "metrics.json"
-    common = ["--dataset", "synthetic", "--method", method, "--seed", str(seed), "--params", str(params),
-              "--data-dir", str(prepared), "--no-progress"]
+    common = [
+        "--dataset",
+        "synthetic",
+        "--method",
+        method,
+        "--seed",
+        str(seed),
+        "--params",
+        str(params),
+        "--data-dir",
+        str(prepared),
+        "--no-progress",
+    ]
     assert train.main([*common, "--out", str(models)]) == 0
     assert evaluate.main([*common, "--model", str(models / "model.pt"), "--out", str(metrics)]) == 0
     return json.loads(metrics.read_text())
@@ -101,12 +112,39 @@ def test_broken_contract_is_stopped_naming_the_method(tmp_path, tiny_prepared):
 def test_bad_params_are_named_before_training(tmp_path, tiny_prepared):
     params = write_params(tmp_path / "params.yaml", {**TINY_PARAMS, "train": {**TINY_PARAMS["train"], "stepz": 3}})
     with pytest.raises(KeyError, match=r"params.yaml: train.*stepz"):
-        train.main(["--dataset", "synthetic", "--method", "muss", "--seed", "0", "--params", str(params),
-                    "--data-dir", str(tiny_prepared), "--out", str(tmp_path / "m")])
+        train.main(
+            [
+                "--dataset",
+                "synthetic",
+                "--method",
+                "muss",
+                "--seed",
+                "0",
+                "--params",
+                str(params),
+                "--data-dir",
+                str(tiny_prepared),
+                "--out",
+                str(tmp_path / "m"),
+            ]
+        )
     with pytest.raises(TypeError, match=r"train.lr"):
-        train.main(["--dataset", "synthetic", "--method", "muss", "--seed", "0",
-                    "--params", str(write_params(tmp_path / "p2.yaml", {**TINY_PARAMS, "train": {"lr": "fast"}})),
-                    "--data-dir", str(tiny_prepared), "--out", str(tmp_path / "m")])
+        train.main(
+            [
+                "--dataset",
+                "synthetic",
+                "--method",
+                "muss",
+                "--seed",
+                "0",
+                "--params",
+                str(write_params(tmp_path / "p2.yaml", {**TINY_PARAMS, "train": {"lr": "fast"}})),
+                "--data-dir",
+                str(tiny_prepared),
+                "--out",
+                str(tmp_path / "m"),
+            ]
+        )
     assert not (tmp_path / "m").exists()
 
 

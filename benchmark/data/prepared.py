@@ -80,7 +80,9 @@ def write_prepared(
             (tmp / split).mkdir()
             for name, array in inputs.items():
                 if array.ndim != 4 or array.shape[0] != label.shape[0] or array.shape[2:] != label.shape[1:]:
-                    raise ValueError(f"{dataset}/{split}/{name}: shape {array.shape} does not match label {label.shape}")
+                    raise ValueError(
+                        f"{dataset}/{split}/{name}: shape {array.shape} does not match label {label.shape}"
+                    )
                 np.save(tmp / split / f"{name}.npy", standardise(array, **norm[name]))
             np.save(tmp / split / "label.npy", label)
         meta = {
@@ -113,7 +115,13 @@ def read_meta(root: str | Path) -> dict[str, Any]:
     if not path.exists():
         raise FileNotFoundError(f"{path}: prepared data set not found (run the prepare stage: dvc repro)")
     meta = read_json(path)
-    for key, kind in (("dataset", str), ("modalities", dict), ("classes", list), ("ignore_index", int), ("splits", dict)):
+    for key, kind in (
+        ("dataset", str),
+        ("modalities", dict),
+        ("classes", list),
+        ("ignore_index", int),
+        ("splits", dict),
+    ):
         if not isinstance(meta.get(key), kind):
             raise ValueError(f"{path}: key {key!r} missing or not a {kind.__name__}")
     return meta
@@ -165,8 +173,9 @@ class PreparedDataset(Dataset):
         from benchmark.io import atomic_write
 
         columns = [*self.modalities, "label"]
-        fig, axes = plt.subplots(len(indices), len(columns), figsize=(2.2 * len(columns), 2.2 * len(indices)),
-                                 squeeze=False)
+        fig, axes = plt.subplots(
+            len(indices), len(columns), figsize=(2.2 * len(columns), 2.2 * len(indices)), squeeze=False
+        )
         colours = plt.get_cmap("tab10").colors[: len(self.classes)]
         cmap = ListedColormap([*colours, (0.0, 0.0, 0.0)])
         for row, index in enumerate(indices):
@@ -189,8 +198,13 @@ class PreparedDataset(Dataset):
                 if row == 0:
                     ax.set_title(name)
             axes[row][0].set_ylabel(f"tile {index}")
-        fig.legend(handles=[Patch(color=c, label=k) for c, k in zip(colours, self.classes)],
-                   loc="lower center", ncol=min(len(self.classes), 6), fontsize="small", frameon=False)
+        fig.legend(
+            handles=[Patch(color=c, label=k) for c, k in zip(colours, self.classes)],
+            loc="lower center",
+            ncol=min(len(self.classes), 6),
+            fontsize="small",
+            frameon=False,
+        )
         fig.suptitle(f"{self.meta['dataset']} ({self.split})")
         fig.tight_layout(rect=(0, 0.06, 1, 0.97))
         if path is not None:

@@ -298,5 +298,6 @@ class Synthetic(DatasetSource):
             "test": generate_tiles(self.config, self.config.num_test, self.seed + self.test_seed_offset),
         }
         source = {"generator": __name__, "seed": self.seed, **dataclasses.asdict(self.config)}
-        return write_prepared(out_dir, splits, dataset=self.name, classes=self.classes,
-                              ignore_index=self.ignore_index, source=source)
+        return write_prepared(
+            out_dir, splits, dataset=self.name, classes=self.classes, ignore_index=self.ignore_index, source=source
+        )

@@ -35,9 +35,7 @@ class MultiModalEncoder(nn.Module):
         super().__init__()
         self.modalities = list(in_channels)
         self.backbone = create_backbone(backbone, pretrained=pretrained)
-        self.stems = nn.ModuleDict(
-            {m: ModalityStem(c, self.backbone.in_channels) for m, c in in_channels.items()}
-        )
+        self.stems = nn.ModuleDict({m: ModalityStem(c, self.backbone.in_channels) for m, c in in_channels.items()})
         self.channels: list[int] = list(self.backbone.channels)
 
     def forward(self, inputs: Mapping[str, torch.Tensor], available: torch.Tensor) -> list[torch.Tensor]:

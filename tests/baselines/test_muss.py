@@ -30,8 +30,10 @@ def test_missing_modality_garbage_does_not_change_output():
     method = create_method("muss", modalities=CHANNELS, num_classes=6).eval()
     x = _batch()
     available = torch.tensor([[1, 0, 1], [0, 1, 0], [1, 1, 1], [0, 0, 1]], dtype=torch.bool)
-    garbage = {m: torch.where(available[:, i].view(-1, 1, 1, 1), v, torch.randn_like(v) * 1e3)
-               for i, (m, v) in enumerate(x.items())}
+    garbage = {
+        m: torch.where(available[:, i].view(-1, 1, 1, 1), v, torch.randn_like(v) * 1e3)
+        for i, (m, v) in enumerate(x.items())
+    }
     a = method.predict(x, available)
     b = method.predict(garbage, available)
     torch.testing.assert_close(a, b)
