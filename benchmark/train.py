@@ -188,6 +188,8 @@ def train(
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             torch.set_rng_state(state["torch_rng"].cpu())
+            if state.get("cuda_rng"):
+                torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
             start, train_seconds = state["step"], state["train_seconds"]
             print(f"resuming {method_name} seed {seed} from step {start}", file=sys.stderr)
     log_lines = log_path.read_text().splitlines() if (start and log_path.exists()) else []
@@ -225,6 +227,7 @@ def train(
             total, parts = method.training_step(inputs, target, available)
             if not bool(torch.isfinite(total)):
                 raise FloatingPointError(f"method {method_name!r}: non-finite loss {float(total)} at step {step}")
+            lr = optimizer.param_groups[0]["lr"]  # the rate this step uses
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()
@@ -237,8 +240,8 @@ def train(
                 "step": step - 1,
                 "loss": float(total.detach()),
                 **parts,
-                "lr": optimizer.param_groups[0]["lr"],
-                "images_per_s": target.shape[0] / seconds,
+                "lr": lr,
+                "images_per_s": target.shape[0] / seconds,  # model throughput, data loading excluded
             }
             log.write(json.dumps(record) + "\n")
             bar.set_postfix(loss=f"{record['loss']:.3f}", img_s=f"{record['images_per_s']:.0f}", refresh=False)
@@ -255,6 +258,7 @@ def train(
                         "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(),
                         "torch_rng": torch.get_rng_state(),
+                        "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
                     },
                 )
     bar.close()

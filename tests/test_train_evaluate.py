@@ -158,3 +158,24 @@ def test_four_modalities_evaluate_fifteen_subsets(tmp_path):
     record = _train_and_evaluate(tmp_path, prepared, params_path)
     assert record["modalities"] == ["rgb", "dsm", "nir", "sar"]
     assert len(record["subsets"]) == 15 and list(record["subsets"])[-1] == "rgb+dsm+nir+sar"
+
+
+def test_schedule_warmup_then_poly_decay_in_the_log(tmp_path, tiny_prepared):
+    config = TrainConfig(**{**TINY_PARAMS["train"], "steps": 6, "warmup_steps": 2})
+    train.train(tiny_prepared, "muss", {}, config, 0, tmp_path / "run", progress=False)
+    lines = [json.loads(x) for x in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    lrs = [line["lr"] for line in lines]
+    peak = config.lr
+    expected = [peak * train.poly_schedule(s, steps=6, warmup_steps=2, power=0.9) for s in range(6)]
+    assert lrs == pytest.approx(expected)
+    assert lrs[0] < lrs[1] < lrs[2] == pytest.approx(peak) and lrs[2] > lrs[3] > lrs[4] > lrs[5] > 0
+    assert all({"step", "loss", "ce", "lr", "images_per_s"} <= set(line) for line in lines)
+
+
+def test_loader_workers_do_not_change_the_result(tmp_path, tiny_prepared):
+    workers = TrainConfig(**{**TINY_PARAMS["train"], "steps": 3, "num_workers": 2})
+    single = TrainConfig(**{**TINY_PARAMS["train"], "steps": 3, "num_workers": 0})
+    a = torch.load(train.train(tiny_prepared, "muss", {}, workers, 0, tmp_path / "w", progress=False), weights_only=True)
+    b = torch.load(train.train(tiny_prepared, "muss", {}, single, 0, tmp_path / "s", progress=False), weights_only=True)
+    for key in a["state_dict"]:
+        torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=0, atol=0)
