@@ -1,1 +1,0 @@
-"""Methods that ship with the framework itself (the method under study lands here)."""
