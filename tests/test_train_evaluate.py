@@ -17,22 +17,16 @@ from benchmark.protocol import enumerate_subsets, subset_name
 TRAIN = TrainConfig(**TINY_PARAMS["train"])
 
 
+def _run_args(params: Path, prepared: Path, method: str = "muss", seed: int = 0) -> list[str]:
+    """Command-line arguments shared by the train and evaluate entry points."""
+    return ["--dataset", "synthetic", "--method", method, "--seed", str(seed), "--params", str(params),
+            "--data-dir", str(prepared), "--no-progress"]  # fmt: skip
+
+
 def _train_and_evaluate(tmp: Path, prepared: Path, params: Path, seed: int = 0, method: str = "muss") -> dict:
     models = tmp / "models" / method / f"seed{seed}"
     metrics = tmp / "results" / "synthetic" / method / f"seed{seed}" / "metrics.json"
-    common = [
-        "--dataset",
-        "synthetic",
-        "--method",
-        method,
-        "--seed",
-        str(seed),
-        "--params",
-        str(params),
-        "--data-dir",
-        str(prepared),
-        "--no-progress",
-    ]
+    common = _run_args(params, prepared, method, seed)
     assert train.main([*common, "--out", str(models)]) == 0
     assert evaluate.main([*common, "--model", str(models / "model.pt"), "--out", str(metrics)]) == 0
     return json.loads(metrics.read_text())
@@ -112,39 +106,10 @@ def test_broken_contract_is_stopped_naming_the_method(tmp_path, tiny_prepared):
 def test_bad_params_are_named_before_training(tmp_path, tiny_prepared):
     params = write_params(tmp_path / "params.yaml", {**TINY_PARAMS, "train": {**TINY_PARAMS["train"], "stepz": 3}})
     with pytest.raises(KeyError, match=r"params.yaml: train.*stepz"):
-        train.main(
-            [
-                "--dataset",
-                "synthetic",
-                "--method",
-                "muss",
-                "--seed",
-                "0",
-                "--params",
-                str(params),
-                "--data-dir",
-                str(tiny_prepared),
-                "--out",
-                str(tmp_path / "m"),
-            ]
-        )
+        train.main([*_run_args(params, tiny_prepared), "--out", str(tmp_path / "m")])
+    bad_lr = write_params(tmp_path / "p2.yaml", {**TINY_PARAMS, "train": {"lr": "fast"}})
     with pytest.raises(TypeError, match=r"train.lr"):
-        train.main(
-            [
-                "--dataset",
-                "synthetic",
-                "--method",
-                "muss",
-                "--seed",
-                "0",
-                "--params",
-                str(write_params(tmp_path / "p2.yaml", {**TINY_PARAMS, "train": {"lr": "fast"}})),
-                "--data-dir",
-                str(tiny_prepared),
-                "--out",
-                str(tmp_path / "m"),
-            ]
-        )
+        train.main([*_run_args(bad_lr, tiny_prepared), "--out", str(tmp_path / "m")])
     assert not (tmp_path / "m").exists()
 
 
@@ -175,7 +140,9 @@ def test_schedule_warmup_then_poly_decay_in_the_log(tmp_path, tiny_prepared):
 def test_loader_workers_do_not_change_the_result(tmp_path, tiny_prepared):
     workers = TrainConfig(**{**TINY_PARAMS["train"], "steps": 3, "num_workers": 2})
     single = TrainConfig(**{**TINY_PARAMS["train"], "steps": 3, "num_workers": 0})
-    a = torch.load(train.train(tiny_prepared, "muss", {}, workers, 0, tmp_path / "w", progress=False), weights_only=True)
+    a = torch.load(
+        train.train(tiny_prepared, "muss", {}, workers, 0, tmp_path / "w", progress=False), weights_only=True
+    )
     b = torch.load(train.train(tiny_prepared, "muss", {}, single, 0, tmp_path / "s", progress=False), weights_only=True)
     for key in a["state_dict"]:
         torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=0, atol=0)

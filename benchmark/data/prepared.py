@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from benchmark.io import atomic_write_json, default_mode, read_json
+from benchmark.io import atomic_write, atomic_write_json, default_mode, read_json
 
 META_FILE = "meta.json"
 
@@ -169,8 +169,6 @@ class PreparedDataset(Dataset):
         import matplotlib.pyplot as plt
         from matplotlib.colors import ListedColormap
         from matplotlib.patches import Patch
-
-        from benchmark.io import atomic_write
 
         columns = [*self.modalities, "label"]
         fig, axes = plt.subplots(
