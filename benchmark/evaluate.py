@@ -6,9 +6,15 @@
 
     {"dataset", "method", "seed", "family", "modalities": [...], "classes": [...],
      "subsets": {"rgb": {"miou", "mf1", "accuracy", "iou": {class: value}, "f1": {...}}, ...},
-     "summary": {"avg", "top1", "last1", "top1_subset", "last1_subset"}}
+     "summary": {"avg", "top1", "last1", "top1_subset", "last1_subset"},
+     "params", "gflops",                       # model size and cost of one inference
+     "robustness": {"scales": [...], "subsets": {subset: {modality: [mean r per scale]}}}}
 
 All scores are percent, from one confusion matrix per subset accumulated over the whole split.
+``robustness`` appears only for methods whose ``predict`` output carries ``"robustness"``
+maps (SGMA): the mean over all test images and pixels of each modality's weight at each
+scale, per subset (exactly 0 for a missing modality). ``gflops`` is torch's FLOP count of one
+inference on one tile with every modality available (see ``benchmark.efficiency``).
 """
 
 from __future__ import annotations
@@ -33,13 +39,36 @@ from benchmark.config import (
     run_parser,
 )
 from benchmark.data.prepared import PreparedDataset
+from benchmark.efficiency import inference_gflops, parameter_count
 from benchmark.io import atomic_write_json
 from benchmark.methods import import_method_modules
 from benchmark.metrics import ConfusionMatrix, segmentation_scores, summarize
+from benchmark.models.backbones import STRIDES
 from benchmark.protocol import apply_availability, enumerate_subsets, subset_mask, subset_name
 from benchmark.train import MODEL_FILE, load_model
 
 METRICS_FILE = "metrics.json"
+
+
+class RobustnessMeter:
+    """Running mean of robustness maps per scale: ``update([float[B, M, h_i, w_i]])``, ``mean -> float[S, M]``."""
+
+    def __init__(self) -> None:
+        self.sums: torch.Tensor | None = None
+        self.count = 0
+
+    def update(self, robustness: list[torch.Tensor]) -> None:
+        # Mean over pixels per image first, so every image weighs the same at every scale.
+        per_image = torch.stack([r.detach().double().mean(dim=(2, 3)) for r in robustness])  # [S, B, M]
+        sums = per_image.sum(dim=1)
+        self.sums = sums if self.sums is None else self.sums + sums
+        self.count += per_image.shape[1]
+
+    @property
+    def mean(self) -> torch.Tensor:
+        if self.sums is None:
+            raise ValueError("no robustness maps were recorded")
+        return self.sums / self.count
 
 
 @torch.no_grad()
@@ -50,11 +79,14 @@ def evaluate_subsets(
     batch_size: int = 16,
     device: torch.device | str = "cpu",
     progress: bool = False,
-) -> dict[str, torch.Tensor]:
-    """Confusion matrix ``int64[K, K]`` per subset name, in :func:`enumerate_subsets` order."""
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Per subset name (in :func:`enumerate_subsets` order): the confusion matrix ``int64[K, K]``
+    and, if the method reports robustness maps, their mean ``float64[S, M]`` (scale x modality;
+    the second dict is empty otherwise)."""
     modalities = list(dataset.modalities)
     subsets = enumerate_subsets(modalities)
     matrices = {subset_name(s): ConfusionMatrix(len(dataset.classes), dataset.ignore_index) for s in subsets}
+    meters = {subset_name(s): RobustnessMeter() for s in subsets}
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     method.eval()
     for inputs, target in tqdm(loader, desc="evaluate", disable=not progress, mininterval=1.0):
@@ -62,9 +94,23 @@ def evaluate_subsets(
         target = target.to(device)
         for subset in subsets:
             available = subset_mask(subset, modalities, target.shape[0]).to(device)
-            logits = method.predict(apply_availability(inputs, available, modalities), available)
-            matrices[subset_name(subset)].update(logits, target)
-    return {name: cm.matrix for name, cm in matrices.items()}
+            output = method.predict(apply_availability(inputs, available, modalities), available)
+            matrices[subset_name(subset)].update(output["logits"], target)
+            if output.get("robustness") is not None:
+                meters[subset_name(subset)].update(output["robustness"])
+    robustness = {name: meter.mean for name, meter in meters.items() if meter.count}
+    return {name: cm.matrix for name, cm in matrices.items()}, robustness
+
+
+def robustness_record(robustness: dict[str, torch.Tensor], modalities: list[str]) -> dict[str, Any]:
+    """The metrics.json ``robustness`` entry from :func:`evaluate_subsets`' mean maps."""
+    return {
+        "scales": list(STRIDES),
+        "subsets": {
+            name: {m: [round(float(v), 6) for v in mean[:, i]] for i, m in enumerate(modalities)}
+            for name, mean in robustness.items()
+        },
+    }
 
 
 def metrics_record(
@@ -110,14 +156,18 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(
             f"{model_path}: trained on modalities {record['init']['modalities']}, data has {dataset.modalities}"
         )
-    matrices = evaluate_subsets(
+    matrices, robustness = evaluate_subsets(
         method, dataset, batch_size=config.batch_size, device=device, progress=not args.no_progress
     )
     extra = {
         "family": getattr(method, "family", "reference"),
         "train_steps": record["steps"],
         "train_seconds": round(float(record["train_seconds"]), 3),
+        "params": parameter_count(method),
+        "gflops": round(inference_gflops(method, dataset.modalities, dataset.tile_shape, device), 6),
     }
+    if robustness:
+        extra["robustness"] = robustness_record(robustness, list(dataset.modalities))
     metrics = metrics_record(matrices, dataset, method=args.method, seed=args.seed, extra=extra)
     out = args.out or run_dir(RESULTS_DIR, args.dataset, args.method, args.seed) / METRICS_FILE
     atomic_write_json(out, metrics)

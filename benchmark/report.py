@@ -1,9 +1,12 @@
 """Leaderboard of one data set: CSV, markdown table and mIoU heatmap from ``metrics.json`` files.
 
 Input: ``results/<dataset>/<method>/seed<k>/metrics.json`` as written by the evaluate stage.
-Output (all in ``results/<dataset>/``): ``leaderboard.csv``, ``leaderboard.md`` and
-``miou_heatmap.png``. Everything is computed and rendered in memory first and only then
-written (each file atomically), so a failure leaves the previous report untouched.
+Output (all in ``results/<dataset>/``): ``leaderboard.csv``, ``leaderboard.md``,
+``miou_heatmap.png`` and, when some method's metrics carry modality robustness maps (key
+``robustness``), ``sgma_robustness.png`` (mean robustness per method, subset, modality and
+scale; a stale copy is removed when no method carries them). Everything is computed and
+rendered in memory first and only then written (each file atomically), so a failure leaves
+the previous report untouched.
 
 CLI: ``python -m benchmark.report --dataset synthetic [--params params.yaml] [--results results]
 [--methods a b] [--seeds 0 1]``.
@@ -18,7 +21,7 @@ import math
 import re
 import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -32,6 +35,8 @@ from benchmark.io import atomic_write, atomic_write_text, read_json
 SUMMARY_KEYS = ("avg", "top1", "last1")
 SUMMARY_TITLES = {"avg": "Avg", "top1": "Top-1", "last1": "Last-1"}
 _SEED_DIR = re.compile(r"seed(\d+)")
+ROBUSTNESS_FILE = "sgma_robustness.png"
+ROBUSTNESS_TOL = 1e-4  # rounding slack on the [0, 1] range of a mean robustness weight
 
 
 def _is_number(value: object) -> bool:
@@ -77,7 +82,38 @@ def _validate(data: object, path: Path, dataset: str, method: str, seed: int) ->
     for key in SUMMARY_KEYS:
         if not _is_number(data["summary"].get(key, "missing")):
             raise fail(f"summary.{key}", "missing or not a number")
+    if "robustness" in data:
+        _validate_robustness(data, fail)
     return data
+
+
+def _validate_robustness(data: dict, fail: Callable[[str, str], ValueError]) -> None:
+    """Check ``data["robustness"]``: ``{"scales": [int...], "subsets": {subset: {modality: [float per scale]}}}``."""
+    rob = data["robustness"]
+    if not isinstance(rob, dict):
+        raise fail("robustness", f"expected dict, got {type(rob).__name__}")
+    scales = rob.get("scales")
+    if not isinstance(scales, list) or not scales:
+        raise fail("robustness.scales", "missing or not a non-empty list")
+    if not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in scales):
+        raise fail("robustness.scales", f"expected positive integers (strides in pixels), got {scales!r}")
+    subsets = rob.get("subsets")
+    if not isinstance(subsets, dict):
+        raise fail("robustness.subsets", "missing or not a dict")
+    if list(subsets) != list(data["subsets"]):
+        raise fail("robustness.subsets", f"has subsets {list(subsets)}, expected {list(data['subsets'])}")
+    modalities = data["modalities"]
+    for subset, per_modality in subsets.items():
+        if not isinstance(per_modality, dict) or set(per_modality) != set(modalities):
+            found = list(per_modality) if isinstance(per_modality, dict) else per_modality
+            raise fail(f"robustness.subsets.{subset}", f"has modalities {found!r}, expected {modalities}")
+        for modality, values in per_modality.items():
+            key = f"robustness.subsets.{subset}.{modality}"
+            if not isinstance(values, list) or len(values) != len(scales):
+                raise fail(key, f"expected a list of {len(scales)} numbers (one per scale), got {values!r}")
+            for v in values:
+                if not _is_number(v) or (v is not None and not -ROBUSTNESS_TOL <= v <= 1 + ROBUSTNESS_TOL):
+                    raise fail(key, f"expected numbers in [0, 1], got {values!r}")
 
 
 def _metric_files(method_dir: Path) -> list[tuple[int, Path]]:
@@ -249,12 +285,126 @@ def render_heatmap(rows: list[dict], subsets: Sequence[str], title: str = "") ->
         plt.close(fig)
 
 
+def _robustness_records(records: list[dict]) -> dict[str, list[dict]]:
+    """``{method: [records with a "robustness" key]}``, methods in order of first appearance."""
+    by_method: dict[str, list[dict]] = {}
+    for rec in records:
+        if "robustness" in rec:
+            by_method.setdefault(rec["method"], []).append(rec)
+    return by_method
+
+
+def robustness_table(records: list[dict]) -> dict[str, dict[str, dict[str, list[float]]]]:
+    """Mean robustness over seeds: ``{method: {subset: {modality: [mean r_m per scale]}}}``.
+
+    Only records with a ``robustness`` key count; a method without any is left out. Methods
+    come in order of first appearance, subsets and modalities in the records' order, values
+    in ``[0, 1]`` per scale of ``robustness.scales`` (null -> NaN, which stays NaN in the mean).
+    A method's seeds must agree on ``modalities`` and ``robustness.scales`` (``ValueError``).
+    """
+
+    def num(v: float | None) -> float:
+        return math.nan if v is None else float(v)
+
+    table: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for method, recs in _robustness_records(records).items():
+        first = recs[0]
+        for rec in recs[1:]:
+            for key, a, b in (
+                ("modalities", first["modalities"], rec["modalities"]),
+                ("robustness.scales", first["robustness"]["scales"], rec["robustness"]["scales"]),
+            ):
+                if a != b:
+                    raise ValueError(
+                        f"method {method!r}: key {key!r} is {a!r} in seed {first['seed']} "
+                        f"but {b!r} in seed {rec['seed']}"
+                    )
+        num_scales = len(first["robustness"]["scales"])
+        table[method] = {
+            subset: {
+                m: [
+                    statistics.fmean(num(r["robustness"]["subsets"][subset][m][k]) for r in recs)
+                    for k in range(num_scales)
+                ]
+                for m in first["modalities"]
+            }
+            for subset in first["robustness"]["subsets"]
+        }
+    return table
+
+
+def render_robustness(records: list[dict], title: str = "") -> bytes | None:
+    """PNG bytes of the mean modality robustness maps, or ``None`` if no record carries them.
+
+    One row of panels per method with robustness (mean over its seeds, see
+    :func:`robustness_table`), one column per modality subset; each panel shows modality (rows)
+    x scale (columns, ``1/<stride>``) on a fixed 0..1 viridis scale, values annotated. A
+    modality missing from the subset (value exactly 0, name not in ``subset.split("+")``) is
+    grey with a dash; a null value is grey with ``n/a``.
+    """
+    table = robustness_table(records)
+    if not table:
+        return None
+    by_method = _robustness_records(records)
+    methods = list(table)
+    subsets = list(table[methods[0]])
+    num_modalities = max(len(by_method[m][0]["modalities"]) for m in methods)
+    num_scales = max(len(by_method[m][0]["robustness"]["scales"]) for m in methods)
+    panel_w, panel_h = 0.55 * num_scales + 0.5, 0.32 * num_modalities + 0.75
+    fig, axes = plt.subplots(
+        len(methods),
+        len(subsets),
+        figsize=(1.6 + panel_w * len(subsets), 0.7 + panel_h * len(methods)),
+        squeeze=False,
+        layout="constrained",
+    )
+    try:
+        cmap = plt.get_cmap("viridis").with_extremes(bad="lightgrey")
+        image = None
+        for i, method in enumerate(methods):
+            first = by_method[method][0]
+            modalities, scales = first["modalities"], first["robustness"]["scales"]
+            for j, subset in enumerate(subsets):
+                ax = axes[i][j]
+                present = set(subset.split("+"))
+                values = table[method][subset]
+                missing = [[m not in present and v == 0.0 for v in values[m]] for m in modalities]
+                grid = [
+                    [math.nan if gone else v for v, gone in zip(values[m], row)] for m, row in zip(modalities, missing)
+                ]
+                image = ax.imshow(grid, cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
+                for r, line in enumerate(grid):
+                    for c, v in enumerate(line):
+                        rgba = cmap(v) if not math.isnan(v) else (1, 1, 1, 1)
+                        dark = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2] < 0.5
+                        text = "–" if missing[r][c] else "n/a" if math.isnan(v) else f"{v:.2f}"
+                        ax.text(c, r, text, ha="center", va="center", fontsize=8, color="white" if dark else "black")
+                ax.set_xticks(range(len(scales)), [f"1/{s}" for s in scales], fontsize=8)
+                ax.set_yticks(range(len(modalities)), modalities, fontsize=8)
+                if j:
+                    ax.tick_params(labelleft=False)
+                else:
+                    seeds = len(by_method[method])
+                    ax.set_ylabel(f"{method}\n({seeds} seed{'s' if seeds > 1 else ''})", fontweight="bold")
+                ax.set_title(subset, fontsize=9)
+        fig.colorbar(image, ax=axes, label="mean robustness r_m", fraction=0.03, pad=0.01)
+        fig.supxlabel("feature scale (1/stride)", fontsize=9)
+        fig.suptitle(title or "Mean modality robustness r_m per available-modality subset")
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=120, metadata={"Software": None})
+        return buf.getvalue()
+    finally:
+        plt.close(fig)
+
+
 def write_report(
     results_dir: Path, dataset: str, methods: Sequence[str] | None = None, seeds: Sequence[int] | None = None
 ) -> list[Path]:
-    """Write ``leaderboard.csv``, ``leaderboard.md`` and ``miou_heatmap.png``; return the paths.
+    """Write ``leaderboard.csv``, ``leaderboard.md``, ``miou_heatmap.png`` and, when some record
+    has robustness maps, ``sgma_robustness.png``; return the paths written (in that order).
 
-    Everything is rendered first; nothing is written if any step fails.
+    Everything is rendered first; nothing is written if any step fails. Without robustness
+    maps a ``sgma_robustness.png`` left by an earlier run is removed.
     """
     records = load_metrics(results_dir, dataset, methods, seeds)
     rows = leaderboard(records)
@@ -262,12 +412,18 @@ def write_report(
     csv_text = to_csv(rows)
     md_text = to_markdown(rows, subsets)
     png = render_heatmap(rows, subsets, title=f"{dataset}: mIoU (%) per modality subset")
+    robustness_png = render_robustness(records, title=f"{dataset}: mean modality robustness r_m")
     out = Path(results_dir) / dataset
-    return [
+    paths = [
         atomic_write_text(out / "leaderboard.csv", csv_text),
         atomic_write_text(out / "leaderboard.md", md_text),
         atomic_write(out / "miou_heatmap.png", lambda tmp: tmp.write_bytes(png)),
     ]
+    if robustness_png is None:
+        (out / ROBUSTNESS_FILE).unlink(missing_ok=True)
+    else:
+        paths.append(atomic_write(out / ROBUSTNESS_FILE, lambda tmp: tmp.write_bytes(robustness_png)))
+    return paths
 
 
 def main(argv: list[str] | None = None) -> int:

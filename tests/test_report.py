@@ -196,3 +196,108 @@ def test_cli_prints_markdown(results: Path, capsys):
     printed = capsys.readouterr().out
     assert printed == (results / DATASET / "leaderboard.md").read_text(encoding="utf-8")
     assert report.main(["--dataset", DATASET, "--results", str(results), "--methods", "nope"]) == 1
+
+
+# Robustness maps (scales 1/4 and 1/8): seed -> rgb+dsm subset's {modality: [r at 1/4, r at 1/8]}.
+# A single-modality subset puts all weight on its modality; a missing modality is exactly 0.
+SCALES = [4, 8]
+FUSED = {0: {"rgb": [0.6, 0.3], "dsm": [0.4, 0.7]}, 1: {"rgb": [0.8, 0.5], "dsm": [0.2, 0.5]}}
+
+
+def _robust_record(method: str, seed: int) -> dict:
+    rec = _record(method, seed, [10.0, 20.0, 30.0])
+    rec["robustness"] = {
+        "scales": list(SCALES),
+        "subsets": {
+            "rgb": {"rgb": [1.0, 1.0], "dsm": [0.0, 0.0]},
+            "dsm": {"rgb": [0.0, 0.0], "dsm": [1.0, 1.0]},
+            "rgb+dsm": {m: list(v) for m, v in FUSED[seed].items()},  # a copy: tests mutate records
+        },
+    }
+    return rec
+
+
+@pytest.fixture
+def robust_results(results: Path) -> Path:
+    for seed in FUSED:
+        _write(results, _robust_record("sgma", seed))
+    return results
+
+
+def test_robustness_table_means_over_seeds(robust_results: Path):
+    table = report.robustness_table(report.load_metrics(robust_results, DATASET))
+    assert list(table) == ["sgma"]  # alpha and zeta carry no robustness
+    assert list(table["sgma"]) == SUBSETS
+    assert table["sgma"]["rgb"] == {"rgb": [1.0, 1.0], "dsm": [0.0, 0.0]}
+    fused = table["sgma"]["rgb+dsm"]
+    assert list(fused) == ["rgb", "dsm"]
+    assert fused["rgb"] == pytest.approx([(0.6 + 0.8) / 2, (0.3 + 0.5) / 2])  # [0.7, 0.4]
+    assert fused["dsm"] == pytest.approx([(0.4 + 0.2) / 2, (0.7 + 0.5) / 2])  # [0.3, 0.6]
+
+
+def test_robustness_png_written_and_deterministic(robust_results: Path):
+    paths = report.write_report(robust_results, DATASET)
+    assert [p.name for p in paths] == ["leaderboard.csv", "leaderboard.md", "miou_heatmap.png", "sgma_robustness.png"]
+    png = paths[3].read_bytes()
+    assert png.startswith(PNG_SIGNATURE) and len(png) > 1000
+    report.write_report(robust_results, DATASET)
+    assert paths[3].read_bytes() == png
+
+
+def test_no_robustness_no_png(results: Path):
+    assert report.render_robustness(report.load_metrics(results, DATASET)) is None
+    paths = report.write_report(results, DATASET)
+    assert len(paths) == 3 and not (results / DATASET / "sgma_robustness.png").exists()
+
+
+def test_stale_robustness_png_removed(robust_results: Path):
+    report.write_report(robust_results, DATASET)
+    stale = robust_results / DATASET / "sgma_robustness.png"
+    assert stale.exists()
+    paths = report.write_report(robust_results, DATASET, methods=["alpha", "zeta"])  # sgma left the run
+    assert stale.name not in [p.name for p in paths] and not stale.exists()
+
+
+def test_failed_report_keeps_robustness_png(robust_results: Path, monkeypatch):
+    report.write_report(robust_results, DATASET)
+    png = (robust_results / DATASET / "sgma_robustness.png").read_bytes()
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("render failed")
+
+    monkeypatch.setattr(report, "render_heatmap", boom)
+    with pytest.raises(RuntimeError, match="render failed"):
+        report.write_report(robust_results, DATASET, methods=["alpha"])  # would remove it
+    assert (robust_results / DATASET / "sgma_robustness.png").read_bytes() == png
+
+
+@pytest.mark.parametrize(
+    ("mutate", "key"),
+    [
+        (lambda r: r.update(robustness=[]), "'robustness'"),
+        (lambda r: r["robustness"].update(scales=[]), "'robustness.scales'"),
+        (lambda r: r["robustness"].update(scales=[4, 8, 16]), "'robustness.subsets.rgb.rgb'"),  # 2 values, 3 scales
+        (lambda r: r["robustness"].update(scales=[4, "8"]), "'robustness.scales'"),
+        (lambda r: r["robustness"]["subsets"].pop("dsm"), "'robustness.subsets'"),
+        (lambda r: r["robustness"]["subsets"]["rgb+dsm"].pop("dsm"), "'robustness.subsets.rgb+dsm'"),
+        (lambda r: r["robustness"]["subsets"]["rgb+dsm"].update(nir=[0.0, 0.0]), "'robustness.subsets.rgb+dsm'"),
+        (lambda r: r["robustness"]["subsets"]["dsm"].update(dsm=[1.0]), "'robustness.subsets.dsm.dsm'"),
+        (lambda r: r["robustness"]["subsets"]["dsm"].update(dsm=[100.0, 100.0]), "'robustness.subsets.dsm.dsm'"),
+        (lambda r: r["robustness"]["subsets"]["dsm"].update(dsm=[1.0, "x"]), "'robustness.subsets.dsm.dsm'"),
+    ],
+)
+def test_malformed_robustness(results: Path, mutate, key: str):
+    rec = _robust_record("sgma", 0)
+    mutate(rec)
+    path = _write(results, rec)
+    with pytest.raises(ValueError) as err:
+        report.load_metrics(results, DATASET)
+    assert str(path) in str(err.value) and key in str(err.value)
+
+
+def test_robustness_seeds_must_agree_on_scales(robust_results: Path):
+    rec = _robust_record("sgma", 1)
+    rec["robustness"]["scales"] = [8, 16]
+    _write(robust_results, rec)
+    with pytest.raises(ValueError, match=r"'sgma'.*robustness\.scales"):
+        report.robustness_table(report.load_metrics(robust_results, DATASET))

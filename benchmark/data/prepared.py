@@ -153,6 +153,11 @@ class PreparedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def tile_shape(self) -> tuple[int, int]:
+        """``(H, W)`` of every tile, pixels."""
+        return int(self.labels.shape[1]), int(self.labels.shape[2])
+
     def __getitem__(self, index: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         inputs = {m: torch.from_numpy(np.array(a[index], dtype=np.float32)) for m, a in self.arrays.items()}
         return inputs, torch.from_numpy(np.array(self.labels[index], dtype=np.int64))

@@ -10,7 +10,9 @@ A method is an ``nn.Module`` built as ``Method(modalities, num_classes, **common
 - ``training_step(inputs, target, available) -> (total, parts)``: one step's loss; the default
   is ``loss(forward(...))``. Methods needing extra passes (MAS branch, teachers) override it.
 - ``after_optimizer_step()``: called after every optimiser step (EMA teachers update here).
-- ``predict(inputs, available) -> logits``: inference, no gradients.
+- ``predict(inputs, available) -> dict``: inference, no gradients; ``"logits"`` as in
+  ``forward`` and, optionally, ``"robustness"``: a list (one per scale) of
+  ``float[B, M, h_i, w_i]`` per-modality weights, which the evaluator averages and exports.
 
 The trainer and evaluator only call these; they never branch on a method's name.
 """
@@ -83,9 +85,9 @@ class SegmentationMethod(nn.Module):
         """Hook called after each optimiser step; nothing by default."""
 
     @torch.no_grad()
-    def predict(self, inputs: Mapping[str, torch.Tensor], available: torch.Tensor) -> torch.Tensor:
-        """Logits ``float[B, K, H, W]`` for evaluation."""
-        return self(inputs, available)["logits"]
+    def predict(self, inputs: Mapping[str, torch.Tensor], available: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Inference outputs: ``{"logits": float[B, K, H, W], ...}`` (the forward dict by default)."""
+        return self(inputs, available)
 
 
 def masked_mean(features: torch.Tensor, available: torch.Tensor) -> torch.Tensor:

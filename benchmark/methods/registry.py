@@ -9,7 +9,10 @@ from typing import Any, TypeVar
 from torch import nn
 
 _REGISTRY: dict[str, type[nn.Module]] = {}
-_BUILTIN_MODULES = ("baselines",)  # imported on first lookup; each module registers its methods
+_BUILTIN_MODULES = (
+    "baselines",
+    "benchmark.methods.sgma",
+)  # imported on first lookup; each module registers its methods
 _discovered = False
 
 T = TypeVar("T", bound=type[nn.Module])

@@ -34,8 +34,8 @@ def test_missing_modality_garbage_does_not_change_output():
         m: torch.where(available[:, i].view(-1, 1, 1, 1), v, torch.randn_like(v) * 1e3)
         for i, (m, v) in enumerate(x.items())
     }
-    a = method.predict(x, available)
-    b = method.predict(garbage, available)
+    a = method.predict(x, available)["logits"]
+    b = method.predict(garbage, available)["logits"]
     torch.testing.assert_close(a, b)
 
 
@@ -44,8 +44,8 @@ def test_mean_fusion_of_identical_modalities_equals_single():
     method = create_method("muss", modalities={"a": 2, "b": 2}, num_classes=3).eval()
     method.encoder.stems["b"].load_state_dict(method.encoder.stems["a"].state_dict())
     x = torch.randn(2, 2, 32, 32)
-    both = method.predict({"a": x, "b": x}, torch.ones(2, 2, dtype=torch.bool))
-    one = method.predict({"a": x, "b": torch.zeros_like(x)}, torch.tensor([[1, 0], [1, 0]], dtype=torch.bool))
+    both = method.predict({"a": x, "b": x}, torch.ones(2, 2, dtype=torch.bool))["logits"]
+    one = method.predict({"a": x, "b": torch.zeros_like(x)}, torch.tensor([[1, 0], [1, 0]], dtype=torch.bool))["logits"]
     torch.testing.assert_close(both, one)
 
 

@@ -1,0 +1,352 @@
+"""SGMA: Semantic-Guided Modality-Aware segmentation (Wen, Liao, Xiao, Wang, arXiv 2603.02505).
+
+The method under study, with its ablation rows as registered variants:
+
+- ``sgma``: Semantic-Guided Fusion (SGF) + Modality-Aware Sampling (MAS);
+- ``sgma-sgf``: SGF only (no MAS branch);
+- ``sgma-mas``: plain masked-mean fusion + MAS, the robustness that drives MAS coming from the
+  same SGF scoring (run beside the plain fusion, see :class:`SGMASamplingOnly`);
+- ``muss`` (``baselines/muss.py``) is the "neither" row.
+
+SGF at each encoder scale ``i`` (``features: float[B, M, C_i, h, w]``, ``available: bool[B, M]``):
+
+1. MP, one per modality: three parallel depthwise-separable convs (11x11, 7x7, 3x3), summed,
+   then a 1x1 conv -> ``f_m`` in a shared semantic space of ``C_i`` channels.
+2. CSF, one 1x1 conv shared by all modalities: ``C_i -> K`` class responses ``c_m``.
+3. Global prototypes per image and class: ``p_k = sum_{m,x} softmax_{m,x}(c_{m,k}) f_m(x)``,
+   the softmax running over every pixel ``x`` of every AVAILABLE modality ``m``.
+4. SP: multi-head attention, queries = the K prototypes, keys/values = the M modality features
+   at each pixel; the K outputs are averaged -> semantic reference ``f_se: float[B, C_i, h, w]``.
+5. RP: multi-head attention, query = ``f_se``, keys/values = the M modality features at each
+   pixel -> fused feature ``f_SGF``; its attention weights (softmax over modalities, averaged
+   over heads) are the robustness maps ``r: float[B, M, h, w]``.
+
+Missing modalities are removed by the mask everywhere (their projected features are zeroed
+and their logits are ``-inf`` before every softmax, pooling included), so their robustness is
+exactly 0 and their inputs, whatever they hold, never reach an output.
+
+MAS (training only) turns the robustness into a sampling distribution over each sample's
+available modalities (:func:`mas_probabilities`), draws ONE
+modality per sample and reruns fusion + decoder on it alone (the encoder features are reused:
+the shared encoder runs on each modality separately, so they are the same). Loss:
+``lambda_sgf * CE(S_SGF) + lambda_mas * CE(S_MAS)``; inference uses the SGF branch only.
+
+Every choice the paper leaves open is listed in ``docs/sgma.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmark.methods.base import SegmentationMethod, masked_mean
+from benchmark.methods.registry import register_method
+
+MP_KERNELS = (11, 7, 3)
+ROBUSTNESS_FLOOR = 1e-6  # r is clamped to this before inversion in MAS
+
+
+class ModalityProjector(nn.Module):
+    """MP of one modality, ``float[N, C, h, w]`` -> same shape: parallel ``k x k`` depthwise convs
+    (``k`` in ``MP_KERNELS``), summed, then a 1x1 conv (together: a multi-kernel depthwise-separable conv).
+
+    With ``branch_pointwise`` every depthwise conv gets its own 1x1 pointwise conv before the sum
+    (each branch a full depthwise-separable conv); docs/sgma.md explains the default.
+    :class:`SemanticGuidedFusion` runs the MPs of all modalities at once as grouped convs
+    (:func:`grouped_projection`); ``forward`` is the same map for one modality, written plainly.
+    """
+
+    def __init__(self, channels: int, branch_pointwise: bool = False) -> None:
+        super().__init__()
+        self.depthwise = nn.ModuleList(
+            nn.Conv2d(channels, channels, k, padding=k // 2, groups=channels) for k in MP_KERNELS
+        )
+        self.pointwise = (
+            nn.ModuleList(nn.Conv2d(channels, channels, 1) for _ in MP_KERNELS) if branch_pointwise else None
+        )
+        self.project = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        branches = [conv(x) for conv in self.depthwise]
+        if self.pointwise is not None:
+            branches = [conv(b) for conv, b in zip(self.pointwise, branches)]
+        return self.project(sum(branches))
+
+
+def _stacked_conv(x: torch.Tensor, convs: Sequence[nn.Conv2d], groups: int) -> torch.Tensor:
+    """Apply ``convs[g]`` to channel group ``g`` of ``x`` in one grouped conv call (zero padding ``k // 2``).
+
+    Kernel taps that can only ever meet padding (beyond ``2h - 1`` x ``2w - 1`` on a small map)
+    are cropped away, which leaves the output and every gradient unchanged but spares CPU time
+    on the coarse scales (an 11x11 kernel on a 2x2 map).
+    """
+    weight = torch.cat([c.weight for c in convs])
+    bias = torch.cat([c.bias for c in convs])
+    kh, kw = weight.shape[-2:]
+    h, w = x.shape[-2:]
+    ch, cw = min(kh, 2 * h - 1), min(kw, 2 * w - 1)
+    weight = weight[..., (kh - ch) // 2 : (kh - ch) // 2 + ch, (kw - cw) // 2 : (kw - cw) // 2 + cw]
+    return F.conv2d(x, weight, bias, padding=(ch // 2, cw // 2), groups=groups)
+
+
+def grouped_projection(projectors: Sequence[ModalityProjector], features: torch.Tensor) -> torch.Tensor:
+    """``projectors[m]`` applied to ``features[:, m]`` for all ``m``: ``float[B, M, C, h, w]`` -> same shape.
+
+    Equal to stacking ``projectors[m](features[:, m])``, with one grouped conv call per layer
+    instead of one per layer and modality; the depthwise convs run channels-last (several times
+    faster on CPU).
+    """
+    b, m, c, h, w = features.shape
+    x = features.reshape(b, m * c, h, w).contiguous(memory_format=torch.channels_last)
+    total = 0
+    for k in range(len(MP_KERNELS)):
+        y = _stacked_conv(x, [p.depthwise[k] for p in projectors], groups=m * c)
+        if projectors[0].pointwise is not None:
+            y = _stacked_conv(y, [p.pointwise[k] for p in projectors], groups=m)
+        total = total + y
+    projected = _stacked_conv(total, [p.project for p in projectors], groups=m)
+    return projected.contiguous().view(b, m, c, h, w)
+
+
+def _heads(x: torch.Tensor, heads: int, dim: int) -> torch.Tensor:
+    """Split channel axis ``dim`` of size ``C`` into ``(heads, C // heads)``."""
+    return x.unflatten(dim, (heads, x.shape[dim] // heads))
+
+
+def masked_modality_softmax(logits: torch.Tensor, available: torch.Tensor, dim: int) -> torch.Tensor:
+    """Softmax over the modality axis ``dim`` of ``logits`` with missing modalities at exactly 0.
+
+    ``available: bool[B, M]`` is broadcast to ``logits`` (batch first, modality axis ``dim``).
+    Every sample must have at least one available modality.
+    """
+    shape = [1] * logits.dim()
+    shape[0], shape[dim] = available.shape
+    mask = available.view(shape)
+    return torch.softmax(logits.masked_fill(~mask, float("-inf")), dim=dim)
+
+
+class SemanticGuidedFusion(nn.Module):
+    """SGF at one scale: ``(float[B, M, C, h, w], bool[B, M]) -> (fused float[B, C, h, w], r float[B, M, h, w])``.
+
+    Args:
+        modalities: modality names in the data set's order (one MP each).
+        channels: ``C`` of this scale.
+        num_classes: ``K`` (CSF output channels, number of prototypes).
+        head_dim: channels per attention head; ``heads = max(1, C // head_dim)`` (must divide C).
+        branch_pointwise: give each MP branch its own pointwise conv (see :class:`ModalityProjector`).
+    """
+
+    def __init__(
+        self,
+        modalities: Sequence[str],
+        channels: int,
+        num_classes: int,
+        head_dim: int = 64,
+        branch_pointwise: bool = False,
+    ) -> None:
+        super().__init__()
+        self.modalities = list(modalities)
+        self.heads = max(1, channels // head_dim)
+        if channels % self.heads:
+            raise ValueError(f"SGF: {channels} channels do not split into {self.heads} heads of {head_dim}")
+        self.scale = 1.0 / math.sqrt(channels // self.heads)
+        self.projectors = nn.ModuleDict({m: ModalityProjector(channels, branch_pointwise) for m in self.modalities})
+        self.semantic_filter = nn.Conv2d(channels, num_classes, 1)
+        # The keys and values of both perceptrons come from the projected modality features:
+        # one 1x1 conv computes all four (SP key, SP value, RP key, RP value), C channels each.
+        self.key_value = nn.Conv2d(channels, 4 * channels, 1)
+        self.sp_query = nn.Linear(channels, channels)  # Spatial Perceptron: prototypes -> queries
+        self.sp_out = nn.Conv2d(channels, channels, 1)
+        self.rp_query = nn.Conv2d(channels, channels, 1)  # Robustness Perceptron: f_se -> queries
+        self.rp_out = nn.Conv2d(channels, channels, 1)
+
+    def project(self, features: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
+        """MP per modality: ``float[B, M, C, h, w]`` -> same shape, missing pairs exactly 0."""
+        projected = grouped_projection([self.projectors[m] for m in self.modalities], features)
+        return torch.where(available.view(*available.shape, 1, 1, 1), projected, 0.0)
+
+    def prototypes(self, semantic: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
+        """CSF + response-weighted pooling over all pixels of all available modalities -> ``float[B, K, C]``."""
+        b, m, c, h, w = semantic.shape
+        responses = self.semantic_filter(semantic.flatten(0, 1)).view(b, m, -1, h, w)  # [B, M, K, h, w]
+        responses = responses.masked_fill(~available.view(b, m, 1, 1, 1), float("-inf"))
+        weights = torch.softmax(responses.permute(0, 2, 1, 3, 4).flatten(2), dim=-1)  # [B, K, M*h*w]
+        return torch.einsum("bkn,bnc->bkc", weights, semantic.permute(0, 1, 3, 4, 2).reshape(b, m * h * w, c))
+
+    def _aggregate(self, weights: torch.Tensor, values: torch.Tensor, out: nn.Conv2d) -> torch.Tensor:
+        """``sum_m weights[b, H, m] * values[b, m, H]`` then the output projection -> ``float[B, C, h, w]``."""
+        mixed = torch.einsum("bgmxy,bmgdxy->bgdxy", weights, values)
+        return out(mixed.flatten(1, 2))
+
+    def forward(self, features: torch.Tensor, available: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        semantic = self.project(features, available)
+        prototypes = self.prototypes(semantic, available)  # [B, K, C]
+        b, m = semantic.shape[:2]
+        keys_values = self.key_value(semantic.flatten(0, 1)).unflatten(0, (b, m))  # [B, M, 4C, h, w]
+        sp_key, sp_value, rp_key, rp_value = (_heads(t, self.heads, 2) for t in keys_values.chunk(4, dim=2))
+
+        # SP. Averaging the K attention outputs equals aggregating the values with the
+        # class-averaged attention weights (the output projection is linear), which avoids
+        # materialising a [B, K, C, h, w] tensor.
+        query = _heads(self.sp_query(prototypes), self.heads, 2)  # [B, K, H, d]
+        logits = torch.einsum("bkgd,bmgdxy->bgkmxy", query, sp_key) * self.scale
+        weights = masked_modality_softmax(logits, available, dim=3)  # [B, H, K, M, h, w]
+        reference = self._aggregate(weights.mean(dim=2), sp_value, self.sp_out)
+
+        # RP: one query per pixel over the M modality tokens; weights = robustness.
+        query = _heads(self.rp_query(reference), self.heads, 1)  # [B, H, d, h, w]
+        logits = torch.einsum("bgdxy,bmgdxy->bmgxy", query, rp_key) * self.scale
+        weights = masked_modality_softmax(logits, available, dim=1).transpose(1, 2)  # [B, H, M, h, w]
+        fused = self._aggregate(weights, rp_value, self.rp_out)
+        return fused, weights.mean(dim=1)
+
+
+def mas_probabilities(robustness: Sequence[torch.Tensor], available: torch.Tensor) -> torch.Tensor:
+    """MAS sampling distribution ``float[B, M]`` from robustness maps ``[float[B, M, h_i, w_i]]``.
+
+    Per scale and pixel, the inverse robustness of the available modalities is normalised to sum
+    to 1 (``r_hat_m = (1 / r_m) / sum_m' (1 / r_m')``, ``r`` clamped at ``ROBUSTNESS_FLOOR``);
+    it is averaged over the pixels of each scale, then over the scales. Missing modalities get
+    exactly 0. No gradient flows through it.
+    """
+    mask = available.view(*available.shape, 1, 1)
+    per_scale = []
+    for r in robustness:
+        inverse = torch.where(mask, 1.0 / r.detach().float().clamp_min(ROBUSTNESS_FLOOR), 0.0)
+        per_scale.append((inverse / inverse.sum(dim=1, keepdim=True)).mean(dim=(2, 3)))
+    return torch.stack(per_scale).mean(dim=0)
+
+
+class _SGMABase(SegmentationMethod):
+    """Shared encoder -> SGF (or plain fusion) per scale -> all-MLP decoder, with optional MAS.
+
+    Extra args (params.yaml ``method_params.<name>``):
+        lambda_sgf: weight of the fused branch's CE (paper: 2).
+        lambda_mas: weight of the MAS branch's CE (paper: 1).
+        head_dim: channels per attention head in SP and RP.
+        branch_pointwise: a 1x1 conv after each MP depthwise branch (default: one after the sum).
+    """
+
+    family = "sgma"
+    use_mas = True  # add the MAS branch in training
+
+    def __init__(
+        self,
+        modalities: Mapping[str, int],
+        num_classes: int,
+        *,
+        lambda_sgf: float = 2.0,
+        lambda_mas: float = 1.0,
+        head_dim: int = 64,
+        branch_pointwise: bool = False,
+        **common,
+    ) -> None:
+        super().__init__(modalities, num_classes, **common)
+        self.lambda_sgf, self.lambda_mas = float(lambda_sgf), float(lambda_mas)
+        self.sgf = nn.ModuleList(
+            SemanticGuidedFusion(self.modalities, c, num_classes, head_dim, branch_pointwise)
+            for c in self.encoder.channels
+        )
+
+    def fuse(
+        self, features: Sequence[torch.Tensor], available: torch.Tensor
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per scale: fused ``float[B, C_i, h, w]`` and robustness ``float[B, M, h, w]``."""
+        fused, robustness = [], []
+        for sgf, f in zip(self.sgf, features):
+            x, r = sgf(f, available)
+            fused.append(x)
+            robustness.append(r)
+        return fused, robustness
+
+    def decode(
+        self, features: Sequence[torch.Tensor], available: torch.Tensor, size: tuple[int, int]
+    ) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+        """Fusion + decoder on encoder features -> ``{"logits", "robustness"}``."""
+        fused, robustness = self.fuse(features, available)
+        return {"logits": self.decoder(fused, size), "robustness": robustness}
+
+    def forward(self, inputs: Mapping[str, torch.Tensor], available: torch.Tensor) -> dict:
+        size = next(iter(inputs.values())).shape[-2:]
+        return self.decode(self.encoder(inputs, available), available, size)
+
+    def loss(self, output: Mapping, target: torch.Tensor, available: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        ce = self.cross_entropy(output["logits"], target)
+        return self.lambda_sgf * ce, {"ce_sgf": float(ce.detach())}
+
+    def training_step(
+        self, inputs: Mapping[str, torch.Tensor], target: torch.Tensor, available: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        size = next(iter(inputs.values())).shape[-2:]
+        features = self.encoder(inputs, available)
+        output = self.decode(features, available, size)
+        total, parts = self.loss(output, target, available)
+        if self.use_mas:
+            probabilities = mas_probabilities(output["robustness"], available)
+            chosen = torch.multinomial(probabilities, 1).squeeze(1)  # global RNG: seeded, checkpointed
+            single = F.one_hot(chosen, len(self.modalities)).bool()
+            ce_mas = self.cross_entropy(self.decode_single(features, single, size), target)
+            total = total + self.lambda_mas * ce_mas
+            parts["ce_mas"] = float(ce_mas.detach())
+        return total, parts
+
+    def decode_single(
+        self, features: Sequence[torch.Tensor], single: torch.Tensor, size: tuple[int, int]
+    ) -> torch.Tensor:
+        """Logits of the MAS branch: fusion + decoder on one modality per sample (``single: bool[B, M]``)."""
+        return self.decode(features, single, size)["logits"]
+
+
+@register_method("sgma")
+class SGMA(_SGMABase):
+    """SGMA: SGF fusion + MAS branch (loss ``2 CE(S_SGF) + 1 CE(S_MAS)`` by default)."""
+
+
+@register_method("sgma-sgf")
+class SGMAFusionOnly(_SGMABase):
+    """Ablation: SGF fusion only, no MAS branch (loss ``lambda_sgf * CE(S_SGF)``)."""
+
+    use_mas = False
+
+
+@register_method("sgma-mas")
+class SGMASamplingOnly(_SGMABase):
+    """Ablation: plain masked-mean fusion + MAS, robustness from an SGF scorer beside the fusion.
+
+    The prediction path is MuSS's (masked mean per scale -> decoder). The SGF modules run on
+    DETACHED encoder features only to score modalities: their fused output goes through a
+    per-scale 1x1 classifier trained by its own CE (weight ``lambda_score``), which trains the
+    scorer without letting it shape the encoder or the fusion. Loss:
+    ``lambda_sgf * CE(plain) + lambda_score * mean_i CE(scorer_i) + lambda_mas * CE(MAS, plain fusion)``.
+    """
+
+    def __init__(self, modalities: Mapping[str, int], num_classes: int, *, lambda_score: float = 1.0, **kwargs) -> None:
+        super().__init__(modalities, num_classes, **kwargs)
+        self.lambda_score = float(lambda_score)
+        self.score_heads = nn.ModuleList(nn.Conv2d(c, num_classes, 1) for c in self.encoder.channels)
+
+    def decode(
+        self, features: Sequence[torch.Tensor], available: torch.Tensor, size: tuple[int, int]
+    ) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+        scored, robustness = self.fuse([f.detach() for f in features], available)
+        fused = [masked_mean(f, available) for f in features]
+        score_logits = [
+            F.interpolate(head(x), size=size, mode="bilinear", align_corners=False)
+            for head, x in zip(self.score_heads, scored)
+        ]
+        return {"logits": self.decoder(fused, size), "robustness": robustness, "score_logits": score_logits}
+
+    def decode_single(
+        self, features: Sequence[torch.Tensor], single: torch.Tensor, size: tuple[int, int]
+    ) -> torch.Tensor:
+        return self.decoder([masked_mean(f, single) for f in features], size)
+
+    def loss(self, output: Mapping, target: torch.Tensor, available: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        total, parts = super().loss(output, target, available)
+        ce_score = torch.stack([self.cross_entropy(x, target) for x in output["score_logits"]]).mean()
+        parts["ce_score"] = float(ce_score.detach())
+        return total + self.lambda_score * ce_score, parts

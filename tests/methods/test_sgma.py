@@ -1,0 +1,208 @@
+"""SGMA: SGF shapes and masking, robustness maps, MAS probabilities, variants, training."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from tiny import TINY_PARAMS
+
+from benchmark import train
+from benchmark.config import TrainConfig
+from benchmark.methods import create_method
+from benchmark.methods.sgma import ModalityProjector, SemanticGuidedFusion, grouped_projection, mas_probabilities
+from benchmark.models.backbones import STRIDES
+from benchmark.protocol import apply_availability, enumerate_subsets, subset_mask
+
+CHANNELS = {"rgb": 3, "dsm": 1, "nir": 1}
+NAMES = list(CHANNELS)
+VARIANTS = ["sgma", "sgma-sgf", "sgma-mas"]
+# one sample per non-empty subset of the 3 modalities, then the full set again
+MIXED = torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1], [1, 1, 1]], dtype=torch.bool)
+
+
+def _batch(b: int = 7, size: int = 32, seed: int = 1) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {m: torch.randn(b, c, size, size, generator=g) for m, c in CHANNELS.items()}
+
+
+def _method(name: str, modalities: dict[str, int] = CHANNELS, **kwargs) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_method(name, modalities=modalities, num_classes=6, decoder_dim=16, **kwargs)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_shapes_on_every_subset_and_on_a_mixed_batch(name):
+    method = _method(name).eval()
+    x = _batch()
+    batches = [subset_mask(s, NAMES, 7) for s in enumerate_subsets(NAMES)] + [MIXED]
+    for available in batches:
+        out = method.predict(apply_availability(x, available, NAMES), available)
+        assert out["logits"].shape == (7, 6, 32, 32)
+        assert [tuple(r.shape) for r in out["robustness"]] == [(7, 3, 32 // s, 32 // s) for s in STRIDES]
+
+
+def test_sgf_module_shapes_and_prototypes_match_a_direct_computation():
+    torch.manual_seed(0)
+    sgf = SemanticGuidedFusion(NAMES, channels=16, num_classes=4, head_dim=8)  # 2 heads
+    features = torch.randn(7, 3, 16, 5, 6)
+    fused, robustness = sgf(features, MIXED)
+    assert fused.shape == (7, 16, 5, 6) and robustness.shape == (7, 3, 5, 6)
+
+    semantic = sgf.project(features, MIXED).detach()
+    prototypes = sgf.prototypes(semantic, MIXED).detach().numpy()
+    weight = sgf.semantic_filter.weight.detach().numpy()[:, :, 0, 0]  # [K, C]
+    bias = sgf.semantic_filter.bias.detach().numpy()
+    for b in range(7):
+        kept = np.flatnonzero(MIXED[b].numpy())
+        f = semantic[b, kept].numpy().transpose(0, 2, 3, 1).reshape(-1, 16)  # available pixels x C
+        responses = f @ weight.T + bias  # pixels x K
+        softmax = np.exp(responses - responses.max(0)) / np.exp(responses - responses.max(0)).sum(0)
+        np.testing.assert_allclose(prototypes[b], softmax.T @ f, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_robustness_is_a_distribution_over_available_modalities(name):
+    method = _method(name).eval()
+    out = method.predict(apply_availability(_batch(), MIXED, NAMES), MIXED)
+    for r in out["robustness"]:
+        assert bool((r >= 0).all())
+        torch.testing.assert_close(r.sum(dim=1), torch.ones_like(r[:, 0]))
+        missing = ~MIXED.view(7, 3, 1, 1).expand_as(r)
+        assert bool((r[missing] == 0).all())  # exactly zero, not small
+        assert bool((r[~missing] > 0).all())
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+@pytest.mark.parametrize("garbage", ["large", "nan"])
+def test_missing_modality_garbage_does_not_change_outputs(name, garbage):
+    method = _method(name).eval()
+    x = apply_availability(_batch(), MIXED, NAMES)
+
+    def junk(v: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(v, float("nan")) if garbage == "nan" else torch.randn_like(v) * 1e4
+
+    dirty = {m: torch.where(MIXED[:, i].view(-1, 1, 1, 1), v, junk(v)) for i, (m, v) in enumerate(x.items())}
+    clean_out, dirty_out = method.predict(x, MIXED), method.predict(dirty, MIXED)
+    torch.testing.assert_close(dirty_out["logits"], clean_out["logits"])
+    for a, b in zip(dirty_out["robustness"], clean_out["robustness"]):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_permuting_modalities_permutes_robustness_and_keeps_the_prediction(name):
+    method = _method(name).eval()
+    order = ["nir", "rgb", "dsm"]
+    permuted = _method(name, {m: CHANNELS[m] for m in order}).eval()
+    permuted.load_state_dict(method.state_dict())  # stems and projectors are keyed by modality name
+    index = [NAMES.index(m) for m in order]
+    x = apply_availability(_batch(), MIXED, NAMES)
+    out = method.predict(x, MIXED)
+    out_perm = permuted.predict({m: x[m] for m in order}, MIXED[:, index])
+    torch.testing.assert_close(out_perm["logits"], out["logits"], rtol=1e-4, atol=1e-5)
+    for a, b in zip(out_perm["robustness"], out["robustness"]):
+        torch.testing.assert_close(a, b[:, index], rtol=1e-4, atol=1e-6)
+
+
+def test_mas_probabilities_are_normalised_inverse_robustness():
+    g = torch.Generator().manual_seed(3)
+    robustness = []
+    for size in (8, 4, 2, 1):
+        raw = torch.rand(7, 3, size, size, generator=g) + 0.05
+        raw = raw * MIXED.view(7, 3, 1, 1)
+        robustness.append(raw / raw.sum(dim=1, keepdim=True))
+    probabilities = mas_probabilities(robustness, MIXED).numpy()
+
+    expected = np.zeros((7, 3))
+    for b in range(7):
+        kept = np.flatnonzero(MIXED[b].numpy())
+        per_scale = []
+        for r in robustness:
+            inverse = 1.0 / r[b, kept].numpy().reshape(len(kept), -1)  # modalities x pixels
+            per_scale.append((inverse / inverse.sum(0)).mean(1))
+        expected[b, kept] = np.mean(per_scale, axis=0)
+    np.testing.assert_allclose(probabilities, expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(probabilities.sum(1), 1.0, rtol=1e-6)
+    assert (probabilities[~MIXED.numpy()] == 0).all()
+
+
+@pytest.mark.parametrize("name", ["sgma", "sgma-mas"])
+def test_mas_branch_trains_on_one_available_modality_per_sample(name, monkeypatch):
+    method = _method(name)
+    seen = []
+    original = type(method).decode_single
+
+    def spy(self, features, single, size):
+        seen.append(single.clone())
+        return original(self, features, single, size)
+
+    monkeypatch.setattr(type(method), "decode_single", spy)
+    x = apply_availability(_batch(), MIXED, NAMES)
+    target = torch.randint(0, 6, (7, 32, 32))
+    for _ in range(20):
+        method.training_step(x, target, MIXED)
+    assert len(seen) == 20
+    for single in seen:
+        assert single.sum(dim=1).tolist() == [1] * 7  # exactly one modality per sample
+        assert not bool((single & ~MIXED).any())  # never a missing one
+    picks = torch.stack(seen).float().mean(0)  # samples with 2-3 modalities do vary their pick
+    assert bool(((picks[3:] > 0) & (picks[3:] < 1)).any())
+
+
+def test_loss_is_weighted_sum_of_the_two_branches():
+    method = _method("sgma", lambda_sgf=2.0, lambda_mas=1.0)
+    x = apply_availability(_batch(), MIXED, NAMES)
+    target = torch.randint(0, 6, (7, 32, 32))
+    total, parts = method.training_step(x, target, MIXED)
+    assert float(total.detach()) == pytest.approx(2 * parts["ce_sgf"] + parts["ce_mas"], rel=1e-5)
+    only_sgf = _method("sgma-sgf", lambda_sgf=2.0)
+    total, parts = only_sgf.training_step(x, target, MIXED)
+    assert "ce_mas" not in parts and float(total.detach()) == pytest.approx(2 * parts["ce_sgf"], rel=1e-5)
+
+
+def test_sgma_mas_predicts_with_plain_fusion():
+    # sgma-mas fuses by masked mean: its logits do not depend on the scorer's weights
+    method = _method("sgma-mas").eval()
+    x = apply_availability(_batch(), MIXED, NAMES)
+    before = method.predict(x, MIXED)
+    with torch.no_grad():
+        for p in method.sgf.parameters():
+            p.add_(torch.randn_like(p))
+    after = method.predict(x, MIXED)
+    torch.testing.assert_close(after["logits"], before["logits"])
+    assert not torch.allclose(after["robustness"][0], before["robustness"][0])
+
+
+@pytest.mark.parametrize("name, options", [*((v, {}) for v in VARIANTS), ("sgma", {"branch_pointwise": True})])
+def test_gradients_reach_every_parameter(name, options):
+    method = _method(name, **options)
+    x = _batch()
+    available = torch.ones(7, 3, dtype=torch.bool)
+    total, _ = method.training_step(x, torch.randint(0, 6, (7, 32, 32)), available)
+    total.backward()
+    missing = [n for n, p in method.named_parameters() if p.grad is None or not bool(p.grad.abs().sum() > 0)]
+    assert missing == []
+
+
+def test_short_seeded_training_run_lowers_the_loss(tmp_path, tiny_prepared):
+    config = TrainConfig(**{**TINY_PARAMS["train"], "steps": 60, "warmup_steps": 5, "checkpoint_every": 60})
+    train.train(tiny_prepared, "sgma", {}, config, 0, tmp_path, progress=False)
+    log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    first = np.mean([r["loss"] for r in log[:15]])
+    last = np.mean([r["loss"] for r in log[-15:]])
+    assert {"ce_sgf", "ce_mas"} <= set(log[0])
+    print(f"sgma loss: first 15 steps {first:.3f}, last 15 steps {last:.3f}")
+    assert last < 0.85 * first, (first, last)
+
+
+@pytest.mark.parametrize("branch_pointwise", [False, True])
+@pytest.mark.parametrize("size", [16, 3, 1])
+def test_grouped_projection_equals_each_modality_projector_alone(size, branch_pointwise):
+    # the fast path (grouped convs, kernels cropped on small maps) computes the plain MP
+    torch.manual_seed(0)
+    projectors = [ModalityProjector(8, branch_pointwise) for _ in range(3)]
+    features = torch.randn(2, 3, 8, size, size + 1)
+    plain = torch.stack([p(features[:, i]) for i, p in enumerate(projectors)], dim=1)
+    torch.testing.assert_close(grouped_projection(projectors, features), plain, rtol=1e-5, atol=1e-6)
