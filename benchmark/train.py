@@ -203,6 +203,9 @@ def train(
         worker_init_fn=seed_worker,
         pin_memory=device.type == "cuda",
         persistent_workers=False,
+        # Its own generator: creating the loader's iterator must not draw from the global RNG,
+        # which methods use during training (SGMA's MAS draws) and checkpoints restore exactly.
+        generator=torch.Generator().manual_seed(seed),
     )
     modalities = list(dataset.modalities)
     method.train()

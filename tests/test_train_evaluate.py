@@ -60,8 +60,9 @@ def test_same_seed_same_metrics_other_seed_differs(tmp_path, tiny_prepared, tiny
     assert a["subsets"] != c["subsets"]
 
 
-def test_resume_after_interruption_gives_the_same_model(tmp_path, tiny_prepared, monkeypatch):
-    full = train.train(tiny_prepared, "muss", {}, TRAIN, 0, tmp_path / "full", progress=False)
+@pytest.mark.parametrize("method", ["muss", "sgma"])  # sgma also draws its MAS modality from the global RNG
+def test_resume_after_interruption_gives_the_same_model(tmp_path, tiny_prepared, monkeypatch, method):
+    full = train.train(tiny_prepared, method, {}, TRAIN, 0, tmp_path / "full", progress=False)
     calls = {"n": 0}
     original = torch.optim.AdamW.step
 
@@ -73,16 +74,39 @@ def test_resume_after_interruption_gives_the_same_model(tmp_path, tiny_prepared,
 
     monkeypatch.setattr(torch.optim.AdamW, "step", crashing_step)
     with pytest.raises(KeyboardInterrupt):
-        train.train(tiny_prepared, "muss", {}, TRAIN, 0, tmp_path / "resumed", progress=False)
+        train.train(tiny_prepared, method, {}, TRAIN, 0, tmp_path / "resumed", progress=False)
     assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)["step"] == 2
     monkeypatch.setattr(torch.optim.AdamW, "step", original)
-    resumed = train.train(tiny_prepared, "muss", {}, TRAIN, 0, tmp_path / "resumed", progress=False)
+    resumed = train.train(tiny_prepared, method, {}, TRAIN, 0, tmp_path / "resumed", progress=False)
     a = torch.load(full, weights_only=True)["state_dict"]
     b = torch.load(resumed, weights_only=True)["state_dict"]
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
     steps = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "train_log.jsonl").read_text().splitlines()]
     assert steps == list(range(TRAIN.steps))
+
+
+def test_sgma_metrics_carry_robustness_size_and_cost(tmp_path, tiny_prepared):
+    params = write_params(
+        tmp_path / "params.yaml",
+        {**TINY_PARAMS, "methods": ["muss", "sgma"], "method_params": {"muss": {}, "sgma": {}}},
+    )
+    record = _train_and_evaluate(tmp_path, tiny_prepared, params, method="sgma")
+    muss = _train_and_evaluate(tmp_path, tiny_prepared, params, method="muss")
+    assert "robustness" not in muss
+    robustness = record["robustness"]
+    assert robustness["scales"] == [4, 8, 16, 32] and list(robustness["subsets"]) == list(record["subsets"])
+    for subset, per_modality in robustness["subsets"].items():
+        present = subset.split("+")
+        for m, values in per_modality.items():
+            assert all(v > 0 for v in values) if m in present else values == [0.0] * 4, (subset, m)
+        for k in range(4):
+            assert sum(per_modality[m][k] for m in present) == pytest.approx(1.0, abs=1e-5)
+    model, _ = train.load_model(tmp_path / "models" / "sgma" / "seed0" / "model.pt")
+    assert record["params"] == sum(p.numel() for p in model.parameters()) > muss["params"]
+    assert record["gflops"] > muss["gflops"] > 0
+    paths = report.write_report(tmp_path / "results", "synthetic", ["muss", "sgma"], [0])
+    assert paths[-1].name == "sgma_robustness.png" and paths[-1].read_bytes().startswith(b"\x89PNG")
 
 
 def test_checkpoint_of_another_configuration_is_not_resumed(tmp_path, tiny_prepared, capsys):
