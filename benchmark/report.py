@@ -116,6 +116,11 @@ def _validate_robustness(data: dict, fail: Callable[[str, str], ValueError]) -> 
                     raise fail(key, f"expected numbers in [0, 1], got {values!r}")
 
 
+def _num(value: float | None) -> float:
+    """A metrics value as float: null (a NaN written by ``atomic_write_json``) -> NaN."""
+    return math.nan if value is None else float(value)
+
+
 def _metric_files(method_dir: Path) -> list[tuple[int, Path]]:
     """``[(seed, path)]`` of ``method_dir/seed<k>/metrics.json``, by seed."""
     found = []
@@ -190,13 +195,10 @@ def leaderboard(records: list[dict]) -> list[dict]:
         by_method.setdefault(rec["method"], []).append(rec)
     with_std = any(len(recs) > 1 for recs in by_method.values())
 
-    def num(v: float | None) -> float:
-        return math.nan if v is None else float(v)
-
     rows = []
     for method, recs in by_method.items():
-        stats = {s: _mean_std([num(r["subsets"][s]["miou"]) for r in recs]) for s in subsets}
-        stats |= {k: _mean_std([num(r["summary"][k]) for r in recs]) for k in SUMMARY_KEYS}
+        stats = {s: _mean_std([_num(r["subsets"][s]["miou"]) for r in recs]) for s in subsets}
+        stats |= {k: _mean_std([_num(r["summary"][k]) for r in recs]) for k in SUMMARY_KEYS}
         row: dict = {"method": method, "seeds": len(recs)}
         row |= {s: stats[s][0] for s in subsets}
         if with_std:
@@ -303,9 +305,6 @@ def robustness_table(records: list[dict]) -> dict[str, dict[str, dict[str, list[
     A method's seeds must agree on ``modalities`` and ``robustness.scales`` (``ValueError``).
     """
 
-    def num(v: float | None) -> float:
-        return math.nan if v is None else float(v)
-
     table: dict[str, dict[str, dict[str, list[float]]]] = {}
     for method, recs in _robustness_records(records).items():
         first = recs[0]
@@ -323,7 +322,7 @@ def robustness_table(records: list[dict]) -> dict[str, dict[str, dict[str, list[
         table[method] = {
             subset: {
                 m: [
-                    statistics.fmean(num(r["robustness"]["subsets"][subset][m][k]) for r in recs)
+                    statistics.fmean(_num(r["robustness"]["subsets"][subset][m][k]) for r in recs)
                     for k in range(num_scales)
                 ]
                 for m in first["modalities"]

@@ -332,21 +332,28 @@ class SGMASamplingOnly(_SGMABase):
     def decode(
         self, features: Sequence[torch.Tensor], available: torch.Tensor, size: tuple[int, int]
     ) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+        """``{"logits"`` (plain fusion), ``"robustness"``, ``"scored"`` (the scorer's fused features)``}``."""
         scored, robustness = self.fuse([f.detach() for f in features], available)
         fused = [masked_mean(f, available) for f in features]
-        score_logits = [
-            F.interpolate(head(x), size=size, mode="bilinear", align_corners=False)
-            for head, x in zip(self.score_heads, scored)
-        ]
-        return {"logits": self.decoder(fused, size), "robustness": robustness, "score_logits": score_logits}
+        return {"logits": self.decoder(fused, size), "robustness": robustness, "scored": scored}
 
     def decode_single(
         self, features: Sequence[torch.Tensor], single: torch.Tensor, size: tuple[int, int]
     ) -> torch.Tensor:
         return self.decoder([masked_mean(f, single) for f in features], size)
 
+    def score_loss(self, scored: Sequence[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+        """Mean over scales of the CE of each scale's 1x1 scorer head, upsampled to the target."""
+        size = target.shape[-2:]
+        return torch.stack(
+            [
+                self.cross_entropy(F.interpolate(head(x), size=size, mode="bilinear", align_corners=False), target)
+                for head, x in zip(self.score_heads, scored)
+            ]
+        ).mean()
+
     def loss(self, output: Mapping, target: torch.Tensor, available: torch.Tensor) -> tuple[torch.Tensor, dict]:
         total, parts = super().loss(output, target, available)
-        ce_score = torch.stack([self.cross_entropy(x, target) for x in output["score_logits"]]).mean()
+        ce_score = self.score_loss(output["scored"], target)
         parts["ce_score"] = float(ce_score.detach())
         return total + self.lambda_score * ce_score, parts
