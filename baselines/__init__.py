@@ -1,3 +1,3 @@
 """Baseline methods, one module each. Importing this package registers them all."""
 
-from baselines import muss  # noqa: F401
+from baselines import imlt, m3l, magic, muss  # noqa: F401

@@ -18,15 +18,17 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmark.methods import create_method, list_methods
+from benchmark.methods import create_method, is_training_only, list_methods
 
 DEFAULT_CHANNELS = {"rgb": 3, "dsm": 1, "nir": 1}
 INPUT_SEED = 0
 
 
 def parameter_count(method: nn.Module) -> int:
-    """Number of parameters (trainable or not); a parameter shared by several modules counts once."""
-    return sum(p.numel() for p in method.parameters())  # parameters() yields each tensor once
+    """Number of parameters the model infers with (trainable or not); a parameter shared by
+    several modules counts once; the method's ``training_only_modules`` (an EMA teacher) do not count."""
+    # named_parameters() yields each tensor once
+    return sum(p.numel() for name, p in method.named_parameters() if not is_training_only(method, name))
 
 
 def inference_gflops(

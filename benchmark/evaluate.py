@@ -42,6 +42,7 @@ from benchmark.data.prepared import PreparedDataset
 from benchmark.efficiency import inference_gflops, parameter_count
 from benchmark.io import atomic_write_json
 from benchmark.methods import import_method_modules
+from benchmark.methods.contract import check_logits
 from benchmark.metrics import ConfusionMatrix, segmentation_scores, summarize
 from benchmark.models.backbones import STRIDES
 from benchmark.protocol import apply_availability, enumerate_subsets, subset_mask, subset_name
@@ -83,6 +84,7 @@ def evaluate_subsets(
     """Per subset name (in :func:`enumerate_subsets` order): the confusion matrix ``int64[K, K]``
     and, if the method reports robustness maps, their mean ``float64[S, M]`` (scale x modality;
     the second dict is empty otherwise)."""
+    name = getattr(method, "method_name", type(method).__name__)
     modalities = list(dataset.modalities)
     subsets = enumerate_subsets(modalities)
     matrices = {subset_name(s): ConfusionMatrix(len(dataset.classes), dataset.ignore_index) for s in subsets}
@@ -95,7 +97,9 @@ def evaluate_subsets(
         for subset in subsets:
             available = subset_mask(subset, modalities, target.shape[0]).to(device)
             output = method.predict(apply_availability(inputs, available, modalities), available)
-            matrices[subset_name(subset)].update(output["logits"], target)
+            expected = (target.shape[0], len(dataset.classes), *target.shape[-2:])
+            logits = check_logits(name, output, expected, "predict()")
+            matrices[subset_name(subset)].update(logits, target)
             if output.get("robustness") is not None:
                 meters[subset_name(subset)].update(output["robustness"])
     robustness = {name: meter.mean for name, meter in meters.items() if meter.count}

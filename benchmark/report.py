@@ -56,6 +56,7 @@ def _validate(data: object, path: Path, dataset: str, method: str, seed: int) ->
         "dataset": str,
         "method": str,
         "seed": int,
+        "family": str,
         "modalities": list,
         "classes": list,
         "subsets": dict,
@@ -71,7 +72,7 @@ def _validate(data: object, path: Path, dataset: str, method: str, seed: int) ->
             raise fail(key, f"is {data[key]!r} but the path says {expected!r}")
     if not data["subsets"]:
         raise fail("subsets", "empty")
-    reserved = {"method", "seeds", *SUMMARY_KEYS}
+    reserved = {"method", "family", "seeds", *SUMMARY_KEYS}
     for name, scores in data["subsets"].items():
         if name in reserved or name.endswith("_std"):
             raise fail(f"subsets.{name}", "clashes with a leaderboard column name")
@@ -182,7 +183,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 def leaderboard(records: list[dict]) -> list[dict]:
     """One row per method (order of first appearance), values in percent.
 
-    Columns: ``method, seeds, <subset>..., [<subset>_std...], avg, top1, last1,
+    Columns: ``method, family, seeds, <subset>..., [<subset>_std...], avg, top1, last1,
     [avg_std, top1_std, last1_std]``. Each value is the mean over seeds (of the subset mIoU,
     or of each seed's own summary value); ``_std`` is the SAMPLE standard deviation over seeds
     (ddof=1), present only when some method has 2+ seeds (NaN for a 1-seed method).
@@ -197,9 +198,12 @@ def leaderboard(records: list[dict]) -> list[dict]:
 
     rows = []
     for method, recs in by_method.items():
+        families = sorted({r["family"] for r in recs})
+        if len(families) > 1:
+            raise ValueError(f"method {method!r}: seeds disagree on its family: {families}")
         stats = {s: _mean_std([_num(r["subsets"][s]["miou"]) for r in recs]) for s in subsets}
         stats |= {k: _mean_std([_num(r["summary"][k]) for r in recs]) for k in SUMMARY_KEYS}
-        row: dict = {"method": method, "seeds": len(recs)}
+        row: dict = {"method": method, "family": families[0], "seeds": len(recs)}
         row |= {s: stats[s][0] for s in subsets}
         if with_std:
             row |= {f"{s}_std": stats[s][1] for s in subsets}
@@ -227,14 +231,14 @@ def to_csv(rows: list[dict]) -> str:
 def to_markdown(rows: list[dict], subsets: Sequence[str]) -> str:
     """GitHub table: ``mean ± std`` when std columns exist; best (rounded) value in bold."""
     columns = [*subsets, *SUMMARY_KEYS]
-    header = ["Method", "Seeds", *subsets, *(SUMMARY_TITLES[k] for k in SUMMARY_KEYS)]
+    header = ["Method", "Family", "Seeds", *subsets, *(SUMMARY_TITLES[k] for k in SUMMARY_KEYS)]
     best = {}
     for col in columns:
         shown = [round(r[col], 2) for r in rows if not math.isnan(r[col])]
         best[col] = max(shown) if shown else None
-    lines = ["| " + " | ".join(header) + " |", "|:--|--:|" + "--:|" * len(columns)]
+    lines = ["| " + " | ".join(header) + " |", "|:--|:--|--:|" + "--:|" * len(columns)]
     for row in rows:
-        cells = [row["method"], str(row["seeds"])]
+        cells = [row["method"], row["family"], str(row["seeds"])]
         for col in columns:
             text = _fmt(row[col]) or "n/a"
             std = row.get(f"{col}_std", math.nan)

@@ -36,6 +36,7 @@ from benchmark.config import (
 from benchmark.data.prepared import PreparedDataset
 from benchmark.io import atomic_write, atomic_write_text
 from benchmark.methods import create_method, import_method_modules
+from benchmark.methods.contract import check_contract, check_step_result
 from benchmark.protocol import apply_availability, draw_available
 
 MODEL_FILE = "model.pt"
@@ -116,35 +117,6 @@ def _save_torch(path: Path, obj: Any) -> None:
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
-def check_contract(
-    method_name: str,
-    method: torch.nn.Module,
-    inputs: Mapping[str, torch.Tensor],
-    target: torch.Tensor,
-    available: torch.Tensor,
-    num_classes: int,
-) -> None:
-    """Run one forward + loss without gradients and stop a method that breaks the contract,
-    naming the method and the fault (before its first optimiser step)."""
-    for hook in ("forward", "loss", "training_step", "after_optimizer_step", "predict"):
-        if not callable(getattr(method, hook, None)):
-            raise TypeError(f"method {method_name!r}: missing {hook}()")
-    output = method(inputs, available)
-    if not isinstance(output, Mapping) or "logits" not in output:
-        raise TypeError(
-            f"method {method_name!r}: forward() must return a dict with 'logits', got {type(output).__name__}"
-        )
-    expected = (target.shape[0], num_classes, *target.shape[-2:])
-    if tuple(output["logits"].shape) != expected:
-        raise ValueError(f"method {method_name!r}: logits shape {tuple(output['logits'].shape)}, expected {expected}")
-    result = method.loss(output, target, available)
-    if not (isinstance(result, tuple) and len(result) == 2):
-        raise TypeError(f"method {method_name!r}: loss() must return (total, parts)")
-    total = result[0]
-    if not torch.is_tensor(total) or total.dim() != 0 or not bool(torch.isfinite(total)):
-        raise ValueError(f"method {method_name!r}: loss must be a finite scalar tensor, got {total!r}")
-
-
 def train(
     data_root: Path,
     method_name: str,
@@ -172,7 +144,8 @@ def train(
     device = resolve_device(config.device)
     seed_everything(seed)
     method = create_method(method_name, **init_kwargs).to(device)
-    optimizer = torch.optim.AdamW(method.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    trainable = [p for p in method.parameters() if p.requires_grad]  # an EMA teacher is not optimised
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda s: poly_schedule(s, steps=config.steps, warmup_steps=config.warmup_steps, power=config.poly_power),
@@ -226,10 +199,9 @@ def train(
             if step == start:  # the check must not consume the random state of the run
                 cuda_devices = [device] if device.type == "cuda" else []
                 with torch.no_grad(), torch.random.fork_rng(devices=cuda_devices):
-                    check_contract(method_name, method, inputs, target, available, len(dataset.classes))
-            total, parts = method.training_step(inputs, target, available)
-            if not bool(torch.isfinite(total)):
-                raise FloatingPointError(f"method {method_name!r}: non-finite loss {float(total)} at step {step}")
+                    check_contract(method_name, method, inputs, target, available, len(dataset.classes), step)
+            result = method.training_step(inputs, target, available)
+            total, parts = check_step_result(method_name, result, step), result[1]
             lr = optimizer.param_groups[0]["lr"]  # the rate this step uses
             optimizer.zero_grad(set_to_none=True)
             total.backward()

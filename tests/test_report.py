@@ -20,6 +20,7 @@ FAKE = {
     "zeta": {0: [61.234, 40.5, 70.0]},
     "alpha": {0: [50.0, 30.0, 66.0], 1: [54.0, 35.0, 68.5]},
 }
+FAMILIES = {"zeta": "reference", "alpha": "joint"}  # the leaderboard's family column
 
 
 def _summary(mious: list[float]) -> dict:
@@ -37,6 +38,7 @@ def _record(method: str, seed: int, mious: list[float]) -> dict:
         "dataset": DATASET,
         "method": method,
         "seed": seed,
+        "family": FAMILIES.get(method, "reference"),
         "modalities": ["rgb", "dsm"],
         "classes": ["a", "b"],
         "subsets": {s: {"miou": m, "mf1": m + 1, "iou": {"a": m, "b": None}} for s, m in zip(SUBSETS, mious)},
@@ -71,6 +73,7 @@ def test_csv_values_and_column_order(results: Path):
     header = list(rows[0])
     assert header == [
         "method",
+        "family",
         "seeds",
         *SUBSETS,
         *(f"{s}_std" for s in SUBSETS),
@@ -86,7 +89,7 @@ def test_csv_values_and_column_order(results: Path):
     for method, seeds in FAKE.items():
         m = np.array(list(seeds.values()))  # [seeds, subsets]
         row = by_method[method]
-        assert row["seeds"] == str(len(seeds))
+        assert row["seeds"] == str(len(seeds)) and row["family"] == FAMILIES[method]
         summaries = np.array([[np.mean(x), np.max(x), np.min(x)] for x in m])
         for j, s in enumerate(SUBSETS):
             assert row[s] == f"{m[:, j].mean():.2f}"
@@ -101,7 +104,7 @@ def test_csv_values_and_column_order(results: Path):
 def test_no_std_columns_with_single_seeds_and_method_order(results: Path):
     report.write_report(results, DATASET, methods=["zeta"])
     rows = _read_csv(results / DATASET / "leaderboard.csv")
-    assert list(rows[0]) == ["method", "seeds", *SUBSETS, "avg", "top1", "last1"]
+    assert list(rows[0]) == ["method", "family", "seeds", *SUBSETS, "avg", "top1", "last1"]
     report.write_report(results, DATASET, methods=["zeta", "alpha"])
     assert [r["method"] for r in _read_csv(results / DATASET / "leaderboard.csv")] == ["zeta", "alpha"]
 
@@ -110,7 +113,8 @@ def test_markdown_and_png(results: Path):
     report.write_report(results, DATASET)
     md = (results / DATASET / "leaderboard.md").read_text(encoding="utf-8").splitlines()
     assert len(md) == 2 + len(FAKE)  # header, separator, one row per method
-    assert md[0].startswith("| Method | Seeds | rgb | dsm | rgb+dsm | Avg")
+    assert md[0].startswith("| Method | Family | Seeds | rgb | dsm | rgb+dsm | Avg")
+    assert md[2].startswith("| alpha | joint | 2 |")
     alpha = next(line for line in md if line.startswith("| alpha"))
     zeta = next(line for line in md if line.startswith("| zeta"))
     assert f"52.00 ± {np.std([50.0, 54.0], ddof=1):.2f}" in alpha
@@ -151,6 +155,7 @@ def test_wrong_method_in_path_raises(results: Path):
         (lambda r: r["subsets"]["dsm"].pop("miou"), "subsets.dsm.miou"),
         (lambda r: r["subsets"].pop("dsm"), "'subsets'"),  # differs from the other files
         (lambda r: r["summary"].update(top1="high"), "summary.top1"),
+        (lambda r: r.pop("family"), "'family'"),
     ],
 )
 def test_malformed_files(results: Path, mutate, key: str):
@@ -160,6 +165,13 @@ def test_malformed_files(results: Path, mutate, key: str):
     with pytest.raises(ValueError) as err:
         report.load_metrics(results, DATASET)
     assert str(path) in str(err.value) and key in str(err.value)
+
+
+def test_seeds_of_one_method_must_agree_on_its_family(results: Path):
+    rec = _record("alpha", 1, FAKE["alpha"][1])
+    _write(results, {**rec, "family": "contrastive"})
+    with pytest.raises(ValueError, match=r"'alpha'.*family.*contrastive.*joint"):
+        report.write_report(results, DATASET)
 
 
 def test_listed_method_without_metrics(results: Path):

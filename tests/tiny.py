@@ -1,7 +1,11 @@
-"""The tiny configuration of the whole pipeline that tests run in seconds."""
+"""The tiny configuration of the whole pipeline that tests run in seconds, and a copy of the project."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -23,3 +27,26 @@ TINY_PARAMS = {
 def write_params(path: Path, params: dict) -> Path:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path
+
+
+def copy_project(dest: Path, params: dict) -> Path:
+    """A copy of the pipeline (code, dvc.yaml, .dvc config, user_methods/) with ``params`` as
+    params.yaml, as a fresh git repository: what a user has after cloning."""
+    for name in ("benchmark", "baselines", "user_methods"):
+        shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
+        shutil.copy(REPO / name, dest / name)
+    (dest / ".dvc").mkdir()
+    shutil.copy(REPO / ".dvc" / "config", dest / ".dvc" / "config")
+    write_params(dest / "params.yaml", params)
+    run(dest, "git", "init", "-q")
+    return dest
+
+
+def run(cwd: Path, *args: str) -> str:
+    """Run a command in ``cwd`` with this interpreter's scripts on PATH; its output, or a failed assert."""
+    env = dict(os.environ, DVC_NO_ANALYTICS="1", PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    env.pop("PYTHONPATH", None)  # imports resolve from cwd, as for a user (python -m puts cwd first)
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout + proc.stderr

@@ -1,6 +1,6 @@
 """Method contract and registry."""
 
-from benchmark.methods.base import SegmentationMethod, masked_mean
+from benchmark.methods.base import SegmentationMethod, is_training_only, masked_mean
 from benchmark.methods.registry import (
     create_method,
     get_method_class,
@@ -14,6 +14,7 @@ __all__ = [
     "create_method",
     "get_method_class",
     "import_method_modules",
+    "is_training_only",
     "list_methods",
     "masked_mean",
     "register_method",

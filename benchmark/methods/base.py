@@ -10,6 +10,9 @@ A method is an ``nn.Module`` built as ``Method(modalities, num_classes, **common
 - ``training_step(inputs, target, available) -> (total, parts)``: one step's loss; the default
   is ``loss(forward(...))``. Methods needing extra passes (MAS branch, teachers) override it.
 - ``after_optimizer_step()``: called after every optimiser step (EMA teachers update here).
+- ``training_only_modules``: names of sub-modules that exist only to train (an EMA teacher).
+  Their parameters must have ``requires_grad=False`` (the optimiser skips them and the
+  gradient checks expect no gradient) and are left out of the inference parameter count.
 - ``predict(inputs, available) -> dict``: inference, no gradients; ``"logits"`` as in
   ``forward`` and, optionally, ``"robustness"``: a list (one per scale) of
   ``float[B, M, h_i, w_i]`` per-modality weights, which the evaluator averages and exports.
@@ -42,6 +45,9 @@ class SegmentationMethod(nn.Module):
 
     #: ``"reference"``, ``"contrastive"``, ``"joint"`` or ``"sgma"``: a leaderboard column.
     family: str = "reference"
+
+    #: Sub-modules used only during training and updated without gradients (e.g. ``("teacher",)``).
+    training_only_modules: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -88,6 +94,12 @@ class SegmentationMethod(nn.Module):
     def predict(self, inputs: Mapping[str, torch.Tensor], available: torch.Tensor) -> dict[str, torch.Tensor]:
         """Inference outputs: ``{"logits": float[B, K, H, W], ...}`` (the forward dict by default)."""
         return self(inputs, available)
+
+
+def is_training_only(method: nn.Module, parameter_name: str) -> bool:
+    """Whether ``parameter_name`` (as in ``named_parameters()``) lies in one of the method's
+    ``training_only_modules``."""
+    return any(parameter_name.startswith(f"{name}.") for name in getattr(method, "training_only_modules", ()))
 
 
 def masked_mean(features: torch.Tensor, available: torch.Tensor) -> torch.Tensor:

@@ -68,6 +68,9 @@ def create_method(name: str, **kwargs: Any) -> nn.Module:
     """Build a registered method: ``create_method("muss", modalities={...}, num_classes=6, ...)``."""
     cls = get_method_class(name)
     try:
-        return cls(**kwargs)
+        method = cls(**kwargs)
     except TypeError as err:
         raise TypeError(f"method {name!r}: bad parameters {sorted(kwargs)}: {err}") from err
+    if not isinstance(method, nn.Module):
+        raise TypeError(f"method {name!r}: {cls.__qualname__} must be a torch.nn.Module (subclass SegmentationMethod)")
+    return method

@@ -1,0 +1,78 @@
+"""Checks the trainer and evaluator run on any method, so a broken one stops early and says why.
+
+Every error names the method and what is wrong. :func:`check_contract` runs before the first
+optimiser step (one forward + loss, no gradients); :func:`check_step_result` checks every
+``training_step`` result; :func:`check_logits` checks every prediction the evaluator scores.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+HOOKS = ("forward", "loss", "training_step", "after_optimizer_step", "predict")
+
+
+class ContractError(TypeError, ValueError):
+    """A method does not follow the contract of ``benchmark.methods.base`` (a wrong type or a wrong value)."""
+
+
+def check_logits(method_name: str, output: object, expected: tuple[int, ...], where: str) -> torch.Tensor:
+    """``output`` must be a mapping with ``"logits": float[*expected]``; returns the logits."""
+    if not isinstance(output, Mapping) or "logits" not in output:
+        raise ContractError(
+            f"method {method_name!r}: {where} must return a dict with 'logits', got {type(output).__name__}"
+        )
+    logits = output["logits"]
+    if not torch.is_tensor(logits) or not logits.is_floating_point():
+        raise ContractError(f"method {method_name!r}: {where}['logits'] must be a float tensor, got {logits!r:.80}")
+    if tuple(logits.shape) != expected:
+        raise ContractError(
+            f"method {method_name!r}: {where}['logits'] has shape {tuple(logits.shape)}, expected {expected} "
+            "(batch, classes, height, width)"
+        )
+    return logits
+
+
+def check_step_result(method_name: str, result: object, step: int, where: str = "training_step()") -> torch.Tensor:
+    """``result`` must be ``(finite scalar tensor, {name: float})``; returns the total.
+
+    A non-finite total raises ``FloatingPointError`` naming the step and the non-finite parts.
+    """
+    if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], Mapping)):
+        raise ContractError(f"method {method_name!r}: {where} must return (total, parts dict), got {result!r:.80}")
+    total, parts = result
+    if not torch.is_tensor(total) or total.dim() != 0:
+        raise ContractError(f"method {method_name!r}: {where} total must be a scalar tensor, got {total!r:.80}")
+    if not bool(torch.isfinite(total)):
+        bad = [f"{k}={v}" for k, v in parts.items() if not (isinstance(v, (int, float)) and math.isfinite(v))]
+        which = f"non-finite parts: {', '.join(bad)}" if bad else f"parts: {dict(parts)}"
+        raise FloatingPointError(
+            f"method {method_name!r}: non-finite loss {float(total.detach())} at step {step} ({which})"
+        )
+    return total
+
+
+def check_contract(
+    method_name: str,
+    method: object,
+    inputs: Mapping[str, torch.Tensor],
+    target: torch.Tensor,
+    available: torch.Tensor,
+    num_classes: int,
+    step: int = 0,
+) -> None:
+    """One forward + loss (call under ``torch.no_grad``): stop a method that breaks the contract
+    before its first optimiser step. ``target: int64[B, H, W]`` fixes the expected logits shape."""
+    if not isinstance(method, nn.Module):
+        raise ContractError(f"method {method_name!r}: must be a torch.nn.Module, got {type(method).__name__}")
+    for hook in HOOKS:
+        if not callable(getattr(method, hook, None)):
+            raise ContractError(f"method {method_name!r}: missing {hook}() (subclass SegmentationMethod)")
+    expected = (target.shape[0], num_classes, *target.shape[-2:])
+    output = method(inputs, available)
+    check_logits(method_name, output, expected, "forward()")
+    check_step_result(method_name, method.loss(output, target, available), step, "loss()")
