@@ -21,22 +21,27 @@ Here (``m3l``), at each of the 4 encoder scales ``i``, with ``features: float[B,
   runs over all ``M`` modalities, a masked slot contributing its mask token), then the shared
   all-MLP decoder -> logits.
 
-Training step: the teacher (own encoder, fusion, decoder; ``torch.no_grad``) predicts on every
+Training: the first ``supervised_warmup`` steps are plain supervised CE on the available
+modalities (no mask, no teacher), as the paper's supervised phase; then the teacher starts as a
+copy of the student. Each later step: the teacher (own encoder, fusion, decoder; ``torch.no_grad``) predicts on every
 available modality -> pseudo labels ``argmax``. The student draws, per sample, uniformly one of
 {mask nothing} plus each available modality (only when >= 2 are available, so a sample keeps at
 least one), and predicts on ``available & ~masked``. Loss:
 ``CE(student, target) + lambda_consistency * CE(student, pseudo labels)`` (pseudo labels on every
 pixel). After each optimiser step: ``a = min(1 - 1 / (n + 1), ema_decay)``,
-``teacher = a * teacher + (1 - a) * student`` (``n`` counts updates from 0, so the first one copies
-the student), buffers copied. Inference (``forward``/``predict``) is the student.
+``teacher = a * teacher + (1 - a) * student`` (``n`` counts updates from the end of the warm-up,
+so the first one copies the student), buffers copied. Inference (``forward``/``predict``) is the student.
 
 Simplified for the shared setting
 ---------------------------------
 - Fully supervised, not semi-supervised: the paper's consistency term runs on unlabelled
   images (and the labelled ones); our benchmark has labels for every training image, so the
   pseudo-label term runs on the labelled batch and acts as self-distillation from the teacher.
-  The paper's supervised warm-up (``n_sup_epochs``) and teacher re-copy are not used: every
-  method gets the same step budget; the EMA's first update copies the student.
+  The paper's supervised phase (``n_sup_epochs``, then the student is copied to the teacher) is
+  ``supervised_warmup`` steps (default 100 of the default 300) inside the same step budget as
+  every method. Without it the teacher, lagging a student that is still learning fast, hands
+  out poor pseudo labels at full weight: 300 steps from scratch gave Avg 33.3 +- 6.4 mIoU
+  (2 seeds) against 42.6 for MuSS.
 - Network: the shared per-modality encoder (one weight-tied backbone run on each modality
   separately) and the shared all-MLP decoder replace the paper's two-branch MiT (SegFormer)
   with in-encoder linear mixing (``ratio`` 0.8 per attention block) and per-branch decoders.
@@ -117,6 +122,9 @@ class M3L(SegmentationMethod):
 
     Extra args (params.yaml ``method_params.m3l``):
         ema_decay: upper bound of the teacher's EMA coefficient (paper: ``ema_alpha`` 0.99).
+        supervised_warmup: optimiser steps of plain supervised training (no mask, no teacher)
+            before the mean-teacher phase; the teacher starts as a copy of the student then
+            (paper: ``n_sup_epochs`` of supervised training, then the student is copied).
         lambda_consistency: weight of the CE towards the teacher's pseudo labels (paper:
             ``pseudo_loss_coeff`` 1).
     """
@@ -131,9 +139,13 @@ class M3L(SegmentationMethod):
         *,
         ema_decay: float = 0.99,
         lambda_consistency: float = 1.0,
+        supervised_warmup: int = 100,
         **common,
     ) -> None:
         super().__init__(modalities, num_classes, **common)
+        if supervised_warmup < 0:
+            raise ValueError(f"supervised_warmup must be >= 0, got {supervised_warmup}")
+        self.supervised_warmup = int(supervised_warmup)
         self.ema_decay = float(ema_decay)
         self.lambda_consistency = float(lambda_consistency)
         self.fusion = LinearFusion(len(self.modalities), self.encoder.channels)
@@ -170,6 +182,9 @@ class M3L(SegmentationMethod):
     def training_step(
         self, inputs: Mapping[str, torch.Tensor], target: torch.Tensor, available: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, float]]:
+        if int(self.ema_updates) < self.supervised_warmup:  # supervised phase: no mask, no teacher
+            ce = self.cross_entropy(self(inputs, available)["logits"], target)
+            return ce, {"ce": float(ce.detach()), "consistency": 0.0}
         student_available = available & ~self.draw_student_mask(available)
         pseudo = self.pseudo_labels(inputs, available)
         # A modality's features do not depend on the others, so encoding only the unmasked pairs
@@ -182,9 +197,11 @@ class M3L(SegmentationMethod):
 
     @torch.no_grad()
     def after_optimizer_step(self) -> None:
-        """EMA update of the teacher: ``a = min(1 - 1 / (n + 1), ema_decay)``,
-        ``teacher = a * teacher + (1 - a) * student``; buffers copied; ``n += 1``."""
-        alpha = min(1.0 - 1.0 / (int(self.ema_updates) + 1), self.ema_decay)
+        """EMA update of the teacher: ``a = min(1 - 1 / (n + 1), ema_decay)`` with ``n`` the updates
+        since the supervised warm-up (``a = 0``, a copy, during and right after it),
+        ``teacher = a * teacher + (1 - a) * student``; buffers copied; ``ema_updates += 1``."""
+        n = int(self.ema_updates) - self.supervised_warmup
+        alpha = 0.0 if n < 0 else min(1.0 - 1.0 / (n + 1), self.ema_decay)
         for name, teacher in self.teacher.items():
             student = getattr(self, name)
             for t, s in zip(teacher.parameters(), student.parameters(), strict=True):

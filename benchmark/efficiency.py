@@ -132,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
         help="modalities and their channel counts (default: rgb=3 dsm=1 nir=1)",
     )
     parser.add_argument("--decoder-dim", type=int, default=64)
-    parser.add_argument("--methods", nargs="+", default=None, help="default: every registered method")
+    parser.add_argument(
+        "--methods", nargs="+", default=None, help="default: every registered method, muss (the Δ reference) first"
+    )
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     channels = dict(args.channels)
@@ -140,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"argument --channels: a modality is listed more than once: {[n for n, _ in args.channels]}")
     if args.size <= 0 or args.classes <= 0 or args.decoder_dim <= 0:
         parser.error("--size, --classes and --decoder-dim must be positive")
-    methods = args.methods or list_methods()
+    methods = args.methods or sorted(list_methods(), key=lambda name: name != "muss")  # stable: muss, then by name
     size = (args.size, args.size)
     try:
         rows = efficiency_table(methods, channels, args.classes, size, args.backbone, args.decoder_dim, args.device)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from method_checks import parameters_without_gradient
 
 import baselines.m3l  # noqa: F401  (registers "m3l")
@@ -23,8 +24,9 @@ def _target(b=4, size=32):
 
 
 def _method(**kwargs):
+    """M3L with the mean-teacher phase from the first step unless ``supervised_warmup`` is given."""
     torch.manual_seed(0)
-    return create_method("m3l", modalities=CHANNELS, num_classes=6, **kwargs)
+    return create_method("m3l", modalities=CHANNELS, num_classes=6, **{"supervised_warmup": 0, **kwargs})
 
 
 def _named(module):
@@ -78,6 +80,39 @@ def test_teacher_is_an_ema_of_the_student(previous_updates, alpha):
     assert moved > 0  # the second step changed the student, so the EMA is not a copy
     assert int(method.ema_updates) == previous_updates + 1
     assert "ema_updates" in method.state_dict()
+
+
+def test_supervised_warmup_then_teacher_starts_as_a_copy():
+    method = _method(supervised_warmup=2)
+    opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.5)
+    x, y = _batch(), _target()
+    initial = _teacher(method)
+    for step in range(2):  # warm-up: CE only (no mask, no teacher), the teacher copies the student
+        torch.manual_seed(step)
+        total, parts = method.training_step(x, y, torch.ones(4, 3, dtype=torch.bool))
+        assert parts["consistency"] == 0.0
+        expected_ce = F.cross_entropy(method(x, torch.ones(4, 3, dtype=torch.bool))["logits"], y)
+        assert float(total.detach()) == pytest.approx(float(expected_ce.detach()), rel=1e-6)
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        method.after_optimizer_step()
+        for n, t in _teacher(method).items():
+            torch.testing.assert_close(t, _student(method)[n], rtol=0, atol=0)
+    assert any(not torch.equal(initial[n], t) for n, t in _teacher(method).items())
+    # first update after the warm-up: n = 0 -> a = 0, a copy; the next: n = 1 -> a = 1/2
+    _train_step(method, opt, x, y)
+    method.after_optimizer_step()
+    copied = _teacher(method)
+    _train_step(method, opt, x, y)
+    method.after_optimizer_step()
+    student = _student(method)
+    for n, t in _teacher(method).items():
+        torch.testing.assert_close(
+            t.double(), 0.5 * copied[n].double() + 0.5 * student[n].double(), rtol=1e-5, atol=1e-6
+        )
+    torch.manual_seed(0)
+    assert method.training_step(x, y, torch.ones(4, 3, dtype=torch.bool))[1]["consistency"] > 0
 
 
 def test_teacher_frozen_and_every_student_parameter_trains():
