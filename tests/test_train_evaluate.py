@@ -59,9 +59,17 @@ def test_same_seed_same_metrics_other_seed_differs(tmp_path, tiny_prepared, tiny
     assert a["subsets"] != c["subsets"]
 
 
-@pytest.mark.parametrize("method", ["muss", "sgma"])  # sgma also draws its MAS modality from the global RNG
-def test_resume_after_interruption_gives_the_same_model(tmp_path, tiny_prepared, monkeypatch, method):
-    full = train.train(tiny_prepared, method, {}, TRAIN, 0, tmp_path / "full", progress=False)
+@pytest.mark.parametrize(
+    ("method", "method_params"),
+    [
+        ("muss", {}),
+        ("sgma", {}),  # draws its MAS modality from the global RNG
+        ("m3l", {"supervised_warmup": 1}),  # EMA teacher and its update counter, masked-student draws
+        ("imlt", {}),  # draws the hidden modality and the contrastive locations
+    ],
+)
+def test_resume_after_interruption_gives_the_same_model(tmp_path, tiny_prepared, monkeypatch, method, method_params):
+    full = train.train(tiny_prepared, method, method_params, TRAIN, 0, tmp_path / "full", progress=False)
     calls = {"n": 0}
     original = torch.optim.AdamW.step
 
@@ -73,10 +81,10 @@ def test_resume_after_interruption_gives_the_same_model(tmp_path, tiny_prepared,
 
     monkeypatch.setattr(torch.optim.AdamW, "step", crashing_step)
     with pytest.raises(KeyboardInterrupt):
-        train.train(tiny_prepared, method, {}, TRAIN, 0, tmp_path / "resumed", progress=False)
+        train.train(tiny_prepared, method, method_params, TRAIN, 0, tmp_path / "resumed", progress=False)
     assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)["step"] == 2
     monkeypatch.setattr(torch.optim.AdamW, "step", original)
-    resumed = train.train(tiny_prepared, method, {}, TRAIN, 0, tmp_path / "resumed", progress=False)
+    resumed = train.train(tiny_prepared, method, method_params, TRAIN, 0, tmp_path / "resumed", progress=False)
     a = torch.load(full, weights_only=True)["state_dict"]
     b = torch.load(resumed, weights_only=True)["state_dict"]
     for key in a:
