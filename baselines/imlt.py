@@ -65,7 +65,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.methods import SegmentationMethod, register_method
+from benchmark.methods import SegmentationMethod, check_param, register_method
 
 
 def num_heads(channels: int, head_dim: int) -> int:
@@ -211,6 +211,14 @@ class IMLT(SegmentationMethod):
         max_tokens: int = 256,
         **common,
     ) -> None:
+        check_param("num_fusion_tokens", num_fusion_tokens, num_fusion_tokens >= 1, ">= 1")
+        check_param("head_dim", head_dim, head_dim >= 1, ">= 1")
+        check_param("lambda_contrastive", lambda_contrastive, lambda_contrastive >= 0, ">= 0")
+        check_param("lambda_reconstruction", lambda_reconstruction, lambda_reconstruction >= 0, ">= 0")
+        check_param("contrastive_scale", contrastive_scale, contrastive_scale in range(4), "an encoder scale: 0..3")
+        check_param("proj_dim", proj_dim, proj_dim >= 1, ">= 1")
+        check_param("temperature", temperature, temperature > 0, "> 0")
+        check_param("max_tokens", max_tokens, max_tokens >= 2, ">= 2 (InfoNCE needs negatives)")
         super().__init__(modalities, num_classes, **common)
         self.lambda_contrastive = float(lambda_contrastive)
         self.lambda_reconstruction = float(lambda_reconstruction)

@@ -54,7 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.methods import SegmentationMethod, masked_mean, register_method
+from benchmark.methods import SegmentationMethod, check_param, masked_mean, register_method
 
 
 class MultiModalAggregation(nn.Module):
@@ -166,8 +166,10 @@ class MAGIC(SegmentationMethod):
             decoder_dim=decoder_dim,
             ignore_index=ignore_index,
         )
-        if not 0.0 < robust_fraction <= 1.0:
-            raise ValueError(f"robust_fraction must be in (0, 1], got {robust_fraction}")
+        check_param("robust_fraction", robust_fraction, 0.0 < robust_fraction <= 1.0, "in (0, 1]")
+        for name, value in (("lambda_robust", lambda_robust), ("lambda_fragile", lambda_fragile),
+                            ("lambda_consistency", lambda_consistency)):  # fmt: skip
+            check_param(name, value, value >= 0, ">= 0")
         self.robust_fraction = robust_fraction
         self.lambda_robust = lambda_robust
         self.lambda_fragile = lambda_fragile

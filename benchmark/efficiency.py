@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmark.methods import create_method, is_training_only, list_methods
+from benchmark.methods import create_method, get_method_class, is_training_only, list_methods
 
 DEFAULT_CHANNELS = {"rgb": 3, "dsm": 1, "nir": 1}
 INPUT_SEED = 0
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--decoder-dim", type=int, default=64)
     parser.add_argument(
-        "--methods", nargs="+", default=None, help="default: every registered method, muss (the Δ reference) first"
+        "--methods", nargs="+", default=None, help="default: every registered method, the reference family (muss) first"
     )
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
@@ -142,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"argument --channels: a modality is listed more than once: {[n for n, _ in args.channels]}")
     if args.size <= 0 or args.classes <= 0 or args.decoder_dim <= 0:
         parser.error("--size, --classes and --decoder-dim must be positive")
-    methods = args.methods or sorted(list_methods(), key=lambda name: name != "muss")  # stable: muss, then by name
+    # the reference family first (the Δ column's baseline), then by name (sorted is stable)
+    methods = args.methods or sorted(list_methods(), key=lambda name: get_method_class(name).family != "reference")
     size = (args.size, args.size)
     try:
         rows = efficiency_table(methods, channels, args.classes, size, args.backbone, args.decoder_dim, args.device)

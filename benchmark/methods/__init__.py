@@ -1,6 +1,6 @@
 """Method contract and registry."""
 
-from benchmark.methods.base import SegmentationMethod, is_training_only, masked_mean
+from benchmark.methods.base import SegmentationMethod, check_param, is_training_only, masked_mean
 from benchmark.methods.registry import (
     create_method,
     get_method_class,
@@ -11,6 +11,7 @@ from benchmark.methods.registry import (
 
 __all__ = [
     "SegmentationMethod",
+    "check_param",
     "create_method",
     "get_method_class",
     "import_method_modules",

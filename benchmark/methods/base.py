@@ -96,6 +96,13 @@ class SegmentationMethod(nn.Module):
         return self(inputs, available)
 
 
+def check_param(name: str, value: object, ok: bool, allowed: str) -> None:
+    """Raise ``ValueError`` naming a method parameter, its value and what is allowed, unless ``ok``
+    (``create_method`` adds the method's name)."""
+    if not ok:
+        raise ValueError(f"parameter {name}={value!r} must be {allowed}")
+
+
 def is_training_only(method: nn.Module, parameter_name: str) -> bool:
     """Whether ``parameter_name`` (as in ``named_parameters()``) lies in one of the method's
     ``training_only_modules``."""

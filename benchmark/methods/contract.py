@@ -13,7 +13,10 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from benchmark.methods.base import is_training_only
+
 HOOKS = ("forward", "loss", "training_step", "after_optimizer_step", "predict")
+RESERVED_PARTS = ("step", "loss", "lr", "images_per_s")  # the trainer's own keys in each log record
 
 
 class ContractError(TypeError, ValueError):
@@ -37,22 +40,35 @@ def check_logits(method_name: str, output: object, expected: tuple[int, ...], wh
     return logits
 
 
-def check_step_result(method_name: str, result: object, step: int, where: str = "training_step()") -> torch.Tensor:
+def check_step_result(
+    method_name: str, result: object, step: int, where: str = "training_step()", needs_grad: bool = True
+) -> torch.Tensor:
     """``result`` must be ``(finite scalar tensor, {name: float})``; returns the total.
 
-    A non-finite total raises ``FloatingPointError`` naming the step and the non-finite parts.
+    The total must carry a graph when ``needs_grad``; the parts must be Python numbers (they go
+    to the JSON log) under names other than :data:`RESERVED_PARTS`. A non-finite total raises
+    ``FloatingPointError`` naming the step and the non-finite parts.
     """
     if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], Mapping)):
         raise ContractError(f"method {method_name!r}: {where} must return (total, parts dict), got {result!r:.80}")
     total, parts = result
     if not torch.is_tensor(total) or total.dim() != 0:
         raise ContractError(f"method {method_name!r}: {where} total must be a scalar tensor, got {total!r:.80}")
+    for key, value in parts.items():
+        if key in RESERVED_PARTS:
+            raise ContractError(f"method {method_name!r}: {where} part {key!r} clashes with the log's own {key!r}")
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ContractError(
+                f"method {method_name!r}: {where} part {key!r} must be a Python float, got {type(value).__name__}"
+            )
     if not bool(torch.isfinite(total)):
-        bad = [f"{k}={v}" for k, v in parts.items() if not (isinstance(v, (int, float)) and math.isfinite(v))]
+        bad = [f"{k}={v}" for k, v in parts.items() if not math.isfinite(v)]
         which = f"non-finite parts: {', '.join(bad)}" if bad else f"parts: {dict(parts)}"
         raise FloatingPointError(
             f"method {method_name!r}: non-finite loss {float(total.detach())} at step {step} ({which})"
         )
+    if needs_grad and not total.requires_grad:
+        raise ContractError(f"method {method_name!r}: {where} total has no gradient graph (was it detached?)")
     return total
 
 
@@ -72,7 +88,13 @@ def check_contract(
     for hook in HOOKS:
         if not callable(getattr(method, hook, None)):
             raise ContractError(f"method {method_name!r}: missing {hook}() (subclass SegmentationMethod)")
+    for name, param in method.named_parameters():
+        if is_training_only(method, name) and param.requires_grad:
+            raise ContractError(
+                f"method {method_name!r}: parameter {name!r} is in training_only_modules but requires a gradient "
+                "(call requires_grad_(False) on the module)"
+            )
     expected = (target.shape[0], num_classes, *target.shape[-2:])
     output = method(inputs, available)
     check_logits(method_name, output, expected, "forward()")
-    check_step_result(method_name, method.loss(output, target, available), step, "loss()")
+    check_step_result(method_name, method.loss(output, target, available), step, "loss()", needs_grad=False)

@@ -71,6 +71,8 @@ def create_method(name: str, **kwargs: Any) -> nn.Module:
         method = cls(**kwargs)
     except TypeError as err:
         raise TypeError(f"method {name!r}: bad parameters {sorted(kwargs)}: {err}") from err
+    except ValueError as err:  # a parameter out of its range: the method's message names it
+        raise ValueError(f"method {name!r}: {err}") from err
     if not isinstance(method, nn.Module):
         raise TypeError(f"method {name!r}: {cls.__qualname__} must be a torch.nn.Module (subclass SegmentationMethod)")
     return method

@@ -51,9 +51,13 @@ def _batch(size: int = 32, batch: int = 4) -> tuple[dict[str, torch.Tensor], tor
     return inputs, target
 
 
+# Constructor arguments that put a method in the phase the checks should see from the first step.
+PHASE = {"m3l": {"supervised_warmup": 0}}  # the mean-teacher phase, not the supervised warm-up
+
+
 def _method(name: str) -> SegmentationMethod:
     torch.manual_seed(0)
-    return create_method(name, modalities=CHANNELS, num_classes=NUM_CLASSES, decoder_dim=16)
+    return create_method(name, modalities=CHANNELS, num_classes=NUM_CLASSES, decoder_dim=16, **PHASE.get(name, {}))
 
 
 def test_the_suite_ships_every_method_of_the_benchmark():
@@ -103,6 +107,8 @@ def test_gradients_reach_every_parameter_that_trains(name):
     for param_name, param in method.named_parameters():
         if is_training_only(method, param_name):  # declared frozen: an EMA teacher
             assert not param.requires_grad and param.grad is None, param_name
+        else:  # nothing else may opt out of the check above by not requiring a gradient
+            assert param.requires_grad, f"{name}: {param_name} is frozen but not in training_only_modules"
 
 
 # --- methods that break the contract ------------------------------------------------------
@@ -159,6 +165,36 @@ class BadPredict(NanLoss):
         return {"logits": self(inputs, available)["logits"][:, :2]}
 
 
+@register_method("test-detached-total")
+class DetachedTotal(NanLoss):
+    def training_step(self, inputs, target, available):
+        total, parts = self.loss(self(inputs, available), target, available)
+        return total.detach(), parts
+
+
+@register_method("test-tensor-part")
+class TensorPart(NanLoss):
+    def training_step(self, inputs, target, available):
+        total, parts = self.loss(self(inputs, available), target, available)
+        return total, {**parts, "aux": total}
+
+
+@register_method("test-reserved-part")
+class ReservedPart(NanLoss):
+    def training_step(self, inputs, target, available):
+        total, parts = self.loss(self(inputs, available), target, available)
+        return total, {**parts, "step": 1.0}
+
+
+@register_method("test-unfrozen-teacher")
+class UnfrozenTeacher(NanLoss):
+    training_only_modules = ("teacher",)
+
+    def __init__(self, modalities, num_classes, **common):
+        super().__init__(modalities, num_classes, **common)
+        self.teacher = torch.nn.Conv2d(1, 1, 1)  # forgot requires_grad_(False)
+
+
 @pytest.mark.parametrize(
     ("name", "error", "match"),
     [
@@ -168,6 +204,10 @@ class BadPredict(NanLoss):
         ("test-no-loss", ContractError, r"'test-no-loss'.*missing loss\(\)"),
         ("test-not-a-module", TypeError, r"'test-not-a-module'.*must be a torch.nn.Module"),
         ("test-bad-step", ContractError, r"'test-bad-step'.*training_step\(\) must return \(total, parts"),
+        ("test-detached-total", ContractError, r"'test-detached-total'.*no gradient graph"),
+        ("test-tensor-part", ContractError, r"'test-tensor-part'.*part 'aux' must be a Python float, got Tensor"),
+        ("test-reserved-part", ContractError, r"'test-reserved-part'.*part 'step' clashes"),
+        ("test-unfrozen-teacher", ContractError, r"'test-unfrozen-teacher'.*'teacher.weight'.*training_only_modules"),
     ],
 )  # fmt: skip
 def test_broken_method_is_stopped_at_its_first_step_naming_it(tmp_path, tiny_prepared, name, error, match):
@@ -182,3 +222,17 @@ def test_broken_prediction_is_stopped_by_the_evaluator_naming_it(tmp_path, tiny_
     method, _ = train.load_model(path)
     with pytest.raises(ContractError, match=r"'test-bad-predict'.*predict\(\)\['logits'\] has shape \(\d+, 2, "):
         evaluate.evaluate_subsets(method, PreparedDataset(tiny_prepared, "test"))
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "match"),
+    [
+        ("imlt", {"contrastive_scale": 4}, r"method 'imlt': parameter contrastive_scale=4 must be an encoder scale"),
+        ("imlt", {"temperature": 0.0}, r"method 'imlt': parameter temperature=0.0 must be > 0"),
+        ("m3l", {"ema_decay": 1.5}, r"method 'm3l': parameter ema_decay=1.5 must be in \[0, 1\)"),
+        ("magic", {"robust_fraction": 0.0}, r"method 'magic': parameter robust_fraction=0.0 must be in \(0, 1\]"),
+    ],
+)
+def test_out_of_range_parameters_are_named_at_construction(name, params, match):
+    with pytest.raises(ValueError, match=match):
+        create_method(name, modalities=CHANNELS, num_classes=NUM_CLASSES, **params)
