@@ -82,6 +82,7 @@ class MultiModalAggregation(nn.Module):
 
 
 @torch.no_grad()
+@torch.no_grad()
 def modality_similarity(
     features: Sequence[torch.Tensor], aggregated: Sequence[torch.Tensor], available: torch.Tensor
 ) -> torch.Tensor:
@@ -149,27 +150,17 @@ class MAGIC(SegmentationMethod):
         modalities: Mapping[str, int],
         num_classes: int,
         *,
-        backbone: str = "tiny",
-        pretrained: bool = False,
-        decoder_dim: int = 64,
-        ignore_index: int = 255,
         robust_fraction: float = 0.5,
         lambda_robust: float = 1.0,
         lambda_fragile: float = 0.5,
         lambda_consistency: float = 0.5,
+        **common,
     ) -> None:
-        super().__init__(
-            modalities,
-            num_classes,
-            backbone=backbone,
-            pretrained=pretrained,
-            decoder_dim=decoder_dim,
-            ignore_index=ignore_index,
-        )
         check_param("robust_fraction", robust_fraction, 0.0 < robust_fraction <= 1.0, "in (0, 1]")
         for name, value in (("lambda_robust", lambda_robust), ("lambda_fragile", lambda_fragile),
                             ("lambda_consistency", lambda_consistency)):  # fmt: skip
             check_param(name, value, value >= 0, ">= 0")
+        super().__init__(modalities, num_classes, **common)
         self.robust_fraction = robust_fraction
         self.lambda_robust = lambda_robust
         self.lambda_fragile = lambda_fragile

@@ -84,7 +84,7 @@ def evaluate_subsets(
     """Per subset name (in :func:`enumerate_subsets` order): the confusion matrix ``int64[K, K]``
     and, if the method reports robustness maps, their mean ``float64[S, M]`` (scale x modality;
     the second dict is empty otherwise)."""
-    name = getattr(method, "method_name", type(method).__name__)
+    method_name = getattr(method, "method_name", type(method).__name__)
     modalities = list(dataset.modalities)
     subsets = enumerate_subsets(modalities)
     matrices = {subset_name(s): ConfusionMatrix(len(dataset.classes), dataset.ignore_index) for s in subsets}
@@ -94,11 +94,11 @@ def evaluate_subsets(
     for inputs, target in tqdm(loader, desc="evaluate", disable=not progress, mininterval=1.0):
         inputs = {m: x.to(device) for m, x in inputs.items()}
         target = target.to(device)
+        expected = (target.shape[0], len(dataset.classes), *target.shape[-2:])
         for subset in subsets:
             available = subset_mask(subset, modalities, target.shape[0]).to(device)
             output = method.predict(apply_availability(inputs, available, modalities), available)
-            expected = (target.shape[0], len(dataset.classes), *target.shape[-2:])
-            logits = check_logits(name, output, expected, "predict()")
+            logits = check_logits(method_name, output, expected, "predict()")
             matrices[subset_name(subset)].update(logits, target)
             if output.get("robustness") is not None:
                 meters[subset_name(subset)].update(output["robustness"])
