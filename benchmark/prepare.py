@@ -1,6 +1,7 @@
 """Prepare one data set: ``python -m benchmark.prepare --dataset synthetic``.
 
-Reads the data set's section of params.yaml and writes ``data/prepared/<dataset>/`` with a
+Reads the data set's section of params.yaml and its raw files (``data/raw/<dataset>/``, put
+there by ``python -m benchmark.download``) and writes ``data/prepared/<dataset>/`` with a
 ``preview.png`` of the first training tiles.
 """
 
@@ -20,14 +21,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--params", type=Path, default=PARAMS_FILE)
+    parser.add_argument("--raw-dir", type=Path, default=None, help="default data/raw/<dataset>")
     parser.add_argument("--out", type=Path, default=None, help="default data/prepared/<dataset>")
     args = parser.parse_args(argv)
     params = load_params(args.params)
-    source = get_dataset(args.dataset)(section(params, args.dataset, str(args.params)) or {})
+    source = get_dataset(args.dataset)(section(params, args.dataset, str(args.params)) or {}, args.raw_dir)
     out = source.prepare(args.out or prepared_dir(args.dataset))
     meta = read_meta(out)
     preview = PreparedDataset(out, "train")
-    preview.plot(range(min(4, len(preview))), out / PREVIEW_FILE)
+    preview.plot(range(min(4, len(preview))), out / PREVIEW_FILE, bands=source.display_bands)
     print(f"prepared {args.dataset}: {meta['splits']} tiles, modalities {meta['modalities']} -> {out}")
     return 0
 

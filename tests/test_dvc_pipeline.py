@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from tiny import TINY_PARAMS, copy_project, run, write_params
 
+from benchmark.config import load_params
+
 pytestmark = pytest.mark.slow
 
 PLUGIN = '''
@@ -41,6 +43,7 @@ def project(tmp_path: Path) -> Path:
 def test_repro_then_noop_then_minimal_reruns(project: Path):
     first = _ran(run(project, sys.executable, "-m", "dvc", "repro"))
     assert first == {
+        "download@synthetic",
         "prepare@synthetic",
         "train@synthetic-muss-0",
         "train@synthetic-muss-copy-0",
@@ -68,3 +71,29 @@ def test_repro_then_noop_then_minimal_reruns(project: Path):
     fourth = _ran(run(project, sys.executable, "-m", "dvc", "repro"))
     # the report reruns only if a metrics file changed (batch size may not change any number)
     assert fourth - {"report@synthetic"} == {"evaluate@synthetic-muss-0", "evaluate@synthetic-muss-copy-0"}
+
+
+SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sen1floods11_sample"
+
+
+@pytest.mark.skipif(not SAMPLE.is_dir(), reason=f"real Sen1Floods11 sample not found at {SAMPLE}")
+def test_real_sample_runs_every_method_through_the_pipeline(tmp_path: Path):
+    """The real two-sensor chip: download (verify) -> prepare -> train -> evaluate -> report, all methods."""
+    shipped = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    params = {
+        **TINY_PARAMS,
+        "datasets": ["sen1floods11-sample"],
+        "methods": shipped["methods"],
+        "method_params": shipped["method_params"],
+        "sen1floods11-sample": {**shipped["sen1floods11-sample"], "source_dir": str(SAMPLE), "tile_size": 32},
+    }
+    params["method_params"]["m3l"] = {**params["method_params"]["m3l"], "supervised_warmup": 2}
+    project = copy_project(tmp_path, params)
+    ran = _ran(run(project, sys.executable, "-m", "dvc", "repro"))
+    assert {"download@sen1floods11-sample", "prepare@sen1floods11-sample", "report@sen1floods11-sample"} <= ran
+    assert len(ran) == 3 + 2 * len(shipped["methods"])
+    board = (project / "results" / "sen1floods11-sample" / "leaderboard.md").read_text()
+    assert "| s1 | s2 | s1+s2 |" in board
+    for method in shipped["methods"]:
+        assert f"| {method} |" in board
+    assert _ran(run(project, sys.executable, "-m", "dvc", "repro")) == set()

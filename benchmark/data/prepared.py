@@ -27,14 +27,38 @@ from benchmark.io import atomic_write, atomic_write_json, default_mode, read_jso
 META_FILE = "meta.json"
 
 
-def channel_statistics(array: np.ndarray) -> tuple[list[float], list[float]]:
-    """Per-channel nan-aware mean and std of ``float[N, C, H, W]`` (std floored at 1e-6)."""
-    with np.errstate(invalid="ignore"):
-        mean = np.nanmean(array, axis=(0, 2, 3), dtype=np.float64)
-        std = np.nanstd(array, axis=(0, 2, 3), dtype=np.float64)
-    if not np.all(np.isfinite(mean)):
-        raise ValueError("a channel holds no valid (non-NaN) value")
-    return mean.tolist(), np.maximum(std, 1e-6).tolist()
+class RunningStats:
+    """Per-channel mean and std of many ``float[N, C, H, W]`` chunks, NaN skipped (Chan et al.'s
+    pairwise update in float64, so the result does not depend on how the data is chunked beyond
+    rounding)."""
+
+    def __init__(self, channels: int) -> None:
+        self.count = np.zeros(channels, np.float64)
+        self.mean = np.zeros(channels, np.float64)
+        self.m2 = np.zeros(channels, np.float64)
+
+    def update(self, array: np.ndarray) -> None:
+        x = np.moveaxis(np.asarray(array, np.float64), 1, 0).reshape(array.shape[1], -1)
+        valid = ~np.isnan(x)
+        n = valid.sum(axis=1).astype(np.float64)
+        safe = np.where(valid, x, 0.0)
+        mean = np.divide(safe.sum(axis=1), n, out=np.zeros_like(n), where=n > 0)
+        m2 = (np.where(valid, x - mean[:, None], 0.0) ** 2).sum(axis=1)
+        total = self.count + n
+        delta = mean - self.mean
+        ratio = np.divide(n, total, out=np.zeros_like(n), where=total > 0)
+        self.mean = self.mean + delta * ratio
+        self.m2 = self.m2 + m2 + delta**2 * self.count * ratio
+        self.count = total
+
+    def result(self, where: str) -> tuple[list[float], list[float]]:
+        """``(mean, std)`` per channel (std floored at 1e-6); ValueError naming ``where`` if a
+        channel never held a valid value."""
+        if np.any(self.count == 0):
+            empty = np.flatnonzero(self.count == 0).tolist()
+            raise ValueError(f"{where}: channel(s) {empty} hold no valid (non-nodata) value in the statistics split")
+        std = np.sqrt(self.m2 / self.count)
+        return self.mean.tolist(), np.maximum(std, 1e-6).tolist()
 
 
 def standardise(array: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
@@ -43,6 +67,144 @@ def standardise(array: np.ndarray, mean: Sequence[float], std: Sequence[float]) 
     s = np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1)
     out = (array.astype(np.float32) - m) / s
     return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32, copy=False)
+
+
+def label_dtype(num_classes: int, ignore_index: int) -> np.dtype:
+    """uint8 when every class index and ``ignore_index`` fit, else int16."""
+    return np.dtype(np.uint8 if num_classes <= 255 and 0 <= ignore_index <= 255 else np.int16)
+
+
+class PreparedWriter:
+    """Write a prepared data set batch by batch, never holding it in memory.
+
+    ::
+
+        with PreparedWriter(root, counts={"train": 48, "test": 16}, modalities={"s1": 2, "s2": 13},
+                            tile_shape=(64, 64), dataset="x", classes=["a", "b"], ignore_index=255) as out:
+            out.add("train", {"s1": float[N, 2, 64, 64], "s2": ...}, label int[N, 64, 64])  # NaN = nodata
+
+    Raw values go to memory-mapped ``.npy`` files in a temporary folder beside ``root`` while the
+    per-channel statistics of ``stats_split`` accumulate. On a clean exit every array is
+    standardised in place (chunks of ``chunk`` tiles), ``meta.json`` is written and the folder
+    is renamed to ``root`` (replacing an older one only then). On an error the temporary folder
+    is removed and ``root`` is left as it was.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        counts: Mapping[str, int],
+        modalities: Mapping[str, int],
+        tile_shape: tuple[int, int],
+        dataset: str,
+        classes: Sequence[str],
+        ignore_index: int,
+        source: Mapping[str, Any] | None = None,
+        stats_split: str = "train",
+        chunk: int = 64,
+    ) -> None:
+        self.root = Path(root)
+        self.counts, self.modalities = dict(counts), dict(modalities)
+        self.tile_shape = (int(tile_shape[0]), int(tile_shape[1]))
+        self.dataset, self.classes, self.ignore_index = dataset, list(classes), int(ignore_index)
+        self.source, self.stats_split, self.chunk = dict(source or {}), stats_split, chunk
+        if stats_split not in self.counts:
+            raise ValueError(f"{dataset}: statistics split {stats_split!r} missing from {list(self.counts)}")
+        for split, n in self.counts.items():
+            if n < 1:
+                raise ValueError(f"{dataset}/{split}: no tiles (check the tile size, stride and file lists)")
+        self.stats = {m: RunningStats(c) for m, c in self.modalities.items()}
+        self.filled = dict.fromkeys(self.counts, 0)
+        self.tmp: Path | None = None
+
+    def __enter__(self) -> PreparedWriter:
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.root.name}.", dir=self.root.parent))
+        self.tmp.chmod(default_mode("dir"))  # mkdtemp creates 0700
+        h, w = self.tile_shape
+        self.arrays: dict[str, dict[str, np.ndarray]] = {}
+        for split, n in self.counts.items():
+            (self.tmp / split).mkdir()
+            self.arrays[split] = {
+                m: np.lib.format.open_memmap(self.tmp / split / f"{m}.npy", "w+", np.float32, (n, c, h, w))
+                for m, c in self.modalities.items()
+            }
+            self.arrays[split]["label"] = np.lib.format.open_memmap(
+                self.tmp / split / "label.npy", "w+", label_dtype(len(self.classes), self.ignore_index), (n, h, w)
+            )
+        return self
+
+    def add(self, split: str, inputs: Mapping[str, np.ndarray], label: np.ndarray) -> None:
+        """Append ``N`` tiles: ``inputs`` ``{modality: float[N, C, H, W]}`` (NaN = nodata), ``label`` int[N, H, W]."""
+        where = f"{self.dataset}/{split}"
+        if split not in self.counts:
+            raise ValueError(f"{where}: unknown split (have {list(self.counts)})")
+        if list(inputs) != list(self.modalities):
+            raise ValueError(f"{where}: modalities {list(inputs)} != {list(self.modalities)}")
+        n, start = label.shape[0], self.filled[split]
+        if label.shape[1:] != self.tile_shape or start + n > self.counts[split]:
+            raise ValueError(
+                f"{where}: label shape {label.shape} does not fit {self.counts[split]} tiles of {self.tile_shape}"
+            )
+        for m, array in inputs.items():
+            if array.shape != (n, self.modalities[m], *self.tile_shape):
+                raise ValueError(f"{where}/{m}: shape {array.shape} does not match label {label.shape}")
+            if np.isinf(array).any():
+                raise ValueError(f"{where}/{m}: infinite values (nodata must be NaN)")
+            if split == self.stats_split:
+                self.stats[m].update(array)
+            self.arrays[split][m][start : start + n] = array
+        bad = (label != self.ignore_index) & ((label < 0) | (label >= len(self.classes)))
+        if bad.any():
+            raise ValueError(f"{where}: label values {np.unique(label[bad]).tolist()} are not class indices")
+        self.arrays[split]["label"][start : start + n] = label
+        self.filled[split] = start + n
+
+    def _finish(self) -> None:
+        assert self.tmp is not None
+        for split, n in self.counts.items():
+            if self.filled[split] != n:
+                raise ValueError(f"{self.dataset}/{split}: {self.filled[split]} tiles written, {n} announced")
+        norm = {}
+        for m, stats in self.stats.items():
+            mean, std = stats.result(f"{self.dataset}/{self.stats_split}/{m}")
+            norm[m] = {"mean": mean, "std": std}
+        for split, arrays in self.arrays.items():
+            for m in self.modalities:
+                array = arrays[m]
+                for i in range(0, len(array), self.chunk):
+                    array[i : i + self.chunk] = standardise(array[i : i + self.chunk], **norm[m])
+            for array in arrays.values():
+                array.flush()
+        del self.arrays  # close the memory maps before renaming
+        meta = {
+            "dataset": self.dataset,
+            "modalities": self.modalities,
+            "classes": self.classes,
+            "ignore_index": self.ignore_index,
+            "splits": self.counts,
+            "normalisation": norm,
+            "source": self.source,
+        }
+        atomic_write_json(self.tmp / META_FILE, meta)
+        if self.root.exists():
+            old = self.root.with_name(f".{self.root.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            self.root.rename(old)
+            self.tmp.rename(self.root)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            self.tmp.rename(self.root)
+
+    def __exit__(self, kind: type[BaseException] | None, *_: Any) -> None:
+        try:
+            if kind is None:
+                self._finish()
+        finally:
+            self.arrays = {}
+            if self.tmp is not None and self.tmp.exists():
+                shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def write_prepared(
@@ -55,58 +217,26 @@ def write_prepared(
     source: Mapping[str, Any] | None = None,
     stats_split: str = "train",
 ) -> Path:
-    """Standardise with ``stats_split``'s statistics and write the layout above atomically.
-
-    ``splits``: ``{split: ({modality: float[N, C, H, W]}, label int[N, H, W])}``. Everything is
-    written to a temporary folder beside ``root`` and renamed into place at the end, so an
-    interrupted run never leaves a half-written data set.
-    """
-    root = Path(root)
+    """Write in-memory splits ``{split: ({modality: float[N, C, H, W]}, label int[N, H, W])}``
+    through :class:`PreparedWriter` (same format, statistics and atomicity)."""
     if stats_split not in splits:
         raise ValueError(f"{dataset}: statistics split {stats_split!r} missing from {list(splits)}")
-    train_inputs = splits[stats_split][0]
-    modalities = {name: int(a.shape[1]) for name, a in train_inputs.items()}
-    norm = {}
-    for name, array in train_inputs.items():
-        mean, std = channel_statistics(array)
-        norm[name] = {"mean": mean, "std": std}
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-    tmp.chmod(default_mode("dir"))  # mkdtemp creates 0700
-    try:
+    first_inputs, first_label = splits[stats_split]
+    modalities = {name: int(a.shape[1]) for name, a in first_inputs.items()}
+    with PreparedWriter(
+        root,
+        counts={split: int(label.shape[0]) for split, (_, label) in splits.items()},
+        modalities=modalities,
+        tile_shape=tuple(first_label.shape[1:]),
+        dataset=dataset,
+        classes=classes,
+        ignore_index=ignore_index,
+        source=source,
+        stats_split=stats_split,
+    ) as writer:
         for split, (inputs, label) in splits.items():
-            if list(inputs) != list(modalities):
-                raise ValueError(f"{dataset}/{split}: modalities {list(inputs)} != {list(modalities)}")
-            (tmp / split).mkdir()
-            for name, array in inputs.items():
-                if array.ndim != 4 or array.shape[0] != label.shape[0] or array.shape[2:] != label.shape[1:]:
-                    raise ValueError(
-                        f"{dataset}/{split}/{name}: shape {array.shape} does not match label {label.shape}"
-                    )
-                np.save(tmp / split / f"{name}.npy", standardise(array, **norm[name]))
-            np.save(tmp / split / "label.npy", label)
-        meta = {
-            "dataset": dataset,
-            "modalities": modalities,
-            "classes": list(classes),
-            "ignore_index": int(ignore_index),
-            "splits": {split: int(label.shape[0]) for split, (_, label) in splits.items()},
-            "normalisation": norm,
-            "source": dict(source or {}),
-        }
-        atomic_write_json(tmp / META_FILE, meta)
-        if root.exists():
-            old = root.with_name(f".{root.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            root.rename(old)
-            tmp.rename(root)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return root
+            writer.add(split, inputs, label)
+    return Path(root)
 
 
 def read_meta(root: str | Path) -> dict[str, Any]:
@@ -162,9 +292,15 @@ class PreparedDataset(Dataset):
         inputs = {m: torch.from_numpy(np.array(a[index], dtype=np.float32)) for m, a in self.arrays.items()}
         return inputs, torch.from_numpy(np.array(self.labels[index], dtype=np.int64))
 
-    def plot(self, indices: Sequence[int] = (0, 1, 2, 3), path: str | Path | None = None) -> Any:
+    def plot(
+        self,
+        indices: Sequence[int] = (0, 1, 2, 3),
+        path: str | Path | None = None,
+        bands: Mapping[str, Sequence[int]] | None = None,
+    ) -> Any:
         """One row per tile: every modality (3 channels as RGB, 1 in grey; 2-98 % stretch per
         image, nodata shows as mid-grey) and the label (a colour per class, ignored pixels black).
+        ``bands``: 0-based channels to show per modality (default: its first three, or first one).
 
         Returns the matplotlib Figure; with ``path`` also writes it as PNG (atomically).
         """
@@ -189,10 +325,12 @@ class PreparedDataset(Dataset):
                     shown = np.where(label.numpy() == self.ignore_index, len(self.classes), label.numpy())
                     ax.imshow(shown, cmap=cmap, vmin=-0.5, vmax=len(self.classes) + 0.5, interpolation="nearest")
                 else:
-                    x = inputs[name].numpy()[:3]
+                    shown = list((bands or {}).get(name, range(min(3, self.modalities[name]))))
+                    x = inputs[name].numpy()[shown]
                     norm = self.meta.get("normalisation", {}).get(name)
                     if norm:  # back to the source's units, so colours keep their balance
-                        x = x * np.reshape(norm["std"][:3], (-1, 1, 1)) + np.reshape(norm["mean"][:3], (-1, 1, 1))
+                        std, mean = np.asarray(norm["std"])[shown], np.asarray(norm["mean"])[shown]
+                        x = x * std.reshape(-1, 1, 1) + mean.reshape(-1, 1, 1)
                     lo, hi = np.percentile(x, [2, 98])
                     x = np.clip((x - lo) / max(hi - lo, 1e-6), 0, 1)
                     ax.imshow(x.transpose(1, 2, 0) if len(x) == 3 else x[0], cmap="gray", interpolation="nearest")

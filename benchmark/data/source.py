@@ -1,20 +1,32 @@
 """Data sets as classes (torchgeo-style) and their registry.
 
 A data set states its facts as class attributes (``name``, ``classes``, ``modalities``,
-``ignore_index``; real data sets add their download addresses and checksums) and turns its
-source into the prepared format with :meth:`DatasetSource.prepare`. The pipeline only calls
-``get_dataset(name)(params).prepare(out_dir)``.
+``ignore_index``, ``homepage``, ``citation``; real data sets add their download addresses and
+checksums), fetches or verifies its raw files with :meth:`DatasetSource.download` (the DVC
+``download`` stage, into ``data/raw/<name>/`` with a ``manifest.json`` of what was verified) and
+turns them into the prepared format with :meth:`DatasetSource.prepare` (the ``prepare`` stage).
+The pipeline only calls ``get_dataset(name)(params).download()`` and ``.prepare(out_dir)``.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from benchmark.data.raster import Scene, write_scenes
+from benchmark.io import atomic_write_json
+
 _REGISTRY: dict[str, type[DatasetSource]] = {}
-_BUILTIN_MODULES = ("benchmark.data.synthetic",)
+_BUILTIN_MODULES = (
+    "benchmark.data.synthetic",
+    "benchmark.data.sen1floods11",
+    "benchmark.data.isprs",
+    "benchmark.data.dfc2023",
+)
+RAW_DIR = Path("data") / "raw"
+MANIFEST_NAME = "manifest.json"  # in every raw folder: what the download stage fetched and verified
 
 D = TypeVar("D", bound="type[DatasetSource]")
 
@@ -25,19 +37,53 @@ class DatasetSource:
     Args:
         params: the data set's section of params.yaml (validated by the subclass; an unknown
             key is an error that names it).
+        raw_dir: where the raw files live (default ``data/raw/<name>``).
     """
 
     name: ClassVar[str]
     classes: ClassVar[tuple[str, ...]]
     modalities: ClassVar[Mapping[str, int]]  # {name: channels}, in the data set's order
     ignore_index: ClassVar[int] = 255
+    homepage: ClassVar[str] = ""  # where the data set is described and obtained
+    citation: ClassVar[str] = ""  # what to cite when using it
+    config: Any  # the validated params section (data sets made of scenes need tile_size and stride)
+    display_bands: ClassVar[Mapping[str, tuple[int, ...]]] = {}  # 0-based channels previews show, per modality
 
-    def __init__(self, params: Mapping[str, Any]) -> None:
+    def __init__(self, params: Mapping[str, Any], raw_dir: Path | None = None) -> None:
         self.params = dict(params)
+        self.raw_dir = Path(raw_dir) if raw_dir is not None else RAW_DIR / self.name
+
+    def download(self) -> Path:
+        """Fetch (or, for manually obtained data, verify and extract) the raw files into
+        ``raw_dir`` and write ``raw_dir/manifest.json``; return ``raw_dir``. The default suits an
+        embedded data set: nothing to fetch, the manifest says so."""
+        atomic_write_json(
+            self.raw_dir / MANIFEST_NAME, {"dataset": self.name, "files": {}, "note": "embedded: nothing to fetch"}
+        )
+        return self.raw_dir
 
     def prepare(self, out_dir: Path) -> Path:
         """Write ``out_dir`` in the prepared format (:mod:`benchmark.data.prepared`); return it."""
         raise NotImplementedError
+
+    def write_scenes(
+        self, out_dir: Path, scenes: Sequence[Scene], source: Mapping[str, Any] | None = None, progress: bool = True
+    ) -> Path:
+        """Tile ``scenes`` into ``out_dir`` with this data set's classes and modalities and its
+        params' ``tile_size`` and ``stride`` (``self.config``): the one tiling path of every
+        data set made of scenes (:func:`benchmark.data.raster.write_scenes`)."""
+        return write_scenes(
+            out_dir,
+            scenes,
+            tile_size=self.config.tile_size,
+            stride=self.config.stride,
+            dataset=self.name,
+            classes=self.classes,
+            ignore_index=self.ignore_index,
+            modalities=self.modalities,
+            source=source,
+            progress=progress,
+        )
 
 
 def register_dataset(name: str) -> Callable[[D], D]:

@@ -282,8 +282,8 @@ class Synthetic(DatasetSource):
     ignore_index = IGNORE_INDEX
     test_seed_offset = 10_000
 
-    def __init__(self, params: Mapping[str, Any]) -> None:
-        super().__init__(params)
+    def __init__(self, params: Mapping[str, Any], raw_dir: Path | None = None) -> None:
+        super().__init__(params, raw_dir)
         values = dict(params)
         self.seed = values.pop("seed", 0)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):

@@ -1,0 +1,239 @@
+"""Large co-registered scenes -> tiles of the prepared format, read window by window.
+
+A data set describes each scene (one area, one split) as layers: one per modality and one for
+the label. :func:`write_scenes` cuts every scene into ``size`` x ``size`` windows every
+``stride`` pixels and streams them through :class:`~benchmark.data.prepared.PreparedWriter`, so
+a scene of any size never sits in memory whole. GeoTIFFs (and anything else GDAL reads, e.g.
+the JPEG nDSMs of ISPRS Potsdam) are read with rasterio's windowed reads.
+
+Nodata: a pixel equal to a layer's nodata value (the file's own nodata tag unless the data set
+overrides it) or NaN in the source becomes NaN; the prepared format stores it as 0 after
+standardising (the channel's training mean) and leaves it out of the statistics. Labels mark
+their own nodata with the data set's ``ignore_index``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from tqdm import tqdm
+
+from benchmark.data.prepared import PreparedWriter
+
+
+class Layer(Protocol):
+    """Something with a ``(bands, height, width)`` shape that reads windows as float32 with NaN."""
+
+    name: str  # what errors call it: a file path, or a description
+
+    @property
+    def shape(self) -> tuple[int, int, int]: ...
+
+    def read(self, row: int, col: int, height: int, width: int) -> np.ndarray: ...
+
+
+@dataclass
+class RasterLayer:
+    """Bands of a raster file read with rasterio.
+
+    Args:
+        path: the file.
+        bands: 1-based band indices to read, in order (None: all bands).
+        nodata: the value that means "no data" (None: the file's own nodata tag, if any).
+        expect_bands: the band count the file must have (checked on first use; None: any).
+        expect_descriptions: band names in file order; when the file names its bands (GeoTIFF band
+            descriptions) they must match, which catches a file with its bands in another order.
+    """
+
+    path: Path
+    bands: tuple[int, ...] | None = None
+    nodata: float | None = None
+    expect_bands: int | None = None
+    expect_descriptions: tuple[str, ...] | None = None
+    _shape: tuple[int, int, int] | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return str(self.path)
+
+    def _open(self) -> Any:
+        import rasterio
+
+        if not Path(self.path).is_file():
+            raise FileNotFoundError(f"{self.path}: file not found")
+        try:
+            return rasterio.open(self.path)
+        except rasterio.errors.RasterioIOError as err:
+            raise ValueError(f"{self.path}: not a readable raster ({err})") from None
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(bands read, height, width)``."""
+        if self._shape is None:
+            with self._open() as src:
+                if self.expect_bands is not None and src.count != self.expect_bands:
+                    raise ValueError(f"{self.path}: {src.count} bands, expected {self.expect_bands}")
+                named = tuple(d or "" for d in src.descriptions)
+                if self.expect_descriptions is not None and any(named) and named != self.expect_descriptions:
+                    raise ValueError(f"{self.path}: bands {list(named)}, expected {list(self.expect_descriptions)}")
+                if self.bands is not None and max(self.bands) > src.count:
+                    raise ValueError(f"{self.path}: has {src.count} bands, cannot read band {max(self.bands)}")
+                self._shape = (len(self.bands) if self.bands else src.count, src.height, src.width)
+        return self._shape
+
+    def read(self, row: int, col: int, height: int, width: int) -> np.ndarray:
+        """float32 ``[C, height, width]`` of the window, NaN where nodata."""
+        from rasterio.windows import Window
+
+        self.shape  # noqa: B018 - checks the band count once
+        with self._open() as src:
+            data = src.read(list(self.bands) if self.bands else None, window=Window(col, row, width, height))
+            nodata = self.nodata if self.nodata is not None else src.nodata
+        out = data.astype(np.float32)
+        if nodata is not None and not np.isnan(nodata):
+            out[data == nodata] = np.nan
+        if np.isinf(out).any():
+            raise ValueError(f"{self.path}: infinite values in window row={row} col={col} (nodata must be NaN/tagged)")
+        return out
+
+
+@dataclass
+class ArrayLayer:
+    """An in-memory ``[C, H, W]`` array (e.g. a label rasterised from polygons)."""
+
+    name: str
+    array: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.array.shape)  # type: ignore[return-value]
+
+    def read(self, row: int, col: int, height: int, width: int) -> np.ndarray:
+        return np.asarray(self.array[:, row : row + height, col : col + width], dtype=np.float32)
+
+
+@dataclass
+class WindowLayer:
+    """The ``height`` x ``width`` block at (``row``, ``col``) of another layer, as a layer of its own
+    (used to split one scene into spatially disjoint blocks)."""
+
+    layer: Layer
+    row: int
+    col: int
+    height: int
+    width: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.layer.name}[rows {self.row}:{self.row + self.height}, cols {self.col}:{self.col + self.width}]"
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        bands, height, width = self.layer.shape
+        if self.row + self.height > height or self.col + self.width > width:
+            raise ValueError(f"{self.name}: outside the {height}x{width} px raster")
+        return bands, self.height, self.width
+
+    def read(self, row: int, col: int, height: int, width: int) -> np.ndarray:
+        return self.layer.read(self.row + row, self.col + col, height, width)
+
+
+@dataclass
+class Scene:
+    """One co-registered area of a split.
+
+    ``decode_label`` turns the label layer's window ``float[C, h, w]`` (NaN = nodata) into class
+    indices ``int[h, w]`` with the data set's ``ignore_index`` where unlabelled; it may raise an
+    error naming the layer it is given.
+    """
+
+    name: str
+    split: str
+    inputs: Mapping[str, Layer]
+    label: Layer
+    decode_label: Callable[[np.ndarray, Layer], np.ndarray]
+
+    def size(self) -> tuple[int, int]:
+        """``(height, width)`` shared by every layer; a ValueError names a layer that differs."""
+        _, height, width = self.label.shape
+        for layer in self.inputs.values():
+            if layer.shape[1:] != (height, width):
+                raise ValueError(
+                    f"{layer.name}: {layer.shape[1]}x{layer.shape[2]} px, but the label {self.label.name} "
+                    f"is {height}x{width} px (scene {self.name})"
+                )
+        return height, width
+
+
+def tile_windows(height: int, width: int, size: int, stride: int) -> list[tuple[int, int]]:
+    """Top-left ``(row, col)`` of ``size`` x ``size`` windows every ``stride`` px covering the
+    whole ``height`` x ``width`` area; the last row and column of windows snap to the far edge."""
+    if size < 1 or stride < 1:
+        raise ValueError(f"tile size and stride must be >= 1, got size={size} stride={stride}")
+    if height < size or width < size:
+        raise ValueError(f"a {height}x{width} px scene is smaller than the {size} px tile size")
+
+    def starts(extent: int) -> list[int]:
+        out = list(range(0, extent - size + 1, stride))
+        if out[-1] != extent - size:
+            out.append(extent - size)
+        return out
+
+    return [(r, c) for r in starts(height) for c in starts(width)]
+
+
+def _tiles(scenes: Sequence[Scene], size: int, stride: int) -> Iterator[tuple[Scene, int, int]]:
+    for scene in scenes:
+        for row, col in tile_windows(*scene.size(), size, stride):
+            yield scene, row, col
+
+
+def write_scenes(
+    root: str | Path,
+    scenes: Sequence[Scene],
+    *,
+    tile_size: int,
+    stride: int,
+    dataset: str,
+    classes: Sequence[str],
+    ignore_index: int,
+    modalities: Mapping[str, int],
+    source: Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Tile every scene into the prepared format at ``root`` (statistics from the train split).
+
+    Every layer's size and band count is checked before any pixel is read, so a wrong file fails
+    in seconds with its name. ``modalities`` is ``{name: channels}`` in the data set's order.
+    """
+    counts: dict[str, int] = {}
+    for scene in scenes:
+        for name, channels in modalities.items():
+            if name not in scene.inputs:
+                raise ValueError(f"scene {scene.name}: no layer for modality {name!r}")
+            if scene.inputs[name].shape[0] != channels:
+                layer = scene.inputs[name]
+                raise ValueError(f"{layer.name}: {layer.shape[0]} bands for {name!r}, expected {channels}")
+        counts[scene.split] = counts.get(scene.split, 0) + len(tile_windows(*scene.size(), tile_size, stride))
+    order = ["train", "valid", "test"]
+    counts = dict(sorted(counts.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
+    with PreparedWriter(
+        root,
+        counts=counts,
+        modalities=modalities,
+        tile_shape=(tile_size, tile_size),
+        dataset=dataset,
+        classes=classes,
+        ignore_index=ignore_index,
+        source={"tile_size": tile_size, "stride": stride, **dict(source or {})},
+    ) as writer:
+        total = sum(counts.values())
+        for scene, row, col in tqdm(_tiles(scenes, tile_size, stride), total=total, desc=dataset, disable=not progress):
+            inputs = {m: scene.inputs[m].read(row, col, tile_size, tile_size)[None] for m in modalities}
+            label = scene.decode_label(scene.label.read(row, col, tile_size, tile_size), scene.label)
+            writer.add(scene.split, inputs, label[None])
+    return Path(root)

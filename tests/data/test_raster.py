@@ -1,0 +1,108 @@
+"""Scenes -> tiles: the window grid, streamed statistics, and the tiles themselves against numpy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmark.data import read_meta
+from benchmark.data.prepared import PreparedWriter, RunningStats
+from benchmark.data.raster import ArrayLayer, Scene, WindowLayer, tile_windows, write_scenes
+
+
+def test_tile_windows_cover_the_scene_and_snap_to_the_edge():
+    assert tile_windows(10, 10, 5, 5) == [(0, 0), (0, 5), (5, 0), (5, 5)]
+    windows = tile_windows(11, 7, 4, 3)
+    rows, cols = sorted({r for r, _ in windows}), sorted({c for _, c in windows})
+    assert rows == [0, 3, 6, 7] and cols == [0, 3]  # last row snapped to 11 - 4; 7 - 4 = 3 already on the grid
+    covered = np.zeros((11, 7), int)
+    for r, c in windows:
+        covered[r : r + 4, c : c + 4] += 1
+    assert covered.min() >= 1
+    with pytest.raises(ValueError, match="smaller than the 8 px tile size"):
+        tile_windows(7, 20, 8, 8)
+    with pytest.raises(ValueError, match="stride"):
+        tile_windows(8, 8, 4, 0)
+
+
+def test_running_stats_match_numpy_whatever_the_chunking():
+    rng = np.random.default_rng(0)
+    x = (rng.normal(1000.0, 3.0, (9, 2, 5, 5))).astype(np.float32)  # large mean, small spread: a precision test
+    x[rng.random(x.shape) < 0.2] = np.nan
+    for chunks in ([9], [1] * 9, [4, 5], [2, 3, 4]):
+        stats, start = RunningStats(2), 0
+        for n in chunks:
+            stats.update(x[start : start + n])
+            start += n
+        mean, std = stats.result("x")
+        np.testing.assert_allclose(mean, np.nanmean(x.astype(np.float64), axis=(0, 2, 3)), rtol=1e-12)
+        np.testing.assert_allclose(std, np.nanstd(x.astype(np.float64), axis=(0, 2, 3)), rtol=1e-9)
+    empty = RunningStats(1)
+    empty.update(np.full((1, 1, 2, 2), np.nan, np.float32))
+    with pytest.raises(ValueError, match="where: channel.*no valid"):
+        empty.result("where")
+
+
+def test_write_scenes_tiles_standardises_with_train_statistics(tmp_path):
+    rng = np.random.default_rng(1)
+    a = rng.normal(5.0, 2.0, (2, 12, 12)).astype(np.float32)
+    a[0, 0, 0] = np.nan  # nodata
+    b = rng.normal(-3.0, 1.0, (2, 12, 12)).astype(np.float32)
+    label = rng.integers(0, 3, (1, 12, 12)).astype(np.float32)
+
+    def decode(window: np.ndarray, layer) -> np.ndarray:
+        return window[0].astype(np.uint8)
+
+    # one scene, split in two disjoint blocks: columns 0-7 train, 8-11 test
+    def half(layer, col: int, width: int) -> WindowLayer:
+        return WindowLayer(layer, 0, col, 12, width)
+
+    layers = {"a": ArrayLayer("a", a), "b": ArrayLayer("b", b)}
+    lab = ArrayLayer("label", label)
+    scenes = [
+        Scene("left", "train", {m: half(x, 0, 8) for m, x in layers.items()}, half(lab, 0, 8), decode),
+        Scene("right", "test", {m: half(x, 8, 4) for m, x in layers.items()}, half(lab, 8, 4), decode),
+    ]
+    out = write_scenes(
+        tmp_path / "d", scenes, tile_size=4, stride=4, dataset="d", classes=["x", "y", "z"], ignore_index=255,
+        modalities={"a": 2, "b": 2}, progress=False,
+    )  # fmt: skip
+    meta = read_meta(out)
+    assert meta["splits"] == {"train": 6, "test": 3} and meta["source"]["tile_size"] == 4
+    train_a = a[:, :, :8].astype(np.float64)
+    np.testing.assert_allclose(meta["normalisation"]["a"]["mean"], np.nanmean(train_a, axis=(1, 2)), rtol=1e-6)
+    tiles = np.load(out / "train" / "a.npy")
+    assert tiles[0, 0, 0, 0] == 0.0  # nodata -> 0
+    mean, std = np.nanmean(train_a, axis=(1, 2)), np.nanstd(train_a, axis=(1, 2))
+    expected = (a[:, 4:8, 4:8] - mean[:, None, None]) / std[:, None, None]  # tile (row 4, col 4): 4th train tile
+    np.testing.assert_allclose(tiles[3], expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(np.load(out / "test" / "label.npy")[2], label[0, 8:12, 8:12])
+
+
+def test_scene_sizes_and_band_counts_are_checked_before_reading(tmp_path):
+    good = ArrayLayer("good.tif", np.zeros((1, 8, 8), np.float32))
+    small = ArrayLayer("small.tif", np.zeros((1, 8, 6), np.float32))
+    scene = Scene("s", "train", {"a": small}, good, lambda w, layer: w[0].astype(np.uint8))
+    kwargs = dict(tile_size=4, stride=4, dataset="d", classes=["x"], ignore_index=255, progress=False)
+    with pytest.raises(ValueError, match="small.tif: 8x6 px, but the label good.tif is 8x8 px"):
+        write_scenes(tmp_path / "d", [scene], modalities={"a": 1}, **kwargs)
+    scene = Scene("s", "train", {"a": good}, good, lambda w, layer: w[0].astype(np.uint8))
+    with pytest.raises(ValueError, match="good.tif: 1 bands for 'a', expected 3"):
+        write_scenes(tmp_path / "d", [scene], modalities={"a": 3}, **kwargs)
+    assert not (tmp_path / "d").exists()
+
+
+def test_writer_refuses_infinite_values_and_wrong_labels_and_leaves_nothing(tmp_path):
+    kwargs = dict(
+        counts={"train": 1}, modalities={"a": 1}, tile_shape=(2, 2), dataset="d", classes=["x", "y"], ignore_index=255
+    )
+    with pytest.raises(ValueError, match="d/train/a: infinite"):
+        with PreparedWriter(tmp_path / "d", **kwargs) as writer:
+            writer.add("train", {"a": np.full((1, 1, 2, 2), np.inf, np.float32)}, np.zeros((1, 2, 2), np.uint8))
+    with pytest.raises(ValueError, match=r"label values \[7\]"):
+        with PreparedWriter(tmp_path / "d", **kwargs) as writer:
+            writer.add("train", {"a": np.zeros((1, 1, 2, 2), np.float32)}, np.full((1, 2, 2), 7, np.uint8))
+    with pytest.raises(ValueError, match="0 tiles written, 1 announced"):
+        with PreparedWriter(tmp_path / "d", **kwargs):
+            pass
+    assert list(tmp_path.iterdir()) == []
