@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -75,3 +76,23 @@ def read_json(path: str | Path) -> Any:
         raise FileNotFoundError(f"{path}: file not found") from None
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err})") from None
+
+
+def replace_dir(tmp: str | Path, target: str | Path) -> None:
+    """Rename the folder ``tmp`` onto ``target`` (same file system), removing an old ``target``
+    only once the rename succeeded; if it fails, the old ``target`` is put back."""
+    tmp, target = Path(tmp), Path(target)
+    if not os.path.lexists(target):
+        os.rename(tmp, target)
+        return
+    old = tmp.with_name(tmp.name + ".old")
+    os.rename(target, old)
+    try:
+        os.rename(tmp, target)
+    except BaseException:
+        os.rename(old, target)
+        raise
+    if old.is_dir() and not old.is_symlink():
+        shutil.rmtree(old)
+    else:
+        old.unlink()

@@ -7,7 +7,6 @@ files into a temporary folder beside the target and renames it into place only o
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import stat
@@ -20,9 +19,10 @@ from pathlib import Path
 from typing import IO
 
 from benchmark.data.download import ChecksumError, md5_file, sha256_file
-from benchmark.io import default_mode
+from benchmark.io import default_mode, replace_dir
 
-_TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+ARCHIVE_SUFFIXES = (".zip", *TAR_SUFFIXES)  # what safe_extract reads
 
 # (name as in the archive, normalised relative path or None for the archive's root folder, is a directory, opener)
 _Member = tuple[str, str | None, bool, Callable[[], IO[bytes]]]
@@ -54,9 +54,9 @@ def _kind(archive: Path) -> str:
     lower = archive.name.lower()
     if lower.endswith(".zip"):
         return "zip"
-    if lower.endswith(_TAR_SUFFIXES):
+    if lower.endswith(TAR_SUFFIXES):
         return "tar"
-    raise ValueError(f"{archive}: unknown archive type (expected .zip, {', '.join(_TAR_SUFFIXES)})")
+    raise ValueError(f"{archive}: unknown archive type (expected .zip, {', '.join(TAR_SUFFIXES)})")
 
 
 @contextmanager
@@ -121,24 +121,6 @@ def archive_members(archive: str | Path) -> list[str]:
         return [m.name for m in tf.getmembers() if m.isreg()]
 
 
-def _replace_dir(tmp: Path, target: Path) -> None:
-    """Rename ``tmp`` onto ``target``, removing an old ``target`` only once the rename succeeded."""
-    if not os.path.lexists(target):
-        os.rename(tmp, target)
-        return
-    old = tmp.with_name(tmp.name + ".old")
-    os.rename(target, old)
-    try:
-        os.rename(tmp, target)
-    except BaseException:
-        os.rename(old, target)
-        raise
-    if old.is_dir() and not old.is_symlink():
-        shutil.rmtree(old)
-    else:
-        old.unlink()
-
-
 def safe_extract(archive: str | Path, target: str | Path, *, members: Iterable[str] | None = None) -> list[Path]:
     """Extract ``archive`` (or only ``members``, named as in the archive) into the folder ``target``,
     replacing it only on success; return the extracted file paths. Nothing is written if any
@@ -168,7 +150,7 @@ def safe_extract(archive: str | Path, target: str | Path, *, members: Iterable[s
                     shutil.copyfileobj(src, dst, 1 << 20)
                 written[rel] = None
             tmp.chmod(default_mode("dir"))  # mkdtemp makes it 0700
-            _replace_dir(tmp, target)
+            replace_dir(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -188,6 +188,9 @@ class BuildingMaskLayer:
             mask |= decode_rle(counts, self.height, self.width, where)[row : row + height, col : col + width]
         return mask[None].astype(np.float32)
 
+    def close(self) -> None:
+        pass  # nothing open
+
 
 def decode_building_label(window: np.ndarray, layer: Layer) -> np.ndarray:
     """``float[1, h, w]`` of 0 / 1 -> uint8 ``[h, w]`` class indices (0 background, 1 building)."""

@@ -105,6 +105,10 @@ def list_gcs_objects(
             return files
 
 
+class _Cancelled(Exception):
+    """Raised inside a transfer when :func:`download_all` is interrupted."""
+
+
 def _content_range_start(value: str | None) -> int | None:
     match = re.fullmatch(r"\s*bytes\s+(\d+)-\d+/(\d+|\*)\s*", value or "")
     return int(match.group(1)) if match else None
@@ -141,6 +145,8 @@ def _transfer(remote: RemoteFile, part: Path, timeout: float, progress: Callable
             mode = "ab"
         else:  # 200: the whole file (the server ignored or was not sent a Range)
             mode = "wb"
+            if offset and progress is not None:
+                progress(-offset)  # the bytes counted as resumed are fetched again
         length = resp.headers.get("Content-Length")
         got = 0
         with open(part, mode) as out:
@@ -167,6 +173,7 @@ def download_file(
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
+    resumed = part.is_file()  # a part left by an earlier run may be stale: one fresh try if it fails
     last: Exception | None = None
     for attempt in range(retries + 1):
         try:
@@ -183,12 +190,13 @@ def download_file(
     else:
         raise DownloadError(f"{remote.url} -> {dest}: failed after {retries + 1} attempt(s) ({last})") from last
     size = part.stat().st_size
-    if remote.size is not None and size != remote.size:
-        part.unlink()
-        raise ChecksumError(f"{dest}: size mismatch for {remote.url} (expected {remote.size} bytes, got {size})")
-    got = md5_file(part)
+    got = md5_file(part) if remote.size in (None, size) else None
     if got != remote.md5.lower():
         part.unlink()
+        if resumed:  # the old part was bad, not the server's bytes: fetch the whole file once more
+            return download_file(remote, dest, timeout=timeout, progress=progress, retries=retries)
+        if got is None:
+            raise ChecksumError(f"{dest}: size mismatch for {remote.url} (expected {remote.size} bytes, got {size})")
         raise ChecksumError(f"{dest}: md5 mismatch for {remote.url} (expected {remote.md5}, got {got})")
     os.replace(part, dest)
     return dest
@@ -255,10 +263,14 @@ def download_all(
     with tqdm(total=total, initial=min(resumed, total), unit="B", unit_scale=True, disable=not progress) as bar:
 
         def update(nbytes: int) -> None:
+            if stop.is_set():  # interrupted: running transfers end at their next chunk, parts kept
+                raise _Cancelled
             with lock:
                 bar.update(nbytes)
 
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        stop = threading.Event()
+        pool = ThreadPoolExecutor(max_workers=max(1, workers))
+        try:
             jobs = {
                 pool.submit(_fetch, r, d, timeout=timeout, progress=update, retries=retries): (r, d) for r, d in todo
             }
@@ -270,6 +282,12 @@ def download_all(
                     failures[remote.path] = err
                 else:
                     done[remote.path] = {"md5": remote.md5, "size": dest.stat().st_size}
+        except BaseException:  # Ctrl-C: stop now, keep what is done (and the parts) for the next run
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            atomic_write_json(manifest_path, {"files": dict(sorted(done.items()))})
+            raise
+        pool.shutdown()
     files_map = dict(sorted(done.items()))
     atomic_write_json(manifest_path, {"files": files_map})
     if failures:

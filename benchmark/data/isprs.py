@@ -108,6 +108,9 @@ class VoidFloorLayer:
         out[out <= self.floor] = np.nan
         return out
 
+    def close(self) -> None:
+        self.layer.close()
+
 
 def _check_common(where: str, tile_size: int, stride: int, labels: str) -> None:
     if tile_size < 1 or stride < 1:

@@ -3,8 +3,9 @@
 The user places the official archives in ``data/raw/<name>/``. The ``download`` stage checks
 that every archive is there (a missing one is named with where to get it), verifies each one's
 MD5 (the published checksum where one is known; otherwise the checksum recorded the first time
-the archive was verified, so a later change of the file is still caught), checks that it holds
-a file (by name) the official archive holds, extracts it safely (:func:`benchmark.data.archive.safe_extract`)
+the archive was verified, so a later change of the file is still caught; an archive whose size
+and modification time are those recorded is not hashed again), checks that it holds a file (by
+name) the official archive holds, extracts it safely (:func:`benchmark.data.archive.safe_extract`)
 into ``data/raw/<name>/extracted/<archive stem>/`` and writes ``manifest.json``.
 """
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import ClassVar
 
-from benchmark.data.archive import archive_members, safe_extract
+from benchmark.data.archive import ARCHIVE_SUFFIXES, archive_members, safe_extract
 from benchmark.data.download import ChecksumError, md5_file
 from benchmark.data.source import MANIFEST_NAME, DatasetSource
 from benchmark.io import atomic_write_json, read_json
@@ -40,11 +41,10 @@ class ManualArchive:
     @property
     def stem(self) -> str:
         """Folder name of its extracted content: the file name without the archive suffix."""
-        name = self.filename
-        for suffix in (".tar.gz", ".tgz", ".tar.bz2", ".tar", ".zip"):
-            if name.endswith(suffix):
-                return name[: -len(suffix)]
-        return name
+        for suffix in sorted(ARCHIVE_SUFFIXES, key=len, reverse=True):  # ".tar.gz" before ".gz"-less ".tar"
+            if self.filename.lower().endswith(suffix):
+                return self.filename[: -len(suffix)]
+        return self.filename
 
 
 class ManualArchiveSource(DatasetSource):
@@ -71,37 +71,41 @@ class ManualArchiveSource(DatasetSource):
             raise FileNotFoundError(
                 f"{self.name}: {len(missing)} archive(s) missing:\n" + "\n".join(lines) + "\n"
                 f"{self.how_to_obtain} ({self.homepage}). Place the archives, unchanged, in {self.raw_dir}/ "
-                f"and run `dvc repro download@{self.name}` again."
+                f"and run `python -m benchmark.download --dataset {self.name}` again."
             )
         manifest_path = self.raw_dir / MANIFEST_NAME
         recorded = read_json(manifest_path).get("files", {}) if manifest_path.is_file() else {}
-        files = {}
+        # archives the current params do not use keep their record (e.g. the other label variant)
+        files = {name: entry for name, entry in recorded.items() if (self.raw_dir / name).is_file()}
         for archive in archives:
             path = self.raw_dir / archive.filename
-            md5 = md5_file(path)
-            previous = recorded.get(archive.filename, {})
-            expected, origin = (archive.md5, "published") if archive.md5 else (previous.get("md5"), "recorded")
-            if expected and md5 != expected:
-                raise ChecksumError(
-                    f"{path}: MD5 {md5}, expected {expected} ({origin} checksum): the file is corrupt or not the "
-                    f"official {archive.filename}; obtain it again from {self.homepage}"
-                )
             wanted = PurePosixPath(archive.contains).name  # any folder inside the archive will do
             if not any(PurePosixPath(member).name == wanted for member in archive_members(path)):
                 raise ValueError(
                     f"{path}: holds no file {wanted!r} (official path {archive.contains!r}), so it is not the "
                     f"official {archive.filename} ({self.homepage})"
                 )
+            previous = recorded.get(archive.filename, {})
+            stat = path.stat()
+            unchanged = previous.get("size") == stat.st_size and previous.get("mtime_ns") == stat.st_mtime_ns
+            md5 = previous["md5"] if unchanged and "md5" in previous else md5_file(path)
+            expected, origin = (archive.md5, "published") if archive.md5 else (previous.get("md5"), "recorded")
+            if expected and md5 != expected:
+                raise ChecksumError(
+                    f"{path}: MD5 {md5}, expected {expected} ({origin} checksum): the file is corrupt or not the "
+                    f"official {archive.filename}; obtain it again from {self.homepage}"
+                )
             target = self.extracted(archive)
             if previous.get("md5") != md5 or not target.is_dir():
                 safe_extract(path, target)
             files[archive.filename] = {
                 "md5": md5,
-                "size": path.stat().st_size,
+                "size": stat.st_size,
+                "mtime_ns": stat.st_mtime_ns,
                 "checksum": "published" if archive.md5 else "recorded on first use",
                 "extracted": str(target.relative_to(self.raw_dir)),
             }
-        atomic_write_json(manifest_path, {"dataset": self.name, "files": files})
+        atomic_write_json(manifest_path, {"dataset": self.name, "files": dict(sorted(files.items()))})
         return self.raw_dir
 
     def check_downloaded(self) -> None:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from benchmark.io import atomic_write, atomic_write_json, default_mode, read_json
+from benchmark.io import atomic_write, atomic_write_json, default_mode, read_json, replace_dir
 
 META_FILE = "meta.json"
 
@@ -85,7 +85,7 @@ class PreparedWriter:
 
     Raw values go to memory-mapped ``.npy`` files in a temporary folder beside ``root`` while the
     per-channel statistics of ``stats_split`` accumulate. On a clean exit every array is
-    standardised in place (chunks of ``chunk`` tiles), ``meta.json`` is written and the folder
+    standardised in place (chunks of about ``chunk_bytes``), ``meta.json`` is written and the folder
     is renamed to ``root`` (replacing an older one only then). On an error the temporary folder
     is removed and ``root`` is left as it was.
     """
@@ -102,13 +102,13 @@ class PreparedWriter:
         ignore_index: int,
         source: Mapping[str, Any] | None = None,
         stats_split: str = "train",
-        chunk: int = 64,
+        chunk_bytes: int = 256 << 20,
     ) -> None:
         self.root = Path(root)
         self.counts, self.modalities = dict(counts), dict(modalities)
         self.tile_shape = (int(tile_shape[0]), int(tile_shape[1]))
         self.dataset, self.classes, self.ignore_index = dataset, list(classes), int(ignore_index)
-        self.source, self.stats_split, self.chunk = dict(source or {}), stats_split, chunk
+        self.source, self.stats_split, self.chunk_bytes = dict(source or {}), stats_split, chunk_bytes
         if stats_split not in self.counts:
             raise ValueError(f"{dataset}: statistics split {stats_split!r} missing from {list(self.counts)}")
         for split, n in self.counts.items():
@@ -173,8 +173,9 @@ class PreparedWriter:
         for split, arrays in self.arrays.items():
             for m in self.modalities:
                 array = arrays[m]
-                for i in range(0, len(array), self.chunk):
-                    array[i : i + self.chunk] = standardise(array[i : i + self.chunk], **norm[m])
+                step = max(1, self.chunk_bytes // (array[0].nbytes or 1))  # tiles per chunk
+                for i in range(0, len(array), step):
+                    array[i : i + step] = standardise(array[i : i + step], **norm[m])
             for array in arrays.values():
                 array.flush()
         del self.arrays  # close the memory maps before renaming
@@ -188,14 +189,7 @@ class PreparedWriter:
             "source": self.source,
         }
         atomic_write_json(self.tmp / META_FILE, meta)
-        if self.root.exists():
-            old = self.root.with_name(f".{self.root.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            self.root.rename(old)
-            self.tmp.rename(self.root)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            self.tmp.rename(self.root)
+        replace_dir(self.tmp, self.root)
 
     def __exit__(self, kind: type[BaseException] | None, *_: Any) -> None:
         try:

@@ -14,7 +14,7 @@ their own nodata with the data set's ``ignore_index``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -34,6 +34,8 @@ class Layer(Protocol):
     def shape(self) -> tuple[int, int, int]: ...
 
     def read(self, row: int, col: int, height: int, width: int) -> np.ndarray: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -55,26 +57,38 @@ class RasterLayer:
     expect_bands: int | None = None
     expect_descriptions: tuple[str, ...] | None = None
     _shape: tuple[int, int, int] | None = field(default=None, repr=False)
+    _src: Any = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
         return str(self.path)
 
     def _open(self) -> Any:
+        """The open rasterio dataset, kept open between windows (GDAL's block cache then serves
+        overlapping windows and sequential formats such as JPEG without decoding them again)."""
         import rasterio
 
-        if not Path(self.path).is_file():
-            raise FileNotFoundError(f"{self.path}: file not found")
-        try:
-            return rasterio.open(self.path)
-        except rasterio.errors.RasterioIOError as err:
-            raise ValueError(f"{self.path}: not a readable raster ({err})") from None
+        if self._src is None:
+            if not Path(self.path).is_file():
+                raise FileNotFoundError(f"{self.path}: file not found")
+            try:
+                self._src = rasterio.open(self.path)
+            except rasterio.errors.RasterioIOError as err:
+                raise ValueError(f"{self.path}: not a readable raster ({err})") from None
+        return self._src
+
+    def close(self) -> None:
+        """Close the file (reopened on the next read)."""
+        if self._src is not None:
+            self._src.close()
+            self._src = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
         """``(bands read, height, width)``."""
         if self._shape is None:
-            with self._open() as src:
+            try:
+                src = self._open()
                 if self.expect_bands is not None and src.count != self.expect_bands:
                     raise ValueError(f"{self.path}: {src.count} bands, expected {self.expect_bands}")
                 named = tuple(d or "" for d in src.descriptions)
@@ -83,6 +97,8 @@ class RasterLayer:
                 if self.bands is not None and max(self.bands) > src.count:
                     raise ValueError(f"{self.path}: has {src.count} bands, cannot read band {max(self.bands)}")
                 self._shape = (len(self.bands) if self.bands else src.count, src.height, src.width)
+            finally:
+                self.close()  # checking every scene's files must not hold them all open
         return self._shape
 
     def read(self, row: int, col: int, height: int, width: int) -> np.ndarray:
@@ -90,9 +106,9 @@ class RasterLayer:
         from rasterio.windows import Window
 
         self.shape  # noqa: B018 - checks the band count once
-        with self._open() as src:
-            data = src.read(list(self.bands) if self.bands else None, window=Window(col, row, width, height))
-            nodata = self.nodata if self.nodata is not None else src.nodata
+        src = self._open()
+        data = src.read(list(self.bands) if self.bands else None, window=Window(col, row, width, height))
+        nodata = self.nodata if self.nodata is not None else src.nodata
         out = data.astype(np.float32)
         if nodata is not None and not np.isnan(nodata):
             out[data == nodata] = np.nan
@@ -114,6 +130,9 @@ class ArrayLayer:
 
     def read(self, row: int, col: int, height: int, width: int) -> np.ndarray:
         return np.asarray(self.array[:, row : row + height, col : col + width], dtype=np.float32)
+
+    def close(self) -> None:
+        pass
 
 
 @dataclass
@@ -140,6 +159,9 @@ class WindowLayer:
 
     def read(self, row: int, col: int, height: int, width: int) -> np.ndarray:
         return self.layer.read(self.row + row, self.col + col, height, width)
+
+    def close(self) -> None:
+        self.layer.close()
 
 
 @dataclass
@@ -186,12 +208,6 @@ def tile_windows(height: int, width: int, size: int, stride: int) -> list[tuple[
     return [(r, c) for r in starts(height) for c in starts(width)]
 
 
-def _tiles(scenes: Sequence[Scene], size: int, stride: int) -> Iterator[tuple[Scene, int, int]]:
-    for scene in scenes:
-        for row, col in tile_windows(*scene.size(), size, stride):
-            yield scene, row, col
-
-
 def write_scenes(
     root: str | Path,
     scenes: Sequence[Scene],
@@ -204,11 +220,16 @@ def write_scenes(
     modalities: Mapping[str, int],
     source: Mapping[str, Any] | None = None,
     progress: bool = True,
+    stats_split: str = "train",
 ) -> Path:
-    """Tile every scene into the prepared format at ``root`` (statistics from the train split).
+    """Tile every scene into the prepared format at ``root`` (statistics from ``stats_split``).
 
     Every layer's size and band count is checked before any pixel is read, so a wrong file fails
     in seconds with its name. ``modalities`` is ``{name: channels}`` in the data set's order.
+    Labels become ``ignore_index`` where every modality is nodata (nothing to predict from) and,
+    outside ``stats_split``, where an earlier window of the scene already holds the pixel (the
+    snapped last windows, or ``stride < tile_size``), so an evaluation counts each pixel once.
+    Training tiles keep their overlaps.
     """
     counts: dict[str, int] = {}
     for scene in scenes:
@@ -230,10 +251,22 @@ def write_scenes(
         classes=classes,
         ignore_index=ignore_index,
         source={"tile_size": tile_size, "stride": stride, **dict(source or {})},
+        stats_split=stats_split,
     ) as writer:
-        total = sum(counts.values())
-        for scene, row, col in tqdm(_tiles(scenes, tile_size, stride), total=total, desc=dataset, disable=not progress):
-            inputs = {m: scene.inputs[m].read(row, col, tile_size, tile_size)[None] for m in modalities}
-            label = scene.decode_label(scene.label.read(row, col, tile_size, tile_size), scene.label)
-            writer.add(scene.split, inputs, label[None])
+        bar = tqdm(total=sum(counts.values()), desc=dataset, disable=not progress)
+        for scene in scenes:
+            scored = np.zeros(scene.size(), bool)  # pixels an earlier window of this scene already holds
+            for row, col in tile_windows(*scene.size(), tile_size, stride):
+                window = (slice(row, row + tile_size), slice(col, col + tile_size))
+                inputs = {m: scene.inputs[m].read(row, col, tile_size, tile_size) for m in modalities}
+                label = scene.decode_label(scene.label.read(row, col, tile_size, tile_size), scene.label)
+                label[np.logical_and.reduce([np.isnan(x).any(axis=0) for x in inputs.values()])] = ignore_index
+                if scene.split != stats_split:
+                    label[scored[window]] = ignore_index  # every evaluated pixel counts once
+                scored[window] = True
+                writer.add(scene.split, {m: x[None] for m, x in inputs.items()}, label[None])
+                bar.update()
+            for layer in [*scene.inputs.values(), scene.label]:
+                layer.close()
+        bar.close()
     return Path(root)

@@ -131,20 +131,40 @@ class Sen1Floods11(DatasetSource):
 
     def download(self) -> Path:
         cfg = self.config
+        origin = {"api": cfg.api, "bucket": cfg.bucket, "version": cfg.version}
+        manifest = self.raw_dir / MANIFEST_NAME
+        recorded = read_json(manifest) if manifest.is_file() else {}
+        if recorded.get("origin") == origin and recorded.get("complete"):
+            present = all(
+                (self.raw_dir / path).is_file() and (self.raw_dir / path).stat().st_size == entry.get("size")
+                for path, entry in recorded.get("files", {}).items()
+            )
+            if present:  # a finished download of this (frozen) version: no network needed; prepare re-hashes
+                return self.raw_dir
         files = []
         for prefix in [f"{HAND_LABELED}/{layer}/" for layer in LAYERS.values()] + [f"{SPLITS_DIR}/"]:
             found = list_gcs_objects(cfg.bucket, f"{cfg.version}/{prefix}", api=cfg.api, strip_prefix=f"{cfg.version}/")
             if not found:
                 raise FileNotFoundError(f"{cfg.api}/{cfg.bucket}/{cfg.version}/{prefix}: no objects listed")
             files += found
-        download_all(files, self.raw_dir, workers=cfg.workers)
+        verified = download_all(files, self.raw_dir, workers=cfg.workers)
+        atomic_write_json(manifest, {"dataset": self.name, "origin": origin, "complete": True, "files": verified})
         return self.raw_dir
 
     def prepare(self, out_dir: Path) -> Path:
-        verify_manifest(self.raw_dir)
+        csvs = {split: f"{SPLITS_DIR}/{name}" for split, name in SPLIT_FILES.items()}
+        verify_manifest(self.raw_dir, paths=csvs.values())
+        chips = {split: read_split_csv(self.raw_dir / path) for split, path in csvs.items()}
+        needed = [
+            f"{HAND_LABELED}/{layer}/{chip}_{layer}.tif"
+            for c in chips.values()
+            for chip in c
+            for layer in LAYERS.values()
+        ]
+        verify_manifest(self.raw_dir, paths=needed)  # every file read below was downloaded and is unchanged
         scenes = []
-        for split, csv_name in SPLIT_FILES.items():
-            for chip in read_split_csv(self.raw_dir / SPLITS_DIR / csv_name):
+        for split, names in chips.items():
+            for chip in names:
                 inputs, label = chip_layers(self.raw_dir / HAND_LABELED, chip)
                 scenes.append(Scene(chip, split, inputs, label, decode_water_label))
         return self.write_scenes(
@@ -180,8 +200,8 @@ class Sen1Floods11Sample(DatasetSource):
     and test tiles never share a pixel. They are neighbours on one scene, so this measures fitting
     one flood scene, not generalisation across events: a smoke test on real bytes, not a result
     to compare with the literature. ``download()`` reads nothing from the network: it checks the
-    three files in ``source_dir`` against their published SHA-256 and records them (with their
-    absolute paths) in ``data/raw/sen1floods11-sample/manifest.json``.
+    three files in ``source_dir`` against their published SHA-256 and records them in
+    ``data/raw/sen1floods11-sample/manifest.json``.
     """
 
     classes = CLASSES
@@ -213,7 +233,7 @@ class Sen1Floods11Sample(DatasetSource):
             expected = self.sha256.get(layer) if self.config.chip == "Spain_7370579" else None
             if expected and digest != expected:
                 raise ChecksumError(f"{path}: SHA-256 {digest}, expected {expected}")
-            files[f"{layer}/{path.name}"] = {"path": str(path.resolve()), "sha256": digest}
+            files[f"{layer}/{path.name}"] = {"sha256": digest}  # no absolute path: same manifest on any machine
         return files
 
     def download(self) -> Path:

@@ -15,8 +15,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from benchmark.data.download import MANIFEST_NAME
 from benchmark.data.raster import Scene, write_scenes
 from benchmark.io import atomic_write_json
+
+__all__ = ["MANIFEST_NAME", "RAW_DIR", "DatasetSource", "get_dataset", "register_dataset"]
 
 _REGISTRY: dict[str, type[DatasetSource]] = {}
 _BUILTIN_MODULES = (
@@ -25,8 +28,7 @@ _BUILTIN_MODULES = (
     "benchmark.data.isprs",
     "benchmark.data.dfc2023",
 )
-RAW_DIR = Path("data") / "raw"
-MANIFEST_NAME = "manifest.json"  # in every raw folder: what the download stage fetched and verified
+RAW_DIR = Path("data") / "raw"  # every raw folder holds MANIFEST_NAME: what the download stage verified
 
 D = TypeVar("D", bound="type[DatasetSource]")
 

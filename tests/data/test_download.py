@@ -160,6 +160,15 @@ def test_existing_part_is_resumed(gcs: FakeGCS, tmp_path: Path) -> None:
     assert gcs.object_requests() == [(PREFIX + remote.path, "bytes=1234-")]
 
 
+def test_stale_part_is_fetched_again_whole(gcs: FakeGCS, tmp_path: Path) -> None:
+    """A part left by an earlier run with wrong bytes fails the MD5 once, then the file is fetched whole."""
+    remote = one_file(gcs)
+    data = gcs.objects[PREFIX + remote.path].data
+    (tmp_path / "x.tif.part").write_bytes(bytes(b ^ 1 for b in data[:1234]))
+    assert download_file(remote, tmp_path / "x.tif").read_bytes() == data
+    assert gcs.object_requests() == [(PREFIX + remote.path, "bytes=1234-"), (PREFIX + remote.path, None)]
+
+
 def test_server_ignoring_range_still_gives_the_right_file(gcs: FakeGCS, tmp_path: Path) -> None:
     remote = one_file(gcs, ignore_range=True)
     (tmp_path / "x.tif.part").write_bytes(b"garbage " * 100)  # must be discarded, not appended to
@@ -246,3 +255,32 @@ def test_verify_manifest_catches_modified_and_missing_files(gcs: FakeGCS, tmp_pa
     (tmp_path / "S1Hand" / "f1.tif").unlink()
     with pytest.raises(FileNotFoundError, match=r"S1Hand/f1\.tif"):
         verify_manifest(tmp_path, paths=["S1Hand/f1.tif"])
+
+
+def test_interrupt_stops_at_once_and_keeps_what_is_done(
+    gcs: FakeGCS, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while files are queued: no further file is fetched, the finished one is in the
+    manifest, and the next run fetches only what is missing."""
+    for i in range(8):
+        gcs.add(PREFIX + f"S2Hand/f{i}.tif", payload(5_000 + i, i), delay=0.3)
+    files = list_gcs_objects(BUCKET, PREFIX, api=gcs.api, strip_prefix=PREFIX)
+    real = dl.as_completed
+
+    def interrupted_after_first(jobs):
+        for job in real(jobs):
+            yield job
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(dl, "as_completed", interrupted_after_first)
+    with pytest.raises(KeyboardInterrupt):
+        download_all(files, tmp_path / "raw", workers=2, progress=False)
+    assert len(gcs.object_requests()) <= 3  # the queued files were never requested
+    finished = json.loads((tmp_path / "raw" / "manifest.json").read_text())["files"]
+    assert len(finished) >= 1
+    monkeypatch.setattr(dl, "as_completed", real)
+    before = len(gcs.object_requests())
+    download_all(files, tmp_path / "raw", workers=2, progress=False)
+    again = [name for name, _ in gcs.object_requests()[before:]]
+    assert len(again) <= 8 - len(finished) and not any(name.endswith(tuple(finished)) for name in again)
+    assert len(json.loads((tmp_path / "raw" / "manifest.json").read_text())["files"]) == 8

@@ -24,6 +24,7 @@ from benchmark.data.raster import ArrayLayer
 
 SIZE = 40  # px per side of every tiny scene
 DSM_NODATA = -32768.0  # the float DSM's nodata tag
+IGNORE = 255
 MAGENTA = (255, 0, 255)  # a colour outside the ISPRS code -> ignore in both label variants
 GEOTRANSFORM = Affine(0.05, 0, 370000, 0, -0.05, 5810000)  # 5 cm pixels, UTM-like origin
 PUBLISHED_MD5 = {Potsdam: dict(Potsdam.md5s), Vaihingen: dict(Vaihingen.md5s)}
@@ -198,9 +199,22 @@ def check_modality(out: Path, meta: dict, name: str, train: list[np.ndarray], te
 
 
 def check_labels(out: Path, maps: dict[str, list[np.ndarray]], size: int, starts: list[int]) -> None:
+    """Train tiles keep overlapping labels; test tiles score every pixel of a scene exactly once."""
     for split, arrays in maps.items():
         expected = stacked([m[None] for m in arrays], size, starts)[:, 0]
-        np.testing.assert_array_equal(np.load(out / split / "label.npy"), expected, err_msg=split)
+        got = np.load(out / split / "label.npy")
+        if split == "test":
+            tiles_per_scene = len(windows(starts))
+            for k, label in enumerate(arrays):
+                seen = np.zeros(label.shape, int)
+                for i, (r, c) in enumerate(windows(starts)):
+                    tile = got[k * tiles_per_scene + i]
+                    seen[r : r + size, c : c + size] += tile != IGNORE
+                    keep = tile != IGNORE
+                    np.testing.assert_array_equal(tile[keep], expected[k * tiles_per_scene + i][keep])
+                np.testing.assert_array_equal(seen, label != IGNORE, err_msg="each labelled test pixel once")
+        else:
+            np.testing.assert_array_equal(got, expected, err_msg=split)
 
 
 def test_potsdam_ndsm_eroded_labels(tmp_path):
@@ -376,3 +390,25 @@ def test_defaults_are_the_official_split():
     ]
     with pytest.raises(ValueError, match=re.escape("vaihingen.train_tiles: unknown tile(s) [9]")):
         Vaihingen({"train_tiles": [9]})
+
+
+def test_rerun_does_not_rehash_unchanged_archives_and_keeps_other_variants(tmp_path, monkeypatch):
+    """A second download stage hashes nothing whose size and mtime are recorded; switching the
+    label variant keeps the first variant's recorded checksum."""
+    from benchmark.data import manual
+
+    write_isprs_archives(tmp_path / "raw", "potsdam", POTSDAM_SPLIT)
+    assert download.main(_params(tmp_path)) == 0
+    hashed, real_md5 = [], manual.md5_file
+    monkeypatch.setattr(manual, "md5_file", lambda path: hashed.append(path.name) or real_md5(path))
+    assert download.main(_params(tmp_path)) == 0
+    assert hashed == []
+    assert download.main(_params(tmp_path, labels="full")) == 0
+    assert hashed == ["5_Labels_all.zip"]  # only the archive not verified before
+    files = json.loads((tmp_path / "raw" / "manifest.json").read_text())["files"]
+    assert {"5_Labels_all.zip", "5_Labels_all_noBoundary.zip"} <= set(files)
+    eroded = tmp_path / "raw" / "5_Labels_all_noBoundary.zip"
+    data = eroded.read_bytes()
+    eroded.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # changed: size same, mtime new -> hashed, refused
+    with pytest.raises(ChecksumError, match=r"5_Labels_all_noBoundary.zip: MD5 .* \(recorded checksum\)"):
+        download.main(_params(tmp_path))

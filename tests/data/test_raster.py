@@ -106,3 +106,33 @@ def test_writer_refuses_infinite_values_and_wrong_labels_and_leaves_nothing(tmp_
         with PreparedWriter(tmp_path / "d", **kwargs):
             pass
     assert list(tmp_path.iterdir()) == []
+
+
+def test_test_split_scores_each_pixel_once_and_all_nodata_pixels_are_ignored(tmp_path):
+    """Overlapping windows (stride < size, snapped edge): train tiles keep every label, test tiles
+    hold each labelled pixel of the scene exactly once; a pixel no modality sees is ignored."""
+    label = np.arange(10 * 10, dtype=np.float32).reshape(1, 10, 10) % 3
+    a = np.ones((1, 10, 10), np.float32)
+    b = np.ones((2, 10, 10), np.float32)
+    a[0, 2, 3] = b[1, 2, 3] = np.nan  # both modalities blind here -> ignored
+    a[0, 5, 5] = np.nan  # only one blind -> kept
+
+    def scene(split: str) -> Scene:
+        inputs = {"a": ArrayLayer("a", a), "b": ArrayLayer("b", b)}
+        return Scene(split, split, inputs, ArrayLayer("label", label), lambda w, layer: w[0].astype(np.uint8))
+
+    out = write_scenes(
+        tmp_path / "d", [scene("train"), scene("test")], tile_size=4, stride=3, dataset="d",
+        classes=["x", "y", "z"], ignore_index=255, modalities={"a": 1, "b": 2}, progress=False,
+    )  # fmt: skip
+    starts = [0, 3, 6]  # 10 px, tiles of 4 every 3 px: the last at 6 = 10 - 4
+    expected = np.where(np.isnan(a[0]) & np.isnan(b[1]), 255, label[0])
+    seen = {"train": np.zeros((10, 10), int), "test": np.zeros((10, 10), int)}
+    for split in seen:
+        tiles = np.load(out / split / "label.npy")
+        for tile, (r, c) in zip(tiles, [(r, c) for r in starts for c in starts]):
+            keep = tile != 255
+            np.testing.assert_array_equal(tile[keep], expected[r : r + 4, c : c + 4][keep])
+            seen[split][r : r + 4, c : c + 4] += keep
+    assert seen["train"].max() == 4  # overlaps kept for training
+    np.testing.assert_array_equal(seen["test"], expected != 255)  # each labelled pixel once

@@ -159,6 +159,7 @@ def test_download_and_prepare_from_a_local_copy_of_the_bucket(tmp_path, monkeypa
         download.main(args)
         ranges = [r for name, r in gcs.object_requests() if name.endswith("Spain_1_S2Hand.tif")]
     assert ranges[0] is None and ranges[1].startswith("bytes=")  # resumed, not restarted
+    assert download.main(args) == 0  # the server is gone: a finished download needs no network again
     files = json.loads((raw_dir / "manifest.json").read_text())["files"]
     assert len(files) == 4 * 3 + 3 and not any("JRCWaterHand" in path for path in files)
     assert "splits/flood_handlabeled/flood_test_data.csv" in files
