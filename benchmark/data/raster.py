@@ -232,14 +232,16 @@ def write_scenes(
     Training tiles keep their overlaps.
     """
     counts: dict[str, int] = {}
+    grids = []  # each scene's windows, computed once
     for scene in scenes:
         for name, channels in modalities.items():
             if name not in scene.inputs:
                 raise ValueError(f"scene {scene.name}: no layer for modality {name!r}")
-            if scene.inputs[name].shape[0] != channels:
-                layer = scene.inputs[name]
+            layer = scene.inputs[name]
+            if layer.shape[0] != channels:
                 raise ValueError(f"{layer.name}: {layer.shape[0]} bands for {name!r}, expected {channels}")
-        counts[scene.split] = counts.get(scene.split, 0) + len(tile_windows(*scene.size(), tile_size, stride))
+        grids.append(tile_windows(*scene.size(), tile_size, stride))
+        counts[scene.split] = counts.get(scene.split, 0) + len(grids[-1])
     order = ["train", "valid", "test"]
     counts = dict(sorted(counts.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
     with PreparedWriter(
@@ -254,9 +256,9 @@ def write_scenes(
         stats_split=stats_split,
     ) as writer:
         bar = tqdm(total=sum(counts.values()), desc=dataset, disable=not progress)
-        for scene in scenes:
+        for scene, grid in zip(scenes, grids):
             scored = np.zeros(scene.size(), bool)  # pixels an earlier window of this scene already holds
-            for row, col in tile_windows(*scene.size(), tile_size, stride):
+            for row, col in grid:
                 window = (slice(row, row + tile_size), slice(col, col + tile_size))
                 inputs = {m: scene.inputs[m].read(row, col, tile_size, tile_size) for m in modalities}
                 label = scene.decode_label(scene.label.read(row, col, tile_size, tile_size), scene.label)
