@@ -136,6 +136,33 @@ class EvalConfig:
 
     batch_size: int = 16
     device: str = "auto"
+    sample_tiles: int = 3  # test tiles whose predictions are kept for the report's qualitative panel
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"evaluate.batch_size must be >= 1, got {self.batch_size}")
+        if self.sample_tiles < 0:
+            raise ValueError(f"evaluate.sample_tiles must be >= 0, got {self.sample_tiles}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportConfig:
+    """Report settings (params.yaml ``report``)."""
+
+    reference: str = "sgma"  # every method is compared with this one
+    failure_probs: list[float] = dataclasses.field(default_factory=lambda: [0.05, 0.1, 0.2])  # p of E_p[mIoU]
+    bootstrap_samples: int = 1000  # replicates of the paired bootstrap
+    confidence: float = 0.95  # of the bootstrap interval
+    bootstrap_seed: int = 0
+
+    def __post_init__(self) -> None:
+        bad = [p for p in self.failure_probs if not 0 <= p < 1]
+        if bad:
+            raise ValueError(f"report.failure_probs: {bad[0]!r} is not a probability in [0, 1)")
+        if self.bootstrap_samples < 1:
+            raise ValueError(f"report.bootstrap_samples must be >= 1, got {self.bootstrap_samples}")
+        if not 0 < self.confidence < 1:
+            raise ValueError(f"report.confidence must be in (0, 1), got {self.confidence}")
 
 
 def resolve_device(name: str) -> torch.device:  # noqa: F821 - torch imported lazily

@@ -11,7 +11,11 @@ table, then one ``params_<method>=<int>`` and one ``gflops_<method>=<float>`` li
 from __future__ import annotations
 
 import argparse
+import platform
+import resource
+import statistics
 import sys
+import time
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -22,6 +26,16 @@ from benchmark.methods import create_method, get_method_class, is_training_only,
 
 DEFAULT_CHANNELS = {"rgb": 3, "dsm": 1, "nir": 1}
 INPUT_SEED = 0
+
+
+def _inputs(
+    channels: Mapping[str, int], size: tuple[int, int], device: str | torch.device
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """One tile of fixed-seed normal noise per modality and an all-true availability mask."""
+    generator = torch.Generator().manual_seed(INPUT_SEED)
+    height, width = size
+    inputs = {m: torch.randn(1, c, height, width, generator=generator).to(device) for m, c in channels.items()}
+    return inputs, torch.ones(1, len(channels), dtype=torch.bool, device=device)
 
 
 def parameter_count(method: nn.Module) -> int:
@@ -47,10 +61,7 @@ def inference_gflops(
     matrix products, attention); softmax, norms, activations, interpolation and bias adds
     are not counted.
     """
-    generator = torch.Generator().manual_seed(INPUT_SEED)
-    height, width = size
-    inputs = {m: torch.randn(1, c, height, width, generator=generator).to(device) for m, c in channels.items()}
-    available = torch.ones(1, len(channels), dtype=torch.bool, device=device)
+    inputs, available = _inputs(channels, size, device)
     modes = {module: module.training for module in method.modules()}
     method.eval()
     try:
@@ -60,6 +71,62 @@ def inference_gflops(
         for module, mode in modes.items():
             module.training = mode
     return counter.get_total_flops() / 1e9
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def inference_latency_ms(
+    method: nn.Module,
+    channels: Mapping[str, int],
+    size: tuple[int, int],
+    device: str | torch.device = "cpu",
+    *,
+    repeats: int = 10,
+    warmup: int = 2,
+) -> float:
+    """Median wall time in milliseconds of one ``method.predict`` on one tile of ``size`` with every
+    modality available (batch of 1, eval mode, ``torch.no_grad``), after ``warmup`` untimed calls.
+    On CUDA the device is synchronised around each call. Training flags are restored afterwards."""
+    device = torch.device(device)
+    inputs, available = _inputs(channels, size, device)
+    modes = {module: module.training for module in method.modules()}
+    method.eval()
+    times = []
+    try:
+        with torch.no_grad():
+            for i in range(warmup + repeats):
+                _synchronize(device)
+                tick = time.perf_counter()
+                method.predict(inputs, available)
+                _synchronize(device)
+                if i >= warmup:
+                    times.append(time.perf_counter() - tick)
+    finally:
+        for module, mode in modes.items():
+            module.training = mode
+    return 1000.0 * statistics.median(times)
+
+
+def peak_memory_mb(device: str | torch.device = "cpu") -> float:
+    """Peak memory of this process so far, MiB: on CUDA the peak tensor memory torch allocated on
+    ``device`` (``torch.cuda.max_memory_allocated``); on CPU the peak resident set size of the
+    process (``getrusage`` ``ru_maxrss``: everything, Python and data included)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if platform.system() == "Darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
+
+
+def device_name(device: str | torch.device) -> str:
+    """What ran the computation, e.g. ``cpu (x86_64, 2 threads)`` or ``cuda (NVIDIA H100 80GB HBM3)``."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"{device.type} ({platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def _channel_item(item: str) -> tuple[str, int]:

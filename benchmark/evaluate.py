@@ -1,28 +1,46 @@
 """Evaluate a trained method on every non-empty modality subset of a data set's test split.
 
 ``python -m benchmark.evaluate --dataset synthetic --method muss --seed 0`` reads
-``models/<dataset>/<method>/seed<k>/model.pt`` and writes
-``results/<dataset>/<method>/seed<k>/metrics.json``::
+``models/<dataset>/<method>/seed<k>/model.pt`` and writes, in ``results/<dataset>/<method>/seed<k>/``:
+
+- ``metrics.json`` (the DVC metrics)::
 
     {"dataset", "method", "seed", "family", "modalities": [...], "classes": [...],
      "subsets": {"rgb": {"miou", "mf1", "accuracy", "iou": {class: value}, "f1": {...}}, ...},
      "summary": {"avg", "top1", "last1", "top1_subset", "last1_subset"},
-     "params", "gflops",                       # model size and cost of one inference
+     "efficiency": {"tile_shape", "params", "gflops", "train_steps", "train_batch_size", "train_seconds",
+                    "train_seconds_per_step", "train_images_per_s", "train_peak_memory_mb",
+                    "train_device", "inference_ms_per_image", "eval_peak_memory_mb", "eval_device"},
      "robustness": {"scales": [...], "subsets": {subset: {modality: [mean r per scale]}}}}
+
+- ``image_scores.npz``: ``subsets`` str[S], ``classes`` str[K] and ``confusion`` int64[S, N, K, K],
+  the confusion matrix of every test image on every subset (rows = target). Their sum over
+  images is the matrix every score in metrics.json comes from; the report resamples them for
+  its paired bootstrap intervals.
+- ``predictions.npz``: the predicted classes of a few fixed test tiles on every subset (the
+  report's qualitative panel): ``indices`` int64[n], ``subsets`` str[S], ``pred`` uint8[S, n, H, W]
+  and, for methods that report robustness maps, ``modalities`` str[M], ``scales`` int64[L] and
+  ``robustness_<stride>`` float16[S, n, M, h, w].
 
 All scores are percent, from one confusion matrix per subset accumulated over the whole split.
 ``robustness`` appears only for methods whose ``predict`` output carries ``"robustness"``
 maps (SGMA): the mean over all test images and pixels of each modality's weight at each
-scale, per subset (exactly 0 for a missing modality). ``gflops`` is torch's FLOP count of one
-inference on one tile with every modality available (see ``benchmark.efficiency``).
+scale, per subset (exactly 0 for a missing modality). ``gflops`` is torch's FLOP count and
+``inference_ms_per_image`` the median latency of one inference on one tile with every modality
+available (``benchmark.efficiency``); the training figures come from ``model.pt`` (seconds per step
+and images/s from the median step time, data loading excluded); peak memory
+is CUDA's peak allocation on a GPU, the process's peak resident set size on a CPU.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -39,16 +57,20 @@ from benchmark.config import (
     run_parser,
 )
 from benchmark.data.prepared import PreparedDataset
-from benchmark.efficiency import inference_gflops, parameter_count
-from benchmark.io import atomic_write_json
+from benchmark.efficiency import device_name, inference_gflops, inference_latency_ms, parameter_count, peak_memory_mb
+from benchmark.io import atomic_write_json, atomic_write_npz
 from benchmark.methods import import_method_modules
 from benchmark.methods.contract import check_logits
-from benchmark.metrics import ConfusionMatrix, segmentation_scores, summarize
+from benchmark.metrics import confusion_matrices, segmentation_scores, summarize
 from benchmark.models.backbones import STRIDES
 from benchmark.protocol import apply_availability, enumerate_subsets, subset_mask, subset_name
 from benchmark.train import MODEL_FILE, load_model
 
 METRICS_FILE = "metrics.json"
+
+
+PREDICTIONS_FILE = "predictions.npz"
+IMAGE_SCORES_FILE = "image_scores.npz"
 
 
 class RobustnessMeter:
@@ -72,6 +94,34 @@ class RobustnessMeter:
         return self.sums / self.count
 
 
+@dataclass
+class SubsetEvaluation:
+    """What :func:`evaluate_subsets` measured, per subset name (in :func:`enumerate_subsets` order).
+
+    ``confusion``: int64[N, K, K] per test image. ``robustness``: mean maps float64[L, M] (scale x
+    modality), only for methods that report them. ``predictions``: uint8[n, H, W] for the kept
+    tiles. ``robustness_maps``: per scale float16[n, M, h, w] for the kept tiles.
+    """
+
+    confusion: dict[str, torch.Tensor]
+    robustness: dict[str, torch.Tensor] = field(default_factory=dict)
+    predictions: dict[str, torch.Tensor] = field(default_factory=dict)
+    robustness_maps: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+
+    @property
+    def matrices(self) -> dict[str, torch.Tensor]:
+        """The split's confusion matrix ``int64[K, K]`` per subset: the sum over images."""
+        return {name: confusion.sum(dim=0) for name, confusion in self.confusion.items()}
+
+
+def sample_tiles(num_tiles: int, count: int) -> list[int]:
+    """``count`` fixed tile indices spread evenly over ``[0, num_tiles)`` (first and last included)."""
+    count = min(count, num_tiles)
+    if count <= 0:
+        return []
+    return sorted({round(i * (num_tiles - 1) / max(count - 1, 1)) for i in range(count)})
+
+
 @torch.no_grad()
 def evaluate_subsets(
     method: torch.nn.Module,
@@ -79,31 +129,73 @@ def evaluate_subsets(
     *,
     batch_size: int = 16,
     device: torch.device | str = "cpu",
+    keep: Sequence[int] = (),
     progress: bool = False,
-) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Per subset name (in :func:`enumerate_subsets` order): the confusion matrix ``int64[K, K]``
-    and, if the method reports robustness maps, their mean ``float64[S, M]`` (scale x modality;
-    the second dict is empty otherwise)."""
+) -> SubsetEvaluation:
+    """Run ``method.predict`` on every test tile under every non-empty subset; keep the
+    predictions (and robustness maps) of the tiles ``keep``."""
     method_name = getattr(method, "method_name", type(method).__name__)
     modalities = list(dataset.modalities)
-    subsets = enumerate_subsets(modalities)
-    matrices = {subset_name(s): ConfusionMatrix(len(dataset.classes), dataset.ignore_index) for s in subsets}
-    meters = {subset_name(s): RobustnessMeter() for s in subsets}
+    names = [subset_name(s) for s in enumerate_subsets(modalities)]
+    num_classes = len(dataset.classes)
+    confusion: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    meters = {name: RobustnessMeter() for name in names}
+    predictions: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    maps: dict[str, list[list[torch.Tensor]]] = {name: [] for name in names}
+    keep = sorted(set(keep))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     method.eval()
+    offset = 0
     for inputs, target in tqdm(loader, desc="evaluate", disable=not progress, mininterval=1.0):
         inputs = {m: x.to(device) for m, x in inputs.items()}
         target = target.to(device)
-        expected = (target.shape[0], len(dataset.classes), *target.shape[-2:])
-        for subset in subsets:
-            available = subset_mask(subset, modalities, target.shape[0]).to(device)
+        batch = target.shape[0]
+        kept = [i - offset for i in keep if offset <= i < offset + batch]
+        expected = (batch, num_classes, *target.shape[-2:])
+        for subset, name in zip(enumerate_subsets(modalities), names):
+            available = subset_mask(subset, modalities, batch).to(device)
             output = method.predict(apply_availability(inputs, available, modalities), available)
-            logits = check_logits(method_name, output, expected, "predict()")
-            matrices[subset_name(subset)].update(logits, target)
+            pred = check_logits(method_name, output, expected, "predict()").argmax(dim=1)
+            confusion[name].append(confusion_matrices(pred, target, num_classes, dataset.ignore_index).cpu())
+            if kept:
+                predictions[name].append(pred[kept].to("cpu", torch.uint8))
             if output.get("robustness") is not None:
-                meters[subset_name(subset)].update(output["robustness"])
-    robustness = {name: meter.mean for name, meter in meters.items() if meter.count}
-    return {name: cm.matrix for name, cm in matrices.items()}, robustness
+                meters[name].update(output["robustness"])
+                if kept:
+                    maps[name].append([r[kept].detach().to("cpu", torch.float16) for r in output["robustness"]])
+        offset += batch
+    return SubsetEvaluation(
+        confusion={name: torch.cat(parts) for name, parts in confusion.items()},
+        robustness={name: meter.mean for name, meter in meters.items() if meter.count},
+        predictions={name: torch.cat(parts) for name, parts in predictions.items() if parts},
+        robustness_maps={name: [torch.cat(scale) for scale in zip(*parts)] for name, parts in maps.items() if parts},
+    )
+
+
+def image_scores_arrays(evaluation: SubsetEvaluation, classes: Sequence[str]) -> dict[str, np.ndarray]:
+    """The ``image_scores.npz`` arrays of an evaluation."""
+    names = list(evaluation.confusion)
+    return {
+        "subsets": np.array(names),
+        "classes": np.array(list(classes)),
+        "confusion": torch.stack([evaluation.confusion[n] for n in names]).numpy(),
+    }
+
+
+def predictions_arrays(
+    evaluation: SubsetEvaluation, indices: Sequence[int], modalities: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """The ``predictions.npz`` arrays of an evaluation (robustness maps only when recorded)."""
+    names = list(evaluation.confusion)
+    arrays: dict[str, np.ndarray] = {"indices": np.array(list(indices), dtype=np.int64), "subsets": np.array(names)}
+    if indices:
+        arrays["pred"] = torch.stack([evaluation.predictions[n] for n in names]).numpy()
+    if evaluation.robustness_maps and indices:
+        arrays["modalities"] = np.array(list(modalities))
+        arrays["scales"] = np.array(STRIDES[: len(evaluation.robustness_maps[names[0]])], dtype=np.int64)
+        for level, stride in enumerate(arrays["scales"]):
+            arrays[f"robustness_{stride}"] = torch.stack([evaluation.robustness_maps[n][level] for n in names]).numpy()
+    return arrays
 
 
 def robustness_record(robustness: dict[str, torch.Tensor], modalities: list[str]) -> dict[str, Any]:
@@ -160,20 +252,36 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(
             f"{model_path}: trained on modalities {record['init']['modalities']}, data has {dataset.modalities}"
         )
-    matrices, robustness = evaluate_subsets(
-        method, dataset, batch_size=config.batch_size, device=device, progress=not args.no_progress
+    indices = sample_tiles(len(dataset), config.sample_tiles)
+    evaluation = evaluate_subsets(
+        method, dataset, batch_size=config.batch_size, device=device, keep=indices, progress=not args.no_progress
     )
-    extra = {
-        "family": getattr(method, "family", "reference"),
-        "train_steps": record["steps"],
-        "train_seconds": round(float(record["train_seconds"]), 3),
+    seconds, step = float(record["train_seconds"]), record.get("median_step_seconds")
+    efficiency = {
+        "tile_shape": list(dataset.tile_shape),
         "params": parameter_count(method),
         "gflops": round(inference_gflops(method, dataset.modalities, dataset.tile_shape, device), 6),
+        "train_steps": record["steps"],
+        "train_batch_size": record.get("batch_size"),
+        "train_seconds": round(seconds, 3),
+        "train_seconds_per_step": round(step, 6) if step else None,
+        "train_images_per_s": round(record["batch_size"] / step, 3) if step and record.get("batch_size") else None,
+        "train_peak_memory_mb": record.get("peak_memory_mb"),
+        "train_device": record.get("device"),
+        "inference_ms_per_image": round(
+            inference_latency_ms(method, dataset.modalities, dataset.tile_shape, device), 4
+        ),
+        "eval_peak_memory_mb": round(peak_memory_mb(device), 1),
+        "eval_device": device_name(device),
     }
-    if robustness:
-        extra["robustness"] = robustness_record(robustness, list(dataset.modalities))
-    metrics = metrics_record(matrices, dataset, method=args.method, seed=args.seed, extra=extra)
+    extra: dict[str, Any] = {"family": getattr(method, "family", "reference"), "efficiency": efficiency}
+    if evaluation.robustness:
+        extra["robustness"] = robustness_record(evaluation.robustness, list(dataset.modalities))
+    metrics = metrics_record(evaluation.matrices, dataset, method=args.method, seed=args.seed, extra=extra)
     out = args.out or run_dir(RESULTS_DIR, args.dataset, args.method, args.seed) / METRICS_FILE
+    # the arrays first, metrics.json (what DVC and the report look for) last
+    atomic_write_npz(out.parent / IMAGE_SCORES_FILE, image_scores_arrays(evaluation, dataset.classes))
+    atomic_write_npz(out.parent / PREDICTIONS_FILE, predictions_arrays(evaluation, indices, list(dataset.modalities)))
     atomic_write_json(out, metrics)
     summary = metrics["summary"]
     print(

@@ -67,6 +67,17 @@ def atomic_write_json(path: str | Path, data: Any) -> Path:
     return atomic_write_text(path, text)
 
 
+def atomic_write_npz(path: str | Path, arrays: dict[str, Any]) -> Path:
+    """Write ``arrays`` (name -> numpy array) as a compressed ``.npz`` atomically."""
+    import numpy as np
+
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as f:  # a file object: np.savez would append ".npz" to a path
+            np.savez_compressed(f, **arrays)
+
+    return atomic_write(path, write)
+
+
 def read_json(path: str | Path) -> Any:
     """Read a JSON file; a parse error names the file."""
     path = Path(path)

@@ -21,82 +21,97 @@ def _check_range(values: torch.Tensor, num_classes: int, what: str) -> None:
         raise ValueError(f"{what} value(s) {offending} outside [0, {num_classes}) ({int(bad.sum())} pixel(s))")
 
 
+def confusion_matrices(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    num_classes: int,
+    ignore_index: int | None = None,
+) -> torch.Tensor:
+    """``int64[B, K, K]`` counts per image: row = target class, column = predicted class.
+
+    ``pred`` and ``target`` are integer class indices of equal shape ``[B, ...]`` (e.g.
+    ``[B, H, W]``). Pixels where ``target == ignore_index`` are dropped. Every prediction
+    (ignored pixels included) and every kept target must lie in ``[0, K)``, else ``ValueError``
+    naming the offending value. Computed with one ``torch.bincount`` on the inputs' device.
+    """
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if pred.shape != target.shape:
+        raise ValueError(f"pred shape {tuple(pred.shape)} != target shape {tuple(target.shape)}")
+    if pred.dim() < 1:
+        raise ValueError("pred and target need a batch dimension")
+    for name, t in (("pred", pred), ("target", target)):
+        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+            raise TypeError(f"{name} must hold integer class indices, got dtype {t.dtype}")
+    batch = pred.shape[0]
+    pred = pred.reshape(batch, -1).long()
+    target = target.reshape(batch, -1).long()
+    _check_range(pred, num_classes, "prediction")
+    image = torch.arange(batch, device=pred.device).unsqueeze(1).expand_as(target)
+    if ignore_index is not None:
+        keep = target != ignore_index
+        pred, target, image = pred[keep], target[keep], image[keep]
+    _check_range(target, num_classes, "target")
+    k2 = num_classes * num_classes
+    counts = torch.bincount((image * k2 + target * num_classes + pred).reshape(-1), minlength=batch * k2)
+    return counts.reshape(batch, num_classes, num_classes)
+
+
 def confusion_matrix(
     pred: torch.Tensor,
     target: torch.Tensor,
     num_classes: int,
     ignore_index: int | None = None,
 ) -> torch.Tensor:
-    """``int64[K, K]`` counts: row = target class, column = predicted class.
-
-    ``pred`` and ``target`` are integer class indices of any equal shape (e.g. ``[B, H, W]``).
-    Pixels where ``target == ignore_index`` are dropped. Every prediction (ignored pixels
-    included) and every kept target must lie in ``[0, K)``, else ``ValueError`` naming the
-    offending value. Computed with ``torch.bincount`` on the inputs' device.
-    """
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    """``int64[K, K]`` counts over all pixels of ``pred`` and ``target`` (any equal shape):
+    :func:`confusion_matrices` of the whole input as one image."""
     if pred.shape != target.shape:
         raise ValueError(f"pred shape {tuple(pred.shape)} != target shape {tuple(target.shape)}")
-    for name, t in (("pred", pred), ("target", target)):
-        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-            raise TypeError(f"{name} must hold integer class indices, got dtype {t.dtype}")
-    pred = pred.reshape(-1).long()
-    target = target.reshape(-1).long()
-    _check_range(pred, num_classes, "prediction")
-    if ignore_index is not None:
-        keep = target != ignore_index
-        pred, target = pred[keep], target[keep]
-    _check_range(target, num_classes, "target")
-    counts = torch.bincount(target * num_classes + pred, minlength=num_classes * num_classes)
-    return counts.reshape(num_classes, num_classes)
-
-
-class ConfusionMatrix:
-    """Accumulates :func:`confusion_matrix` over batches.
-
-    ``update(logits_or_pred, target)``: a floating ``[B, K, H, W]`` first argument is reduced
-    by ``argmax`` over dim 1; an integer one is used as predicted class indices ``[B, H, W]``.
-    The running sum stays on the device of the batches (no host sync per batch);
-    :attr:`matrix` returns a CPU ``int64[K, K]`` copy.
-    """
-
-    def __init__(self, num_classes: int, ignore_index: int | None = None) -> None:
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        self.num_classes = num_classes
-        self.ignore_index = ignore_index
-        self._sum = torch.zeros(num_classes, num_classes, dtype=torch.int64)
-
-    def update(self, logits_or_pred: torch.Tensor, target: torch.Tensor) -> None:
-        """Add one batch: logits ``float[B, K, H, W]`` or predictions ``int[B, H, W]``."""
-        pred = logits_or_pred
-        if pred.is_floating_point():
-            if pred.dim() != target.dim() + 1 or pred.shape[1] != self.num_classes:
-                raise ValueError(
-                    f"logits shape {tuple(pred.shape)} does not match target "
-                    f"{tuple(target.shape)} with {self.num_classes} classes on dim 1"
-                )
-            pred = pred.argmax(dim=1)
-        batch = confusion_matrix(pred, target, self.num_classes, self.ignore_index)
-        if self._sum.device != batch.device:
-            self._sum = self._sum.to(batch.device)
-        self._sum += batch
-
-    @property
-    def matrix(self) -> torch.Tensor:
-        """``int64[K, K]`` on CPU (a copy): rows = target, columns = prediction."""
-        return self._sum.detach().to("cpu", copy=True)
-
-    def reset(self) -> None:
-        """Zero the running sum."""
-        self._sum = torch.zeros_like(self._sum)
+    return confusion_matrices(pred.reshape(1, -1), target.reshape(1, -1), num_classes, ignore_index)[0]
 
 
 def _nanmean(values: np.ndarray) -> float:
     """Mean over non-NaN entries; NaN (without a warning) when there are none."""
     finite = values[~np.isnan(values)]
     return float(finite.mean()) if finite.size else math.nan
+
+
+def _class_counts(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(tp, fp, fn)``, each ``float64[..., K]``, of confusion matrices ``[..., K, K]`` (rows = target)."""
+    m = np.asarray(matrix, dtype=np.float64)
+    if m.ndim < 2 or m.shape[-1] != m.shape[-2]:
+        raise ValueError(f"confusion matrix shape {m.shape} is not [..., K, K]")
+    if (m < 0).any():
+        raise ValueError("confusion matrix has negative counts")
+    tp = np.diagonal(m, axis1=-2, axis2=-1)
+    return tp, m.sum(axis=-2) - tp, m.sum(axis=-1) - tp
+
+
+def class_iou(matrix: np.ndarray) -> np.ndarray:
+    """Per-class IoU in percent, ``float64[..., K]``, of confusion matrices ``[..., K, K]``:
+    ``TP / (TP + FP + FN)``; NaN for a class in neither target nor prediction. Vectorised over
+    leading dimensions (the bootstrap scores thousands of resampled matrices at once)."""
+    tp, fp, fn = _class_counts(matrix)
+    union = tp + fp + fn  # zero exactly when the class is in neither target nor prediction
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, 100.0 * tp / np.where(union > 0, union, 1.0), np.nan)
+
+
+def class_f1(matrix: np.ndarray) -> np.ndarray:
+    """Per-class F1 in percent, ``float64[..., K]``: ``2TP / (2TP + FP + FN)``; NaN as in :func:`class_iou`."""
+    tp, fp, fn = _class_counts(matrix)
+    denominator = 2 * tp + fp + fn
+    return np.where(denominator > 0, 100.0 * 2 * tp / np.where(denominator > 0, denominator, 1.0), np.nan)
+
+
+def mean_iou(matrix: np.ndarray) -> np.ndarray:
+    """mIoU in percent, ``float64[...]``, of confusion matrices ``[..., K, K]``: the mean of
+    :func:`class_iou` over the classes that are not NaN (NaN if none is)."""
+    iou = class_iou(matrix)
+    present = ~np.isnan(iou)
+    count = present.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, np.where(present, iou, 0.0).sum(axis=-1) / np.maximum(count, 1), np.nan)
 
 
 def segmentation_scores(matrix: np.ndarray | torch.Tensor, classes: Sequence[str]) -> dict:
@@ -113,19 +128,11 @@ def segmentation_scores(matrix: np.ndarray | torch.Tensor, classes: Sequence[str
     k = len(classes)
     if m.shape != (k, k):
         raise ValueError(f"matrix shape {m.shape} does not match {k} classes")
-    if (m < 0).any():
-        raise ValueError("confusion matrix has negative counts")
+    iou, f1 = class_iou(m), class_f1(m)
     tp = np.diag(m)
-    fp = m.sum(axis=0) - tp
-    fn = m.sum(axis=1) - tp
-    union = tp + fp + fn  # zero exactly when the class is in neither target nor prediction
-    present = union > 0
-    safe = np.where(present, union, 1.0)
-    iou = np.where(present, 100.0 * tp / safe, np.nan)
-    f1 = np.where(present, 100.0 * 2 * tp / np.where(present, union + tp, 1.0), np.nan)
     total = m.sum()
     return {
-        "miou": _nanmean(iou),
+        "miou": float(mean_iou(m)),
         "mf1": _nanmean(f1),
         "accuracy": float(100.0 * tp.sum() / total) if total > 0 else math.nan,
         "iou": {c: float(v) for c, v in zip(classes, iou)},

@@ -1,9 +1,11 @@
 """Train one method on one data set with one seed, under random modality dropout.
 
 ``python -m benchmark.train --dataset synthetic --method muss --seed 0`` reads params.yaml and
-writes ``models/<dataset>/<method>/seed<k>/``: ``model.pt`` (the DVC output),
+writes ``models/<dataset>/<method>/seed<k>/``: ``model.pt`` (the DVC output) and
 ``checkpoint.pt`` (resumable state, kept between runs, used only when its fingerprint matches
-the current configuration) and ``train_log.jsonl`` (one JSON object per step).
+the current configuration); and ``results/<dataset>/<method>/seed<k>/train_log.jsonl`` (one JSON
+object per step: ``step``, ``loss`` and its parts, ``lr``, ``images_per_s``), which the report
+plots as training curves.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import statistics
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -24,6 +27,7 @@ from tqdm import tqdm
 
 from benchmark.config import (
     MODELS_DIR,
+    RESULTS_DIR,
     TrainConfig,
     from_mapping,
     load_params,
@@ -34,6 +38,7 @@ from benchmark.config import (
     section,
 )
 from benchmark.data.prepared import PreparedDataset
+from benchmark.efficiency import device_name, peak_memory_mb
 from benchmark.io import atomic_write, atomic_write_text
 from benchmark.methods import create_method, import_method_modules
 from benchmark.methods.contract import check_contract, check_step_result
@@ -125,9 +130,11 @@ def train(
     seed: int,
     out_dir: Path,
     *,
+    log_path: Path | None = None,
     progress: bool = True,
 ) -> Path:
-    """Train and write ``out_dir/model.pt``; resume from ``out_dir/checkpoint.pt`` when it matches."""
+    """Train and write ``out_dir/model.pt``; resume from ``out_dir/checkpoint.pt`` when it matches.
+    The step log goes to ``log_path`` (default ``out_dir/train_log.jsonl``)."""
     dataset = PreparedDataset(data_root, "train")
     init_kwargs = {
         "modalities": dataset.modalities,
@@ -152,8 +159,9 @@ def train(
     )
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint_path, log_path = out_dir / CHECKPOINT_FILE, out_dir / LOG_FILE
-    start, train_seconds = 0, 0.0
+    checkpoint_path = out_dir / CHECKPOINT_FILE
+    log_path = Path(log_path) if log_path is not None else out_dir / LOG_FILE
+    start, train_seconds, peak_mb, step_seconds = 0, 0.0, 0.0, []
     if checkpoint_path.exists():
         state = torch.load(checkpoint_path, map_location=device, weights_only=True)
         if state.get("fingerprint") == run_id:
@@ -164,6 +172,8 @@ def train(
             if state.get("cuda_rng"):
                 torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
             start, train_seconds = state["step"], state["train_seconds"]
+            peak_mb = state.get("peak_memory_mb", 0.0)  # the peak of the processes before this one
+            step_seconds = list(state.get("step_seconds", []))
             print(f"resuming {method_name} seed {seed} from step {start}", file=sys.stderr)
     log_lines = log_path.read_text().splitlines() if (start and log_path.exists()) else []
     log_lines = [line for line in log_lines if json.loads(line)["step"] < start]
@@ -210,6 +220,7 @@ def train(
             method.after_optimizer_step()
             seconds = time.perf_counter() - tick
             train_seconds += seconds
+            step_seconds.append(seconds)
             step += 1
             record = {
                 "step": step - 1,
@@ -229,6 +240,8 @@ def train(
                         "fingerprint": run_id,
                         "step": step,
                         "train_seconds": train_seconds,
+                        "peak_memory_mb": max(peak_mb, peak_memory_mb(device)),
+                        "step_seconds": step_seconds,
                         "model": method.state_dict(),
                         "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(),
@@ -248,7 +261,12 @@ def train(
             "seed": seed,
             "dataset": dataset.meta["dataset"],
             "steps": config.steps,
+            "batch_size": config.batch_size,
             "train_seconds": train_seconds,
+            # the median step: robust to the first steps' warm-up and to other processes' hiccups
+            "median_step_seconds": statistics.median(step_seconds) if step_seconds else None,
+            "peak_memory_mb": max(peak_mb, peak_memory_mb(device)),
+            "device": device_name(device),
         },
     )
     return model_path
@@ -281,7 +299,10 @@ def main(argv: list[str] | None = None) -> int:
         raise TypeError(f"{where}: method_params.{args.method} must be a mapping")
     data_root = args.data_dir or prepared_dir(args.dataset)
     out = args.out or run_dir(MODELS_DIR, args.dataset, args.method, args.seed)
-    path = train(data_root, args.method, method_params, config, args.seed, out, progress=not args.no_progress)
+    log = (args.out / LOG_FILE) if args.out else run_dir(RESULTS_DIR, args.dataset, args.method, args.seed) / LOG_FILE
+    path = train(
+        data_root, args.method, method_params, config, args.seed, out, log_path=log, progress=not args.no_progress
+    )
     print(f"wrote {path}")
     return 0
 

@@ -49,7 +49,9 @@ def test_the_documented_method_trains_evaluates_and_reaches_the_leaderboard(tmp_
         args = ["--dataset", "synthetic", "--method", method, "--seed", "0", "--no-progress"]
         run(project, python, "-m", "benchmark.train", *args)
         run(project, python, "-m", "benchmark.evaluate", *args)
-    board = run(project, python, "-m", "benchmark.report", "--dataset", "synthetic", "--params", "params.yaml")
+    overview = run(project, python, "-m", "benchmark.report", "--params", "params.yaml")
+    assert f"| {name} |" in overview
+    board = (project / "results" / "synthetic" / "leaderboard.md").read_text()
 
     row = next((line for line in board.splitlines() if line.startswith(f"| {name} |")), None)
     assert row is not None, board

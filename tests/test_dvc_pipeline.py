@@ -49,12 +49,16 @@ def test_repro_then_noop_then_minimal_reruns(project: Path):
         "train@synthetic-muss-copy-0",
         "evaluate@synthetic-muss-0",
         "evaluate@synthetic-muss-copy-0",
-        "report@synthetic",
+        "report",
     }
     board = (project / "results" / "synthetic" / "leaderboard.csv").read_text()
     assert board.splitlines()[0].startswith("method") and "muss-copy" in board
-    assert (project / "results" / "synthetic" / "miou_heatmap.png").stat().st_size > 1000
-    assert "muss-copy" in run(project, sys.executable, "-m", "dvc", "metrics", "show")
+    assert (project / "results" / "synthetic" / "plots" / "miou_heatmap.png").stat().st_size > 1000
+    assert (project / "results" / "report.html").stat().st_size > 10_000
+    metrics = run(project, sys.executable, "-m", "dvc", "metrics", "show")
+    assert "results/summary.json" in metrics and "synthetic.muss-copy.avg" in metrics
+    plots = run(project, sys.executable, "-m", "dvc", "plots", "show", "-o", "dvc_plots")
+    assert "index.html" in plots and list((project / "dvc_plots" / "static").glob("*miou_heatmap.png"))
 
     second = run(project, sys.executable, "-m", "dvc", "repro")
     assert _ran(second) == set()
@@ -64,13 +68,31 @@ def test_repro_then_noop_then_minimal_reruns(project: Path):
     params["method_params"]["muss"] = {"decoder_dim": 8}
     write_params(project / "params.yaml", params)
     third = _ran(run(project, sys.executable, "-m", "dvc", "repro"))
-    assert third == {"train@synthetic-muss-0", "evaluate@synthetic-muss-0", "report@synthetic"}
+    assert third == {"train@synthetic-muss-0", "evaluate@synthetic-muss-0", "report"}
 
     params["evaluate"] = {"batch_size": 3}
     write_params(project / "params.yaml", params)
     fourth = _ran(run(project, sys.executable, "-m", "dvc", "repro"))
     # the report reruns only if a metrics file changed (batch size may not change any number)
-    assert fourth - {"report@synthetic"} == {"evaluate@synthetic-muss-0", "evaluate@synthetic-muss-copy-0"}
+    assert fourth - {"report"} == {"evaluate@synthetic-muss-0", "evaluate@synthetic-muss-copy-0"}
+
+
+def test_two_experiments_compare_with_dvc(tmp_path: Path):
+    """README's recipe: commit, run an experiment with another dropout rate, compare the metrics."""
+    params = {**TINY_PARAMS, "train": {**TINY_PARAMS["train"], "drop_prob": None}}
+    project = copy_project(tmp_path, params)
+    run(project, sys.executable, "-m", "dvc", "repro")
+    run(project, "git", "add", "-A")
+    run(project, "git", "-c", "user.name=test", "-c", "user.email=test@example.org", "commit", "-qm", "baseline")
+    tracked = run(project, "git", "ls-files", "results")
+    assert set(tracked.split()) == {"results/summary.json", "results/synthetic/muss/seed0/metrics.json"}
+    dvc = [sys.executable, "-m", "dvc"]
+    run(project, *dvc, "exp", "run", "-n", "drop50", "-S", "train.drop_prob=[0.5,0.5,0.5]")
+    table = run(project, *dvc, "exp", "show", "--md", "--only-changed", "--drop", "^(subsets|efficiency)")
+    assert "drop50" in table and "synthetic.muss.avg" in table and "train.drop_prob" in table
+    assert "subsets.rgb.miou" not in table
+    diff = run(project, *dvc, "metrics", "diff", "--targets", "results/summary.json", "--md")
+    assert "synthetic.muss.avg" in diff and "synthetic.muss.expected_p0_1" in diff
 
 
 SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sen1floods11_sample"
@@ -90,7 +112,7 @@ def test_real_sample_runs_every_method_through_the_pipeline(tmp_path: Path):
     params["method_params"]["m3l"] = {**params["method_params"]["m3l"], "supervised_warmup": 2}
     project = copy_project(tmp_path, params)
     ran = _ran(run(project, sys.executable, "-m", "dvc", "repro"))
-    assert {"download@sen1floods11-sample", "prepare@sen1floods11-sample", "report@sen1floods11-sample"} <= ran
+    assert {"download@sen1floods11-sample", "prepare@sen1floods11-sample", "report"} <= ran
     assert len(ran) == 3 + 2 * len(shipped["methods"])
     board = (project / "results" / "sen1floods11-sample" / "leaderboard.md").read_text()
     assert "| s1 | s2 | s1+s2 |" in board

@@ -10,7 +10,14 @@ import torch
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 from sklearn.metrics import f1_score, jaccard_score
 
-from benchmark.metrics import ConfusionMatrix, confusion_matrix, segmentation_scores, summarize
+from benchmark.metrics import (
+    class_iou,
+    confusion_matrices,
+    confusion_matrix,
+    mean_iou,
+    segmentation_scores,
+    summarize,
+)
 
 IGNORE = 255
 K = 6
@@ -87,25 +94,28 @@ def test_scores_accept_numpy_and_all_absent_is_nan():
         segmentation_scores(np.zeros((3, 3)), ["a", "b"])
 
 
-def test_accumulation_equals_one_big_matrix():
-    batches = [_random_batch(s, shape=(2, 9, 11)) for s in range(4)]
-    acc = ConfusionMatrix(K, ignore_index=IGNORE)
-    for pred, target in batches:
-        acc.update(pred, target)
-    big = confusion_matrix(torch.cat([p for p, _ in batches]), torch.cat([t for _, t in batches]), K, IGNORE)
-    assert acc.matrix.device.type == "cpu" and acc.matrix.dtype == torch.int64
-    torch.testing.assert_close(acc.matrix, big)
-    acc.reset()
-    assert int(acc.matrix.sum()) == 0
+def test_per_image_matrices_match_sklearn_and_sum_to_the_whole():
+    pred, target = _random_batch(7, shape=(5, 9, 11))
+    per_image = confusion_matrices(pred, target, K, IGNORE)
+    assert per_image.shape == (5, K, K) and per_image.dtype == torch.int64
+    for n in range(5):
+        cm, *_ = _sk_oracle(pred[n], target[n])
+        np.testing.assert_array_equal(per_image[n].numpy(), cm)
+    torch.testing.assert_close(per_image.sum(0), confusion_matrix(pred, target, K, IGNORE))
 
 
-def test_update_takes_argmax_of_logits():
-    pred, target = _random_batch(5, shape=(2, 8, 8))
-    logits = torch.nn.functional.one_hot(pred, K).permute(0, 3, 1, 2).float()
-    logits = logits + 0.1 * torch.rand(logits.shape, generator=torch.Generator().manual_seed(0))
-    acc = ConfusionMatrix(K, ignore_index=IGNORE)
-    acc.update(logits, target)
-    torch.testing.assert_close(acc.matrix, confusion_matrix(pred, target, K, IGNORE))
+def test_vectorised_iou_equals_the_scores_of_each_matrix():
+    matrices = np.stack([confusion_matrix(*_random_batch(s), K, IGNORE).numpy() for s in range(4)])
+    matrices[2] = 0  # an empty matrix: every class absent
+    iou, miou = class_iou(matrices), mean_iou(matrices)
+    assert iou.shape == (4, K) and miou.shape == (4,)
+    for n in range(4):
+        scores = segmentation_scores(matrices[n], CLASSES)
+        np.testing.assert_allclose(iou[n], [scores["iou"][c] for c in CLASSES], equal_nan=True)
+        np.testing.assert_allclose(miou[n], scores["miou"], equal_nan=True)
+    assert np.isnan(miou[2])
+    with pytest.raises(ValueError, match="negative"):
+        class_iou(-matrices)
 
 
 @pytest.mark.parametrize(

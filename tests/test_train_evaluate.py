@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from tiny import TINY_PARAMS, write_params
 
-from benchmark import evaluate, report, train
-from benchmark.config import TrainConfig
-from benchmark.protocol import enumerate_subsets, subset_name
+from benchmark import evaluate, train
+from benchmark.config import ReportConfig, TrainConfig
+from benchmark.data.prepared import PreparedDataset
+from benchmark.metrics import segmentation_scores
+from benchmark.protocol import apply_availability, enumerate_subsets, subset_mask, subset_name
+from benchmark.report import write_report
 
 TRAIN = TrainConfig(**TINY_PARAMS["train"])
 
@@ -46,9 +50,54 @@ def test_end_to_end_writes_schema_and_leaderboard(tmp_path, tiny_prepared, tiny_
     assert record["summary"]["top1"] == max(mious) and record["summary"]["last1"] == min(mious)
     log = (tmp_path / "models" / "muss" / "seed0" / "train_log.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in log] == list(range(TRAIN.steps))
-    report.write_report(tmp_path / "results", "synthetic", ["muss"])
+    efficiency = record["efficiency"]
+    assert efficiency["tile_shape"] == [32, 32] and efficiency["train_steps"] == TRAIN.steps
+    assert efficiency["train_images_per_s"] == pytest.approx(
+        TRAIN.batch_size / efficiency["train_seconds_per_step"], rel=1e-3
+    )
+    for key in ("inference_ms_per_image", "train_peak_memory_mb", "eval_peak_memory_mb", "gflops"):
+        assert efficiency[key] > 0, key
+    assert efficiency["eval_device"].startswith("cpu")
+    config = ReportConfig(reference="muss", bootstrap_samples=20)
+    write_report(tmp_path / "results", ["synthetic"], ["muss"], [0], config, prepared_root=tiny_prepared.parent)
     assert "muss" in (tmp_path / "results" / "synthetic" / "leaderboard.md").read_text()
-    assert (tmp_path / "results" / "synthetic" / "miou_heatmap.png").exists()
+    plots = tmp_path / "results" / "synthetic" / "plots"
+    assert (plots / "miou_heatmap.png").exists() and (plots / "qualitative_tile0.svg").exists()
+
+
+def test_image_scores_and_predictions_are_what_the_model_gives(tmp_path, tiny_prepared, tiny_params):
+    record = _train_and_evaluate(tmp_path, tiny_prepared, tiny_params)
+    folder = tmp_path / "results" / "synthetic" / "muss" / "seed0"
+    scores = np.load(folder / "image_scores.npz")
+    test = PreparedDataset(tiny_prepared, "test")
+    assert scores["subsets"].tolist() == list(record["subsets"])
+    assert scores["confusion"].shape == (7, len(test), 6, 6)
+    for i, subset in enumerate(record["subsets"]):  # the per-image matrices sum to the reported scores
+        assert segmentation_scores(scores["confusion"][i].sum(0), record["classes"])["miou"] == pytest.approx(
+            record["subsets"][subset]["miou"], abs=1e-12
+        )
+    kept = np.load(folder / "predictions.npz")
+    assert kept["indices"].tolist() == evaluate.sample_tiles(len(test), 3) == [0, 2, 5]
+    model, _ = train.load_model(tmp_path / "models" / "muss" / "seed0" / "model.pt")
+    modalities = list(test.modalities)
+    for j, index in enumerate(kept["indices"]):
+        inputs, target = test[int(index)]
+        inputs = {m: x[None] for m, x in inputs.items()}
+        for i, subset in enumerate(enumerate_subsets(modalities)):
+            available = subset_mask(subset, modalities, 1)
+            with torch.no_grad():
+                logits = model.predict(apply_availability(inputs, available, modalities), available)["logits"]
+            np.testing.assert_array_equal(kept["pred"][i, j], logits.argmax(1)[0].numpy())
+            own = np.zeros((6, 6), dtype=np.int64)  # the image's own confusion matrix, counted directly
+            valid = target.numpy() != test.ignore_index
+            np.add.at(own, (target.numpy()[valid], logits.argmax(1)[0].numpy()[valid]), 1)
+            np.testing.assert_array_equal(scores["confusion"][i, int(index)], own)
+
+
+def test_sample_tiles_spread_evenly():
+    assert evaluate.sample_tiles(10, 3) == [0, 4, 9]  # round(4.5) = 4 (banker's rounding)
+    assert evaluate.sample_tiles(2, 5) == [0, 1]
+    assert evaluate.sample_tiles(7, 1) == [0] and evaluate.sample_tiles(7, 0) == []
 
 
 def test_same_seed_same_metrics_other_seed_differs(tmp_path, tiny_prepared, tiny_params):
@@ -110,10 +159,22 @@ def test_sgma_metrics_carry_robustness_size_and_cost(tmp_path, tiny_prepared):
         for k in range(4):
             assert sum(per_modality[m][k] for m in present) == pytest.approx(1.0, abs=1e-5)
     model, _ = train.load_model(tmp_path / "models" / "sgma" / "seed0" / "model.pt")
-    assert record["params"] == sum(p.numel() for p in model.parameters()) > muss["params"]
-    assert record["gflops"] > muss["gflops"] > 0
-    paths = report.write_report(tmp_path / "results", "synthetic", ["muss", "sgma"], [0])
-    assert paths[-1].name == "sgma_robustness.png" and paths[-1].read_bytes().startswith(b"\x89PNG")
+    size, cost = record["efficiency"], muss["efficiency"]
+    assert size["params"] == sum(p.numel() for p in model.parameters()) > cost["params"]
+    assert size["gflops"] > cost["gflops"] > 0
+    kept = np.load(tmp_path / "results" / "synthetic" / "sgma" / "seed0" / "predictions.npz")
+    assert kept["scales"].tolist() == [4, 8, 16, 32] and kept["modalities"].tolist() == ["rgb", "dsm", "nir"]
+    maps = kept["robustness_4"]  # [S, n, M, h, w]
+    assert maps.shape == (7, 3, 3, 8, 8) and maps.dtype == np.float16
+    for i, subset in enumerate(robustness["subsets"]):
+        present = [m in subset.split("+") for m in kept["modalities"]]
+        assert np.all(maps[i][:, ~np.array(present)] == 0)
+        np.testing.assert_allclose(maps[i].astype(np.float32).sum(axis=1), 1.0, atol=2e-3)
+    config = ReportConfig(reference="sgma", bootstrap_samples=20)
+    write_report(tmp_path / "results", ["synthetic"], ["muss", "sgma"], [0], config, prepared_root=tiny_prepared.parent)
+    plots = tmp_path / "results" / "synthetic" / "plots"
+    assert (plots / "robustness_means.png").read_bytes().startswith(b"\x89PNG")
+    assert (plots / "robustness_maps_sgma_tile0.png").exists()
 
 
 def test_checkpoint_of_another_configuration_is_not_resumed(tmp_path, tiny_prepared, capsys):

@@ -21,6 +21,7 @@ TINY_PARAMS = {
     "synthetic": {"seed": 0, "tile_size": 32, "num_train": 16, "num_test": 6},
     "train": {"steps": 6, "batch_size": 4, "warmup_steps": 2, "checkpoint_every": 2, "decoder_dim": 16, "lr": 0.003},
     "evaluate": {"batch_size": 4},
+    "report": {"reference": "muss", "bootstrap_samples": 200},
 }
 
 

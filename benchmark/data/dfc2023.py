@@ -67,6 +67,7 @@ from benchmark.data.raster import Layer, RasterLayer, Scene
 from benchmark.data.source import register_dataset
 
 CLASSES = ("background", "building")
+PALETTE = ("#E0E0E0", "#D55E00")  # light grey background, vermilion buildings
 MODALITIES = {"rgb": 3, "sar": 1, "dsm": 1}
 ARCHIVE = "track2.zip"  # the IEEE DataPort file name of track 2
 ANNOTATIONS = "buildings_only_train.json"
@@ -336,6 +337,7 @@ class DFC2023(ManualArchiveSource):
     """
 
     classes = CLASSES
+    palette = PALETTE
     modalities = MODALITIES
     homepage = HOMEPAGE
     citation = CITATION

@@ -32,19 +32,14 @@ from benchmark.config import from_mapping
 from benchmark.data.manual import ManualArchive, ManualArchiveSource
 from benchmark.data.raster import Layer, RasterLayer, Scene
 from benchmark.data.source import MANIFEST_NAME, register_dataset
-from benchmark.data.synthetic import CLASSES
+from benchmark.data.synthetic import CLASSES, PALETTE
 from benchmark.io import read_json
 
 IGNORE_INDEX = 255
 # Official ISPRS colour code, in CLASSES order (impervious, building, low vegetation, tree, car, clutter).
-COLOURS: tuple[tuple[int, int, int], ...] = (
-    (255, 255, 255),
-    (0, 0, 255),
-    (0, 255, 255),
-    (0, 255, 0),
-    (255, 255, 0),
-    (255, 0, 0),
-)
+COLOURS: tuple[tuple[int, int, int], ...] = tuple(
+    (int(c[1:3], 16), int(c[3:5], 16), int(c[5:7], 16)) for c in PALETTE
+)  # label colour of each class, RGB
 COLOUR_THRESHOLD = 128  # a channel value >= this counts as "on" (255), below as "off" (0)
 DSM_VOID_FLOOR = -9999.0  # float DSM values <= this are voids (besides the file's nodata tag and NaN)
 
@@ -192,6 +187,7 @@ class IsprsSource(ManualArchiveSource):
     """
 
     classes = CLASSES
+    palette = PALETTE
     ignore_index = IGNORE_INDEX
     homepage = HOMEPAGE
     citation = CITATION

@@ -286,6 +286,26 @@ class PreparedDataset(Dataset):
         inputs = {m: torch.from_numpy(np.array(a[index], dtype=np.float32)) for m, a in self.arrays.items()}
         return inputs, torch.from_numpy(np.array(self.labels[index], dtype=np.int64))
 
+    def display(self, index: int, bands: Mapping[str, Sequence[int]] | None = None) -> dict[str, np.ndarray]:
+        """Tile ``index`` as images to show, per modality: ``float[H, W, 3]`` (3 channels as RGB) or
+        ``float[H, W]`` (grey) in [0, 1], back in the source's units and stretched 2-98 % per image;
+        nodata (NaN) stays NaN. ``bands``: 0-based channels per modality (default: its first three,
+        or first one)."""
+        inputs, _ = self[index]
+        images = {}
+        for name, channels in self.modalities.items():
+            shown = list((bands or {}).get(name, range(min(3, channels))))
+            x = inputs[name].numpy()[shown].astype(np.float64)
+            norm = self.meta.get("normalisation", {}).get(name)
+            if norm:  # back to the source's units, so colours keep their balance
+                std, mean = np.asarray(norm["std"])[shown], np.asarray(norm["mean"])[shown]
+                x = x * std.reshape(-1, 1, 1) + mean.reshape(-1, 1, 1)
+            finite = x[np.isfinite(x)]
+            lo, hi = np.percentile(finite, [2, 98]) if finite.size else (0.0, 1.0)
+            x = np.clip((x - lo) / max(hi - lo, 1e-6), 0, 1)
+            images[name] = x.transpose(1, 2, 0) if len(shown) == 3 else x[0]
+        return images
+
     def plot(
         self,
         indices: Sequence[int] = (0, 1, 2, 3),
@@ -312,22 +332,16 @@ class PreparedDataset(Dataset):
         colours = plt.get_cmap("tab10").colors[: len(self.classes)]
         cmap = ListedColormap([*colours, (0.0, 0.0, 0.0)])
         for row, index in enumerate(indices):
-            inputs, label = self[index]
+            _, label = self[index]
+            images = self.display(index, bands)
             for col, name in enumerate(columns):
                 ax = axes[row][col]
                 if name == "label":
                     shown = np.where(label.numpy() == self.ignore_index, len(self.classes), label.numpy())
                     ax.imshow(shown, cmap=cmap, vmin=-0.5, vmax=len(self.classes) + 0.5, interpolation="nearest")
                 else:
-                    shown = list((bands or {}).get(name, range(min(3, self.modalities[name]))))
-                    x = inputs[name].numpy()[shown]
-                    norm = self.meta.get("normalisation", {}).get(name)
-                    if norm:  # back to the source's units, so colours keep their balance
-                        std, mean = np.asarray(norm["std"])[shown], np.asarray(norm["mean"])[shown]
-                        x = x * std.reshape(-1, 1, 1) + mean.reshape(-1, 1, 1)
-                    lo, hi = np.percentile(x, [2, 98])
-                    x = np.clip((x - lo) / max(hi - lo, 1e-6), 0, 1)
-                    ax.imshow(x.transpose(1, 2, 0) if len(x) == 3 else x[0], cmap="gray", interpolation="nearest")
+                    x = np.nan_to_num(images[name], nan=0.5)  # nodata: mid-grey
+                    ax.imshow(x, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if row == 0:

@@ -34,6 +34,7 @@ from benchmark.data.source import MANIFEST_NAME, DatasetSource, register_dataset
 from benchmark.io import atomic_write_json, read_json
 
 CLASSES = ("not_water", "water")
+PALETTE = ("#D9CBA3", "#0072B2")  # sand for land, blue for water
 MODALITIES = {"s1": 2, "s2": 13}
 S1_BANDS = ("VV", "VH")
 S2_BANDS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12")
@@ -120,6 +121,7 @@ class Sen1Floods11(DatasetSource):
     """
 
     classes = CLASSES
+    palette = PALETTE
     modalities = MODALITIES
     homepage = HOMEPAGE
     citation = CITATION
@@ -205,6 +207,7 @@ class Sen1Floods11Sample(DatasetSource):
     """
 
     classes = CLASSES
+    palette = PALETTE
     modalities = MODALITIES
     homepage = HOMEPAGE
     citation = CITATION

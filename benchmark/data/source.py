@@ -50,6 +50,7 @@ class DatasetSource:
     citation: ClassVar[str] = ""  # what to cite when using it
     config: Any  # the validated params section (data sets made of scenes need tile_size and stride)
     display_bands: ClassVar[Mapping[str, tuple[int, ...]]] = {}  # 0-based channels previews show, per modality
+    palette: ClassVar[tuple[str, ...] | None] = None  # hex colour per class for maps; None: the report's default
 
     def __init__(self, params: Mapping[str, Any], raw_dir: Path | None = None) -> None:
         self.params = dict(params)

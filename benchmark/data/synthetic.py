@@ -46,6 +46,7 @@ from benchmark.data.source import DatasetSource, register_dataset
 IGNORE_INDEX = 255  # no synthetic pixel is unlabelled; the value the prepared format records
 
 CLASSES: tuple[str, ...] = ("impervious_surface", "building", "low_vegetation", "tree", "car", "clutter")
+PALETTE = ("#FFFFFF", "#0000FF", "#00FFFF", "#00FF00", "#FFFF00", "#FF0000")  # the ISPRS label colours
 MODALITIES: dict[str, int] = {"rgb": 3, "dsm": 1, "nir": 1}
 SAR_CHANNELS = 1
 IMPERVIOUS, BUILDING, LOW_VEGETATION, TREE, CAR, CLUTTER = range(6)
@@ -278,6 +279,7 @@ class Synthetic(DatasetSource):
     """
 
     classes = CLASSES
+    palette = PALETTE  # the classes mirror ISPRS
     modalities = MODALITIES
     ignore_index = IGNORE_INDEX
     test_seed_offset = 10_000

@@ -1,0 +1,364 @@
+"""Build and write the whole report: per data set tables and plots, the cross-data-set
+leaderboard, ``summary.json`` (DVC metrics) and ``report.html``.
+
+Everything is computed and rendered in memory first, then written (each file atomically; each
+data set's ``plots/`` folder is replaced as a whole), so a failure leaves the previous report
+untouched. Output, for ``results/`` and each data set ``<d>``::
+
+    results/<d>/{leaderboard,fragility,per_class,efficiency,comparison}.{csv,md,tex}
+    results/<d>/plots/<figure>.{png,svg}
+    results/leaderboard.{csv,md,tex}   # every data set side by side
+    results/summary.json               # Avg, Top-1, Last-1, E_p per data set and method (DVC metrics)
+    results/report.html                # one self-contained page with all of the above
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmark import stats
+from benchmark.config import ReportConfig
+from benchmark.data.prepared import PreparedDataset
+from benchmark.data.source import get_dataset
+from benchmark.io import atomic_write_json, atomic_write_text, default_mode, replace_dir
+from benchmark.report import html, plots
+from benchmark.report.leaderboard import (
+    SUMMARY_TITLES,
+    comparison_table,
+    efficiency_table,
+    expected_key,
+    fragility_table,
+    leaderboard_table,
+    per_class_table,
+    robustness_means,
+    size_curves,
+)
+from benchmark.report.results import (
+    SUMMARY_KEYS,
+    by_method,
+    load_confusion,
+    load_metrics,
+    load_predictions,
+    load_train_log,
+)
+from benchmark.report.tables import Column, Table, renderings, to_markdown
+
+PLOTS_DIR = "plots"
+SUMMARY_FILE = "summary.json"
+HTML_FILE = "report.html"
+
+
+@dataclass
+class Plot:
+    """A rendered figure: ``name`` (file stem), ``caption``, ``files`` = {"png": bytes, "svg": bytes}."""
+
+    name: str
+    caption: str
+    files: dict[str, bytes]
+
+
+@dataclass
+class DatasetReport:
+    """Everything the report holds for one data set."""
+
+    dataset: str
+    tables: list[Table]
+    plots: list[Plot]
+    summary: dict[str, dict[str, float]]  # method -> {"avg", "top1", "last1", "expected_p..."}
+    notes: list[str] = field(default_factory=list)  # what could not be drawn and why
+
+
+def _matrix(rows: list[dict], keys: Sequence[str], suffix: str = "") -> np.ndarray:
+    return np.array([[float(r.get(k + suffix, math.nan)) for k in keys] for r in rows], dtype=np.float64)
+
+
+def _plot(name: str, caption: str, figure: Any) -> Plot:
+    return Plot(name, caption, plots.figure_bytes(figure))
+
+
+def _palette(dataset: str, num_classes: int) -> list[str]:
+    try:
+        palette = get_dataset(dataset).palette
+    except KeyError:
+        palette = None
+    if not palette or len(palette) < num_classes:
+        palette = plots.DEFAULT_CLASS_PALETTE
+    return list(palette[:num_classes])
+
+
+def _display_bands(dataset: str) -> Mapping[str, Sequence[int]]:
+    try:
+        return get_dataset(dataset).display_bands
+    except KeyError:
+        return {}
+
+
+def _qualitative(
+    results_dir: Path, dataset: str, records: list[dict], prepared_root: Path, notes: list[str]
+) -> list[Plot]:
+    """One panel per kept test tile (first seed of each method) and robustness maps of the first tile."""
+    first = {method: recs[0] for method, recs in by_method(records).items()}
+    predictions = {m: p for m, rec in first.items() if (p := load_predictions(results_dir, rec)) is not None}
+    if not predictions:
+        notes.append("No predictions.npz with kept tiles (evaluate.sample_tiles: 0?): no qualitative panel.")
+        return []
+    indices = next(iter(predictions.values()))["indices"].tolist()
+    differ = [m for m, p in predictions.items() if p["indices"].tolist() != indices]
+    if differ:
+        raise ValueError(
+            f"{dataset}: methods {differ} kept other test tiles than {indices}; rerun their evaluate stage"
+        )
+    root = prepared_root / dataset
+    try:
+        test = PreparedDataset(root, "test")
+    except (FileNotFoundError, ValueError) as err:
+        notes.append(f"Prepared test data not readable ({err}): no qualitative panel.")
+        return []
+    subsets = list(records[0]["subsets"])
+    classes = list(records[0]["classes"])
+    palette = _palette(dataset, len(classes))
+    out = []
+    for position, index in enumerate(indices):
+        if index >= len(test):
+            raise ValueError(f"{root}: test tile {index} kept by the evaluation is not in the prepared data")
+        _, label = test[index]
+        figure = plots.qualitative_panel(
+            test.display(index, _display_bands(dataset)),
+            label.numpy(),
+            {m: p["pred"][:, position] for m, p in predictions.items()},
+            subsets,
+            classes,
+            palette,
+            test.ignore_index,
+            f"{dataset}: test tile {index}, prediction per method (rows) and available modalities (columns)",
+        )
+        out.append(
+            _plot(
+                f"qualitative_tile{index}",
+                f"Test tile {index}: inputs, ground truth and every method's prediction on every subset "
+                f"(seed {first[next(iter(predictions))]['seed']}).",
+                figure,
+            )
+        )
+    index = indices[0]
+    for method, p in predictions.items():
+        scales = p.get("scales")
+        if scales is None:
+            continue
+        maps = {int(s): p[f"robustness_{int(s)}"][:, 0].astype(np.float64) for s in scales}
+        figure = plots.robustness_maps(
+            maps, subsets, p["modalities"].tolist(), f"{dataset}: {method} robustness maps r_m, test tile {index}"
+        )
+        out.append(
+            _plot(
+                f"robustness_maps_{method}_tile{index}",
+                f"{method}: per-pixel modality robustness weights on test tile {index}, per subset (rows) "
+                "and feature scale (columns).",
+                figure,
+            )
+        )
+    return out
+
+
+def build_dataset(
+    results_dir: Path,
+    dataset: str,
+    methods: Sequence[str] | None,
+    seeds: Sequence[int] | None,
+    config: ReportConfig,
+    prepared_root: Path = Path("data") / "prepared",
+) -> DatasetReport:
+    """Read one data set's results and build its tables and plots (nothing is written)."""
+    records = load_metrics(results_dir, dataset, methods, seeds)
+    grouped = by_method(records)
+    if config.reference not in grouped:
+        raise ValueError(f"report.reference: {config.reference!r} is not among the methods {list(grouped)}")
+    subsets = list(records[0]["subsets"])
+    notes: list[str] = []
+    confusions = {m: np.stack([load_confusion(results_dir, r) for r in recs]) for m, recs in grouped.items()}
+    board = leaderboard_table(records, config.failure_probs)
+    tables = [
+        board,
+        fragility_table(records),
+        per_class_table(records),
+        efficiency_table(records),
+        comparison_table(
+            records,
+            confusions,
+            config.reference,
+            samples=config.bootstrap_samples,
+            confidence=config.confidence,
+            seed=config.bootstrap_seed,
+        ),
+    ]
+    names = [r["method"] for r in board.rows]
+    columns = [*subsets, "avg"]
+    titles = [*subsets, "Avg"]
+    figures = [
+        _plot(
+            "miou_heatmap",
+            "mIoU (%) per method and available-modality subset (mean over seeds).",
+            plots.miou_heatmap(names, titles, _matrix(board.rows, columns), f"{dataset}: mIoU (%) per subset"),
+        ),
+        _plot(
+            "miou_bars",
+            "mIoU (%) per subset; error bars: sample std over seeds.",
+            plots.grouped_bars(
+                names,
+                titles,
+                _matrix(board.rows, columns),
+                _matrix(board.rows, columns, "_std"),
+                f"{dataset}: mIoU (%) per subset",
+            ),
+        ),
+    ]
+    curves = size_curves(records)
+    sizes = sorted({k for c in curves.values() for k in c})
+    points = {m: [(len(s.split("+")), row[s]) for s in subsets] for m, row in zip(names, board.rows)}
+    figures.append(
+        _plot(
+            "fragility",
+            "Mean mIoU over the subsets with k available modalities (error bars: std over seeds); dots: each subset.",
+            plots.fragility_plot(
+                names,
+                sizes,
+                np.array([[curves[m][k][0] for k in sizes] for m in names]),
+                np.array([[curves[m][k][1] for k in sizes] for m in names]),
+                f"{dataset}: mIoU by number of available modalities",
+                points=points,
+            ),
+        )
+    )
+    logs = {
+        m: {r["seed"]: log for r in recs if (log := load_train_log(results_dir, r)) is not None}
+        for m, recs in grouped.items()
+    }
+    logs = {m: v for m, v in logs.items() if v}
+    if logs:
+        figures.append(
+            _plot(
+                "training_curves",
+                "Training loss and model throughput (images/s, data loading excluded) per step; faint: each seed.",
+                plots.training_curves(logs, f"{dataset}: training curves"),
+            )
+        )
+    else:
+        notes.append("No train_log.jsonl found: no training curves.")
+    means = robustness_means(records)
+    if means:
+        scales = next(r["robustness"]["scales"] for r in records if "robustness" in r)
+        figures.append(
+            _plot(
+                "robustness_means",
+                "Mean modality robustness weight r_m over the test split, per subset, modality and feature scale.",
+                plots.robustness_means(means, scales, f"{dataset}: mean modality robustness r_m"),
+            )
+        )
+    figures += _qualitative(results_dir, dataset, records, prepared_root, notes)
+    keys = [*SUMMARY_KEYS, *(expected_key(p) for p in config.failure_probs)]
+    summary = {row["method"]: {k: row[k] for k in keys} for row in board.rows}
+    return DatasetReport(dataset, tables, figures, summary, notes)
+
+
+def overview_table(reports: Sequence[DatasetReport], methods: Sequence[str] | None = None) -> Table:
+    """Methods x data sets: Avg and Last-1 per data set and the mean rank by Avg (1 = best)."""
+    order = list(methods) if methods else list(dict.fromkeys(m for r in reports for m in r.summary))
+    rows = []
+    ranks: dict[str, list[float]] = {m: [] for m in order}
+    for report in reports:
+        present = [m for m in order if m in report.summary and not math.isnan(report.summary[m]["avg"])]
+        ordered = sorted(present, key=lambda m: -report.summary[m]["avg"])
+        for position, method in enumerate(ordered, 1):
+            ranks[method].append(float(position))
+    for method in order:
+        row: dict[str, Any] = {"method": method}
+        for report in reports:
+            for key in ("avg", "last1"):
+                row[f"{report.dataset}_{key}"] = report.summary.get(method, {}).get(key, math.nan)
+        row["mean_rank"] = stats.mean_std(ranks[method])[0] if len(ranks[method]) == len(reports) else math.nan
+        rows.append(row)
+    columns = [Column("method", "Method", "text")]
+    for report in reports:
+        columns += [
+            Column(f"{report.dataset}_{k}", f"{report.dataset} {SUMMARY_TITLES[k]}", best="max")
+            for k in ("avg", "last1")
+        ]
+    columns.append(Column("mean_rank", "Mean rank (Avg)", best="min"))
+    return Table(
+        "leaderboard",
+        "Leaderboard across data sets: mIoU (%) Avg and Last-1 (mean over seeds)",
+        columns,
+        rows,
+        note="Avg = mean mIoU over all modality subsets, Last-1 = the worst subset; mean rank by Avg over the data "
+        "sets (n/a when a method lacks one). Per data set details in results/<dataset>/.",
+    )
+
+
+def write_dataset(results_dir: Path, report: DatasetReport) -> list[Path]:
+    """Write one data set's tables and plots; return the paths written."""
+    out = Path(results_dir) / report.dataset
+    written = []
+    for table in report.tables:
+        for suffix, text in renderings(table).items():
+            written.append(atomic_write_text(out / f"{table.name}.{suffix}", text))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{PLOTS_DIR}.", dir=out))
+    try:
+        tmp.chmod(default_mode("dir"))
+        for plot in report.plots:
+            for suffix, data in plot.files.items():
+                (tmp / f"{plot.name}.{suffix}").write_bytes(data)
+        replace_dir(tmp, out / PLOTS_DIR)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    written += [out / PLOTS_DIR / f"{p.name}.{s}" for p in report.plots for s in p.files]
+    return written
+
+
+def html_sections(results_dir: Path, reports: Sequence[DatasetReport], overview: Table) -> list[html.Section]:
+    sections = [html.Section("Leaderboard", [overview], [])]
+    for report in reports:
+        figures = [html.Figure(p.name, p.caption, p.files["png"]) for p in report.plots]
+        sections.append(html.Section(report.dataset, report.tables, figures, text="\n\n".join(report.notes)))
+    return sections
+
+
+def write_report(
+    results_dir: Path,
+    datasets: Sequence[str],
+    methods: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
+    config: ReportConfig | None = None,
+    *,
+    prepared_root: Path = Path("data") / "prepared",
+    provenance: Mapping[str, Any] | None = None,
+) -> list[Path]:
+    """Build every data set's report, then write everything; return the paths written."""
+    config = config or ReportConfig()
+    results_dir = Path(results_dir)
+    reports = [build_dataset(results_dir, d, methods, seeds, config, prepared_root) for d in datasets]
+    overview = overview_table(reports, methods)
+    page = html.render("IMSS benchmark report", html_sections(results_dir, reports, overview), dict(provenance or {}))
+    summary = {r.dataset: r.summary for r in reports}
+    written = []
+    for report in reports:
+        written += write_dataset(results_dir, report)
+    for suffix, text in renderings(overview).items():
+        written.append(atomic_write_text(results_dir / f"leaderboard.{suffix}", text))
+    written.append(atomic_write_json(results_dir / SUMMARY_FILE, summary))
+    written.append(atomic_write_text(results_dir / HTML_FILE, page))
+    return written
+
+
+def dataset_markdown(report: DatasetReport) -> str:
+    """All tables of a data set as one Markdown document (printed by the CLI)."""
+    return "\n".join(to_markdown(t, heading=True) for t in report.tables)

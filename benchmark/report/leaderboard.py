@@ -1,0 +1,304 @@
+"""The numbers of one data set's report, as :class:`~benchmark.report.tables.Table` objects.
+
+Every function takes validated ``metrics.json`` records (:func:`benchmark.report.results.load_metrics`)
+and computes its values from them with :mod:`benchmark.stats`; each value over seeds is the mean
+over seeds of the per-seed value, with the sample standard deviation (ddof = 1) beside it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from benchmark import stats
+from benchmark.report.results import SUMMARY_KEYS, by_method, num
+from benchmark.report.tables import Column, Table
+
+SUMMARY_TITLES = {"avg": "Avg", "top1": "Top-1", "last1": "Last-1"}
+STD_NOTE = "mean ± sample std over seeds"
+
+
+def expected_key(p: float) -> str:
+    """Column key of E_p[mIoU], e.g. ``expected_p0_05``: no dot, so DVC's flattened names stay readable."""
+    return "expected_p" + f"{p:g}".replace(".", "_")
+
+
+def _with_std(row: dict[str, Any], key: str, values: Sequence[float]) -> None:
+    row[key], row[f"{key}_std"] = stats.mean_std(list(values))
+
+
+def _columns(keys: Sequence[str], titles: Mapping[str, str], best: str | None = "max") -> list[Column]:
+    return [Column(k, titles.get(k, k), std_key=f"{k}_std", best=best) for k in keys]  # type: ignore[arg-type]
+
+
+def _std_columns(keys: Sequence[str]) -> list[Column]:
+    return [Column(f"{k}_std", f"{k}_std") for k in keys]
+
+
+def _head(method: str, recs: list[dict]) -> dict[str, Any]:
+    families = sorted({r["family"] for r in recs})
+    if len(families) > 1:
+        raise ValueError(f"method {method!r}: seeds disagree on its family: {families}")
+    return {"method": method, "family": families[0], "seeds": len(recs)}
+
+
+HEAD = [Column("method", "Method", "text"), Column("family", "Family", "text"), Column("seeds", "Seeds", "int")]
+
+
+def leaderboard_table(records: list[dict], failure_probs: Sequence[float]) -> Table:
+    """Method x subset mIoU, Avg, Top-1, Last-1 and E_p[mIoU] per ``p`` (all mean ± std over seeds)."""
+    subsets = list(records[0]["subsets"])
+    modalities = records[0]["modalities"]
+    expected = [expected_key(p) for p in failure_probs]
+    rows = []
+    for method, recs in by_method(records).items():
+        row = _head(method, recs)
+        per_seed = [{s: num(r["subsets"][s]["miou"]) for s in subsets} for r in recs]
+        for s in subsets:
+            _with_std(row, s, [m[s] for m in per_seed])
+        for key in SUMMARY_KEYS:
+            _with_std(row, key, [num(r["summary"][key]) for r in recs])
+        for p, key in zip(failure_probs, expected):
+            _with_std(row, key, [stats.expected_miou(m, modalities, p) for m in per_seed])
+        rows.append(row)
+    titles = {**SUMMARY_TITLES, **{k: f"E[mIoU] p={p:g}" for p, k in zip(failure_probs, expected)}}
+    keys = [*subsets, *SUMMARY_KEYS, *expected]
+    return Table(
+        "leaderboard",
+        "mIoU (%) per available-modality subset",
+        [*HEAD, *_columns(keys, titles)],
+        rows,
+        note=f"{STD_NOTE}; best in bold. Avg = mean over subsets, Top-1/Last-1 = best/worst subset, "
+        "E[mIoU] p = expected mIoU when each modality fails independently with probability p "
+        "(renormalised over non-empty subsets).",
+        std_columns=_std_columns(keys),
+    )
+
+
+def fragility_table(records: list[dict]) -> Table:
+    """Per modality: mean mIoU drop when it is removed from a subset holding it, and its mIoU alone."""
+    subsets = list(records[0]["subsets"])
+    modalities = records[0]["modalities"]
+    rows = []
+    for method, recs in by_method(records).items():
+        row = _head(method, recs)
+        per_seed = [stats.fragility({s: num(r["subsets"][s]["miou"]) for s in subsets}, modalities) for r in recs]
+        for m in modalities:
+            _with_std(row, f"{m}_drop", [f[m]["drop"] for f in per_seed])
+            _with_std(row, f"{m}_alone", [f[m]["alone"] for f in per_seed])
+        rows.append(row)
+    columns = [*HEAD]
+    keys = []
+    for m in modalities:
+        columns += [
+            Column(f"{m}_drop", f"{m} drop", std_key=f"{m}_drop_std", best="min"),
+            Column(f"{m}_alone", f"{m} alone", std_key=f"{m}_alone_std", best="max"),
+        ]
+        keys += [f"{m}_drop", f"{m}_alone"]
+    return Table(
+        "fragility",
+        "Per-modality fragility: mIoU drop (points) when the modality is removed, and mIoU (%) with it alone",
+        columns,
+        rows,
+        note=f"{STD_NOTE}. drop = mean over the subsets holding the modality and another one of "
+        "mIoU(subset) - mIoU(subset without it); lower = the others compensate better. Bold: best.",
+        std_columns=_std_columns(keys),
+    )
+
+
+def size_curves(records: list[dict]) -> dict[str, dict[int, tuple[float, float]]]:
+    """``{method: {k: (mean, std)}}`` of the mean mIoU over subsets of k modalities (per seed, then over seeds)."""
+    subsets = list(records[0]["subsets"])
+    curves = {}
+    for method, recs in by_method(records).items():
+        per_seed = [stats.by_size({s: num(r["subsets"][s]["miou"]) for s in subsets}) for r in recs]
+        curves[method] = {k: stats.mean_std([c[k] for c in per_seed]) for k in per_seed[0]}
+    return curves
+
+
+def worst_subset(recs: list[dict]) -> str:
+    """The subset with the lowest mean mIoU over a method's seeds (the first of equals)."""
+    subsets = list(recs[0]["subsets"])
+    means = [stats.mean_std([num(r["subsets"][s]["miou"]) for r in recs])[0] for s in subsets]
+    finite = [(m, s) for m, s in zip(means, subsets) if not math.isnan(m)]
+    return min(finite, key=lambda item: item[0])[1] if finite else subsets[0]
+
+
+def per_class_table(records: list[dict]) -> Table:
+    """IoU per class on the full modality set and on each method's worst subset (mean ± std over seeds)."""
+    subsets = list(records[0]["subsets"])
+    classes = list(records[0]["classes"])
+    full = subsets[-1]
+    rows = []
+    for method, recs in by_method(records).items():
+        for label, subset in (("full", full), ("worst", worst_subset(recs))):
+            row = _head(method, recs) | {"set": label, "subset": subset}
+            for c in classes:
+                _with_std(row, c, [num(r["subsets"][subset].get("iou", {}).get(c)) for r in recs])
+            _with_std(row, "miou", [num(r["subsets"][subset]["miou"]) for r in recs])
+            rows.append(row)
+    keys = [*classes, "miou"]
+    columns = [
+        *HEAD,
+        Column("set", "Set", "text"),
+        Column("subset", "Subset", "text"),
+        *[Column(k, "mIoU" if k == "miou" else k, std_key=f"{k}_std") for k in keys],
+    ]
+    return Table(
+        "per_class",
+        "IoU (%) per class on the full modality set and on each method's worst subset",
+        columns,
+        rows,
+        note=f"{STD_NOTE}. worst = the subset with the lowest mean mIoU for that method (its Last-1 subset).",
+        std_columns=_std_columns(keys),
+    )
+
+
+EFFICIENCY_COLUMNS = (
+    ("params", "Params (M)", 1e-6, 3, "min"),
+    ("gflops", "GFLOPs", 1.0, 3, "min"),
+    ("train_seconds_per_step", "Train s/step", 1.0, 4, "min"),
+    ("train_images_per_s", "Train img/s", 1.0, 1, "max"),
+    ("inference_ms_per_image", "Infer ms/img", 1.0, 2, "min"),
+    ("train_peak_memory_mb", "Train peak MiB", 1.0, 0, "min"),
+    ("eval_peak_memory_mb", "Eval peak MiB", 1.0, 0, "min"),
+)
+
+
+def efficiency_table(records: list[dict]) -> Table:
+    """Size, cost and speed per method from the ``efficiency`` block of metrics.json (mean ± std over seeds)."""
+    rows = []
+    devices: set[str] = set()
+    for method, recs in by_method(records).items():
+        row = _head(method, recs)
+        for key, _, scale, _, _ in EFFICIENCY_COLUMNS:
+            values = [num(r.get("efficiency", {}).get(key)) * scale for r in recs]
+            _with_std(row, key, values)
+        devices |= {str(r.get("efficiency", {}).get(k)) for r in recs for k in ("train_device", "eval_device")}
+        rows.append(row)
+    devices.discard("None")
+    height = width = "?"
+    shape = records[0].get("efficiency", {}).get("tile_shape")
+    if isinstance(shape, list) and len(shape) == 2:
+        height, width = shape
+    columns = [
+        *HEAD,
+        *[Column(k, title, decimals=d, std_key=f"{k}_std", best=b) for k, title, _, d, b in EFFICIENCY_COLUMNS],  # type: ignore[arg-type]
+    ]
+    return Table(
+        "efficiency",
+        "Model size, cost and speed",
+        columns,
+        rows,
+        note=f"{STD_NOTE}. GFLOPs (torch's count, 1 multiply-add = 2 FLOPs) and latency: one inference on one "
+        f"{height}x{width} tile with every modality; train img/s: images per second of optimiser steps "
+        "(data loading excluded); peak memory: CUDA's peak allocation on a GPU, the process's peak resident "
+        f"set on a CPU. Measured on: {', '.join(sorted(devices)) or 'unknown'}.",
+        std_columns=_std_columns([k for k, *_ in EFFICIENCY_COLUMNS]),
+    )
+
+
+def comparison_table(
+    records: list[dict],
+    confusions: Mapping[str, np.ndarray],
+    reference: str,
+    *,
+    samples: int,
+    confidence: float,
+    seed: int,
+) -> Table:
+    """Every method minus ``reference`` per subset and on Avg: the difference of the means over
+    seeds (points) and a paired bootstrap interval over test images and seeds.
+
+    ``confusions``: method -> int64[R, S, N, K, K] (seeds in the records' order, paired by position).
+    """
+    grouped = by_method(records)
+    if reference not in grouped:
+        raise ValueError(f"report.reference: {reference!r} has no results; methods: {list(grouped)}")
+    subsets = list(records[0]["subsets"])
+    ref_seeds = [r["seed"] for r in grouped[reference]]
+    shown, long = [], []
+    level = f"{100 * confidence:g}%"
+    for method, recs in grouped.items():
+        if method == reference:
+            continue
+        seeds = [r["seed"] for r in recs]
+        if seeds != ref_seeds:
+            raise ValueError(
+                f"method {method!r} has seeds {seeds}, reference {reference!r} has {ref_seeds}: cannot pair"
+            )
+        row: dict[str, Any] = _head(method, recs) | {"_bold": set()}
+        for i, subset in enumerate([*subsets, "avg"]):
+            a, b = confusions[method], confusions[reference]
+            pick = (slice(None), slice(None)) if subset == "avg" else (slice(None), i)
+            result = stats.paired_bootstrap(a[pick], b[pick], samples=samples, confidence=confidence, seed=seed)
+            row[subset] = f"{result.diff:+.2f} [{result.low:+.2f}, {result.high:+.2f}]" + (
+                " *" if result.significant else ""
+            )
+            if result.significant:
+                row["_bold"].add(subset)
+            long.append(
+                {
+                    "method": method,
+                    "reference": reference,
+                    "subset": subset,
+                    "diff": result.diff,
+                    "low": result.low,
+                    "high": result.high,
+                    "significant": int(result.significant),
+                }
+            )
+        shown.append(row)
+    machine = Table(
+        "comparison",
+        "",
+        [
+            Column("method", "method", "text"),
+            Column("reference", "reference", "text"),
+            Column("subset", "subset", "text"),
+            Column("diff", "diff"),
+            Column("low", "low"),
+            Column("high", "high"),
+            Column("significant", "significant", "int"),
+        ],
+        long,
+    )
+    columns = [*HEAD, *[Column(s, SUMMARY_TITLES.get(s, s), "text") for s in [*subsets, "avg"]]]
+    return Table(
+        "comparison",
+        f"Difference to {reference} (mIoU points) with {level} paired bootstrap intervals",
+        columns,
+        shown,
+        note=f"method minus {reference}: difference of the means over seeds [{level} percentile interval; "
+        f"{samples} replicates resampling test images and seeds, paired]. * and bold: the interval excludes 0.",
+        machine=machine,
+    )
+
+
+def robustness_means(records: list[dict]) -> dict[str, dict[str, dict[str, list[float]]]]:
+    """Mean robustness over seeds: ``{method: {subset: {modality: [mean r_m per scale]}}}`` for the
+    methods whose records carry ``robustness`` (others left out). A method's seeds must agree on
+    ``robustness.scales`` (``ValueError``)."""
+    table: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for method, recs in by_method([r for r in records if "robustness" in r]).items():
+        scales = recs[0]["robustness"]["scales"]
+        for rec in recs[1:]:
+            if rec["robustness"]["scales"] != scales:
+                raise ValueError(
+                    f"method {method!r}: key 'robustness.scales' is {scales!r} in seed {recs[0]['seed']} "
+                    f"but {rec['robustness']['scales']!r} in seed {rec['seed']}"
+                )
+        table[method] = {
+            subset: {
+                m: [
+                    float(np.mean([num(r["robustness"]["subsets"][subset][m][k]) for r in recs]))
+                    for k in range(len(scales))
+                ]
+                for m in recs[0]["modalities"]
+            }
+            for subset in recs[0]["robustness"]["subsets"]
+        }
+    return table

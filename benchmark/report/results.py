@@ -1,0 +1,266 @@
+"""Read and check what the train and evaluate stages wrote for one data set.
+
+``results/<dataset>/<method>/seed<k>/`` holds ``metrics.json`` (required), ``image_scores.npz``
+(per-image confusion matrices, required for the comparison's bootstrap), ``predictions.npz``
+(optional: the qualitative panel) and ``train_log.jsonl`` (optional: the training curves); see
+:mod:`benchmark.evaluate` and :mod:`benchmark.train` for their contents. Every error names the
+file and the key.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from benchmark.io import read_json
+from benchmark.metrics import mean_iou
+
+METRICS_FILE = "metrics.json"
+IMAGE_SCORES_FILE = "image_scores.npz"
+PREDICTIONS_FILE = "predictions.npz"
+LOG_FILE = "train_log.jsonl"
+SUMMARY_KEYS = ("avg", "top1", "last1")
+ROBUSTNESS_TOL = 1e-4  # rounding slack on the [0, 1] range of a mean robustness weight
+MIOU_TOL = 1e-6  # percent: metrics.json's mIoU against the one recomputed from image_scores.npz
+_SEED_DIR = re.compile(r"seed(\d+)")
+
+
+def is_number(value: object) -> bool:
+    """A JSON number (bool excluded) or null (a NaN written by ``atomic_write_json``)."""
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def num(value: float | None) -> float:
+    """A metrics value as float: null (a NaN written by ``atomic_write_json``) -> NaN."""
+    return math.nan if value is None else float(value)
+
+
+def run_folder(results_dir: Path, dataset: str, method: str, seed: int) -> Path:
+    return Path(results_dir) / dataset / method / f"seed{seed}"
+
+
+def _validate(data: object, path: Path, dataset: str, method: str, seed: int) -> dict:
+    """Check one metrics file; ``ValueError`` names the file and the key."""
+
+    def fail(key: str, why: str) -> ValueError:
+        return ValueError(f"{path}: key {key!r}: {why}")
+
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    types = {
+        "dataset": str,
+        "method": str,
+        "seed": int,
+        "family": str,
+        "modalities": list,
+        "classes": list,
+        "subsets": dict,
+        "summary": dict,
+    }
+    for key, typ in types.items():
+        if key not in data:
+            raise fail(key, "missing")
+        if not isinstance(data[key], typ) or isinstance(data[key], bool):
+            raise fail(key, f"expected {typ.__name__}, got {type(data[key]).__name__}")
+    for key, expected in (("dataset", dataset), ("method", method), ("seed", seed)):
+        if data[key] != expected:
+            raise fail(key, f"is {data[key]!r} but the path says {expected!r}")
+    if not data["subsets"]:
+        raise fail("subsets", "empty")
+    modalities = data["modalities"]
+    for name, scores in data["subsets"].items():
+        unknown = [m for m in name.split("+") if m not in modalities]
+        if unknown:
+            raise fail(f"subsets.{name}", f"names modality {unknown[0]!r}, not one of {modalities}")
+        if not isinstance(scores, dict) or "miou" not in scores:
+            raise fail(f"subsets.{name}.miou", "missing")
+        if not is_number(scores["miou"]):
+            raise fail(f"subsets.{name}.miou", f"expected a number, got {scores['miou']!r}")
+        iou = scores.get("iou", {})
+        if not isinstance(iou, dict) or any(not is_number(v) for v in iou.values()):
+            raise fail(f"subsets.{name}.iou", "expected {class: number}")
+    for key in SUMMARY_KEYS:
+        if not is_number(data["summary"].get(key, "missing")):
+            raise fail(f"summary.{key}", "missing or not a number")
+    efficiency = data.get("efficiency", {})
+    if not isinstance(efficiency, dict):
+        raise fail("efficiency", f"expected dict, got {type(efficiency).__name__}")
+    if "robustness" in data:
+        _validate_robustness(data, fail)
+    return data
+
+
+def _validate_robustness(data: dict, fail: Callable[[str, str], ValueError]) -> None:
+    """Check ``data["robustness"]``: ``{"scales": [int...], "subsets": {subset: {modality: [float per scale]}}}``."""
+    rob = data["robustness"]
+    if not isinstance(rob, dict):
+        raise fail("robustness", f"expected dict, got {type(rob).__name__}")
+    scales = rob.get("scales")
+    if not isinstance(scales, list) or not scales:
+        raise fail("robustness.scales", "missing or not a non-empty list")
+    if not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in scales):
+        raise fail("robustness.scales", f"expected positive integers (strides in pixels), got {scales!r}")
+    subsets = rob.get("subsets")
+    if not isinstance(subsets, dict):
+        raise fail("robustness.subsets", "missing or not a dict")
+    if list(subsets) != list(data["subsets"]):
+        raise fail("robustness.subsets", f"has subsets {list(subsets)}, expected {list(data['subsets'])}")
+    modalities = data["modalities"]
+    for subset, per_modality in subsets.items():
+        if not isinstance(per_modality, dict) or set(per_modality) != set(modalities):
+            found = list(per_modality) if isinstance(per_modality, dict) else per_modality
+            raise fail(f"robustness.subsets.{subset}", f"has modalities {found!r}, expected {modalities}")
+        for modality, values in per_modality.items():
+            key = f"robustness.subsets.{subset}.{modality}"
+            if not isinstance(values, list) or len(values) != len(scales):
+                raise fail(key, f"expected a list of {len(scales)} numbers (one per scale), got {values!r}")
+            for v in values:
+                if not is_number(v) or (v is not None and not -ROBUSTNESS_TOL <= v <= 1 + ROBUSTNESS_TOL):
+                    raise fail(key, f"expected numbers in [0, 1], got {values!r}")
+
+
+def _metric_files(method_dir: Path) -> list[tuple[int, Path]]:
+    """``[(seed, path)]`` of ``method_dir/seed<k>/metrics.json``, by seed."""
+    found = []
+    for path in method_dir.glob(f"seed*/{METRICS_FILE}"):
+        match = _SEED_DIR.fullmatch(path.parent.name)
+        if match is None:
+            raise ValueError(f"{path}: folder name must be seed<integer>")
+        found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def load_metrics(
+    results_dir: Path, dataset: str, methods: Sequence[str] | None = None, seeds: Sequence[int] | None = None
+) -> list[dict]:
+    """Validated records of ``results_dir/dataset/<method>/seed*/metrics.json``.
+
+    With ``methods``: exactly those, in that order (``FileNotFoundError`` naming the expected
+    path for one without a file); without: every method found, sorted by name. Records come
+    per method by seed. With ``seeds``: exactly those seeds of each method (results of seeds no
+    longer in params.yaml are left out). All files must share the same ``subsets`` keys in
+    order, the same ``modalities`` and the same ``classes``.
+    """
+    root = Path(results_dir) / dataset
+    if methods is None:
+        methods = sorted(p.name for p in root.glob("*") if p.is_dir() and _metric_files(p))
+        if not methods:
+            raise FileNotFoundError(f"{root}: no <method>/seed*/{METRICS_FILE} found")
+    elif len(set(methods)) != len(methods):
+        raise ValueError(f"methods listed more than once: {list(methods)}")
+    records: list[dict] = []
+    for method in methods:
+        files = _metric_files(root / method)
+        if seeds is not None:
+            found = dict(files)
+            missing = [s for s in seeds if s not in found]
+            if missing:
+                raise FileNotFoundError(
+                    f"{run_folder(results_dir, dataset, method, missing[0]) / METRICS_FILE}: not found"
+                )
+            files = [(s, found[s]) for s in sorted(seeds)]
+        if not files:
+            raise FileNotFoundError(f"{root / method / 'seed*' / METRICS_FILE}: not found")
+        for seed, path in files:
+            record = _validate(read_json(path), path, dataset, method, seed)
+            if records:
+                for key in ("subsets", "modalities", "classes"):
+                    if list(record[key]) != list(records[0][key]):
+                        raise ValueError(
+                            f"{path}: key {key!r}: {list(record[key])} differs from "
+                            f"{list(records[0][key])} in the other files of {dataset!r}"
+                        )
+            records.append(record)
+    return records
+
+
+def by_method(records: Sequence[dict]) -> dict[str, list[dict]]:
+    """``{method: [records by seed]}`` in order of first appearance."""
+    grouped: dict[str, list[dict]] = {}
+    for rec in records:
+        grouped.setdefault(rec["method"], []).append(rec)
+    return grouped
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not found (written by the evaluate stage)")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: not a readable .npz file ({err})") from None
+
+
+def load_confusion(results_dir: Path, record: dict) -> np.ndarray:
+    """``int64[S, N, K, K]`` per-image confusion matrices of one run, checked against its record:
+    same subsets and classes in order, and the mIoU of each subset's summed matrix equal to the
+    record's (so the bootstrap resamples exactly what the leaderboard reports)."""
+    path = run_folder(results_dir, record["dataset"], record["method"], record["seed"]) / IMAGE_SCORES_FILE
+    data = _load_npz(path)
+    for key in ("subsets", "classes", "confusion"):
+        if key not in data:
+            raise ValueError(f"{path}: key {key!r} missing")
+    for key in ("subsets", "classes"):
+        if data[key].tolist() != list(record[key]):
+            raise ValueError(f"{path}: key {key!r} is {data[key].tolist()}, metrics.json says {list(record[key])}")
+    confusion = data["confusion"]
+    k = len(record["classes"])
+    if confusion.ndim != 4 or confusion.shape[0] != len(record["subsets"]) or confusion.shape[2:] != (k, k):
+        raise ValueError(f"{path}: key 'confusion' has shape {confusion.shape}, expected [S, N, {k}, {k}]")
+    if not np.issubdtype(confusion.dtype, np.integer) or (confusion < 0).any():
+        raise ValueError(f"{path}: key 'confusion' must hold non-negative integer counts")
+    for i, (subset, scores) in enumerate(record["subsets"].items()):
+        expected, found = num(scores["miou"]), float(mean_iou(confusion[i].sum(axis=0)))
+        if not (math.isnan(expected) and math.isnan(found)) and not abs(expected - found) <= MIOU_TOL:
+            raise ValueError(
+                f"{path}: subset {subset!r}: mIoU {found:.6f} from the image scores, {expected:.6f} in metrics.json"
+            )
+    return confusion.astype(np.int64, copy=False)
+
+
+def load_predictions(results_dir: Path, record: dict) -> dict[str, np.ndarray] | None:
+    """The arrays of a run's ``predictions.npz`` (checked: subsets match, ``pred`` is
+    ``[S, n, H, W]``), or ``None`` when the file is absent or holds no tile."""
+    path = run_folder(results_dir, record["dataset"], record["method"], record["seed"]) / PREDICTIONS_FILE
+    if not path.exists():
+        return None
+    data = _load_npz(path)
+    if "indices" not in data or "subsets" not in data:
+        raise ValueError(f"{path}: keys 'indices' and 'subsets' are required")
+    if data["subsets"].tolist() != list(record["subsets"]):
+        raise ValueError(f"{path}: key 'subsets' is {data['subsets'].tolist()}, expected {list(record['subsets'])}")
+    if len(data["indices"]) == 0:
+        return None
+    pred = data.get("pred")
+    if pred is None or pred.ndim != 4 or pred.shape[:2] != (len(record["subsets"]), len(data["indices"])):
+        raise ValueError(f"{path}: key 'pred' must be [S, n, H, W] for {len(data['indices'])} tile(s)")
+    if int(pred.max(initial=0)) >= len(record["classes"]):
+        raise ValueError(f"{path}: key 'pred' holds class {int(pred.max())}, only {len(record['classes'])} classes")
+    return data
+
+
+def load_train_log(results_dir: Path, record: dict) -> dict[str, np.ndarray] | None:
+    """``{"step", "loss", "images_per_s"}`` arrays of a run's ``train_log.jsonl`` (one entry per
+    line), or ``None`` when the file is absent or empty."""
+    path = run_folder(results_dir, record["dataset"], record["method"], record["seed"]) / LOG_FILE
+    if not path.exists():
+        return None
+    columns: dict[str, list[float]] = {"step": [], "loss": [], "images_per_s": []}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            entry = json.loads(line)
+            for key, values in columns.items():
+                values.append(float(entry[key]))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+            raise ValueError(
+                f"{path}: line {number}: not a step record with step, loss, images_per_s ({err})"
+            ) from None
+    if not columns["step"]:
+        return None
+    return {key: np.asarray(values) for key, values in columns.items()}

@@ -1,0 +1,132 @@
+"""The whole report from a hand-made results folder: files, summary, determinism, atomicity, CLI."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fake_results import DATASET, METHODS, SUBSETS, write_results  # noqa: E402
+
+from benchmark.config import ReportConfig  # noqa: E402
+from benchmark.report import build, main  # noqa: E402
+
+CONFIG = ReportConfig(reference="sgma", failure_probs=[0.1], bootstrap_samples=100)
+TABLES = ["leaderboard", "fragility", "per_class", "efficiency", "comparison"]
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    write_results(tmp_path / "results")
+    return tmp_path / "results"
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_writes_every_table_plot_and_page(results: Path, tmp_path: Path):
+    paths = build.write_report(results, [DATASET], list(METHODS), [0, 1], CONFIG, prepared_root=tmp_path / "none")
+    names = {str(p.relative_to(results)) for p in paths}
+    for table in TABLES:
+        for suffix in ("csv", "md", "tex"):
+            assert f"{DATASET}/{table}.{suffix}" in names
+    for plot in ("miou_heatmap", "miou_bars", "fragility", "training_curves"):
+        for suffix, magic in (("png", b"\x89PNG"), ("svg", b"<?xml")):
+            path = results / DATASET / "plots" / f"{plot}.{suffix}"
+            assert path.read_bytes().startswith(magic), path
+    assert {"leaderboard.md", "leaderboard.csv", "leaderboard.tex", "summary.json", "report.html"} <= names
+    page = (results / "report.html").read_text()
+    assert "No predictions.npz" in page  # the panel's absence is said, not silent
+    assert not list(results.rglob("*.tmp")) and not list((results / DATASET).glob(".plots.*"))
+
+
+def test_summary_json_matches_the_leaderboard(results: Path):
+    build.write_report(results, [DATASET], list(METHODS), [0, 1], CONFIG)
+    summary = json.loads((results / "summary.json").read_text())
+    board = (results / DATASET / "leaderboard.csv").read_text().splitlines()
+    header = board[0].split(",")
+    for line in board[1:]:
+        row = dict(zip(header, line.split(",")))
+        entry = summary[DATASET][row["method"]]
+        assert set(entry) == {"avg", "top1", "last1", "expected_p0_1"}
+        for key in entry:
+            assert entry[key] == pytest.approx(float(row[key]), abs=5e-5)  # the CSV keeps 4 decimals
+
+
+def test_report_is_deterministic(results: Path):
+    build.write_report(results, [DATASET], list(METHODS), [0, 1], CONFIG)
+    first = _snapshot(results)
+    build.write_report(results, [DATASET], list(METHODS), [0, 1], CONFIG)
+    assert _snapshot(results) == first
+
+
+def test_a_failure_leaves_the_previous_report_untouched(results: Path):
+    build.write_report(results, [DATASET], list(METHODS), [0, 1], CONFIG)
+    before = _snapshot(results)
+    metrics = results / DATASET / "beta" / "seed1" / "metrics.json"
+    record = json.loads(metrics.read_text())
+    record["subsets"]["rgb"]["miou"] += 1.0  # no longer what the image scores give
+    metrics.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match=r"beta/seed1/image_scores.npz: subset 'rgb'"):
+        build.write_report(results, [DATASET], list(METHODS), [0, 1], CONFIG)
+    after = _snapshot(results)
+    after.pop(f"{DATASET}/beta/seed1/metrics.json")
+    before.pop(f"{DATASET}/beta/seed1/metrics.json")
+    assert after == before
+
+
+def test_stale_plots_are_removed(results: Path):
+    build.write_report(results, [DATASET], list(METHODS), [0, 1], CONFIG)
+    stale = results / DATASET / "plots" / "qualitative_tile9.png"
+    stale.write_bytes(b"old")
+    build.write_report(results, [DATASET], list(METHODS), [0, 1], CONFIG)
+    assert not stale.exists()
+
+
+def _params(tmp_path: Path, **changes) -> Path:
+    params = {"datasets": [DATASET], "methods": list(METHODS), "seeds": [0, 1]}
+    params["report"] = {"reference": "sgma", "bootstrap_samples": 50}
+    params.update(changes)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def test_cli_prints_the_leaderboard(results: Path, tmp_path: Path, capsys):
+    params = _params(tmp_path)
+    assert main(["--params", str(params), "--results", str(results), "--prepared", str(tmp_path / "none")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("| Method | toy Avg | toy Last-1 | Mean rank (Avg) |")
+    for method in METHODS:
+        assert f"| {method} |" in out or f"| **{method}** |" in out
+    assert "report.html" in out
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"report": {"reference": "gamma"}}, r"report.reference: 'gamma' is not one of the methods"),
+        ({"report": {"bootstrap_sample": 5}}, r"report: unknown key\(s\) \['bootstrap_sample'\]"),
+        ({"report": {"failure_probs": [1.0]}}, r"report.failure_probs: 1.0 is not a probability"),
+        ({"methods": ["alpha", "sgma", "gamma"]}, r"toy/gamma/seed0/metrics.json: not found"),
+        ({"seeds": [0, 7]}, r"alpha/seed7/metrics.json: not found"),
+    ],
+)
+def test_cli_errors_name_the_key_or_file(results: Path, tmp_path: Path, capsys, changes, message):
+    params = _params(tmp_path, **changes)
+    assert main(["--params", str(params), "--results", str(results)]) == 1
+    assert pytest.importorskip("re").search(message, capsys.readouterr().err)
+    assert not (results / "report.html").exists()
+
+
+def test_subsets_reach_every_table(results: Path):
+    build.write_report(results, [DATASET], list(METHODS), [0, 1], CONFIG)
+    for table in ("leaderboard", "comparison"):
+        header = (results / DATASET / f"{table}.md").read_text().splitlines()[0]
+        for subset in SUBSETS:
+            assert f"| {subset} |" in header

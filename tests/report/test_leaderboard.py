@@ -1,0 +1,195 @@
+"""Every derived number of the report's tables against a direct computation on a hand-made results set."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fake_results import CLASSES, DATASET, METHODS, MODALITIES, SUBSETS, direct_miou, write_results  # noqa: E402
+
+from benchmark.report import leaderboard  # noqa: E402
+from benchmark.report.build import overview_table  # noqa: E402
+from benchmark.report.results import load_confusion, load_metrics  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory):
+    root = tmp_path_factory.mktemp("results")
+    truth = write_results(root)
+    return root, truth, load_metrics(root, DATASET, list(METHODS))
+
+
+def _seed_values(truth, method, value):
+    return [value(truth[method][seed]["record"]) for seed in sorted(truth[method])]
+
+
+def _mean_std(values):
+    return float(np.mean(values)), float(np.std(values, ddof=1))
+
+
+def _row(table, method, **where):
+    rows = [r for r in table.rows if r["method"] == method and all(r[k] == v for k, v in where.items())]
+    assert len(rows) == 1
+    return rows[0]
+
+
+def test_leaderboard_means_stds_and_summary(fake):
+    root, truth, records = fake
+    table = leaderboard.leaderboard_table(records, [0.1])
+    assert [r["method"] for r in table.rows] == list(METHODS)
+    for method in METHODS:
+        row = _row(table, method)
+        assert row["seeds"] == 2 and row["family"] == METHODS[method][0]
+        per_seed = [
+            [direct_miou(t["confusion"][i].sum(0)) for i in range(len(SUBSETS))] for t in truth[method].values()
+        ]
+        per_seed = np.array(per_seed)  # [seeds, subsets], from the counts, not from metrics.json
+        for i, subset in enumerate(SUBSETS):
+            mean, std = _mean_std(per_seed[:, i])
+            assert row[subset] == pytest.approx(mean, abs=1e-9) and row[f"{subset}_std"] == pytest.approx(std)
+        for key, per in (("avg", per_seed.mean(1)), ("top1", per_seed.max(1)), ("last1", per_seed.min(1))):
+            mean, std = _mean_std(per)
+            assert row[key] == pytest.approx(mean) and row[f"{key}_std"] == pytest.approx(std)
+
+
+@pytest.mark.parametrize("p", [0.0, 0.05, 0.1, 0.2, 0.5])
+def test_expected_miou_by_enumerating_failure_states(fake, p):
+    _, truth, records = fake
+    table = leaderboard.leaderboard_table(records, [p])
+    key = leaderboard.expected_key(p)
+    for method in METHODS:
+        values = []
+        for t in truth[method].values():
+            miou = {s: t["record"]["subsets"][s]["miou"] for s in SUBSETS}
+            # rgb alone: rgb works, dsm fails; dsm alone; both work. Renormalised by 1 - p^2.
+            weights = {"rgb": (1 - p) * p, "dsm": p * (1 - p), "rgb+dsm": (1 - p) ** 2}
+            values.append(sum(weights[s] * miou[s] for s in SUBSETS) / (1 - p**2))
+        mean, std = _mean_std(values)
+        assert _row(table, method)[key] == pytest.approx(mean) and _row(table, method)[f"{key}_std"] == pytest.approx(
+            std
+        )
+    if p == 0.0:  # nothing fails: the full set
+        for method in METHODS:
+            assert _row(table, method)[key] == pytest.approx(_row(table, method)["rgb+dsm"])
+
+
+def test_fragility_drops_and_alone(fake):
+    _, truth, records = fake
+    table = leaderboard.fragility_table(records)
+    for method in METHODS:
+        miou = [t["record"]["subsets"] for t in truth[method].values()]
+        drops = {
+            "rgb": [m["rgb+dsm"]["miou"] - m["dsm"]["miou"] for m in miou],
+            "dsm": [m["rgb+dsm"]["miou"] - m["rgb"]["miou"] for m in miou],
+        }
+        row = _row(table, method)
+        for modality in MODALITIES:
+            mean, std = _mean_std(drops[modality])
+            assert row[f"{modality}_drop"] == pytest.approx(mean) and row[f"{modality}_drop_std"] == pytest.approx(std)
+            mean, std = _mean_std([m[modality]["miou"] for m in miou])
+            assert row[f"{modality}_alone"] == pytest.approx(mean)
+            assert row[f"{modality}_alone_std"] == pytest.approx(std)
+
+
+def test_size_curves(fake):
+    _, truth, records = fake
+    curves = leaderboard.size_curves(records)
+    for method in METHODS:
+        miou = [t["record"]["subsets"] for t in truth[method].values()]
+        one = [(m["rgb"]["miou"] + m["dsm"]["miou"]) / 2 for m in miou]
+        two = [m["rgb+dsm"]["miou"] for m in miou]
+        assert curves[method][1] == pytest.approx(_mean_std(one))
+        assert curves[method][2] == pytest.approx(_mean_std(two))
+
+
+def test_per_class_full_and_worst_subset(fake):
+    _, truth, records = fake
+    table = leaderboard.per_class_table(records)
+    for method in METHODS:
+        subsets = [t["record"]["subsets"] for t in truth[method].values()]
+        means = {s: np.mean([m[s]["miou"] for m in subsets]) for s in SUBSETS}
+        worst = min(SUBSETS, key=means.get)
+        for label, subset in (("full", "rgb+dsm"), ("worst", worst)):
+            row = _row(table, method, set=label)
+            assert row["subset"] == subset
+            for c in CLASSES:
+                mean, std = _mean_std([m[subset]["iou"][c] for m in subsets])
+                assert row[c] == pytest.approx(mean) and row[f"{c}_std"] == pytest.approx(std)
+            assert row["miou"] == pytest.approx(means[subset])
+    assert _row(table, "alpha", set="worst")["subset"] == "dsm"  # the fake's weakest subset by construction
+
+
+def test_efficiency_columns(fake):
+    _, truth, records = fake
+    table = leaderboard.efficiency_table(records)
+    for method in METHODS:
+        eff = [t["record"]["efficiency"] for t in truth[method].values()]
+        row = _row(table, method)
+        assert row["params"] == pytest.approx(eff[0]["params"] / 1e6)
+        for key in ("gflops", "train_seconds_per_step", "train_images_per_s", "inference_ms_per_image"):
+            mean, std = _mean_std([e[key] for e in eff])
+            assert row[key] == pytest.approx(mean) and row[f"{key}_std"] == pytest.approx(std)
+    assert "8x8" in table.note and "cpu (test)" in table.note
+
+
+def test_comparison_differences_and_intervals(fake):
+    root, truth, records = fake
+    confusions = {m: np.stack([load_confusion(root, r) for r in records if r["method"] == m]) for m in METHODS}
+    table = leaderboard.comparison_table(records, confusions, "sgma", samples=300, confidence=0.9, seed=3)
+    assert [r["method"] for r in table.rows] == ["alpha", "beta"]
+    long = table.machine.rows
+    assert len(long) == 2 * (len(SUBSETS) + 1)
+    for method in ("alpha", "beta"):
+        diffs = []
+        for i, subset in enumerate(SUBSETS):
+            diff = np.mean(
+                [
+                    direct_miou(truth[method][s]["confusion"][i].sum(0))
+                    - direct_miou(truth["sgma"][s]["confusion"][i].sum(0))
+                    for s in (0, 1)
+                ]
+            )
+            diffs.append(diff)
+            entry = next(e for e in long if e["method"] == method and e["subset"] == subset)
+            assert entry["diff"] == pytest.approx(diff)
+            assert entry["low"] <= entry["diff"] <= entry["high"]
+            assert entry["significant"] == int(entry["low"] > 0 or entry["high"] < 0)
+            shown = _row(table, method)[subset]
+            assert shown.startswith(f"{diff:+.2f} [") and shown.endswith(" *") == bool(entry["significant"])
+            assert (subset in _row(table, method)["_bold"]) == bool(entry["significant"])
+        avg = next(e for e in long if e["method"] == method and e["subset"] == "avg")
+        assert avg["diff"] == pytest.approx(np.mean(diffs))  # Avg is linear in the subset mIoUs
+    # beta is much worse than sgma on the rgb subset (0.60 vs 0.72 pixel accuracy): the interval shows it
+    beta_rgb = next(e for e in long if e["method"] == "beta" and e["subset"] == "rgb")
+    assert beta_rgb["high"] < 0 and beta_rgb["significant"] == 1
+
+
+def test_comparison_needs_the_reference_and_paired_seeds(fake):
+    root, _, records = fake
+    confusions = {m: np.zeros((2, 3, 1, 3, 3), dtype=np.int64) for m in METHODS}
+    with pytest.raises(ValueError, match="'nobody'"):
+        leaderboard.comparison_table(records, confusions, "nobody", samples=10, confidence=0.9, seed=0)
+    one_seed = [r for r in records if not (r["method"] == "beta" and r["seed"] == 1)]
+    with pytest.raises(ValueError, match=r"'beta' has seeds \[0\].*cannot pair"):
+        leaderboard.comparison_table(one_seed, confusions, "sgma", samples=10, confidence=0.9, seed=0)
+
+
+def test_overview_ranks_across_data_sets():
+    from benchmark.report.build import DatasetReport
+
+    reports = [
+        DatasetReport("a", [], [], {"x": {"avg": 50.0, "last1": 40.0}, "y": {"avg": 60.0, "last1": 30.0}}),
+        DatasetReport("b", [], [], {"x": {"avg": 70.0, "last1": 65.0}, "y": {"avg": 55.0, "last1": 50.0}}),
+        DatasetReport("c", [], [], {"x": {"avg": 10.0, "last1": 5.0}}),
+    ]
+    table = overview_table(reports, ["x", "y"])
+    x, y = table.rows
+    assert (x["a_avg"], x["b_last1"], y["a_last1"]) == (50.0, 65.0, 30.0)
+    assert math.isnan(y["c_avg"])
+    assert math.isnan(y["mean_rank"])  # missing on c
+    assert x["mean_rank"] == pytest.approx((2 + 1 + 1) / 3)
