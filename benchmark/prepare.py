@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     out = source.prepare(args.out or prepared_dir(args.dataset))
     meta = read_meta(out)
     preview = PreparedDataset(out, "train")
-    preview.plot(range(min(4, len(preview))), out / PREVIEW_FILE, bands=source.display_bands)
+    preview.plot(range(min(4, len(preview))), out / PREVIEW_FILE, bands=source.display_bands, palette=source.palette)
     print(f"prepared {args.dataset}: {meta['splits']} tiles, modalities {meta['modalities']} -> {out}")
     return 0
 

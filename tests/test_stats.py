@@ -319,7 +319,7 @@ def test_bootstrap_is_deterministic_per_seed():
 
 def test_bootstrap_rejects_bad_inputs():
     good = np.ones((1, 3, 2, 2), dtype=np.int64)
-    with pytest.raises(ValueError, match="\\[R, N, K, K\\]"):
+    with pytest.raises(ValueError, match="\\[R, N, K, K\\] or \\[R, S, N, K, K\\]"):
         paired_bootstrap(good[0], good[0])
     with pytest.raises(ValueError, match="!="):
         paired_bootstrap(good, np.ones((1, 4, 2, 2), dtype=np.int64))
@@ -333,3 +333,20 @@ def test_bootstrap_rejects_bad_inputs():
     for bad in (0.0, 1.0, 1.5):
         with pytest.raises(ValueError, match=f"confidence must lie.*{bad}"):
             paired_bootstrap(good, good, confidence=bad)
+
+
+def test_bootstrap_over_subsets_scores_the_mean_of_their_miou():
+    """[R, S, N, K, K]: the Avg column; the same image draws for every subset (common random numbers)."""
+    rng = np.random.default_rng(7)
+    accuracy = [(0.8, 0.6), (0.7, 0.72), (0.9, 0.5)]  # (a, b) per subset
+    a = np.stack([np.stack([_images(rng, 10, 3, acc_a) for acc_a, _ in accuracy]) for _ in range(2)])
+    b = np.stack([np.stack([_images(rng, 10, 3, acc_b) for _, acc_b in accuracy]) for _ in range(2)])
+    avg = paired_bootstrap(a, b, samples=300, seed=4)
+    per_subset = [paired_bootstrap(a[:, s], b[:, s], samples=300, seed=4) for s in range(3)]
+    oracle = np.mean(
+        [[_direct_miou(a[r, s].sum(0)) - _direct_miou(b[r, s].sum(0)) for s in range(3)] for r in range(2)]
+    )
+    assert avg.diff == pytest.approx(oracle, abs=1e-10)
+    np.testing.assert_allclose(avg.replicates, np.mean([p.replicates for p in per_subset], axis=0), atol=1e-10)
+    one = paired_bootstrap(a[:, :1], b[:, :1], samples=300, seed=4)  # a subset axis of length 1
+    np.testing.assert_array_equal(one.replicates, per_subset[0].replicates)

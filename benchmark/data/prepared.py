@@ -311,10 +311,12 @@ class PreparedDataset(Dataset):
         indices: Sequence[int] = (0, 1, 2, 3),
         path: str | Path | None = None,
         bands: Mapping[str, Sequence[int]] | None = None,
+        palette: Sequence[str] | None = None,
     ) -> Any:
         """One row per tile: every modality (3 channels as RGB, 1 in grey; 2-98 % stretch per
         image, nodata shows as mid-grey) and the label (a colour per class, ignored pixels black).
-        ``bands``: 0-based channels to show per modality (default: its first three, or first one).
+        ``bands``: 0-based channels to show per modality (default: its first three, or first one);
+        ``palette``: a colour per class (default: matplotlib's tab10).
 
         Returns the matplotlib Figure; with ``path`` also writes it as PNG (atomically).
         """
@@ -329,7 +331,7 @@ class PreparedDataset(Dataset):
         fig, axes = plt.subplots(
             len(indices), len(columns), figsize=(2.2 * len(columns), 2.2 * len(indices)), squeeze=False
         )
-        colours = plt.get_cmap("tab10").colors[: len(self.classes)]
+        colours = list(palette or plt.get_cmap("tab10").colors)[: len(self.classes)]
         cmap = ListedColormap([*colours, (0.0, 0.0, 0.0)])
         for row, index in enumerate(indices):
             _, label = self[index]

@@ -157,6 +157,7 @@ def per_class_table(records: list[dict]) -> Table:
     )
 
 
+FIXED = ("params", "gflops")  # the same for every seed: no ± shown
 EFFICIENCY_COLUMNS = (
     ("params", "Params (M)", 1e-6, 3, "min"),
     ("gflops", "GFLOPs", 1.0, 3, "min"),
@@ -186,7 +187,10 @@ def efficiency_table(records: list[dict]) -> Table:
         height, width = shape
     columns = [
         *HEAD,
-        *[Column(k, title, decimals=d, std_key=f"{k}_std", best=b) for k, title, _, d, b in EFFICIENCY_COLUMNS],  # type: ignore[arg-type]
+        *[
+            Column(k, title, decimals=d, std_key=None if k in FIXED else f"{k}_std", best=b)  # type: ignore[arg-type]
+            for k, title, _, d, b in EFFICIENCY_COLUMNS
+        ],
     ]
     return Table(
         "efficiency",
@@ -236,7 +240,7 @@ def comparison_table(
             pick = (slice(None), slice(None)) if subset == "avg" else (slice(None), i)
             result = stats.paired_bootstrap(a[pick], b[pick], samples=samples, confidence=confidence, seed=seed)
             row[subset] = f"{result.diff:+.2f} [{result.low:+.2f}, {result.high:+.2f}]" + (
-                " *" if result.significant else ""
+                " †" if result.significant else ""
             )
             if result.significant:
                 row["_bold"].add(subset)
@@ -273,7 +277,7 @@ def comparison_table(
         columns,
         shown,
         note=f"method minus {reference}: difference of the means over seeds [{level} percentile interval; "
-        f"{samples} replicates resampling test images and seeds, paired]. * and bold: the interval excludes 0.",
+        f"{samples} replicates resampling test images and seeds, paired]. † and bold: the interval excludes 0.",
         machine=machine,
     )
 

@@ -160,6 +160,13 @@ def miou_heatmap(methods: list[str], columns: list[str], values: np.ndarray, tit
     return fig
 
 
+def _error_bars(ax, x: np.ndarray, means: np.ndarray, stds: np.ndarray, **style) -> None:
+    """Error bars ``means ± stds`` where both are finite (a NaN std draws none)."""
+    has_err = np.isfinite(means) & np.isfinite(stds)
+    if has_err.any():
+        ax.errorbar(x[has_err], means[has_err], yerr=stds[has_err], fmt="none", **style)
+
+
 def grouped_bars(
     methods: list[str],
     columns: list[str],
@@ -197,17 +204,7 @@ def grouped_bars(
             edgecolor=_text_colour(to_rgb(style["color"])),  # hatches follow it: visible on any colour
             linewidth=0.4,
         )
-        has_err = np.isfinite(means[i]) & np.isfinite(stds[i])
-        if has_err.any():
-            ax.errorbar(
-                x[has_err],
-                means[i][has_err],
-                yerr=stds[i][has_err],
-                fmt="none",
-                ecolor="black",
-                elinewidth=0.9,
-                capsize=2,
-            )
+        _error_bars(ax, x, means[i], stds[i], ecolor="black", elinewidth=0.9, capsize=2)
         colour = _text_colour(to_rgb(style["color"]))
         box = (
             {"facecolor": style["color"], "edgecolor": "none", "pad": 0.8} if style["hatch"] else None
@@ -277,17 +274,7 @@ def fragility_plot(
             linewidth=1.6,
             zorder=3,
         )
-        has_err = np.isfinite(means[i]) & np.isfinite(stds[i])
-        if has_err.any():
-            ax.errorbar(
-                x[has_err],
-                means[i][has_err],
-                yerr=stds[i][has_err],
-                fmt="none",
-                ecolor=style["color"],
-                capsize=3,
-                zorder=2,
-            )
+        _error_bars(ax, x, means[i], stds[i], ecolor=style["color"], capsize=3, zorder=2)
         pts = (points or {}).get(method, [])
         if pts:
             px, py = [], []

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import math
 import re
+import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -153,6 +155,8 @@ def load_metrics(
             raise FileNotFoundError(f"{root}: no <method>/seed*/{METRICS_FILE} found")
     elif len(set(methods)) != len(methods):
         raise ValueError(f"methods listed more than once: {list(methods)}")
+    if seeds is not None and len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds listed more than once: {list(seeds)}")
     records: list[dict] = []
     for method in methods:
         files = _metric_files(root / method)
@@ -193,7 +197,7 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as data:
             return {key: data[key] for key in data.files}
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:  # truncated or damaged
         raise ValueError(f"{path}: not a readable .npz file ({err})") from None
 
 
@@ -240,6 +244,8 @@ def load_predictions(results_dir: Path, record: dict) -> dict[str, np.ndarray] |
     pred = data.get("pred")
     if pred is None or pred.ndim != 4 or pred.shape[:2] != (len(record["subsets"]), len(data["indices"])):
         raise ValueError(f"{path}: key 'pred' must be [S, n, H, W] for {len(data['indices'])} tile(s)")
+    if not np.issubdtype(pred.dtype, np.integer) or int(pred.min(initial=0)) < 0:
+        raise ValueError(f"{path}: key 'pred' must hold class indices >= 0, got dtype {pred.dtype}")
     if int(pred.max(initial=0)) >= len(record["classes"]):
         raise ValueError(f"{path}: key 'pred' holds class {int(pred.max())}, only {len(record['classes'])} classes")
     return data

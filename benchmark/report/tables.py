@@ -14,6 +14,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class Column:
@@ -62,7 +64,7 @@ class Table:
 
 def is_missing(value: Any) -> bool:
     """``None`` or a float NaN."""
-    return value is None or (isinstance(value, float) and math.isnan(value))
+    return value is None or (isinstance(value, (float, np.floating)) and math.isnan(value))
 
 
 def _number(value: Any, col: Column) -> str:
@@ -165,9 +167,9 @@ _LATEX_SPECIAL = {
 
 
 def latex_escape(text: str) -> str:
-    """``text`` with LaTeX's special characters escaped (``±`` becomes ``$\\pm$``)."""
+    """``text`` with LaTeX's special characters escaped (``±``, ``Δ`` and ``†`` in math mode)."""
     escaped = "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
-    return escaped.replace("±", r"$\pm$").replace("Δ", r"$\Delta$")
+    return escaped.replace("±", r"$\pm$").replace("Δ", r"$\Delta$").replace("†", r"$^\dagger$")
 
 
 def to_latex(table: Table, label: str | None = None) -> str:

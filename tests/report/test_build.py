@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from report.fake_results import DATASET, METHODS, SUBSETS, write_results
 
-sys.path.insert(0, str(Path(__file__).parent))
-from fake_results import DATASET, METHODS, SUBSETS, write_results  # noqa: E402
-
-from benchmark.config import ReportConfig  # noqa: E402
-from benchmark.report import build, main  # noqa: E402
+from benchmark.config import ReportConfig
+from benchmark.report import build, main
 
 CONFIG = ReportConfig(reference="sgma", failure_probs=[0.1], bootstrap_samples=100)
 TABLES = ["leaderboard", "fragility", "per_class", "efficiency", "comparison"]

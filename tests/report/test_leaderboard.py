@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from report.fake_results import CLASSES, DATASET, METHODS, MODALITIES, SUBSETS, direct_miou, write_results
 
-sys.path.insert(0, str(Path(__file__).parent))
-from fake_results import CLASSES, DATASET, METHODS, MODALITIES, SUBSETS, direct_miou, write_results  # noqa: E402
-
-from benchmark.report import leaderboard  # noqa: E402
-from benchmark.report.build import overview_table  # noqa: E402
-from benchmark.report.results import load_confusion, load_metrics  # noqa: E402
+from benchmark.report import leaderboard
+from benchmark.report.build import overview_table
+from benchmark.report.results import load_confusion, load_metrics
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +156,7 @@ def test_comparison_differences_and_intervals(fake):
             assert entry["low"] <= entry["diff"] <= entry["high"]
             assert entry["significant"] == int(entry["low"] > 0 or entry["high"] < 0)
             shown = _row(table, method)[subset]
-            assert shown.startswith(f"{diff:+.2f} [") and shown.endswith(" *") == bool(entry["significant"])
+            assert shown.startswith(f"{diff:+.2f} [") and shown.endswith(" †") == bool(entry["significant"])
             assert (subset in _row(table, method)["_bold"]) == bool(entry["significant"])
         avg = next(e for e in long if e["method"] == method and e["subset"] == "avg")
         assert avg["diff"] == pytest.approx(np.mean(diffs))  # Avg is linear in the subset mIoUs

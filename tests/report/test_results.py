@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -431,12 +430,6 @@ def test_load_confusion_not_an_npz(results):
     assert str(path) in str(err.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=zipfile.BadZipFile,
-    reason="results._load_npz catches only OSError/ValueError; a truncated .npz raises zipfile.BadZipFile "
-    "without the file's name (and escapes the CLI's error handling)",
-)
 def test_load_confusion_truncated_npz(results):
     root, _ = results
     path = _scores_path(root, "beta", 0)
@@ -526,11 +519,6 @@ def test_load_predictions_malformed(results, mutate, key: str):
     assert str(path) in str(err.value) and key in str(err.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="results.load_predictions checks only pred.max() < K and not the dtype: a negative class "
-    "(signed pred) passes",
-)
 def test_load_predictions_negative_class(results):
     root, _ = results
     arrays = _predictions()
