@@ -94,6 +94,9 @@ def figure_bytes(fig: Figure, dpi: int = DPI) -> dict[str, bytes]:
                 buf = io.BytesIO()
                 fig.savefig(buf, format=fmt, dpi=dpi, metadata=metadata)
                 out[fmt] = buf.getvalue()
+                # keep the layout the first save computed: constrained layout over dozens of axes
+                # costs seconds per save, and both files should show the same arrangement
+                fig.set_layout_engine("none")
         return out
     finally:
         plt.close(fig)
