@@ -32,12 +32,13 @@ a:hover { text-decoration: underline; }
 .table-wrap { overflow-x: auto; margin: 1em 0 0.3em; }
 table { border-collapse: collapse; font-size: 0.92em; }
 caption { caption-side: top; text-align: left; font-weight: 600; padding: 0 0 6px; }
-th, td { border: 1px solid #d0d7de; padding: 4px 10px; vertical-align: top; }
+th, td { border: 1px solid #d0d7de; padding: 4px 10px; vertical-align: top; white-space: nowrap; }
 thead th { background: #eaeef2; text-align: left; }
 tbody tr:nth-child(even) { background: #f6f8fa; }
 th.num, td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 td strong { font-weight: 700; }
-td.hash { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; word-break: break-all; }
+td.hash { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; word-break: break-all;
+  white-space: normal; }
 p.note { color: #57606a; font-size: 0.88em; margin: 0.2em 0 1.2em; }
 figure { margin: 1.2em 0; }
 figure img { max-width: 100%; height: auto; border: 1px solid #d0d7de; }

@@ -52,11 +52,14 @@ def _git(repo: Path, *args: str) -> str | None:
 
 
 def git_info(repo: Path = Path(".")) -> dict[str, Any]:
-    """``{"commit": sha or None, "dirty": bool or None, "describe": str or None}``."""
+    """``{"commit": sha or None, "dirty": bool or None, "describe": str or None}``; ``dirty``: some
+    tracked file differs from the commit."""
     commit = _git(repo, "rev-parse", "HEAD") or None
     if commit is None:
         return {"commit": None, "dirty": None, "describe": None}
-    status = _git(repo, "status", "--porcelain")
+    # dirty = tracked files changed since the commit (as ``git describe --dirty``); new untracked
+    # files, such as the results the pipeline just wrote, do not count
+    status = _git(repo, "status", "--porcelain", "--untracked-files=no")
     describe = _git(repo, "describe", "--always", "--dirty") or None
     return {"commit": commit, "dirty": None if status is None else bool(status), "describe": describe}
 

@@ -481,3 +481,23 @@ def test_in_chromium(page_input, tmp_path: Path) -> None:
     red_area = h * (3 * w // 4)
     assert red.sum() > 0.5 * red_area, f"{red.sum()} red pixels, the figure has {red_area}"
     assert not math.isnan(pixels.mean())
+
+
+def test_provenance_dirty_means_changed_tracked_files(tmp_path: Path) -> None:
+    """With real git: new untracked files (fresh results) are not "uncommitted changes", edits are."""
+    if shutil.which("git") is None:
+        pytest.skip("git not found on PATH")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "code.py").write_text("x = 1\n")
+    for args in (
+        ["init", "-q"],
+        ["add", "code.py"],
+        ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c"],
+    ):
+        subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+    (repo / "metrics.json").write_text("{}")
+    info = prov.git_info(repo)
+    assert len(info["commit"]) == 40 and info["dirty"] is False
+    (repo / "code.py").write_text("x = 2\n")
+    assert prov.git_info(repo)["dirty"] is True
