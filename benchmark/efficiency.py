@@ -73,7 +73,8 @@ def inference_gflops(
     return counter.get_total_flops() / 1e9
 
 
-def _synchronize(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously), so a clock read after it is true."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -98,10 +99,10 @@ def inference_latency_ms(
     try:
         with torch.no_grad():
             for i in range(warmup + repeats):
-                _synchronize(device)
+                synchronize(device)
                 tick = time.perf_counter()
                 method.predict(inputs, available)
-                _synchronize(device)
+                synchronize(device)
                 if i >= warmup:
                     times.append(time.perf_counter() - tick)
     finally:

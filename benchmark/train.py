@@ -38,7 +38,7 @@ from benchmark.config import (
     section,
 )
 from benchmark.data.prepared import PreparedDataset
-from benchmark.efficiency import device_name, peak_memory_mb
+from benchmark.efficiency import device_name, peak_memory_mb, synchronize
 from benchmark.io import atomic_write, atomic_write_text
 from benchmark.methods import create_method, import_method_modules
 from benchmark.methods.contract import check_contract, check_step_result
@@ -218,6 +218,7 @@ def train(
             optimizer.step()
             scheduler.step()
             method.after_optimizer_step()
+            synchronize(device)  # on CUDA the step is queued work until here
             seconds = time.perf_counter() - tick
             train_seconds += seconds
             step_seconds.append(seconds)

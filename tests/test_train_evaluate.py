@@ -94,6 +94,21 @@ def test_image_scores_and_predictions_are_what_the_model_gives(tmp_path, tiny_pr
             np.testing.assert_array_equal(scores["confusion"][i, int(index)], own)
 
 
+def test_report_refuses_predictions_that_do_not_match_the_prepared_labels(tmp_path, tiny_prepared, tiny_params):
+    import shutil
+
+    _train_and_evaluate(tmp_path, tiny_prepared, tiny_params)
+    prepared = tmp_path / "prepared" / "synthetic"
+    shutil.copytree(tiny_prepared, prepared)
+    labels = np.load(prepared / "test" / "label.npy")
+    labels[2, 0, 0] = (labels[2, 0, 0] + 1) % 6  # tile 2 is kept for the panel
+    np.save(prepared / "test" / "label.npy", labels)
+    config = ReportConfig(reference="muss", bootstrap_samples=20)
+    with pytest.raises(ValueError, match=r"muss/seed0/predictions.npz: tile 2 does not score as evaluated"):
+        write_report(tmp_path / "results", ["synthetic"], ["muss"], [0], config, prepared_root=prepared.parent)
+    assert not (tmp_path / "results" / "report.html").exists()
+
+
 def test_sample_tiles_spread_evenly():
     assert evaluate.sample_tiles(10, 3) == [0, 4, 9]  # round(4.5) = 4 (banker's rounding)
     assert evaluate.sample_tiles(2, 5) == [0, 1]

@@ -47,6 +47,7 @@ from benchmark.report.results import (
     load_metrics,
     load_predictions,
     load_train_log,
+    run_folder,
 )
 from benchmark.report.tables import Column, Table, renderings, to_markdown
 
@@ -100,15 +101,75 @@ def _display_bands(dataset: str) -> Mapping[str, Sequence[int]]:
         return {}
 
 
-def _qualitative(
-    results_dir: Path, dataset: str, records: list[dict], prepared_root: Path, notes: list[str]
-) -> list[Plot]:
-    """One panel per kept test tile (first seed of each method) and robustness maps of the first tile."""
-    first = {method: recs[0] for method, recs in by_method(records).items()}
-    predictions = {m: p for m, rec in first.items() if (p := load_predictions(results_dir, rec)) is not None}
+@dataclass
+class DatasetInputs:
+    """Everything one data set's report reads, loaded and checked before any computation.
+
+    ``confusions``: method -> int64[R, S, N, K, K] (seeds in the records' order); ``logs``: method
+    -> seed -> training-log columns; ``predictions``: method -> its first seed's ``predictions.npz``
+    arrays; ``test``: the prepared test split for the panels (``None`` when not needed or absent).
+    """
+
+    dataset: str
+    records: list[dict]
+    confusions: dict[str, np.ndarray]
+    logs: dict[str, dict[int, dict[str, np.ndarray]]]
+    predictions: dict[str, dict[str, np.ndarray]]
+    test: PreparedDataset | None
+    notes: list[str] = field(default_factory=list)
+
+
+def _check_panel_tiles(inputs: DatasetInputs, results_dir: Path, root: Path) -> None:
+    """Each kept prediction, scored against the prepared label, must give the confusion matrix the
+    evaluation recorded for that tile: predictions and ground truth belong to the same data."""
+    test, k = inputs.test, len(inputs.records[0]["classes"])
+    assert test is not None
+    for method, arrays in inputs.predictions.items():
+        for position, index in enumerate(arrays["indices"].tolist()):
+            if index >= len(test):
+                raise ValueError(f"{root}: test tile {index}, kept by the evaluation of {method!r}, does not exist")
+            label = test[index][1].numpy()
+            valid = label != test.ignore_index
+            for s, pred in enumerate(arrays["pred"][:, position]):
+                counts = np.bincount(label[valid] * k + pred[valid].astype(np.int64), minlength=k * k)
+                if not np.array_equal(counts.reshape(k, k), inputs.confusions[method][0, s, index]):
+                    record = by_method(inputs.records)[method][0]
+                    path = run_folder(results_dir, inputs.dataset, method, record["seed"]) / "predictions.npz"
+                    raise ValueError(
+                        f"{path}: tile {index} does not score as evaluated against {root}/test "
+                        "(was the data prepared again since? rerun the evaluate stage)"
+                    )
+
+
+def load_inputs(
+    results_dir: Path,
+    dataset: str,
+    methods: Sequence[str] | None,
+    seeds: Sequence[int] | None,
+    config: ReportConfig,
+    prepared_root: Path = Path("data") / "prepared",
+) -> DatasetInputs:
+    """Read and check every input of one data set's report (errors name the file and key)."""
+    records = load_metrics(results_dir, dataset, methods, seeds)
+    grouped = by_method(records)
+    if config.reference not in grouped:
+        raise ValueError(f"report.reference: {config.reference!r} is not among the methods {list(grouped)}")
+    scales = {m: recs[0]["robustness"]["scales"] for m, recs in grouped.items() if "robustness" in recs[0]}
+    if len({tuple(v) for v in scales.values()}) > 1:
+        raise ValueError(f"{dataset}: methods report robustness at different scales: {scales}")
+    confusions = {m: np.stack([load_confusion(results_dir, r) for r in recs]) for m, recs in grouped.items()}
+    logs = {
+        m: {r["seed"]: log for r in recs if (log := load_train_log(results_dir, r)) is not None}
+        for m, recs in grouped.items()
+    }
+    logs = {m: v for m, v in logs.items() if v}
+    predictions = {m: p for m, recs in grouped.items() if (p := load_predictions(results_dir, recs[0])) is not None}
+    inputs = DatasetInputs(dataset, records, confusions, logs, predictions, None)
+    if not logs:
+        inputs.notes.append("No train_log.jsonl found: no training curves.")
     if not predictions:
-        notes.append("No predictions.npz with kept tiles (evaluate.sample_tiles: 0?): no qualitative panel.")
-        return []
+        inputs.notes.append("No predictions.npz with kept tiles (evaluate.sample_tiles: 0?): no qualitative panel.")
+        return inputs
     indices = next(iter(predictions.values()))["indices"].tolist()
     differ = [m for m, p in predictions.items() if p["indices"].tolist() != indices]
     if differ:
@@ -117,21 +178,29 @@ def _qualitative(
         )
     root = prepared_root / dataset
     try:
-        test = PreparedDataset(root, "test")
+        inputs.test = PreparedDataset(root, "test")
     except (FileNotFoundError, ValueError) as err:
-        notes.append(f"Prepared test data not readable ({err}): no qualitative panel.")
+        inputs.notes.append(f"Prepared test data not readable ({err}): no qualitative panel.")
+        return inputs
+    _check_panel_tiles(inputs, results_dir, root)
+    return inputs
+
+
+def _qualitative(inputs: DatasetInputs) -> list[Plot]:
+    """One panel per kept test tile (first seed of each method) and robustness maps of the first tile."""
+    if inputs.test is None:
         return []
-    subsets = list(records[0]["subsets"])
-    classes = list(records[0]["classes"])
+    test, dataset, predictions = inputs.test, inputs.dataset, inputs.predictions
+    subsets = list(inputs.records[0]["subsets"])
+    classes = list(inputs.records[0]["classes"])
     palette = _palette(dataset, len(classes))
+    seed = inputs.records[0]["seed"]
+    indices = next(iter(predictions.values()))["indices"].tolist()
     out = []
     for position, index in enumerate(indices):
-        if index >= len(test):
-            raise ValueError(f"{root}: test tile {index} kept by the evaluation is not in the prepared data")
-        _, label = test[index]
         figure = plots.qualitative_panel(
             test.display(index, _display_bands(dataset)),
-            label.numpy(),
+            test[index][1].numpy(),
             {m: p["pred"][:, position] for m, p in predictions.items()},
             subsets,
             classes,
@@ -139,14 +208,10 @@ def _qualitative(
             test.ignore_index,
             f"{dataset}: test tile {index}, prediction per method (rows) and available modalities (columns)",
         )
-        out.append(
-            _plot(
-                f"qualitative_tile{index}",
-                f"Test tile {index}: inputs, ground truth and every method's prediction on every subset "
-                f"(seed {first[next(iter(predictions))]['seed']}).",
-                figure,
-            )
+        caption = (
+            f"Test tile {index}: inputs, ground truth and every method's prediction on every subset (seed {seed})."
         )
+        out.append(_plot(f"qualitative_tile{index}", caption, figure))
     index = indices[0]
     for method, p in predictions.items():
         scales = p.get("scales")
@@ -167,22 +232,11 @@ def _qualitative(
     return out
 
 
-def build_dataset(
-    results_dir: Path,
-    dataset: str,
-    methods: Sequence[str] | None,
-    seeds: Sequence[int] | None,
-    config: ReportConfig,
-    prepared_root: Path = Path("data") / "prepared",
-) -> DatasetReport:
-    """Read one data set's results and build its tables and plots (nothing is written)."""
-    records = load_metrics(results_dir, dataset, methods, seeds)
-    grouped = by_method(records)
-    if config.reference not in grouped:
-        raise ValueError(f"report.reference: {config.reference!r} is not among the methods {list(grouped)}")
+def build_dataset(inputs: DatasetInputs, config: ReportConfig) -> DatasetReport:
+    """One data set's tables and plots from its checked inputs (nothing is written)."""
+    records, dataset, confusions = inputs.records, inputs.dataset, inputs.confusions
     subsets = list(records[0]["subsets"])
-    notes: list[str] = []
-    confusions = {m: np.stack([load_confusion(results_dir, r) for r in recs]) for m, recs in grouped.items()}
+    notes = list(inputs.notes)
     board = leaderboard_table(records, config.failure_probs)
     tables = [
         board,
@@ -236,21 +290,15 @@ def build_dataset(
             ),
         )
     )
-    logs = {
-        m: {r["seed"]: log for r in recs if (log := load_train_log(results_dir, r)) is not None}
-        for m, recs in grouped.items()
-    }
-    logs = {m: v for m, v in logs.items() if v}
-    if logs:
+    if inputs.logs:
         figures.append(
             _plot(
                 "training_curves",
-                "Training loss and model throughput (images/s, data loading excluded) per step; faint: each seed.",
-                plots.training_curves(logs, f"{dataset}: training curves"),
+                "Training loss (each method's whole objective: its terms differ between methods, so compare shapes, "
+                "not levels) and model throughput (images/s, data loading excluded) per step; faint: each seed.",
+                plots.training_curves(inputs.logs, f"{dataset}: training curves"),
             )
         )
-    else:
-        notes.append("No train_log.jsonl found: no training curves.")
     means = robustness_means(records)
     if means:
         scales = next(r["robustness"]["scales"] for r in records if "robustness" in r)
@@ -261,7 +309,7 @@ def build_dataset(
                 plots.robustness_means(means, scales, f"{dataset}: mean modality robustness r_m"),
             )
         )
-    figures += _qualitative(results_dir, dataset, records, prepared_root, notes)
+    figures += _qualitative(inputs)
     keys = [*SUMMARY_KEYS, *(expected_key(p) for p in config.failure_probs)]
     summary = {row["method"]: {k: row[k] for k in keys} for row in board.rows}
     return DatasetReport(dataset, tables, figures, summary, notes)
@@ -345,7 +393,8 @@ def write_report(
     """Build every data set's report, then write everything; return the paths written."""
     config = config or ReportConfig()
     results_dir = Path(results_dir)
-    reports = [build_dataset(results_dir, d, methods, seeds, config, prepared_root) for d in datasets]
+    inputs = [load_inputs(results_dir, d, methods, seeds, config, prepared_root) for d in datasets]
+    reports = [build_dataset(i, config) for i in inputs]  # only once every input has been read and checked
     overview = overview_table(reports, methods)
     page = html.render("IMSS benchmark report", html_sections(results_dir, reports, overview), dict(provenance or {}))
     summary = {r.dataset: r.summary for r in reports}

@@ -40,8 +40,9 @@ td strong { font-weight: 700; }
 td.hash { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; word-break: break-all;
   white-space: normal; }
 p.note { color: #57606a; font-size: 0.88em; margin: 0.2em 0 1.2em; }
-figure { margin: 1.2em 0; }
-figure img { max-width: 100%; height: auto; border: 1px solid #d0d7de; }
+figure { margin: 1.2em 0; overflow-x: auto; }
+/* figures at their own size (120 dpi): wide ones scroll rather than shrink below legibility */
+figure img { max-width: none; height: auto; border: 1px solid #d0d7de; }
 figcaption { color: #57606a; font-size: 0.9em; margin-top: 4px; }
 pre { background: #f6f8fa; border: 1px solid #d0d7de; border-radius: 6px; padding: 10px 14px;
   overflow-x: auto; font-size: 0.85em; line-height: 1.4; }

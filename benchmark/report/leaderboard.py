@@ -59,8 +59,11 @@ def leaderboard_table(records: list[dict], failure_probs: Sequence[float]) -> Ta
         per_seed = [{s: num(r["subsets"][s]["miou"]) for s in subsets} for r in recs]
         for s in subsets:
             _with_std(row, s, [m[s] for m in per_seed])
-        for key in SUMMARY_KEYS:
-            _with_std(row, key, [num(r["summary"][key]) for r in recs])
+        _with_std(row, "avg", [float(np.mean(list(m.values()))) for m in per_seed])
+        # Top-1 / Last-1: the best / worst subset of the means over seeds, with that subset's std
+        # (a mean of per-seed maxima would be biased upwards and name no subset)
+        for key, subset in (("top1", best_subset(recs)), ("last1", worst_subset(recs))):
+            row[key], row[f"{key}_std"], row[f"{key}_subset"] = row[subset], row[f"{subset}_std"], subset
         for p, key in zip(failure_probs, expected):
             _with_std(row, key, [stats.expected_miou(m, modalities, p) for m in per_seed])
         rows.append(row)
@@ -71,9 +74,9 @@ def leaderboard_table(records: list[dict], failure_probs: Sequence[float]) -> Ta
         "mIoU (%) per available-modality subset",
         [*HEAD, *_columns(keys, titles)],
         rows,
-        note=f"{STD_NOTE}; best in bold. Avg = mean over subsets, Top-1/Last-1 = best/worst subset, "
-        "E[mIoU] p = expected mIoU when each modality fails independently with probability p "
-        "(renormalised over non-empty subsets).",
+        note=f"{STD_NOTE}; best in bold. Avg = mean over subsets; Top-1/Last-1 = the subset with the "
+        "best/worst mean (± its std); E[mIoU] p = expected mIoU when each modality fails independently "
+        "with probability p (renormalised over non-empty subsets).",
         std_columns=_std_columns(keys),
     )
 
@@ -94,7 +97,7 @@ def fragility_table(records: list[dict]) -> Table:
     keys = []
     for m in modalities:
         columns += [
-            Column(f"{m}_drop", f"{m} drop", std_key=f"{m}_drop_std", best="min"),
+            Column(f"{m}_drop", f"{m} drop", std_key=f"{m}_drop_std"),  # low is not "better": not bolded
             Column(f"{m}_alone", f"{m} alone", std_key=f"{m}_alone_std", best="max"),
         ]
         keys += [f"{m}_drop", f"{m}_alone"]
@@ -104,7 +107,8 @@ def fragility_table(records: list[dict]) -> Table:
         columns,
         rows,
         note=f"{STD_NOTE}. drop = mean over the subsets holding the modality and another one of "
-        "mIoU(subset) - mIoU(subset without it); lower = the others compensate better. Bold: best.",
+        "mIoU(subset) - mIoU(subset without it): how much the method loses without it (lower: it relies "
+        "less on it, or the others make up for it; negative: it does better without it). Bold: best alone.",
         std_columns=_std_columns(keys),
     )
 
@@ -119,19 +123,29 @@ def size_curves(records: list[dict]) -> dict[str, dict[int, tuple[float, float]]
     return curves
 
 
-def worst_subset(recs: list[dict]) -> str:
-    """The subset with the lowest mean mIoU over a method's seeds (the first of equals)."""
+def _subset_means(recs: list[dict]) -> list[tuple[float, str]]:
+    """``(mean mIoU over seeds, subset)`` of a method's subsets with a value, in the records' order."""
     subsets = list(recs[0]["subsets"])
     means = [stats.mean_std([num(r["subsets"][s]["miou"]) for r in recs])[0] for s in subsets]
     finite = [(m, s) for m, s in zip(means, subsets) if not math.isnan(m)]
-    return min(finite, key=lambda item: item[0])[1] if finite else subsets[0]
+    return finite or [(math.nan, subsets[0])]
+
+
+def worst_subset(recs: list[dict]) -> str:
+    """The subset with the lowest mean mIoU over a method's seeds (the first of equals): Last-1."""
+    return min(_subset_means(recs), key=lambda item: item[0])[1]
+
+
+def best_subset(recs: list[dict]) -> str:
+    """The subset with the highest mean mIoU over a method's seeds (the first of equals): Top-1."""
+    return max(_subset_means(recs), key=lambda item: item[0])[1]
 
 
 def per_class_table(records: list[dict]) -> Table:
     """IoU per class on the full modality set and on each method's worst subset (mean ± std over seeds)."""
     subsets = list(records[0]["subsets"])
     classes = list(records[0]["classes"])
-    full = subsets[-1]
+    full = next(s for s in subsets if len(s.split("+")) == len(records[0]["modalities"]))
     rows = []
     for method, recs in by_method(records).items():
         for label, subset in (("full", full), ("worst", worst_subset(recs))):
@@ -164,8 +178,8 @@ EFFICIENCY_COLUMNS = (
     ("train_seconds_per_step", "Train s/step", 1.0, 4, "min"),
     ("train_images_per_s", "Train img/s", 1.0, 1, "max"),
     ("inference_ms_per_image", "Infer ms/img", 1.0, 2, "min"),
-    ("train_peak_memory_mb", "Train peak MiB", 1.0, 0, "min"),
-    ("eval_peak_memory_mb", "Eval peak MiB", 1.0, 0, "min"),
+    ("train_peak_memory_mb", "Train peak MiB", 1.0, 0, None),  # on a CPU the whole process: not bolded
+    ("eval_peak_memory_mb", "Eval peak MiB", 1.0, 0, None),
 )
 
 
@@ -277,7 +291,9 @@ def comparison_table(
         columns,
         shown,
         note=f"method minus {reference}: difference of the means over seeds [{level} percentile interval; "
-        f"{samples} replicates resampling test images and seeds, paired]. † and bold: the interval excludes 0.",
+        f"{samples} replicates resampling test tiles and the {len(ref_seeds)} seed(s), paired]. † and bold: the "
+        "interval excludes 0. Tiles are treated as independent and no multiple-comparison correction is "
+        "applied (docs/statistics.md).",
         machine=machine,
     )
 

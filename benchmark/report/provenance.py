@@ -53,13 +53,14 @@ def _git(repo: Path, *args: str) -> str | None:
 
 def git_info(repo: Path = Path(".")) -> dict[str, Any]:
     """``{"commit": sha or None, "dirty": bool or None, "describe": str or None}``; ``dirty``: some
-    tracked file differs from the commit."""
+    file outside ``results/`` and ``dvc.lock`` differs from the commit or is new and not ignored."""
     commit = _git(repo, "rev-parse", "HEAD") or None
     if commit is None:
         return {"commit": None, "dirty": None, "describe": None}
-    # dirty = tracked files changed since the commit (as ``git describe --dirty``); new untracked
-    # files, such as the results the pipeline just wrote, do not count
-    status = _git(repo, "status", "--porcelain", "--untracked-files=no")
+    # dirty = the code or configuration differs from the commit: changed tracked files or new files
+    # git does not ignore (a method in user_methods/), but not what the pipeline itself writes
+    # (results/, whose metrics are committed, and dvc.lock)
+    status = _git(repo, "status", "--porcelain", "--", ".", ":(exclude)results", ":(exclude)dvc.lock")
     describe = _git(repo, "describe", "--always", "--dirty") or None
     return {"commit": commit, "dirty": None if status is None else bool(status), "describe": describe}
 

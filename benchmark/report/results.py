@@ -21,6 +21,7 @@ import numpy as np
 
 from benchmark.io import read_json
 from benchmark.metrics import mean_iou
+from benchmark.protocol import enumerate_subsets, subset_name
 
 METRICS_FILE = "metrics.json"
 IMAGE_SCORES_FILE = "image_scores.npz"
@@ -75,10 +76,18 @@ def _validate(data: object, path: Path, dataset: str, method: str, seed: int) ->
     if not data["subsets"]:
         raise fail("subsets", "empty")
     modalities = data["modalities"]
-    for name, scores in data["subsets"].items():
+    if not modalities or not all(isinstance(m, str) for m in modalities) or len(set(modalities)) != len(modalities):
+        raise fail("modalities", f"expected distinct names, got {modalities!r}")
+    for name in data["subsets"]:
         unknown = [m for m in name.split("+") if m not in modalities]
         if unknown:
             raise fail(f"subsets.{name}", f"names modality {unknown[0]!r}, not one of {modalities}")
+    expected = {frozenset(subset) for subset in enumerate_subsets(modalities)}
+    found = {frozenset(name.split("+")) for name in data["subsets"]}
+    if found != expected or len(data["subsets"]) != len(expected):
+        missing = sorted(subset_name(s) for s in enumerate_subsets(modalities) if frozenset(s) not in found)
+        raise fail("subsets", f"expected the {len(expected)} non-empty subsets of {modalities}, missing {missing}")
+    for name, scores in data["subsets"].items():
         if not isinstance(scores, dict) or "miou" not in scores:
             raise fail(f"subsets.{name}.miou", "missing")
         if not is_number(scores["miou"]):
@@ -92,6 +101,9 @@ def _validate(data: object, path: Path, dataset: str, method: str, seed: int) ->
     efficiency = data.get("efficiency", {})
     if not isinstance(efficiency, dict):
         raise fail("efficiency", f"expected dict, got {type(efficiency).__name__}")
+    for key, value in efficiency.items():
+        if key not in ("tile_shape", "train_device", "eval_device") and not is_number(value):
+            raise fail(f"efficiency.{key}", f"expected a number, got {value!r}")
     if "robustness" in data:
         _validate_robustness(data, fail)
     return data

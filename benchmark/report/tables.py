@@ -173,7 +173,8 @@ def latex_escape(text: str) -> str:
 
 
 def to_latex(table: Table, label: str | None = None) -> str:
-    """A ``table`` float with a booktabs ``tabular`` (needs ``\\usepackage{booktabs}``); best
+    """A ``table`` float with a booktabs ``tabular``, shrunk to the text width when wider (needs
+    ``\\usepackage{booktabs,graphicx}``); best
     values in ``\\textbf``; the title as caption, the note as a footnote-sized line below."""
     align = "".join("l" if c.kind == "text" else "r" for c in table.columns)
     lines = [
@@ -185,6 +186,8 @@ def to_latex(table: Table, label: str | None = None) -> str:
         lines.append(rf"\label{{{label}}}")
     lines += [
         r"\small",
+        # a table wider than the text shrinks to its width, a narrower one keeps its size (graphicx)
+        r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%",
         rf"\begin{{tabular}}{{{align}}}",
         r"\toprule",
         " & ".join(latex_escape(c.title) for c in table.columns) + r" \\",
@@ -193,7 +196,7 @@ def to_latex(table: Table, label: str | None = None) -> str:
     for cells in formatted(table):
         shown = [rf"\textbf{{{latex_escape(t)}}}" if bold else latex_escape(t) for t, bold in cells]
         lines.append(" & ".join(shown) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
+    lines += [r"\bottomrule", r"\end{tabular}}"]
     if table.note:
         lines.append(rf"\par\footnotesize {latex_escape(table.note)}")
     lines.append(r"\end{table}")

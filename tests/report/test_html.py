@@ -484,7 +484,7 @@ def test_in_chromium(page_input, tmp_path: Path) -> None:
 
 
 def test_provenance_dirty_means_changed_tracked_files(tmp_path: Path) -> None:
-    """With real git: new untracked files (fresh results) are not "uncommitted changes", edits are."""
+    """With real git: what the pipeline writes is not an "uncommitted change"; new or edited code is."""
     if shutil.which("git") is None:
         pytest.skip("git not found on PATH")
     repo = tmp_path / "repo"
@@ -496,8 +496,48 @@ def test_provenance_dirty_means_changed_tracked_files(tmp_path: Path) -> None:
         ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c"],
     ):
         subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
-    (repo / "metrics.json").write_text("{}")
+    (repo / "results" / "toy").mkdir(parents=True)
+    (repo / "results" / "toy" / "metrics.json").write_text("{}")  # what the pipeline writes
+    (repo / "dvc.lock").write_text("schema: '2.0'\n")
     info = prov.git_info(repo)
     assert len(info["commit"]) == 40 and info["dirty"] is False
+    (repo / "my_method.py").write_text("x = 3\n")  # new code changes the numbers
+    assert prov.git_info(repo)["dirty"] is True
+    (repo / "my_method.py").unlink()
     (repo / "code.py").write_text("x = 2\n")
     assert prov.git_info(repo)["dirty"] is True
+
+
+def test_the_pipeline_report_in_chromium(tmp_path: Path) -> None:
+    """The page ``write_report`` builds from a results folder: the browser shows each leaderboard
+    with one row per method, in order, with the numbers of the CSV."""
+    binary = _chromium()
+    if binary is None:
+        pytest.skip("no Chromium/Chrome found on PATH; .ci/run installs Debian's chromium with apt-get")
+    import csv
+
+    from report.fake_results import DATASET, METHODS, write_results
+
+    from benchmark.config import ReportConfig
+    from benchmark.report.build import write_report
+
+    results = tmp_path / "results"
+    write_results(results)
+    config = ReportConfig(reference="sgma", bootstrap_samples=50)
+    write_report(results, [DATASET], list(METHODS), [0, 1], config, prepared_root=tmp_path / "none")
+    dom = _run_browser(binary, tmp_path / "profile", "--dump-dom", (results / "report.html").resolve().as_uri())
+    assert dom.returncode == 0, dom.stderr.decode(errors="replace")[-2000:]
+    reader = read_page(dom.stdout.decode("utf-8"))
+    board = reader.tables[f"{DATASET}-leaderboard"]
+    assert [row[0][0] for row in board["rows"]] == list(METHODS)
+    with (results / DATASET / "leaderboard.csv").open(newline="") as f:
+        expected = list(csv.DictReader(f))
+    column = board["head"].index("Avg")
+    for row, line in zip(board["rows"], expected):
+        assert row[column][0].split(" ± ")[0] == f"{float(line['avg']):.2f}"
+    overview = reader.tables["leaderboard-leaderboard"]
+    assert [row[0][0] for row in overview["rows"]] == list(METHODS)
+    assert {f"{DATASET}-{name}" for name in ("fragility", "per_class", "efficiency", "comparison")} <= set(
+        reader.tables
+    )
+    assert any(image["alt"].startswith("mIoU (%) per method") for image in reader.images)

@@ -48,9 +48,26 @@ def test_leaderboard_means_stds_and_summary(fake):
         for i, subset in enumerate(SUBSETS):
             mean, std = _mean_std(per_seed[:, i])
             assert row[subset] == pytest.approx(mean, abs=1e-9) and row[f"{subset}_std"] == pytest.approx(std)
-        for key, per in (("avg", per_seed.mean(1)), ("top1", per_seed.max(1)), ("last1", per_seed.min(1))):
-            mean, std = _mean_std(per)
-            assert row[key] == pytest.approx(mean) and row[f"{key}_std"] == pytest.approx(std)
+        mean, std = _mean_std(per_seed.mean(1))
+        assert row["avg"] == pytest.approx(mean) and row["avg_std"] == pytest.approx(std)
+        means = per_seed.mean(0)
+        for key, index in (("top1", int(np.argmax(means))), ("last1", int(np.argmin(means)))):
+            assert row[f"{key}_subset"] == SUBSETS[index]  # the best / worst subset of the means
+            assert row[key] == pytest.approx(means[index])
+            assert row[f"{key}_std"] == pytest.approx(np.std(per_seed[:, index], ddof=1))
+
+
+def test_top1_is_the_best_mean_not_the_mean_of_per_seed_bests():
+    """Seeds that disagree on their best subset: Top-1 is a subset's mean, never above every column."""
+    base = {"dataset": DATASET, "method": "m", "family": "x", "modalities": MODALITIES, "classes": CLASSES}
+    records = [
+        base | {"seed": 0, "subsets": {"rgb": {"miou": 60.0}, "dsm": {"miou": 40.0}, "rgb+dsm": {"miou": 50.0}}},
+        base | {"seed": 1, "subsets": {"rgb": {"miou": 40.0}, "dsm": {"miou": 44.0}, "rgb+dsm": {"miou": 58.0}}},
+    ]
+    row = leaderboard.leaderboard_table(records, []).rows[0]
+    assert (row["top1_subset"], row["top1"]) == ("rgb+dsm", 54.0)  # the mean of per-seed bests would be 59
+    assert (row["last1_subset"], row["last1"]) == ("dsm", 42.0)  # the mean of per-seed worsts would be 40
+    assert row["avg"] == pytest.approx((50.0 + 142 / 3) / 2)
 
 
 @pytest.mark.parametrize("p", [0.0, 0.05, 0.1, 0.2, 0.5])

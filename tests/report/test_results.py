@@ -170,7 +170,10 @@ def _rename_subset(record: dict, old: str, new: str) -> None:
         (lambda r: r["subsets"].pop("dsm"), "'subsets'"),  # differs from the other files
         (lambda r: r.update(subsets={}), "'subsets'"),
         (lambda r: r.update(subsets=dict(reversed(r["subsets"].items()))), "'subsets'"),  # order differs
-        (lambda r: r.update(modalities=[*MODALITIES, "nir"]), "'modalities'"),
+        (
+            lambda r: r.update(modalities=[*MODALITIES, "nir"]),
+            "'subsets'",
+        ),  # the file's own subsets no longer cover its modalities
         (lambda r: r.update(classes=[*CLASSES[:-1], "water"]), "'classes'"),
         (lambda r: r["summary"].update(top1="high"), "summary.top1"),
         (lambda r: r["summary"].pop("avg"), "summary.avg"),

@@ -229,7 +229,9 @@ def test_latex_structure():
     lines = to_latex(_table(), label="tab:scores").splitlines()
     assert lines[:3] == [r"\begin{table}[t]", r"\centering", r"\caption{Scores on toy}"]
     assert r"\label{tab:scores}" in lines
-    assert r"\begin{tabular}{lrrr}" in lines
+    begin = lines.index(r"\begin{tabular}{lrrr}")
+    # shrinks to the text width only when wider: \resizebox{<width or linewidth>}{!}{<tabular>}
+    assert lines[begin - 1] == r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%"
     top, mid, bottom = (lines.index(rule) for rule in (r"\toprule", r"\midrule", r"\bottomrule"))
     assert top < mid < bottom and mid == top + 2
     assert lines[top + 1] == r"Method & Score & Loss (lower|better) & Count \\"
@@ -243,7 +245,7 @@ def test_latex_structure():
         if line != r"\midrule":
             assert _unescaped_ampersands(line) == 3 and line.endswith(r" \\")
     assert lines[bottom + 1 :] == [
-        r"\end{tabular}",
+        r"\end{tabular}}",
         r"\par\footnotesize mean $\pm$ std over seeds; best in bold",
         r"\end{table}",
     ]
@@ -252,7 +254,7 @@ def test_latex_structure():
 def test_latex_without_label_or_note():
     text = to_latex(_table(note=""))
     assert r"\label" not in text and r"\footnotesize" not in text
-    assert text.endswith("\\bottomrule\n\\end{tabular}\n\\end{table}\n")
+    assert text.endswith("\\bottomrule\n\\end{tabular}}\n\\end{table}\n")
 
 
 def test_latex_escapes_special_characters():
