@@ -16,7 +16,8 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -36,6 +37,19 @@ def _inputs(
     height, width = size
     inputs = {m: torch.randn(1, c, height, width, generator=generator).to(device) for m, c in channels.items()}
     return inputs, torch.ones(1, len(channels), dtype=torch.bool, device=device)
+
+
+@contextmanager
+def _inference_mode(method: nn.Module) -> Iterator[None]:
+    """Eval mode under ``torch.no_grad``; every module's training flag is restored afterwards."""
+    modes = {module: module.training for module in method.modules()}
+    method.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for module, mode in modes.items():
+            module.training = mode
 
 
 def parameter_count(method: nn.Module) -> int:
@@ -62,14 +76,8 @@ def inference_gflops(
     are not counted.
     """
     inputs, available = _inputs(channels, size, device)
-    modes = {module: module.training for module in method.modules()}
-    method.eval()
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            method.predict(inputs, available)
-    finally:
-        for module, mode in modes.items():
-            module.training = mode
+    with _inference_mode(method), FlopCounterMode(display=False) as counter:
+        method.predict(inputs, available)
     return counter.get_total_flops() / 1e9
 
 
@@ -93,21 +101,15 @@ def inference_latency_ms(
     On CUDA the device is synchronised around each call. Training flags are restored afterwards."""
     device = torch.device(device)
     inputs, available = _inputs(channels, size, device)
-    modes = {module: module.training for module in method.modules()}
-    method.eval()
     times = []
-    try:
-        with torch.no_grad():
-            for i in range(warmup + repeats):
-                synchronize(device)
-                tick = time.perf_counter()
-                method.predict(inputs, available)
-                synchronize(device)
-                if i >= warmup:
-                    times.append(time.perf_counter() - tick)
-    finally:
-        for module, mode in modes.items():
-            module.training = mode
+    with _inference_mode(method):
+        for i in range(warmup + repeats):
+            synchronize(device)
+            tick = time.perf_counter()
+            method.predict(inputs, available)
+            synchronize(device)
+            if i >= warmup:
+                times.append(time.perf_counter() - tick)
     return 1000.0 * statistics.median(times)
 
 

@@ -136,7 +136,8 @@ def evaluate_subsets(
     predictions (and robustness maps) of the tiles ``keep``."""
     method_name = getattr(method, "method_name", type(method).__name__)
     modalities = list(dataset.modalities)
-    names = [subset_name(s) for s in enumerate_subsets(modalities)]
+    subsets = enumerate_subsets(modalities)
+    names = [subset_name(s) for s in subsets]
     num_classes = len(dataset.classes)
     confusion: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     meters = {name: RobustnessMeter() for name in names}
@@ -152,11 +153,12 @@ def evaluate_subsets(
         batch = target.shape[0]
         kept = [i - offset for i in keep if offset <= i < offset + batch]
         expected = (batch, num_classes, *target.shape[-2:])
-        for subset, name in zip(enumerate_subsets(modalities), names):
+        for subset, name in zip(subsets, names):
             available = subset_mask(subset, modalities, batch).to(device)
             output = method.predict(apply_availability(inputs, available, modalities), available)
             pred = check_logits(method_name, output, expected, "predict()").argmax(dim=1)
-            confusion[name].append(confusion_matrices(pred, target, num_classes, dataset.ignore_index).cpu())
+            # stays on the device: no host sync per batch (moved to the CPU once, at the end)
+            confusion[name].append(confusion_matrices(pred, target, num_classes, dataset.ignore_index))
             if kept:
                 predictions[name].append(pred[kept].to("cpu", torch.uint8))
             if output.get("robustness") is not None:
@@ -165,7 +167,7 @@ def evaluate_subsets(
                     maps[name].append([r[kept].detach().to("cpu", torch.float16) for r in output["robustness"]])
         offset += batch
     return SubsetEvaluation(
-        confusion={name: torch.cat(parts) for name, parts in confusion.items()},
+        confusion={name: torch.cat(parts).cpu() for name, parts in confusion.items()},
         robustness={name: meter.mean for name, meter in meters.items() if meter.count},
         predictions={name: torch.cat(parts) for name, parts in predictions.items() if parts},
         robustness_maps={name: [torch.cat(scale) for scale in zip(*parts)] for name, parts in maps.items() if parts},

@@ -89,6 +89,22 @@ def read_json(path: str | Path) -> Any:
         raise ValueError(f"{path}: not valid JSON ({err})") from None
 
 
+def atomic_write_dir(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp_dir)`` on a fresh folder beside ``path``, then swap it in for ``path``
+    (:func:`replace_dir`). On any error the temporary folder is removed and ``path`` is left as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        tmp.chmod(default_mode("dir"))  # mkdtemp creates 0700
+        write(tmp)
+        replace_dir(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
 def replace_dir(tmp: str | Path, target: str | Path) -> None:
     """Rename the folder ``tmp`` onto ``target`` (same file system), removing an old ``target``
     only once the rename succeeded; if it fails, the old ``target`` is put back."""

@@ -11,7 +11,6 @@ import re
 import shutil
 import stat
 import tarfile
-import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import IO
 
 from benchmark.data.download import ChecksumError, md5_file, sha256_file
-from benchmark.io import default_mode, replace_dir
+from benchmark.io import atomic_write_dir
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 ARCHIVE_SUFFIXES = (".zip", *TAR_SUFFIXES)  # what safe_extract reads
@@ -134,10 +133,9 @@ def safe_extract(archive: str | Path, target: str | Path, *, members: Iterable[s
             if missing:
                 raise KeyError(f"{archive}: no member named {', '.join(map(repr, missing))}")
             checked = [by_name[name] for name in dict.fromkeys(wanted)]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-        try:
-            written: dict[str, None] = {}
+        written: dict[str, None] = {}
+
+        def copy_members(tmp: Path) -> None:
             for _, rel, is_dir, opener in checked:
                 if rel is None:
                     continue
@@ -149,11 +147,8 @@ def safe_extract(archive: str | Path, target: str | Path, *, members: Iterable[s
                 with opener() as src, open(out, "wb") as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)
                 written[rel] = None
-            tmp.chmod(default_mode("dir"))  # mkdtemp makes it 0700
-            replace_dir(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+
+        atomic_write_dir(target, copy_members)
     return [target / rel for rel in written]
 
 

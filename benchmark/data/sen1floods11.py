@@ -109,8 +109,19 @@ class Sen1Floods11Config:
             raise ValueError("sen1floods11: need 1 <= tile_size <= 512, stride >= 1, workers >= 1")
 
 
+class _Sen1Floods11Facts(DatasetSource):
+    """What the full data set and its one-chip sample share: classes, colours, modalities, citation."""
+
+    classes = CLASSES
+    palette = PALETTE
+    modalities = MODALITIES
+    homepage = HOMEPAGE
+    citation = CITATION
+    display_bands = DISPLAY_BANDS
+
+
 @register_dataset("sen1floods11")
-class Sen1Floods11(DatasetSource):
+class Sen1Floods11(_Sen1Floods11Facts):
     """Sen1Floods11 hand-labelled chips, official splits (see the module docstring).
 
     ``download()`` lists the bucket's objects (the JSON API gives each object's MD5), fetches
@@ -119,13 +130,6 @@ class Sen1Floods11(DatasetSource):
     verifying each MD5, and records them in ``manifest.json``. ``prepare()`` re-verifies every
     file against the manifest, then tiles the chips of each split.
     """
-
-    classes = CLASSES
-    palette = PALETTE
-    modalities = MODALITIES
-    homepage = HOMEPAGE
-    citation = CITATION
-    display_bands = DISPLAY_BANDS
 
     def __init__(self, params: dict[str, Any], raw_dir: Path | None = None) -> None:
         super().__init__(params, raw_dir)
@@ -193,7 +197,7 @@ class SampleConfig:
 
 
 @register_dataset("sen1floods11-sample")
-class Sen1Floods11Sample(DatasetSource):
+class Sen1Floods11Sample(_Sen1Floods11Facts):
     """One real Sen1Floods11 chip as a tiny two-sensor benchmark that runs offline.
 
     The 512 x 512 chip is cut into ``block_size`` blocks; block (r, c) is a test block when
@@ -206,12 +210,6 @@ class Sen1Floods11Sample(DatasetSource):
     ``data/raw/sen1floods11-sample/manifest.json``.
     """
 
-    classes = CLASSES
-    palette = PALETTE
-    modalities = MODALITIES
-    homepage = HOMEPAGE
-    citation = CITATION
-    display_bands = DISPLAY_BANDS
     sha256: ClassVar[dict[str, str]] = {  # of Spain_7370579, from the sample's README
         "S1Hand": "6c24bf791372da5e93450195eac8d676a7ef917884dfb479dafe4a565543b19a",
         "S2Hand": "16e997e6a7159fa11160faf00591da763eb37ac82faf806f7fe733991944a048",

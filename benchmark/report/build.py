@@ -15,7 +15,6 @@ untouched. Output, for ``results/`` and each data set ``<d>``::
 from __future__ import annotations
 
 import math
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +25,8 @@ import numpy as np
 from benchmark import stats
 from benchmark.config import ReportConfig
 from benchmark.data.prepared import PreparedDataset
-from benchmark.data.source import get_dataset
-from benchmark.io import atomic_write_json, atomic_write_text, default_mode, replace_dir
+from benchmark.data.source import DatasetSource, get_dataset
+from benchmark.io import atomic_write_dir, atomic_write_json, atomic_write_text
 from benchmark.report import html, plots
 from benchmark.report.leaderboard import (
     SUMMARY_TITLES,
@@ -84,21 +83,20 @@ def _plot(name: str, caption: str, figure: Any) -> Plot:
     return Plot(name, caption, plots.figure_bytes(figure))
 
 
-def _palette(dataset: str, num_classes: int) -> list[str]:
+def _source(dataset: str) -> type[DatasetSource]:
+    """The registered data set's class (its palette and display bands); the base class, whose
+    defaults say "none", for a data set the registry does not know."""
     try:
-        palette = get_dataset(dataset).palette
+        return get_dataset(dataset)
     except KeyError:
-        palette = None
+        return DatasetSource
+
+
+def _palette(dataset: str, num_classes: int) -> list[str]:
+    palette = _source(dataset).palette
     if not palette or len(palette) < num_classes:
         palette = plots.DEFAULT_CLASS_PALETTE
     return list(palette[:num_classes])
-
-
-def _display_bands(dataset: str) -> Mapping[str, Sequence[int]]:
-    try:
-        return get_dataset(dataset).display_bands
-    except KeyError:
-        return {}
 
 
 @dataclass
@@ -199,7 +197,7 @@ def _qualitative(inputs: DatasetInputs) -> list[Plot]:
     out = []
     for position, index in enumerate(indices):
         figure = plots.qualitative_panel(
-            test.display(index, _display_bands(dataset)),
+            test.display(index, _source(dataset).display_bands),
             test[index][1].numpy(),
             {m: p["pred"][:, position] for m, p in predictions.items()},
             subsets,
@@ -356,23 +354,18 @@ def write_dataset(results_dir: Path, report: DatasetReport) -> list[Path]:
     for table in report.tables:
         for suffix, text in renderings(table).items():
             written.append(atomic_write_text(out / f"{table.name}.{suffix}", text))
-    tmp = Path(tempfile.mkdtemp(prefix=f".{PLOTS_DIR}.", dir=out))
-    try:
-        tmp.chmod(default_mode("dir"))
+
+    def write_plots(folder: Path) -> None:
         for plot in report.plots:
             for suffix, data in plot.files.items():
-                (tmp / f"{plot.name}.{suffix}").write_bytes(data)
-        replace_dir(tmp, out / PLOTS_DIR)
-    except BaseException:
-        import shutil
+                (folder / f"{plot.name}.{suffix}").write_bytes(data)
 
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    atomic_write_dir(out / PLOTS_DIR, write_plots)
     written += [out / PLOTS_DIR / f"{p.name}.{s}" for p in report.plots for s in p.files]
     return written
 
 
-def html_sections(results_dir: Path, reports: Sequence[DatasetReport], overview: Table) -> list[html.Section]:
+def html_sections(reports: Sequence[DatasetReport], overview: Table) -> list[html.Section]:
     sections = [html.Section("Leaderboard", [overview], [])]
     for report in reports:
         figures = [html.Figure(p.name, p.caption, p.files["png"]) for p in report.plots]
@@ -396,7 +389,7 @@ def write_report(
     inputs = [load_inputs(results_dir, d, methods, seeds, config, prepared_root) for d in datasets]
     reports = [build_dataset(i, config) for i in inputs]  # only once every input has been read and checked
     overview = overview_table(reports, methods)
-    page = html.render("IMSS benchmark report", html_sections(results_dir, reports, overview), dict(provenance or {}))
+    page = html.render("IMSS benchmark report", html_sections(reports, overview), dict(provenance or {}))
     summary = {r.dataset: r.summary for r in reports}
     written = []
     for report in reports:
