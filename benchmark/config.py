@@ -165,6 +165,43 @@ class ReportConfig:
             raise ValueError(f"report.confidence must be in (0, 1), got {self.confidence}")
 
 
+@dataclasses.dataclass(frozen=True)
+class ScenarioConfig:
+    """Corrupted-input scenarios run at evaluation besides the missing subsets (params.yaml
+    ``scenarios``; docs/scenarios.md). Every modality stays available; one modality at a time is
+    corrupted at each level of each kind. An empty level list turns a kind off."""
+
+    seed: int = 0  # masks and noise are drawn from (seed, kind, modality, tile index): identical in every run
+    modalities: list[str] | None = None  # modalities to corrupt, one at a time (None: every modality)
+    block_size: int = 8  # px, side of the square blocks that block_missing zeroes
+    block_missing: list[float] = dataclasses.field(default_factory=lambda: [0.25, 0.5, 0.75])  # fraction zeroed
+    pixel_missing: list[float] = dataclasses.field(default_factory=lambda: [0.25, 0.5, 0.75])  # fraction zeroed
+    gaussian: list[float] = dataclasses.field(default_factory=lambda: [0.25, 0.5, 1.0])  # std, channel stds
+    salt_pepper: list[float] = dataclasses.field(default_factory=lambda: [0.05, 0.1, 0.2])  # fraction of pixels
+    speckle: list[float] = dataclasses.field(default_factory=lambda: [0.25, 0.5, 1.0])  # variance = 1 / looks
+
+    def __post_init__(self) -> None:
+        if self.block_size < 1:
+            raise ValueError(f"scenarios.block_size must be >= 1, got {self.block_size}")
+        if self.modalities is not None and (not self.modalities or len(set(self.modalities)) != len(self.modalities)):
+            raise ValueError(f"scenarios.modalities must be null or distinct names, got {self.modalities}")
+        for kind in ("block_missing", "pixel_missing", "salt_pepper"):
+            bad = [v for v in getattr(self, kind) if not 0 < v <= 1]
+            if bad:
+                raise ValueError(f"scenarios.{kind}: {bad[0]!r} is not a fraction in (0, 1]")
+        for kind in ("gaussian", "speckle"):
+            bad = [v for v in getattr(self, kind) if not v > 0]
+            if bad:
+                raise ValueError(f"scenarios.{kind}: {bad[0]!r} must be > 0")
+        for kind in SCENARIO_KINDS:
+            levels = getattr(self, kind)
+            if len(set(levels)) != len(levels):
+                raise ValueError(f"scenarios.{kind}: duplicated level in {levels}")
+
+
+SCENARIO_KINDS = ("block_missing", "pixel_missing", "gaussian", "salt_pepper", "speckle")
+
+
 def resolve_device(name: str) -> torch.device:  # noqa: F821 - torch imported lazily
     import torch
 

@@ -339,6 +339,7 @@ class DFC2023(ManualArchiveSource):
     classes = CLASSES
     palette = PALETTE
     modalities = MODALITIES
+    sar_modalities = {"sar": "linear"}  # intensity as stored
     homepage = HOMEPAGE
     citation = CITATION
     how_to_obtain = (

@@ -115,6 +115,7 @@ class _Sen1Floods11Facts(DatasetSource):
     classes = CLASSES
     palette = PALETTE
     modalities = MODALITIES
+    sar_modalities = {"s1": "db"}  # VV, VH backscatter in dB
     homepage = HOMEPAGE
     citation = CITATION
     display_bands = DISPLAY_BANDS

@@ -51,6 +51,9 @@ class DatasetSource:
     config: Any  # the validated params section (data sets made of scenes need tile_size and stride)
     display_bands: ClassVar[Mapping[str, tuple[int, ...]]] = {}  # 0-based channels previews show, per modality
     palette: ClassVar[tuple[str, ...] | None] = None  # hex colour per class for maps; None: the report's default
+    # SAR-like modalities (the evaluation's speckle scenario) and their units: "db" (10 log10 of
+    # intensity) or "linear" (intensity as stored)
+    sar_modalities: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, params: Mapping[str, Any], raw_dir: Path | None = None) -> None:
         self.params = dict(params)

@@ -281,6 +281,7 @@ class Synthetic(DatasetSource):
     classes = CLASSES
     palette = PALETTE  # the classes mirror ISPRS
     modalities = MODALITIES
+    sar_modalities = {"sar": "db"}  # present with with_sar
     ignore_index = IGNORE_INDEX
     test_seed_offset = 10_000
 
