@@ -1,14 +1,22 @@
-"""params.yaml: loading, validation into typed configs, and the pipeline's fixed paths."""
+"""params.yaml: loading, validation into typed configs, and the pipeline's fixed paths.
+
+:func:`load_params` reads the file with a safe YAML loader that refuses duplicated keys and, by
+default, validates the whole file (:func:`benchmark.schema.validate_params`) so every stage rejects
+a bad configuration before any compute. Every error names the file, the key, the value and what is
+allowed; all are :class:`ParamsError` (and a ``KeyError``, ``TypeError`` or ``ValueError``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import re
 import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 
@@ -18,6 +26,56 @@ MODELS_DIR = Path("models")
 RESULTS_DIR = Path("results")
 
 C = TypeVar("C")
+
+
+class ParamsError(Exception):
+    """A bad params.yaml; the message names the file, the key, the value and what is allowed."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ParamsKeyError(ParamsError, KeyError):
+    """A missing or unknown key, or an unknown name (data set, method, module)."""
+
+
+class ParamsTypeError(ParamsError, TypeError):
+    """A value of the wrong type."""
+
+
+class ParamsValueError(ParamsError, ValueError):
+    """A value of the right type outside what is allowed."""
+
+
+class FieldError(ParamsValueError):
+    """One field of a config dataclass out of range: ``<where>.<key>: <value> is not allowed; must be <allowed>``.
+
+    ``where`` defaults to the section (``"train"``); :func:`from_mapping` re-raises it with the file.
+    """
+
+    def __init__(self, where: str, key: str, value: Any, allowed: str, problem: str | None = None) -> None:
+        self.where, self.key, self.value, self.allowed, self.problem = where, key, value, allowed, problem
+        super().__init__(f"{where}.{key}: {value!r} {problem or f'is not allowed; must be {allowed}'}")
+
+    def at(self, where: str) -> FieldError:
+        """The same error located at ``where`` (e.g. ``"params.yaml: train"``)."""
+        return FieldError(where, self.key, self.value, self.allowed, self.problem)
+
+
+def _require(ok: bool, where: str, key: str, value: Any, allowed: str, problem: str | None = None) -> None:
+    if not ok:
+        raise FieldError(where, key, value, allowed, problem)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _finite(value: float) -> bool:
+    return math.isfinite(value)
+
+
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|(cuda|xpu)(:\d+)?")
 
 
 def prepared_dir(dataset: str, data_dir: Path = DATA_DIR) -> Path:
@@ -41,24 +99,67 @@ def run_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
-    """Read params.yaml; errors name the file."""
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping that names one key twice (PyYAML would silently keep the last value)."""
+
+    def __init__(self, key: Any, line: int, first_line: int) -> None:
+        self.key, self.line, self.first_line = key, line, first_line
+        super().__init__(f"line {line}: key {key!r} is duplicated (first on line {first_line})")
+
+
+class UniqueKeySafeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` (no Python objects) that refuses a key repeated within one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: the base loader reports it
+                    continue
+                line = key_node.start_mark.line + 1
+                if first is not None:
+                    raise DuplicateKeyError(key, line, first)
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_params(path: str | Path = PARAMS_FILE, *, validate: bool = True) -> dict[str, Any]:
+    """Read params.yaml (safe YAML, no duplicated keys) and, with ``validate``, check the whole
+    file (:func:`benchmark.schema.validate_params`). Errors name the file, key, value and what is allowed."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: params file not found")
     try:
-        params = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loader = UniqueKeySafeLoader(path.read_text(encoding="utf-8"))  # what yaml.safe_load does, plus the check
+        try:
+            params = loader.get_single_data()
+        finally:
+            loader.dispose()
+    except DuplicateKeyError as err:
+        raise ParamsValueError(
+            f"{path}: line {err.line}: key {err.key!r} is duplicated (first on line {err.first_line}); "
+            "allowed: each key once per mapping"
+        ) from None
     except yaml.YAMLError as err:
-        raise ValueError(f"{path}: not valid YAML: {err}") from None
+        raise ParamsValueError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(params, dict):
-        raise ValueError(f"{path}: expected a mapping at the top level")
+        raise ParamsTypeError(f"{path}: {type(params).__name__} at the top level is not allowed; must be a mapping")
+    if validate:
+        from benchmark.schema import validate_params  # benchmark.schema imports this module
+
+        validate_params(params, str(path))
     return params
 
 
 def section(params: Mapping[str, Any], key: str, where: str) -> Any:
     """``params[key]`` or a KeyError naming the file and key."""
     if key not in params:
-        raise KeyError(f"{where}: missing key {key!r}")
+        raise ParamsKeyError(f"{where}: missing key {key!r}")
     return params[key]
 
 
@@ -66,6 +167,8 @@ def _matches(value: Any, annotation: Any) -> bool:
     origin = typing.get_origin(annotation)
     if annotation is Any:
         return True
+    if origin is Literal:
+        return any(value == arg and type(value) is type(arg) for arg in typing.get_args(annotation))
     if origin in (typing.Union, types.UnionType):
         return any(_matches(value, arg) for arg in typing.get_args(annotation))
     if annotation is type(None):
@@ -73,32 +176,89 @@ def _matches(value: Any, annotation: Any) -> bool:
     if origin in (list, tuple):
         (arg, *_) = typing.get_args(annotation) or (Any,)
         return isinstance(value, (list, tuple)) and all(_matches(v, arg) for v in value)
-    if origin is dict:
+    if origin is dict or annotation is dict:
         return isinstance(value, dict)
     if annotation is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return _is_int(value)
+    if origin is not None:  # another generic (Mapping[...], Sequence[...]): check the container only
+        return isinstance(value, origin)
     return isinstance(value, annotation)
 
 
-def from_mapping(cls: type[C], values: Mapping[str, Any] | None, where: str) -> C:
-    """Build dataclass ``cls`` from ``values``, rejecting unknown keys and wrong types.
+def describe(annotation: Any) -> str:
+    """What a value of ``annotation`` looks like in YAML: ``list[float] | None`` -> ``a list of numbers or null``."""
+    origin = typing.get_origin(annotation)
+    if annotation is Any:
+        return "any value"
+    if origin is Literal:
+        return f"one of {list(typing.get_args(annotation))}"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(describe(arg) for arg in typing.get_args(annotation))
+    if annotation is type(None):
+        return "null"
+    if origin in (list, tuple):
+        (arg, *_) = typing.get_args(annotation) or (Any,)
+        inner = describe(arg)
+        plural = {"an int": "ints", "a number": "numbers", "a string": "strings", "true or false": "booleans"}
+        return f"a list of {plural.get(inner, inner)}"
+    if origin is dict or annotation is dict or origin is Mapping:
+        return "a mapping"
+    names = {int: "an int", float: "a number", bool: "true or false", str: "a string"}
+    return names.get(annotation, getattr(annotation, "__name__", str(annotation)))
 
-    Errors name ``where`` (e.g. ``"params.yaml: train"``), the key and the bad value.
+
+def _hint(value: Any, annotation: Any) -> str:
+    """A note for a common YAML slip: ``1e-3`` (no dot) is read as a string."""
+    if isinstance(value, str) and "float" in str(annotation):
+        try:
+            float(value)
+        except ValueError:
+            return ""
+        return " (YAML reads a number like 1e-3 as text: write 0.001 or 1.0e-3)"
+    return ""
+
+
+def from_mapping(cls: type[C], values: Mapping[str, Any] | None, where: str) -> C:
+    """Build dataclass ``cls`` from ``values``, rejecting unknown keys, wrong types and (through the
+    dataclass's own checks) values out of range.
+
+    Errors name ``where`` (e.g. ``"params.yaml: train"``), the key, the bad value and what is allowed.
     """
-    values = dict(values or {})
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
+    names = [f.name for f in dataclasses.fields(cls)]
+    if values is None:
+        values = {}
+    if not isinstance(values, Mapping):
+        raise ParamsTypeError(
+            f"{where}: {values!r} is not allowed; must be a mapping with keys from {sorted(names)} (or null: defaults)"
+        )
+    values = dict(values)
+    unknown = sorted((k for k in values if k not in names), key=str)
     if unknown:
-        raise KeyError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
+        raise ParamsKeyError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
     for key, value in values.items():
         if not _matches(value, hints[key]):
-            raise TypeError(f"{where}.{key}: {value!r} is not a valid {hints[key]}")
-        if isinstance(value, int) and not isinstance(value, bool) and hints[key] is float:
+            raise ParamsTypeError(
+                f"{where}.{key}: {value!r} is not allowed; must be {describe(hints[key])}{_hint(value, hints[key])}"
+            )
+        if _is_int(value) and hints[key] is float:
             values[key] = float(value)
-    return cls(**values)
+    try:
+        return cls(**values)
+    except FieldError as err:
+        raise err.at(where) from None
+
+
+def _check_device(where: str, value: str) -> None:
+    _require(
+        DEVICE_PATTERN.fullmatch(value) is not None,
+        where,
+        "device",
+        value,
+        "'auto', 'cpu', 'mps', 'cuda', 'cuda:<index>' or 'xpu[:<index>]'",
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,13 +281,30 @@ class TrainConfig:
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
 
     def __post_init__(self) -> None:
+        where = "train"
+        _require(bool(self.backbone.strip()), where, "backbone", self.backbone, "'tiny' or a timm model name")
         for key in ("steps", "batch_size", "checkpoint_every", "decoder_dim"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"train.{key} must be >= 1, got {getattr(self, key)}")
-        if not 0 <= self.warmup_steps < self.steps:
-            raise ValueError(f"train.warmup_steps must be in [0, steps), got {self.warmup_steps}")
-        if self.lr <= 0:
-            raise ValueError(f"train.lr must be > 0, got {self.lr}")
+            value = getattr(self, key)
+            _require(value >= 1, where, key, value, "an int >= 1")
+        _require(
+            0 <= self.warmup_steps < self.steps,
+            where,
+            "warmup_steps",
+            self.warmup_steps,
+            f"an int in [0, steps) = [0, {self.steps})",
+        )
+        _require(_finite(self.lr) and self.lr > 0, where, "lr", self.lr, "a finite number > 0")
+        for key in ("weight_decay", "poly_power"):
+            value = getattr(self, key)
+            _require(_finite(value) and value >= 0, where, key, value, "a finite number >= 0")
+        if self.drop_prob is not None:
+            allowed = "null or a non-empty list of probabilities in [0, 1), one per modality"
+            _require(len(self.drop_prob) > 0, where, "drop_prob", self.drop_prob, allowed)
+            bad = [p for p in self.drop_prob if not 0 <= p < 1]
+            if bad:
+                raise FieldError(where, "drop_prob", self.drop_prob, allowed, f"holds {bad[0]!r}; allowed: {allowed}")
+        _require(self.num_workers >= 0, where, "num_workers", self.num_workers, "an int >= 0")
+        _check_device(where, self.device)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,10 +316,9 @@ class EvalConfig:
     sample_tiles: int = 3  # test tiles whose predictions are kept for the report's qualitative panel
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ValueError(f"evaluate.batch_size must be >= 1, got {self.batch_size}")
-        if self.sample_tiles < 0:
-            raise ValueError(f"evaluate.sample_tiles must be >= 0, got {self.sample_tiles}")
+        _require(self.batch_size >= 1, "evaluate", "batch_size", self.batch_size, "an int >= 1")
+        _require(self.sample_tiles >= 0, "evaluate", "sample_tiles", self.sample_tiles, "an int >= 0")
+        _check_device("evaluate", self.device)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,13 +332,15 @@ class ReportConfig:
     bootstrap_seed: int = 0
 
     def __post_init__(self) -> None:
+        where = "report"
         bad = [p for p in self.failure_probs if not 0 <= p < 1]
         if bad:
-            raise ValueError(f"report.failure_probs: {bad[0]!r} is not a probability in [0, 1)")
-        if self.bootstrap_samples < 1:
-            raise ValueError(f"report.bootstrap_samples must be >= 1, got {self.bootstrap_samples}")
-        if not 0 < self.confidence < 1:
-            raise ValueError(f"report.confidence must be in (0, 1), got {self.confidence}")
+            raise FieldError(
+                where, "failure_probs", bad[0], "a probability in [0, 1)", "is not a probability in [0, 1)"
+            )
+        _require(self.bootstrap_samples >= 1, where, "bootstrap_samples", self.bootstrap_samples, "an int >= 1")
+        _require(0 < self.confidence < 1, where, "confidence", self.confidence, "a number in (0, 1)")
+        _require(self.bootstrap_seed >= 0, where, "bootstrap_seed", self.bootstrap_seed, "an int >= 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,22 +359,30 @@ class ScenarioConfig:
     speckle: list[float] = dataclasses.field(default_factory=lambda: [0.25, 0.5, 1.0])  # variance = 1 / looks
 
     def __post_init__(self) -> None:
-        if self.block_size < 1:
-            raise ValueError(f"scenarios.block_size must be >= 1, got {self.block_size}")
-        if self.modalities is not None and (not self.modalities or len(set(self.modalities)) != len(self.modalities)):
-            raise ValueError(f"scenarios.modalities must be null or distinct names, got {self.modalities}")
+        where = "scenarios"
+        _require(self.seed >= 0, where, "seed", self.seed, "an int >= 0")
+        _require(self.block_size >= 1, where, "block_size", self.block_size, "an int >= 1")
+        if self.modalities is not None:
+            allowed = "null (every modality) or a non-empty list of distinct modality names"
+            _require(len(self.modalities) > 0, where, "modalities", self.modalities, allowed)
+            repeated = sorted({m for m in self.modalities if self.modalities.count(m) > 1})
+            _require(
+                not repeated, where, "modalities", self.modalities, allowed, f"repeats {repeated}; allowed: {allowed}"
+            )
         for kind in ("block_missing", "pixel_missing", "salt_pepper"):
             bad = [v for v in getattr(self, kind) if not 0 < v <= 1]
             if bad:
-                raise ValueError(f"scenarios.{kind}: {bad[0]!r} is not a fraction in (0, 1]")
+                raise FieldError(where, kind, bad[0], "a fraction in (0, 1]", "is not a fraction in (0, 1]")
         for kind in ("gaussian", "speckle"):
-            bad = [v for v in getattr(self, kind) if not v > 0]
+            bad = [v for v in getattr(self, kind) if not (_finite(v) and v > 0)]
             if bad:
-                raise ValueError(f"scenarios.{kind}: {bad[0]!r} must be > 0")
+                raise FieldError(where, kind, bad[0], "a finite number > 0")
         for kind in SCENARIO_KINDS:
             levels = getattr(self, kind)
-            if len(set(levels)) != len(levels):
-                raise ValueError(f"scenarios.{kind}: duplicated level in {levels}")
+            repeated = sorted({v for v in levels if levels.count(v) > 1})
+            _require(
+                not repeated, where, kind, levels, "distinct levels", f"repeats {repeated}; allowed: distinct levels"
+            )
 
 
 SCENARIO_KINDS = ("block_missing", "pixel_missing", "gaussian", "salt_pepper", "speckle")

@@ -11,7 +11,10 @@
      "efficiency": {"tile_shape", "params", "gflops", "train_steps", "train_batch_size", "train_seconds",
                     "train_seconds_per_step", "train_images_per_s", "train_peak_memory_mb",
                     "train_device", "inference_ms_per_image", "eval_peak_memory_mb", "eval_device"},
-     "robustness": {"scales": [...], "subsets": {subset: {modality: [mean r per scale]}}}}
+     "robustness": {"scales": [...], "subsets": {subset: {modality: [mean r per scale]}}},
+     "scenarios": {"seed", "block_size", "clean_miou", "avg",
+                   "kinds": {kind: {"levels": [...],
+                                    "modalities": {modality: {"miou": [per level], "mf1": [...], "accuracy": [...]}}}}}}
 
 - ``image_scores.npz``: ``subsets`` str[S], ``classes`` str[K] and ``confusion`` int64[S, N, K, K],
   the confusion matrix of every test image on every subset (rows = target). Their sum over
@@ -25,7 +28,12 @@
 All scores are percent, from one confusion matrix per subset accumulated over the whole split.
 ``robustness`` appears only for methods whose ``predict`` output carries ``"robustness"``
 maps (SGMA): the mean over all test images and pixels of each modality's weight at each
-scale, per subset (exactly 0 for a missing modality). ``gflops`` is torch's FLOP count and
+scale, per subset (exactly 0 for a missing modality). ``scenarios`` (params.yaml ``scenarios``,
+``benchmark.scenarios``, docs/scenarios.md) scores every corrupted-input case: every modality
+available, one corrupted with one kind at one level, in the same pass over the test split as the
+subsets; kinds in ``SCENARIO_KINDS`` order (only those with levels and a modality they apply to),
+modalities in the data set's order, one score per level; ``clean_miou`` is the full set's mIoU
+and ``avg`` the mean mIoU over every case. It is left out when no case applies. ``gflops`` is torch's FLOP count and
 ``inference_ms_per_image`` the median latency of one inference on one tile with every modality
 available (``benchmark.efficiency``); the training figures come from ``model.pt`` (seconds per step
 and images/s from the median step time, data loading excluded); peak memory
@@ -35,7 +43,7 @@ is CUDA's peak allocation on a GPU, the process's peak resident set size on a CP
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +56,10 @@ from tqdm import tqdm
 from benchmark.config import (
     MODELS_DIR,
     RESULTS_DIR,
+    SCENARIO_KINDS,
     EvalConfig,
+    FieldError,
+    ScenarioConfig,
     from_mapping,
     load_params,
     prepared_dir,
@@ -56,14 +67,16 @@ from benchmark.config import (
     run_dir,
     run_parser,
 )
-from benchmark.data.prepared import PreparedDataset
+from benchmark.data.prepared import META_FILE, PreparedDataset
+from benchmark.data.source import get_dataset
 from benchmark.efficiency import device_name, inference_gflops, inference_latency_ms, parameter_count, peak_memory_mb
-from benchmark.io import atomic_write_json, atomic_write_npz
+from benchmark.io import atomic_write_json, atomic_write_npz, remove_stale_temps
 from benchmark.methods import import_method_modules
 from benchmark.methods.contract import check_logits
 from benchmark.metrics import confusion_matrices, segmentation_scores, summarize
 from benchmark.models.backbones import STRIDES
 from benchmark.protocol import apply_availability, enumerate_subsets, subset_mask, subset_name
+from benchmark.scenarios import Corruption, corrupt, scenario_cases
 from benchmark.train import MODEL_FILE, load_model
 
 METRICS_FILE = "metrics.json"
@@ -100,13 +113,15 @@ class SubsetEvaluation:
 
     ``confusion``: int64[N, K, K] per test image. ``robustness``: mean maps float64[L, M] (scale x
     modality), only for methods that report them. ``predictions``: uint8[n, H, W] for the kept
-    tiles. ``robustness_maps``: per scale float16[n, M, h, w] for the kept tiles.
+    tiles. ``robustness_maps``: per scale float16[n, M, h, w] for the kept tiles. ``scenarios``:
+    the split's confusion matrix int64[K, K] of every corrupted-input case, in case order.
     """
 
     confusion: dict[str, torch.Tensor]
     robustness: dict[str, torch.Tensor] = field(default_factory=dict)
     predictions: dict[str, torch.Tensor] = field(default_factory=dict)
     robustness_maps: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    scenarios: dict[Corruption, torch.Tensor] = field(default_factory=dict)
 
     @property
     def matrices(self) -> dict[str, torch.Tensor]:
@@ -131,14 +146,36 @@ def evaluate_subsets(
     device: torch.device | str = "cpu",
     keep: Sequence[int] = (),
     progress: bool = False,
+    scenarios: ScenarioConfig | None = None,
+    sar_modalities: Mapping[str, str] | None = None,
 ) -> SubsetEvaluation:
     """Run ``method.predict`` on every test tile under every non-empty subset; keep the
-    predictions (and robustness maps) of the tiles ``keep``."""
+    predictions (and robustness maps) of the tiles ``keep``. With ``scenarios``, each batch is also
+    run with every modality available once per case of :func:`scenario_cases` (``sar_modalities``:
+    the data set's ``{modality: "db" | "linear"}``), its matrices summed per case."""
     method_name = getattr(method, "method_name", type(method).__name__)
     modalities = list(dataset.modalities)
     subsets = enumerate_subsets(modalities)
     names = [subset_name(s) for s in subsets]
     num_classes = len(dataset.classes)
+    sar_modalities = dict(sar_modalities or {})
+    cases = scenario_cases(scenarios, modalities, sar_modalities) if scenarios is not None else []
+    norms = dataset.meta.get("normalisation") or {}
+    missing = sorted({c.modality for c in cases if c.kind == "speckle" and c.modality not in norms})
+    if missing:
+        raise ValueError(f"{dataset.root / META_FILE}: no normalisation for {missing}, which speckle needs")
+    scenario_sums: dict[Corruption, torch.Tensor] = {}
+
+    def run(
+        inputs: dict[str, torch.Tensor], available: torch.Tensor, target: torch.Tensor
+    ) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
+        """``(predict output, int64[B, K, K] per image, predicted classes int64[B, H, W])``; on the
+        device: no host sync per batch (moved to the CPU once, at the end)."""
+        output = method.predict(apply_availability(inputs, available, modalities), available)
+        expected = (target.shape[0], num_classes, *target.shape[-2:])
+        pred = check_logits(method_name, output, expected, "predict()").argmax(dim=1)
+        return output, confusion_matrices(pred, target, num_classes, dataset.ignore_index), pred
+
     confusion: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     meters = {name: RobustnessMeter() for name in names}
     predictions: dict[str, list[torch.Tensor]] = {name: [] for name in names}
@@ -152,25 +189,38 @@ def evaluate_subsets(
         target = target.to(device)
         batch = target.shape[0]
         kept = [i - offset for i in keep if offset <= i < offset + batch]
-        expected = (batch, num_classes, *target.shape[-2:])
         for subset, name in zip(subsets, names):
-            available = subset_mask(subset, modalities, batch).to(device)
-            output = method.predict(apply_availability(inputs, available, modalities), available)
-            pred = check_logits(method_name, output, expected, "predict()").argmax(dim=1)
-            # stays on the device: no host sync per batch (moved to the CPU once, at the end)
-            confusion[name].append(confusion_matrices(pred, target, num_classes, dataset.ignore_index))
+            output, matrices, pred = run(inputs, subset_mask(subset, modalities, batch).to(device), target)
+            confusion[name].append(matrices)
             if kept:
                 predictions[name].append(pred[kept].to("cpu", torch.uint8))
             if output.get("robustness") is not None:
                 meters[name].update(output["robustness"])
                 if kept:
                     maps[name].append([r[kept].detach().to("cpu", torch.float16) for r in output["robustness"]])
+        every = subset_mask(modalities, modalities, batch).to(device)
+        tiles = range(offset, offset + batch)
+        for case in cases:
+            m = case.modality
+            corrupted = corrupt(
+                inputs[m],
+                case,
+                tiles,
+                seed=scenarios.seed,
+                block_size=scenarios.block_size,
+                norm=norms.get(m),
+                sar_units=sar_modalities.get(m),
+            )
+            _, matrices, _ = run({**inputs, m: corrupted}, every, target)
+            matrix = matrices.sum(dim=0)
+            scenario_sums[case] = matrix if case not in scenario_sums else scenario_sums[case] + matrix
         offset += batch
     return SubsetEvaluation(
         confusion={name: torch.cat(parts).cpu() for name, parts in confusion.items()},
         robustness={name: meter.mean for name, meter in meters.items() if meter.count},
         predictions={name: torch.cat(parts) for name, parts in predictions.items() if parts},
         robustness_maps={name: [torch.cat(scale) for scale in zip(*parts)] for name, parts in maps.items() if parts},
+        scenarios={case: scenario_sums[case].cpu() for case in cases},
     )
 
 
@@ -211,6 +261,48 @@ def robustness_record(robustness: dict[str, torch.Tensor], modalities: list[str]
     }
 
 
+def scenarios_record(
+    matrices: Mapping[Corruption, torch.Tensor | np.ndarray],
+    classes: Sequence[str],
+    *,
+    seed: int,
+    block_size: int,
+    clean_miou: float,
+) -> dict[str, Any] | None:
+    """The metrics.json ``scenarios`` entry from the split's confusion matrix ``[K, K]`` per case
+    (:attr:`SubsetEvaluation.scenarios`); ``None`` when there is no case. Kinds in
+    ``SCENARIO_KINDS`` order, modalities and levels in the order of the cases; scores in percent."""
+    if not matrices:
+        return None
+    kinds: dict[str, dict[str, Any]] = {}
+    mious = []
+    for kind in SCENARIO_KINDS:
+        cases = [case for case in matrices if case.kind == kind]
+        if not cases:
+            continue
+        levels = list(dict.fromkeys(case.level for case in cases))
+        per_modality: dict[str, dict[str, list[float]]] = {}
+        for case in cases:
+            entry = per_modality.setdefault(case.modality, {"miou": [], "mf1": [], "accuracy": []})
+            if len(entry["miou"]) >= len(levels) or levels[len(entry["miou"])] != case.level:
+                raise ValueError(f"{case.name}: the cases of {kind!r} must list the levels {levels} once per modality")
+            scores = segmentation_scores(matrices[case], classes)
+            for key in entry:
+                entry[key].append(scores[key])
+            mious.append(scores["miou"])
+        incomplete = [m for m, entry in per_modality.items() if len(entry["miou"]) != len(levels)]
+        if incomplete:
+            raise ValueError(f"scenario {kind!r}: modality {incomplete[0]!r} lacks some of the levels {levels}")
+        kinds[kind] = {"levels": levels, "modalities": per_modality}
+    return {
+        "seed": seed,
+        "block_size": block_size,
+        "clean_miou": clean_miou,
+        "kinds": kinds,
+        "avg": float(np.mean(mious)),
+    }
+
+
 def metrics_record(
     matrices: dict[str, torch.Tensor],
     dataset: PreparedDataset,
@@ -244,8 +336,17 @@ def main(argv: list[str] | None = None) -> int:
     params = load_params(args.params)
     import_method_modules(params.get("method_modules") or [])
     config = from_mapping(EvalConfig, params.get("evaluate"), f"{args.params}: evaluate")
+    scenarios = from_mapping(ScenarioConfig, params.get("scenarios"), f"{args.params}: scenarios")
     device = resolve_device(config.device)
     dataset = PreparedDataset(args.data_dir or prepared_dir(args.dataset), args.split)
+    try:
+        sar_modalities = dict(get_dataset(dataset.meta["dataset"]).sar_modalities)
+    except KeyError:  # a data set prepared by a source that is not registered here: no SAR-like modality known
+        sar_modalities = {}
+    try:
+        scenario_cases(scenarios, list(dataset.modalities), sar_modalities)  # bad names fail before any work
+    except FieldError as err:
+        raise err.at(f"{args.params}: scenarios") from None
     model_path = args.model or run_dir(MODELS_DIR, args.dataset, args.method, args.seed) / MODEL_FILE
     method, record = load_model(model_path, device)
     if record["method"] != args.method:
@@ -254,9 +355,21 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(
             f"{model_path}: trained on modalities {record['init']['modalities']}, data has {dataset.modalities}"
         )
+    if record["init"].get("num_classes") != len(dataset.classes):
+        raise ValueError(
+            f"{model_path}: trained for {record['init'].get('num_classes')} classes, "
+            f"data {dataset.root} has {len(dataset.classes)} ({dataset.classes})"
+        )
     indices = sample_tiles(len(dataset), config.sample_tiles)
     evaluation = evaluate_subsets(
-        method, dataset, batch_size=config.batch_size, device=device, keep=indices, progress=not args.no_progress
+        method,
+        dataset,
+        batch_size=config.batch_size,
+        device=device,
+        keep=indices,
+        progress=not args.no_progress,
+        scenarios=scenarios,
+        sar_modalities=sar_modalities,
     )
     seconds, step = float(record["train_seconds"]), record.get("median_step_seconds")
     efficiency = {
@@ -280,8 +393,19 @@ def main(argv: list[str] | None = None) -> int:
     if evaluation.robustness:
         extra["robustness"] = robustness_record(evaluation.robustness, list(dataset.modalities))
     metrics = metrics_record(evaluation.matrices, dataset, method=args.method, seed=args.seed, extra=extra)
+    block = scenarios_record(
+        evaluation.scenarios,
+        dataset.classes,
+        seed=scenarios.seed,
+        block_size=scenarios.block_size,
+        clean_miou=metrics["subsets"][subset_name(list(dataset.modalities))]["miou"],
+    )
+    if block is not None:
+        metrics["scenarios"] = block
     out = args.out or run_dir(RESULTS_DIR, args.dataset, args.method, args.seed) / METRICS_FILE
     # the arrays first, metrics.json (what DVC and the report look for) last
+    for path in (out.parent / IMAGE_SCORES_FILE, out.parent / PREDICTIONS_FILE, out):  # a killed run's leftovers
+        remove_stale_temps(path)
     atomic_write_npz(out.parent / IMAGE_SCORES_FILE, image_scores_arrays(evaluation, dataset.classes))
     atomic_write_npz(out.parent / PREDICTIONS_FILE, predictions_arrays(evaluation, indices, list(dataset.modalities)))
     atomic_write_json(out, metrics)

@@ -1,8 +1,11 @@
 """Atomic file writes: a reader never sees a half-written file.
 
 Every file the suite writes goes through these helpers: the content is written to a
-temporary file in the destination folder, flushed, then renamed over the target
-(``os.replace`` is atomic on POSIX and Windows for paths on one file system).
+temporary file ``.<name>.<random>.tmp`` in the destination folder, flushed to disk (fsync),
+then renamed over the target (``os.replace`` is atomic on POSIX and Windows for paths on one
+file system), and the folder entry is flushed too. A process killed at any point (SIGKILL, power
+loss) leaves either the old file or the new one, never a truncated one; at worst a stale
+temporary file, which :func:`remove_stale_temps` clears on the next run.
 """
 
 from __future__ import annotations
@@ -38,11 +41,59 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     try:
         write(tmp_path)
         tmp_path.chmod(default_mode("file"))  # mkstemp creates 0600
+        _fsync(tmp_path)
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
     return path
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's data to the disk (the rename must not reach the disk before the bytes)."""
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Flush a folder's entries (the rename itself); a no-op where folders cannot be opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temps(path: str | Path) -> list[Path]:
+    """Delete the temporary files a killed writer of ``path`` left beside it (``.<name>.*.tmp``, and
+    ``.<name>.*`` folders of :func:`atomic_write_dir`); return them. Call it only where one process
+    writes ``path`` (a run's own folder), before writing."""
+    path = Path(path)
+    removed: list[Path] = []
+    if not path.parent.is_dir():
+        return removed
+    if not os.path.lexists(path):  # killed inside replace_dir between its two renames: put the old one back
+        old = sorted(path.parent.glob(f".{glob_escape(path.name)}.*.old"))
+        if old:
+            os.rename(old[-1], path)
+    for stale in sorted(path.parent.glob(f".{glob_escape(path.name)}.*")):
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+        removed.append(stale)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    """``name`` with the glob metacharacters ``*?[`` taken literally."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

@@ -39,7 +39,7 @@ from benchmark.config import (
 )
 from benchmark.data.prepared import PreparedDataset
 from benchmark.efficiency import device_name, peak_memory_mb, synchronize
-from benchmark.io import atomic_write, atomic_write_text
+from benchmark.io import atomic_write, atomic_write_text, remove_stale_temps
 from benchmark.methods import create_method, import_method_modules
 from benchmark.methods.contract import check_contract, check_step_result
 from benchmark.protocol import apply_availability, draw_available
@@ -122,6 +122,39 @@ def _save_torch(path: Path, obj: Any) -> None:
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
+def load_torch(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` (tensors, numbers, strings and containers only: a file
+    cannot run code); an unreadable or truncated file is a ``ValueError`` naming it."""
+    try:
+        record = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for a damaged file
+        raise ValueError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err}); delete it") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}: expected a dict, got {type(record).__name__}; delete it")
+    return record
+
+
+def read_log(path: Path, before: int) -> list[str]:
+    """The lines of the step log ``path`` for steps ``< before``. A last line cut short by a killed
+    process is dropped; a damaged line elsewhere is a ``ValueError`` naming the file and line."""
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = []
+    for number, line in enumerate(lines, 1):
+        try:
+            step = json.loads(line)["step"]
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            if number == len(lines):  # written when the process was killed
+                break
+            raise ValueError(f"{path}: line {number} is not a step record ({err})") from None
+        if step < before:
+            kept.append(line)
+    return kept
+
+
 def train(
     data_root: Path,
     method_name: str,
@@ -161,9 +194,11 @@ def train(
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = out_dir / CHECKPOINT_FILE
     log_path = Path(log_path) if log_path is not None else out_dir / LOG_FILE
+    for path in (checkpoint_path, out_dir / MODEL_FILE, log_path):  # what a killed run may have left
+        remove_stale_temps(path)
     start, train_seconds, peak_mb, step_seconds = 0, 0.0, 0.0, []
     if checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
+        state = load_torch(checkpoint_path, device)
         if state.get("fingerprint") == run_id:
             method.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -175,8 +210,7 @@ def train(
             peak_mb = state.get("peak_memory_mb", 0.0)  # the peak of the processes before this one
             step_seconds = list(state.get("step_seconds", []))
             print(f"resuming {method_name} seed {seed} from step {start}", file=sys.stderr)
-    log_lines = log_path.read_text().splitlines() if (start and log_path.exists()) else []
-    log_lines = [line for line in log_lines if json.loads(line)["step"] < start]
+    log_lines = read_log(log_path, start) if start else []
     atomic_write_text(log_path, "".join(line + "\n" for line in log_lines))
 
     loader = DataLoader(
@@ -196,7 +230,7 @@ def train(
         total=config.steps, initial=start, desc=f"train {method_name} s{seed}", disable=not progress, mininterval=1.0
     )
     step = start
-    with log_path.open("a", encoding="utf-8") as log:
+    with log_path.open("a", encoding="utf-8", buffering=1) as log:  # line-buffered: `tail -f` shows each step
         for inputs, target in loader:
             tick = time.perf_counter()
             generator = step_generator(seed, step)
@@ -277,7 +311,7 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[torch.nn
     """Rebuild a trained method from ``model.pt`` -> (method in eval mode, the saved record)."""
     if not path.exists():
         raise FileNotFoundError(f"{path}: trained model not found (run the train stage)")
-    record = torch.load(path, map_location=device, weights_only=True)
+    record = load_torch(path, device)
     init = dict(record["init"])
     init["pretrained"] = False  # the weights come from the file
     method = create_method(record["method"], **init).to(device)

@@ -11,11 +11,12 @@ import torch
 from tiny import TINY_PARAMS, write_params
 
 from benchmark import evaluate, train
-from benchmark.config import ReportConfig, TrainConfig
+from benchmark.config import ReportConfig, ScenarioConfig, TrainConfig
 from benchmark.data.prepared import PreparedDataset
 from benchmark.metrics import segmentation_scores
 from benchmark.protocol import apply_availability, enumerate_subsets, subset_mask, subset_name
 from benchmark.report import write_report
+from benchmark.scenarios import Corruption, corrupt
 
 TRAIN = TrainConfig(**TINY_PARAMS["train"])
 
@@ -219,6 +220,10 @@ def test_four_modalities_evaluate_fifteen_subsets(tmp_path):
     record = _train_and_evaluate(tmp_path, prepared, params_path)
     assert record["modalities"] == ["rgb", "dsm", "nir", "sar"]
     assert len(record["subsets"]) == 15 and list(record["subsets"])[-1] == "rgb+dsm+nir+sar"
+    kinds = record["scenarios"]["kinds"]
+    assert list(kinds) == ["block_missing", "pixel_missing", "gaussian", "salt_pepper", "speckle"]
+    assert list(kinds["speckle"]["modalities"]) == ["sar"] and kinds["speckle"]["levels"] == [0.5]
+    assert list(kinds["gaussian"]["modalities"]) == ["rgb", "dsm", "nir", "sar"]
 
 
 def test_schedule_warmup_then_poly_decay_in_the_log(tmp_path, tiny_prepared):
@@ -242,3 +247,109 @@ def test_loader_workers_do_not_change_the_result(tmp_path, tiny_prepared):
     b = torch.load(train.train(tiny_prepared, "muss", {}, single, 0, tmp_path / "s", progress=False), weights_only=True)
     for key in a["state_dict"]:
         torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=0, atol=0)
+
+
+def _miou_percent(matrix: np.ndarray) -> float:
+    """mIoU in percent over the classes present in target or prediction (numpy, by hand)."""
+    tp = np.diag(matrix).astype(float)
+    union = matrix.sum(0) + matrix.sum(1) - tp
+    return float(np.mean(100 * tp[union > 0] / union[union > 0]))
+
+
+def test_scenario_scores_are_an_independent_recount(tmp_path, tiny_prepared, tiny_params):
+    from sklearn.metrics import confusion_matrix
+
+    record = _train_and_evaluate(tmp_path, tiny_prepared, tiny_params)
+    block = record["scenarios"]
+    settings = TINY_PARAMS["scenarios"]
+    kinds = ["block_missing", "pixel_missing", "gaussian", "salt_pepper"]  # no SAR-like modality: no speckle
+    assert set(block) == {"seed", "block_size", "clean_miou", "kinds", "avg"}
+    assert block["seed"] == 0 and block["block_size"] == 8 and list(block["kinds"]) == kinds
+    assert block["clean_miou"] == record["subsets"]["rgb+dsm+nir"]["miou"]
+    test = PreparedDataset(tiny_prepared, "test")
+    model, _ = train.load_model(tmp_path / "models" / "muss" / "seed0" / "model.pt")
+    every = torch.ones(1, 3, dtype=torch.bool)
+    mious = []
+    for kind in kinds:
+        assert block["kinds"][kind]["levels"] == settings[kind]
+        assert list(block["kinds"][kind]["modalities"]) == ["rgb", "dsm", "nir"]
+        for index, modality in enumerate(["rgb", "dsm", "nir"]):
+            scores = block["kinds"][kind]["modalities"][modality]
+            assert {key: len(v) for key, v in scores.items()} == {"miou": 1, "mf1": 1, "accuracy": 1}
+            case = Corruption(kind, settings[kind][0], modality, index)
+            total = np.zeros((6, 6), dtype=np.int64)
+            for tile in range(len(test)):  # one tile at a time (evaluate ran batches of 4)
+                inputs, target = test[tile]
+                inputs = {m: x[None] for m, x in inputs.items()}
+                inputs[modality] = corrupt(inputs[modality], case, [tile], seed=0, block_size=8)
+                with torch.no_grad():
+                    pred = model.predict(inputs, every)["logits"].argmax(1)[0].numpy()
+                valid = target.numpy() != test.ignore_index
+                total += confusion_matrix(target.numpy()[valid], pred[valid], labels=list(range(6)))
+            assert scores["miou"][0] == pytest.approx(_miou_percent(total), abs=1e-9), case.name
+            assert scores["accuracy"][0] == pytest.approx(100 * np.trace(total) / total.sum(), abs=1e-9)
+            mious.append(scores["miou"][0])
+    assert block["avg"] == pytest.approx(np.mean(mious), abs=1e-9)
+    assert any(m != block["clean_miou"] for m in mious)  # the corruptions do reach the model
+
+
+class _Recorder(torch.nn.Module):
+    """A method that records the inputs of every predict() call and predicts class 0."""
+
+    method_name = "recorder"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[dict[str, torch.Tensor], torch.Tensor]] = []
+
+    def predict(self, inputs, available):
+        self.calls.append(({m: x.clone() for m, x in inputs.items()}, available.clone()))
+        x = next(iter(inputs.values()))
+        return {"logits": torch.zeros(x.shape[0], 6, *x.shape[-2:])}
+
+
+def test_scenarios_corrupt_one_modality_with_all_available(tiny_prepared):
+    test = PreparedDataset(tiny_prepared, "test")
+    config = ScenarioConfig(block_missing=[], pixel_missing=[0.5], gaussian=[1.0], salt_pepper=[], speckle=[0.5])
+    recorder = _Recorder()
+    evaluation = evaluate.evaluate_subsets(recorder, test, batch_size=4, scenarios=config)
+    cases = [Corruption("pixel_missing", 0.5, m, i) for i, m in enumerate(["rgb", "dsm", "nir"])]
+    cases += [Corruption("gaussian", 1.0, m, i) for i, m in enumerate(["rgb", "dsm", "nir"])]
+    assert list(evaluation.scenarios) == cases
+    per_batch = 7 + len(cases)
+    assert len(recorder.calls) == 2 * per_batch  # 6 tiles in batches of 4 and 2
+    for batch, tiles in enumerate([[0, 1, 2, 3], [4, 5]]):
+        clean = {m: torch.stack([test[t][0][m] for t in tiles]) for m in test.modalities}
+        for j, case in enumerate(cases):
+            inputs, available = recorder.calls[batch * per_batch + 7 + j]
+            assert available.all()
+            for m in test.modalities:
+                if m == case.modality:
+                    torch.testing.assert_close(inputs[m], corrupt(clean[m], case, tiles, seed=0, block_size=8))
+                    assert not torch.equal(inputs[m], clean[m])
+                else:
+                    assert torch.equal(inputs[m], clean[m]), (case.name, m)
+    for matrix in evaluation.scenarios.values():  # everything predicted class 0: the column of class 0
+        labels = test.labels[test.labels != test.ignore_index]
+        assert matrix[:, 0].tolist() == np.bincount(labels, minlength=6).tolist()
+
+
+def test_evaluate_refuses_other_class_count_and_unknown_scenario_modality(tmp_path, tiny_prepared, tiny_params):
+    import shutil
+
+    model = train.train(tiny_prepared, "muss", {}, TRAIN, 0, tmp_path / "run", progress=False)
+    prepared = tmp_path / "prepared"
+    shutil.copytree(tiny_prepared, prepared)
+    meta = json.loads((prepared / "meta.json").read_text())
+    meta["classes"] = meta["classes"][:5]
+    (prepared / "meta.json").write_text(json.dumps(meta))
+    out = tmp_path / "results" / "metrics.json"
+    args = [*_run_args(tiny_params, prepared), "--model", str(model), "--out", str(out)]
+    with pytest.raises(ValueError, match=rf"{model}: trained for 6 classes, data .* has 5"):
+        evaluate.main(args)
+    bad = write_params(tmp_path / "bad.yaml", {**TINY_PARAMS, "scenarios": {"modalities": ["rgb", "lidar"]}})
+    missing_model = tmp_path / "none" / "model.pt"  # the configuration is refused before the model is read
+    args = [*_run_args(bad, tiny_prepared), "--model", str(missing_model), "--out", str(out)]
+    with pytest.raises(ValueError, match=r"bad.yaml: scenarios.modalities.*'lidar'.*\['rgb', 'dsm', 'nir'\]"):
+        evaluate.main(args)
+    assert not out.parent.exists()

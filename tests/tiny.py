@@ -10,19 +10,16 @@ from pathlib import Path
 
 import yaml
 
+from benchmark.faults.common import TINY_PARAMS  # lives in the package: the fault cases run it too
+
+__all__ = ["TINY_PARAMS", "copy_project", "dataset_params", "run", "write_params"]
+
 REPO = Path(__file__).resolve().parents[1]
 
-TINY_PARAMS = {
-    "datasets": ["synthetic"],
-    "methods": ["muss"],
-    "seeds": [0],
-    "method_modules": [],
-    "method_params": {"muss": {}},
-    "synthetic": {"seed": 0, "tile_size": 32, "num_train": 16, "num_test": 6},
-    "train": {"steps": 6, "batch_size": 4, "warmup_steps": 2, "checkpoint_every": 2, "decoder_dim": 16, "lr": 0.003},
-    "evaluate": {"batch_size": 4},
-    "report": {"reference": "muss", "bootstrap_samples": 200},
-}
+
+def dataset_params(name: str, section: dict | None) -> dict:
+    """TINY_PARAMS for data set ``name`` alone with its ``section``: a whole file the schema accepts."""
+    return {**TINY_PARAMS, "datasets": [name], name: section}
 
 
 def write_params(path: Path, params: dict) -> Path:

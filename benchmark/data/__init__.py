@@ -1,7 +1,7 @@
 """Data sets: source classes (:mod:`.source`), the prepared format (:mod:`.prepared`)."""
 
 from benchmark.data.prepared import PreparedDataset, read_meta, write_prepared
-from benchmark.data.source import MANIFEST_NAME, RAW_DIR, DatasetSource, get_dataset, register_dataset
+from benchmark.data.source import MANIFEST_NAME, RAW_DIR, DatasetSource, get_dataset, list_datasets, register_dataset
 
 __all__ = [
     "MANIFEST_NAME",
@@ -9,6 +9,7 @@ __all__ = [
     "DatasetSource",
     "PreparedDataset",
     "get_dataset",
+    "list_datasets",
     "read_meta",
     "register_dataset",
     "write_prepared",

@@ -7,11 +7,13 @@ files into a temporary folder beside the target and renames it into place only o
 
 from __future__ import annotations
 
+import lzma
 import re
 import shutil
 import stat
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +27,10 @@ ARCHIVE_SUFFIXES = (".zip", *TAR_SUFFIXES)  # what safe_extract reads
 
 # (name as in the archive, normalised relative path or None for the archive's root folder, is a directory, opener)
 _Member = tuple[str, str | None, bool, Callable[[], IO[bytes]]]
+
+
+# what a truncated or garbled archive raises while its members are listed or read
+_CORRUPT = (zipfile.BadZipFile, zipfile.LargeZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError)
 
 
 class UnsafeArchiveError(ValueError):
@@ -69,8 +75,8 @@ def _open_members(archive: Path) -> Iterator[list[_Member]]:
         else:
             with tarfile.open(archive, "r:*") as tf:
                 yield [_tar_member(archive, tf, info) for info in tf.getmembers()]
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError) as err:
-        raise ValueError(f"{archive}: not a readable {kind} archive ({err})") from err
+    except _CORRUPT as err:
+        raise ValueError(f"{archive}: not a readable {kind} archive ({type(err).__name__}: {err})") from err
 
 
 def _zip_member(archive: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> _Member:
@@ -107,17 +113,22 @@ def _tar_member(archive: Path, tf: tarfile.TarFile, info: tarfile.TarInfo) -> _M
 
 
 def archive_members(archive: str | Path) -> list[str]:
-    """Names (as in the archive) of its regular-file members, in archive order."""
+    """Names (as in the archive) of its regular-file members, in archive order (a ValueError names
+    an archive that cannot be read: truncated, garbled or not an archive)."""
     archive = Path(archive)
-    if _kind(archive) == "zip":
-        with zipfile.ZipFile(archive) as zf:
-            return [
-                i.filename
-                for i in zf.infolist()
-                if not i.is_dir() and stat.S_IFMT(i.external_attr >> 16) in (0, stat.S_IFREG)
-            ]
-    with tarfile.open(archive, "r:*") as tf:
-        return [m.name for m in tf.getmembers() if m.isreg()]
+    kind = _kind(archive)
+    try:
+        if kind == "zip":
+            with zipfile.ZipFile(archive) as zf:
+                return [
+                    i.filename
+                    for i in zf.infolist()
+                    if not i.is_dir() and stat.S_IFMT(i.external_attr >> 16) in (0, stat.S_IFREG)
+                ]
+        with tarfile.open(archive, "r:*") as tf:
+            return [m.name for m in tf.getmembers() if m.isreg()]
+    except _CORRUPT as err:
+        raise ValueError(f"{archive}: not a readable {kind} archive ({type(err).__name__}: {err})") from err
 
 
 def safe_extract(archive: str | Path, target: str | Path, *, members: Iterable[str] | None = None) -> list[Path]:

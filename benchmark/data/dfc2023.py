@@ -31,8 +31,11 @@ or not; compressed string or uncompressed list counts, column-major as in COCO) 
 added. Every pixel is labelled (no ``ignore_index`` pixels): the release has no blank areas we
 know of, and a blank area would be labelled background.
 
-Nodata: NaN and each file's nodata tag become nodata (excluded from the statistics, 0 after
-standardising); no other value is treated as nodata (the release documents none).
+Nodata: each file's nodata tag becomes nodata (excluded from the statistics, 0 after
+standardising); no other value is treated as nodata, NaN included: the release documents no
+nodata value, so NaN is nodata only in a file whose nodata tag is NaN. A NaN in a file tagged
+otherwise (or untagged), or +-inf anywhere, is a corrupt pixel: prepare stops with an error
+naming the file, band and pixel.
 
 Splits: only the official *train* part has annotations and heights (the validation and test
 images were released without reference), so the benchmark splits the official train images:
@@ -371,8 +374,9 @@ class DFC2023(ManualArchiveSource):
         scenes = []
         for part, names in split.items():
             for name in names:
-                inputs: dict[str, Layer] = {
-                    m: RasterLayer(files[m][name], expect_bands=channels) for m, channels in MODALITIES.items()
+                inputs: dict[str, Layer] = {  # NaN undocumented as nodata: only where a file's tag says so
+                    m: RasterLayer(files[m][name], expect_bands=channels, nan_nodata=False)
+                    for m, channels in MODALITIES.items()
                 }
                 scenes.append(Scene(name, part, inputs, labels[name], decode_building_label))
         source = {

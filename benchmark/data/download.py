@@ -305,14 +305,21 @@ def verify_manifest(root: str | Path, *, paths: Iterable[str] | None = None) -> 
     manifest_path = root / MANIFEST_NAME
     if not manifest_path.is_file():
         raise FileNotFoundError(f"{manifest_path}: no download manifest; run the download stage first")
-    entries = read_json(manifest_path).get("files", {})
+    manifest = read_json(manifest_path)  # a truncated or garbled manifest: ValueError naming it
+    entries = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(entries, dict):
+        raise ValueError(
+            f"{manifest_path}: no 'files' mapping (corrupt manifest); delete it and run the download stage"
+        )
     for path in entries if paths is None else paths:
         if path not in entries:
             raise FileNotFoundError(f"{path}: not listed in {manifest_path}; run the download stage")
         file = _destination(root, path)
         if not file.is_file():
             raise FileNotFoundError(f"{file}: listed in {manifest_path} but missing; run the download stage again")
-        expected = entries[path]["md5"]
+        expected = entries[path].get("md5") if isinstance(entries[path], dict) else None
+        if not isinstance(expected, str):
+            raise ValueError(f"{manifest_path}: entry {path!r} has no md5 (corrupt manifest); run the download stage")
         got = md5_file(file)
         if got != expected:
             raise ChecksumError(f"{file}: md5 mismatch (expected {expected}, got {got}); delete it and download again")

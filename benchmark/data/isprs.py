@@ -41,7 +41,7 @@ COLOURS: tuple[tuple[int, int, int], ...] = tuple(
     (int(c[1:3], 16), int(c[3:5], 16), int(c[5:7], 16)) for c in PALETTE
 )  # label colour of each class, RGB
 COLOUR_THRESHOLD = 128  # a channel value >= this counts as "on" (255), below as "off" (0)
-DSM_VOID_FLOOR = -9999.0  # float DSM values <= this are voids (besides the file's nodata tag and NaN)
+DSM_VOID_FLOOR = -9999.0  # float DSM values <= this are voids (besides the file's nodata tag)
 
 HOMEPAGE = "https://www.isprs.org/education/benchmarks/UrbanSemLab/default.aspx"
 CITATION = (
@@ -84,7 +84,11 @@ def decode_colours(window: np.ndarray, layer: Layer) -> np.ndarray:
 
 @dataclass
 class VoidFloorLayer:
-    """A float DSM whose values ``<= floor`` (besides the file's nodata tag and NaN) are voids (NaN)."""
+    """A float DSM whose values ``<= floor`` (besides the file's nodata tag) are voids (NaN).
+
+    NaN is a void only in a file whose nodata tag is NaN: ISPRS documents no NaN voids, so any
+    other NaN (and +-inf) is a corrupt pixel, refused by the :class:`RasterLayer` with the file,
+    band and pixel named."""
 
     layer: RasterLayer
     floor: float = DSM_VOID_FLOOR
@@ -270,7 +274,8 @@ class Potsdam(IsprsSource):
     ``nir`` (1: band 4 of the same file), ``dsm`` (1): with ``dsm: ndsm`` (default) the 8-bit
     normalised DSM ``dsm_potsdam_<0t>_normalized_lastools.jpg`` (height above ground as grey
     values 0-255, not metres; no voids), with ``dsm: dsm`` the float32 DSM ``dsm_potsdam_<0t>.tif``
-    in metres above sea level (voids: the file's nodata tag, NaN and values <= -9999 -> NaN).
+    in metres above sea level (voids: the file's nodata tag and values <= -9999 -> NaN; ISPRS documents
+    no NaN voids, so a NaN the tag does not declare is an error naming the file).
     DSM file names zero-pad the tile numbers (``02_10`` for tile ``2_10``).
 
     Labels: ``labels: eroded`` (default, ``5_Labels_all_noBoundary.zip``, the reference ISPRS
@@ -311,7 +316,7 @@ class Potsdam(IsprsSource):
             dsm: Layer = RasterLayer(path, expect_bands=1)
         else:
             path = self.locate(self._dsm(), f"1_DSM/dsm_potsdam_{padded}.tif")
-            dsm = VoidFloorLayer(RasterLayer(path, expect_bands=1))
+            dsm = VoidFloorLayer(RasterLayer(path, expect_bands=1, nan_nodata=False))
         suffix = "_label_noBoundary.tif" if self.config.labels == "eroded" else "_label.tif"
         label = self.label_layer(self.locate(self._labels(), f"top_potsdam_{tile}{suffix}"))
         inputs = {
@@ -331,7 +336,8 @@ class Vaihingen(IsprsSource):
 
     Modalities: ``irrg`` (3: the false-colour IR, R, G true ortho ``top/top_mosaic_09cm_area<N>.tif``,
     uint8 digital numbers, in that band order) and ``dsm`` (1: ``dsm/dsm_09cm_matching_area<N>.tif``,
-    float32 DSM in metres; voids: the file's nodata tag, NaN and values <= -9999 -> NaN). Both come
+    float32 DSM in metres; voids: the file's nodata tag and values <= -9999 -> NaN; an undeclared NaN
+    is an error naming the file). Both come
     from ``ISPRS_semantic_labeling_Vaihingen.zip``, whose ``gts_for_participants/`` labels (training
     areas only, same file names as ``top/``) are not used: labels come from the complete reference
     archives, ``labels: eroded`` (default, ``..._ground_truth_eroded_COMPLETE.zip``, files
@@ -369,6 +375,6 @@ class Vaihingen(IsprsSource):
         label = self.label_layer(self.locate(self._labels(), f"top_mosaic_09cm_area{tile}{suffix}"))
         inputs = {
             "irrg": RasterLayer(top, bands=(1, 2, 3), expect_bands=3),
-            "dsm": VoidFloorLayer(RasterLayer(dsm, expect_bands=1)),
+            "dsm": VoidFloorLayer(RasterLayer(dsm, expect_bands=1, nan_nodata=False)),
         }
         return Scene(f"vaihingen_area{tile}", split, inputs, label, decode_colours)

@@ -47,6 +47,22 @@ class ManualArchive:
         return self.filename
 
 
+def _recorded_files(manifest_path: Path) -> dict[str, dict]:
+    """``files`` of a manual data set's manifest ({} when there is none); a truncated or garbled
+    manifest is a ValueError naming it (it holds the checksums recorded on first use: never
+    silently dropped)."""
+    if not manifest_path.is_file():
+        return {}
+    manifest = read_json(manifest_path)
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not all(isinstance(v, dict) for v in files.values()):
+        raise ValueError(
+            f"{manifest_path}: no valid 'files' mapping (corrupt manifest); restore it, or delete it to verify "
+            f"the archives again (checksums recorded on first use are then recorded anew)"
+        )
+    return files
+
+
 class ManualArchiveSource(DatasetSource):
     """A :class:`DatasetSource` whose raw data are archives placed by the user.
 
@@ -74,26 +90,30 @@ class ManualArchiveSource(DatasetSource):
                 f"and run `python -m benchmark.download --dataset {self.name}` again."
             )
         manifest_path = self.raw_dir / MANIFEST_NAME
-        recorded = read_json(manifest_path).get("files", {}) if manifest_path.is_file() else {}
+        recorded = _recorded_files(manifest_path)
         # archives the current params do not use keep their record (e.g. the other label variant)
         files = {name: entry for name, entry in recorded.items() if (self.raw_dir / name).is_file()}
         for archive in archives:
             path = self.raw_dir / archive.filename
-            wanted = PurePosixPath(archive.contains).name  # any folder inside the archive will do
-            if not any(PurePosixPath(member).name == wanted for member in archive_members(path)):
-                raise ValueError(
-                    f"{path}: holds no file {wanted!r} (official path {archive.contains!r}), so it is not the "
-                    f"official {archive.filename} ({self.homepage})"
-                )
             previous = recorded.get(archive.filename, {})
             stat = path.stat()
             unchanged = previous.get("size") == stat.st_size and previous.get("mtime_ns") == stat.st_mtime_ns
             md5 = previous["md5"] if unchanged and "md5" in previous else md5_file(path)
             expected, origin = (archive.md5, "published") if archive.md5 else (previous.get("md5"), "recorded")
-            if expected and md5 != expected:
+            if expected and md5 != expected:  # first: a truncated copy is named as such, not as unreadable
                 raise ChecksumError(
-                    f"{path}: MD5 {md5}, expected {expected} ({origin} checksum): the file is corrupt or not the "
-                    f"official {archive.filename}; obtain it again from {self.homepage}"
+                    f"{path}: MD5 {md5}, expected {expected} ({origin} checksum): the file is corrupt (e.g. a "
+                    f"truncated download) or not the official {archive.filename}; obtain it again from {self.homepage}"
+                )
+            wanted = PurePosixPath(archive.contains).name  # any folder inside the archive will do
+            try:
+                members = archive_members(path)
+            except ValueError as err:  # truncated or not an archive, with no checksum to tell
+                raise ValueError(f"{err}; obtain {archive.filename} again from {self.homepage}") from err
+            if not any(PurePosixPath(member).name == wanted for member in members):
+                raise ValueError(
+                    f"{path}: holds no file {wanted!r} (official path {archive.contains!r}), so it is not the "
+                    f"official {archive.filename} ({self.homepage})"
                 )
             target = self.extracted(archive)
             if previous.get("md5") != md5 or not target.is_dir():
@@ -111,7 +131,7 @@ class ManualArchiveSource(DatasetSource):
     def check_downloaded(self) -> None:
         """Before preparing: the manifest must list every archive the params need."""
         manifest_path = self.raw_dir / MANIFEST_NAME
-        files = read_json(manifest_path).get("files", {}) if manifest_path.is_file() else {}
+        files = _recorded_files(manifest_path)
         absent = [a.filename for a in self.archives() if a.filename not in files or not self.extracted(a).is_dir()]
         if absent:
             raise FileNotFoundError(

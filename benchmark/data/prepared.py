@@ -12,6 +12,7 @@ Layout of ``data/prepared/<dataset>/``::
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -22,9 +23,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from benchmark.io import atomic_write, atomic_write_json, default_mode, read_json, replace_dir
+from benchmark.io import atomic_write, atomic_write_json, default_mode, read_json, remove_stale_temps, replace_dir
 
 META_FILE = "meta.json"
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # modality and split names in meta.json
 
 
 class RunningStats:
@@ -120,6 +122,7 @@ class PreparedWriter:
 
     def __enter__(self) -> PreparedWriter:
         self.root.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(self.root)  # the half-written folder of a killed prepare (possibly GBs)
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.root.name}.", dir=self.root.parent))
         self.tmp.chmod(default_mode("dir"))  # mkdtemp creates 0700
         h, w = self.tile_shape
@@ -238,7 +241,9 @@ def read_meta(root: str | Path) -> dict[str, Any]:
     path = Path(root) / META_FILE
     if not path.exists():
         raise FileNotFoundError(f"{path}: prepared data set not found (run the prepare stage: dvc repro)")
-    meta = read_json(path)
+    meta = read_json(path)  # a truncated or garbled file: ValueError naming it
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: not a JSON object (got {type(meta).__name__}); run the prepare stage again")
     for key, kind in (
         ("dataset", str),
         ("modalities", dict),
@@ -248,7 +253,34 @@ def read_meta(root: str | Path) -> dict[str, Any]:
     ):
         if not isinstance(meta.get(key), kind):
             raise ValueError(f"{path}: key {key!r} missing or not a {kind.__name__}")
+    for key in ("modalities", "splits"):  # names become file and folder names: plain, never a path
+        for name, count in meta[key].items():
+            if not _SAFE_NAME.fullmatch(name) or not isinstance(count, int) or isinstance(count, bool) or count < 1:
+                raise ValueError(
+                    f"{path}: {key} entry {name!r}: {count!r}; expected a plain name (letters, digits, '_', '-') "
+                    f"and a positive int"
+                )
     return meta
+
+
+def load_array(path: Path, ndim: int, kind: str) -> np.ndarray:
+    """Memory-map a prepared ``.npy``; a missing, truncated or garbled file, or one of another
+    rank (``ndim``) or dtype kind (``kind``: numpy kind letters, e.g. ``"f"`` or ``"iu"``) is an
+    error naming it."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file not found (the prepared data set is incomplete; prepare it again)")
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise ValueError(
+            f"{path}: not a readable .npy file ({err}); it is truncated or corrupt, prepare it again"
+        ) from None
+    if not isinstance(array, np.ndarray) or array.ndim != ndim or array.dtype.kind not in kind:
+        raise ValueError(
+            f"{path}: {getattr(array, 'dtype', '?')} array of shape {getattr(array, 'shape', '?')}, expected "
+            f"{ndim} dimensions of kind {kind!r}; prepare the data set again"
+        )
+    return array
 
 
 class PreparedDataset(Dataset):
@@ -268,11 +300,17 @@ class PreparedDataset(Dataset):
         self.classes: list[str] = list(self.meta["classes"])
         self.ignore_index: int = int(self.meta["ignore_index"])
         folder = self.root / split
-        self.arrays = {m: np.load(folder / f"{m}.npy", mmap_mode="r") for m in self.modalities}
-        self.labels = np.load(folder / "label.npy", mmap_mode="r")
+        self.labels = load_array(folder / "label.npy", 3, "iu")
+        n = self.meta["splits"][split]
+        if len(self.labels) != n:
+            raise ValueError(f"{folder / 'label.npy'}: {len(self.labels)} tiles, but {META_FILE} announces {n}")
+        self.arrays = {m: load_array(folder / f"{m}.npy", 4, "f") for m in self.modalities}
         for m, array in self.arrays.items():
-            if array.shape[0] != len(self.labels) or array.shape[1] != self.modalities[m]:
-                raise ValueError(f"{folder / (m + '.npy')}: shape {array.shape} disagrees with meta.json/labels")
+            if array.shape != (n, self.modalities[m], *self.labels.shape[1:]):
+                raise ValueError(
+                    f"{folder / (m + '.npy')}: shape {array.shape}, but {META_FILE} and label.npy give "
+                    f"{(n, self.modalities[m], *self.labels.shape[1:])}"
+                )
 
     def __len__(self) -> int:
         return len(self.labels)

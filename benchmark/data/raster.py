@@ -7,9 +7,11 @@ a scene of any size never sits in memory whole. GeoTIFFs (and anything else GDAL
 the JPEG nDSMs of ISPRS Potsdam) are read with rasterio's windowed reads.
 
 Nodata: a pixel equal to a layer's nodata value (the file's own nodata tag unless the data set
-overrides it) or NaN in the source becomes NaN; the prepared format stores it as 0 after
-standardising (the channel's training mean) and leaves it out of the statistics. Labels mark
-their own nodata with the data set's ``ignore_index``.
+overrides it) becomes NaN; the prepared format stores it as 0 after standardising (the channel's
+training mean) and leaves it out of the statistics. NaN in the source is nodata only where that
+value is NaN or the data set documents NaN as the layer's nodata (``RasterLayer.nan_nodata``);
+any other NaN, and +-inf anywhere outside the nodata mask, is a corrupt pixel: a ValueError names
+the file, band and pixel. Labels mark their own nodata with the data set's ``ignore_index``.
 """
 
 from __future__ import annotations
@@ -49,6 +51,13 @@ class RasterLayer:
         expect_bands: the band count the file must have (checked on first use; None: any).
         expect_descriptions: band names in file order; when the file names its bands (GeoTIFF band
             descriptions) they must match, which catches a file with its bands in another order.
+        nan_nodata: NaN pixels are nodata even though the nodata value is not NaN (set where the
+            data set's documentation says NaN means "no data" for this layer). Otherwise NaN is
+            nodata only when the nodata value (``nodata`` or the file's tag) is NaN.
+
+    Reading a NaN that is not nodata, or +-inf (or a value beyond float32's range) that is not
+    the nodata value, raises a ValueError naming the file, the band (1-based, as in the file),
+    the pixel (row, col of the file) and the window.
     """
 
     path: Path
@@ -56,6 +65,7 @@ class RasterLayer:
     nodata: float | None = None
     expect_bands: int | None = None
     expect_descriptions: tuple[str, ...] | None = None
+    nan_nodata: bool = False
     _shape: tuple[int, int, int] | None = field(default=None, repr=False)
     _src: Any = field(default=None, repr=False)
 
@@ -102,19 +112,52 @@ class RasterLayer:
         return self._shape
 
     def read(self, row: int, col: int, height: int, width: int) -> np.ndarray:
-        """float32 ``[C, height, width]`` of the window, NaN where nodata."""
+        """float32 ``[C, height, width]`` of the window, NaN where nodata (ValueError on a corrupt pixel)."""
+        import rasterio
         from rasterio.windows import Window
 
         self.shape  # noqa: B018 - checks the band count once
         src = self._open()
-        data = src.read(list(self.bands) if self.bands else None, window=Window(col, row, width, height))
+        where = f"the {height}x{width} px window at row {row}, col {col}"
+        try:
+            data = src.read(list(self.bands) if self.bands else None, window=Window(col, row, width, height))
+        except rasterio.errors.RasterioError as err:
+            detail = err.__cause__ or err  # rasterio's "see previous exception" hides GDAL's message there
+            raise ValueError(f"{self.path}: cannot read {where} ({detail}); the file is truncated or corrupt") from err
         nodata = self.nodata if self.nodata is not None else src.nodata
-        out = data.astype(np.float32)
+        nan_is_nodata = self.nan_nodata or (nodata is not None and bool(np.isnan(nodata)))
+        with np.errstate(over="ignore"):  # values beyond float32's range become inf, caught below
+            out = data.astype(np.float32)
         if nodata is not None and not np.isnan(nodata):
             out[data == nodata] = np.nan
-        if np.isinf(out).any():
-            raise ValueError(f"{self.path}: infinite values in window row={row} col={col} (nodata must be NaN/tagged)")
+        if data.dtype.kind == "f" and not nan_is_nodata:
+            self._refuse(np.isnan(data), data, (row, col), where, nodata)
+        self._refuse(np.isinf(out), data, (row, col), where, nodata)
         return out
+
+    def _refuse(
+        self, bad: np.ndarray, data: np.ndarray, origin: tuple[int, int], where: str, nodata: float | None
+    ) -> None:
+        """ValueError naming the file, band, first pixel and window when ``bad`` (bool ``[C, h, w]``) is set;
+        ``origin`` is the window's top-left (row, col) in the file."""
+        if not bad.any():
+            return
+        b, r, c = (int(i[0]) for i in np.nonzero(bad))
+        band = self.bands[b] if self.bands else b + 1
+        row, col = origin
+        value = float(data[b, r, c])
+        what = "NaN" if np.isnan(value) else f"infinite value {value}" if np.isinf(value) else f"value {value}"
+        what += "" if np.isnan(value) or np.isinf(value) else " (beyond float32's range)"
+        tag = "none" if nodata is None else repr(float(nodata))
+        why = (
+            "NaN is nodata only where that value is NaN or the data set documents NaN as this layer's nodata"
+            if np.isnan(value)
+            else "only NaN or the nodata value may mark missing pixels"
+        )
+        raise ValueError(
+            f"{self.path}: {what} in band {band} at pixel row {row + r}, col {col + c} ({int(bad.sum())} such px "
+            f"in {where}), outside the nodata mask (nodata value: {tag}; {why}): the file is corrupt"
+        )
 
 
 @dataclass

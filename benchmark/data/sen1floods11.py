@@ -10,6 +10,11 @@ The hand-labelled part: 446 chips of 512 x 512 px (about 10 m) from 11 flood eve
 * ``LabelHand/<event>_<chip>_LabelHand.tif``: int16, -1 no data, 0 not water, 1 water ->
   classes ``not_water``, ``water``; -1 -> ``ignore_index``.
 
+NaN: the S1 chips mark no data with NaN (the released files tag NaN as their nodata value, and
+this reader treats NaN as nodata in ``s1`` even in a chip without the tag: ``nan_nodata``). The
+S2 and label chips are integer files, so a NaN cannot occur there; +-inf in any chip is a
+corrupt pixel (an error naming the file, band and pixel).
+
 :class:`Sen1Floods11` downloads the v1.1 bucket layout over HTTPS
 (``v1.1/data/flood_events/HandLabeled/{S1Hand,S2Hand,LabelHand}/`` and the official split CSVs
 ``v1.1/splits/flood_handlabeled/flood_{train,valid,test}_data.csv``) and prepares the official
@@ -69,8 +74,8 @@ def chip_layers(folder: Path, chip: str) -> tuple[dict[str, RasterLayer], Raster
         return RasterLayer(folder / LAYERS[kind] / f"{chip}_{LAYERS[kind]}.tif", **kwargs)
 
     inputs = {
-        "s1": layer("s1", expect_bands=2, expect_descriptions=S1_BANDS),
-        "s2": layer("s2", expect_bands=13, expect_descriptions=S2_BANDS),
+        "s1": layer("s1", expect_bands=2, expect_descriptions=S1_BANDS, nan_nodata=True),  # NaN = no data
+        "s2": layer("s2", expect_bands=13, expect_descriptions=S2_BANDS),  # int16, 0 = no data (its tag)
     }
     return inputs, layer("label", expect_bands=1)
 

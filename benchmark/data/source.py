@@ -19,7 +19,7 @@ from benchmark.data.download import MANIFEST_NAME
 from benchmark.data.raster import Scene, write_scenes
 from benchmark.io import atomic_write_json
 
-__all__ = ["MANIFEST_NAME", "RAW_DIR", "DatasetSource", "get_dataset", "register_dataset"]
+__all__ = ["MANIFEST_NAME", "RAW_DIR", "DatasetSource", "get_dataset", "list_datasets", "register_dataset"]
 
 _REGISTRY: dict[str, type[DatasetSource]] = {}
 _BUILTIN_MODULES = (
@@ -103,11 +103,17 @@ def register_dataset(name: str) -> Callable[[D], D]:
     return decorator
 
 
-def get_dataset(name: str) -> type[DatasetSource]:
-    """The registered data set class called ``name`` (a KeyError lists the known ones)."""
+def list_datasets() -> list[str]:
+    """Names of every registered data set (the built-in ones and any imported since), sorted."""
     for module in _BUILTIN_MODULES:
         importlib.import_module(module)
+    return sorted(_REGISTRY)
+
+
+def get_dataset(name: str) -> type[DatasetSource]:
+    """The registered data set class called ``name`` (a KeyError lists the known ones)."""
+    known = list_datasets()
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown data set {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
+        raise KeyError(f"unknown data set {name!r}; known: {', '.join(known)}") from None

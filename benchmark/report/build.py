@@ -6,9 +6,11 @@ data set's ``plots/`` folder is replaced as a whole), so a failure leaves the pr
 untouched. Output, for ``results/`` and each data set ``<d>``::
 
     results/<d>/{leaderboard,fragility,per_class,efficiency,comparison}.{csv,md,tex}
+    results/<d>/scenarios.{csv,md,tex}  # corrupted inputs, when the runs hold a "scenarios" block
+    results/<d>/scenarios_long.csv      # the same per method, kind, level and corrupted modality
     results/<d>/plots/<figure>.{png,svg}
     results/leaderboard.{csv,md,tex}   # every data set side by side
-    results/summary.json               # Avg, Top-1, Last-1, E_p per data set and method (DVC metrics)
+    results/summary.json               # Avg, Top-1, Last-1, E_p (scenario_avg) per data set and method
     results/report.html                # one self-contained page with all of the above
 """
 
@@ -26,7 +28,7 @@ from benchmark import stats
 from benchmark.config import ReportConfig
 from benchmark.data.prepared import PreparedDataset
 from benchmark.data.source import DatasetSource, get_dataset
-from benchmark.io import atomic_write_dir, atomic_write_json, atomic_write_text
+from benchmark.io import atomic_write_dir, atomic_write_json, atomic_write_text, remove_stale_temps
 from benchmark.report import html, plots
 from benchmark.report.leaderboard import (
     SUMMARY_TITLES,
@@ -37,9 +39,13 @@ from benchmark.report.leaderboard import (
     leaderboard_table,
     per_class_table,
     robustness_means,
+    scenario_long_table,
+    scenario_means,
+    scenario_table,
     size_curves,
 )
 from benchmark.report.results import (
+    SCENARIO_UNITS,
     SUMMARY_KEYS,
     by_method,
     load_confusion,
@@ -47,12 +53,22 @@ from benchmark.report.results import (
     load_predictions,
     load_train_log,
     run_folder,
+    scenario_layout,
 )
-from benchmark.report.tables import Column, Table, renderings, to_markdown
+from benchmark.report.tables import Column, Table, renderings, to_csv, to_markdown
 
 PLOTS_DIR = "plots"
 SUMMARY_FILE = "summary.json"
 HTML_FILE = "report.html"
+SCENARIO_SUMMARY_KEY = "scenario_avg"  # summary.json: mean over seeds of each run's scenarios.avg
+
+SCENARIO_TEXT = (
+    "Every modality is available and one at a time is corrupted: blocks or single pixels zeroed, additive "
+    "Gaussian noise, salt-and-pepper noise, or multiplicative speckle (SAR-like modalities only), at each "
+    "level set in params.yaml (scenarios). Masks and noise are seeded, so every method and seed saw the same "
+    "inputs. Per method and kind the columns give the mean over the corrupted modalities; "
+    "scenarios_long.csv has each modality."
+)
 
 
 @dataclass
@@ -65,14 +81,25 @@ class Plot:
 
 
 @dataclass
+class ScenarioReport:
+    """The corrupted-input part of a data set's report: the wide ``table`` (scenarios.*), its
+    ``long`` machine form (scenarios_long.csv) and the ``plot`` (plots/scenarios.*)."""
+
+    table: Table
+    long: Table
+    plot: Plot
+
+
+@dataclass
 class DatasetReport:
     """Everything the report holds for one data set."""
 
     dataset: str
     tables: list[Table]
     plots: list[Plot]
-    summary: dict[str, dict[str, float]]  # method -> {"avg", "top1", "last1", "expected_p..."}
+    summary: dict[str, dict[str, float]]  # method -> {"avg", "top1", "last1", "expected_p...", "scenario_avg"?}
     notes: list[str] = field(default_factory=list)  # what could not be drawn and why
+    scenarios: ScenarioReport | None = None  # None: the runs hold no "scenarios" block
 
 
 def _matrix(rows: list[dict], keys: Sequence[str], suffix: str = "") -> np.ndarray:
@@ -310,7 +337,36 @@ def build_dataset(inputs: DatasetInputs, config: ReportConfig) -> DatasetReport:
     figures += _qualitative(inputs)
     keys = [*SUMMARY_KEYS, *(expected_key(p) for p in config.failure_probs)]
     summary = {row["method"]: {k: row[k] for k in keys} for row in board.rows}
-    return DatasetReport(dataset, tables, figures, summary, notes)
+    scenarios = _scenarios(records)
+    if scenarios is None:
+        notes.append(
+            "No corrupted-input scenarios in metrics.json (evaluated without them): no scenario table or plot."
+        )
+    else:
+        for row in scenarios.table.rows:
+            summary[row["method"]][SCENARIO_SUMMARY_KEY] = row["avg"]
+    return DatasetReport(dataset, tables, figures, summary, notes, scenarios)
+
+
+def _scenarios(records: list[dict]) -> ScenarioReport | None:
+    """Table, long table and curves of the corrupted-input scenarios; ``None`` when the runs hold
+    none (or no kind was run). :func:`load_metrics` made sure all runs share one layout."""
+    layout = scenario_layout(records[0])
+    if not layout:
+        return None
+    dataset = records[0]["dataset"]
+    figure = plots.scenario_curves(
+        scenario_means(records),
+        layout,
+        records[0]["modalities"],
+        f"{dataset}: mIoU with one modality corrupted",
+        units=SCENARIO_UNITS,
+    )
+    caption = (
+        "mIoU (%) against the corruption level, one row per kind, one column per corrupted modality and their "
+        "mean; x = 0: clean (every modality, uncorrupted); error bars: sample std over seeds."
+    )
+    return ScenarioReport(scenario_table(records), scenario_long_table(records), _plot("scenarios", caption, figure))
 
 
 def overview_table(reports: Sequence[DatasetReport], methods: Sequence[str] | None = None) -> Table:
@@ -326,42 +382,59 @@ def overview_table(reports: Sequence[DatasetReport], methods: Sequence[str] | No
     for method in order:
         row: dict[str, Any] = {"method": method}
         for report in reports:
-            for key in ("avg", "last1"):
+            for key in ("avg", "last1", SCENARIO_SUMMARY_KEY):
                 row[f"{report.dataset}_{key}"] = report.summary.get(method, {}).get(key, math.nan)
         row["mean_rank"] = stats.mean_std(ranks[method])[0] if len(ranks[method]) == len(reports) else math.nan
         rows.append(row)
     columns = [Column("method", "Method", "text")]
+    titles = {**SUMMARY_TITLES, SCENARIO_SUMMARY_KEY: "Corrupted Avg"}
     for report in reports:
-        columns += [
-            Column(f"{report.dataset}_{k}", f"{report.dataset} {SUMMARY_TITLES[k]}", best="max")
-            for k in ("avg", "last1")
-        ]
+        keys = ["avg", "last1"] + ([SCENARIO_SUMMARY_KEY] if report.scenarios is not None else [])
+        columns += [Column(f"{report.dataset}_{k}", f"{report.dataset} {titles[k]}", best="max") for k in keys]
     columns.append(Column("mean_rank", "Mean rank (Avg)", best="min"))
+    corrupted = (
+        " Corrupted Avg = mean mIoU with one modality corrupted, over every corruption kind, level and modality "
+        "(results/<dataset>/scenarios.*)."
+        if any(r.scenarios is not None for r in reports)
+        else ""
+    )
     return Table(
         "leaderboard",
         "Leaderboard across data sets: mIoU (%) Avg and Last-1 (mean over seeds)",
         columns,
         rows,
         note="Avg = mean mIoU over all modality subsets, Last-1 = the worst subset; mean rank by Avg over the data "
-        "sets (n/a when a method lacks one). Per data set details in results/<dataset>/.",
+        f"sets (n/a when a method lacks one).{corrupted} Per data set details in results/<dataset>/.",
     )
+
+
+def _write_text(path: Path, text: str) -> Path:
+    """Write ``path`` atomically, first removing what a killed report left beside it."""
+    remove_stale_temps(path)
+    return atomic_write_text(path, text)
 
 
 def write_dataset(results_dir: Path, report: DatasetReport) -> list[Path]:
     """Write one data set's tables and plots; return the paths written."""
     out = Path(results_dir) / report.dataset
+    tables, figures = list(report.tables), list(report.plots)
     written = []
-    for table in report.tables:
+    if report.scenarios is not None:
+        tables.append(report.scenarios.table)
+        figures.append(report.scenarios.plot)
+        written.append(_write_text(out / f"{report.scenarios.long.name}.csv", to_csv(report.scenarios.long)))
+    for table in tables:
         for suffix, text in renderings(table).items():
-            written.append(atomic_write_text(out / f"{table.name}.{suffix}", text))
+            written.append(_write_text(out / f"{table.name}.{suffix}", text))
 
     def write_plots(folder: Path) -> None:
-        for plot in report.plots:
+        for plot in figures:
             for suffix, data in plot.files.items():
                 (folder / f"{plot.name}.{suffix}").write_bytes(data)
 
+    remove_stale_temps(out / PLOTS_DIR)
     atomic_write_dir(out / PLOTS_DIR, write_plots)
-    written += [out / PLOTS_DIR / f"{p.name}.{s}" for p in report.plots for s in p.files]
+    written += [out / PLOTS_DIR / f"{p.name}.{s}" for p in figures for s in p.files]
     return written
 
 
@@ -370,6 +443,16 @@ def html_sections(reports: Sequence[DatasetReport], overview: Table) -> list[htm
     for report in reports:
         figures = [html.Figure(p.name, p.caption, p.files["png"]) for p in report.plots]
         sections.append(html.Section(report.dataset, report.tables, figures, text="\n\n".join(report.notes)))
+        if report.scenarios is not None:
+            plot = report.scenarios.plot
+            sections.append(
+                html.Section(
+                    f"{report.dataset}: corrupted inputs",
+                    [report.scenarios.table],
+                    [html.Figure(plot.name, plot.caption, plot.files["png"])],
+                    text=SCENARIO_TEXT,
+                )
+            )
     return sections
 
 
@@ -395,12 +478,14 @@ def write_report(
     for report in reports:
         written += write_dataset(results_dir, report)
     for suffix, text in renderings(overview).items():
-        written.append(atomic_write_text(results_dir / f"leaderboard.{suffix}", text))
+        written.append(_write_text(results_dir / f"leaderboard.{suffix}", text))
+    remove_stale_temps(results_dir / SUMMARY_FILE)
     written.append(atomic_write_json(results_dir / SUMMARY_FILE, summary))
-    written.append(atomic_write_text(results_dir / HTML_FILE, page))
+    written.append(_write_text(results_dir / HTML_FILE, page))
     return written
 
 
 def dataset_markdown(report: DatasetReport) -> str:
     """All tables of a data set as one Markdown document (printed by the CLI)."""
-    return "\n".join(to_markdown(t, heading=True) for t in report.tables)
+    tables = [*report.tables, *([report.scenarios.table] if report.scenarios is not None else [])]
+    return "\n".join(to_markdown(t, heading=True) for t in tables)

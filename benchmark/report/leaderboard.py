@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from benchmark import stats
-from benchmark.report.results import SUMMARY_KEYS, by_method, num
+from benchmark.report.results import SCENARIO_UNITS, SUMMARY_KEYS, by_method, num, scenario_layout
 from benchmark.report.tables import Column, Table
 
 SUMMARY_TITLES = {"avg": "Avg", "top1": "Top-1", "last1": "Last-1"}
@@ -322,3 +322,130 @@ def robustness_means(records: list[dict]) -> dict[str, dict[str, dict[str, list[
             for subset in recs[0]["robustness"]["subsets"]
         }
     return table
+
+
+SCENARIO_MEAN = "mean"  # the pseudo-modality of scenario_means: per seed, the mean over the corrupted modalities
+
+
+def _level_key(kind: str, level: float) -> str:
+    return f"{kind}_{level:g}"
+
+
+def scenario_means(records: list[dict]) -> dict[str, dict[str, Any]]:
+    """Corrupted-input mIoU (%) over seeds of the methods whose records carry ``scenarios``::
+
+        {method: {"seeds": n, "clean": (mean, std), "avg": (mean, std),
+                  "kinds": {kind: {modality | "mean": (float[L] means, float[L] stds)}}}}
+
+    ``clean`` is the full-set mIoU, ``avg`` the run's ``scenarios.avg``, ``"mean"`` the per-seed mean
+    over the kind's corrupted modalities at each level; each then mean ± sample std over seeds.
+    The layout (kinds, levels, modalities) is the one :func:`load_metrics` checked to be shared.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for method, recs in by_method([r for r in records if "scenarios" in r]).items():
+        layout = scenario_layout(recs[0])
+        kinds: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+        for kind, (levels, modalities) in layout.items():
+            # [seeds, modalities, levels]
+            values = np.array(
+                [
+                    [[num(v) for v in r["scenarios"]["kinds"][kind]["modalities"][m]["miou"]] for m in modalities]
+                    for r in recs
+                ],
+                dtype=np.float64,
+            )
+            series = {m: values[:, j] for j, m in enumerate(modalities)}
+            series[SCENARIO_MEAN] = values.mean(axis=1)
+            kinds[kind] = {}
+            for name, per_seed in series.items():  # per_seed: float[seeds, levels]
+                pairs = np.array([stats.mean_std(per_seed[:, k]) for k in range(len(levels))])  # [levels, 2]
+                kinds[kind][name] = (pairs[:, 0], pairs[:, 1])
+        out[method] = {
+            "seeds": len(recs),
+            "clean": stats.mean_std([num(r["scenarios"]["clean_miou"]) for r in recs]),
+            "avg": stats.mean_std([num(r["scenarios"]["avg"]) for r in recs]),
+            "kinds": kinds,
+        }
+    return out
+
+
+def scenario_table(records: list[dict]) -> Table:
+    """Method x (Clean, ``<kind> <level>``..., Avg) mIoU (%) under corrupted inputs, mean ± std over seeds.
+
+    ``<kind> <level>``: per seed the mean over the kind's corrupted modalities (every modality
+    available, one corrupted at a time). Records without ``scenarios`` are left out.
+    """
+    means = scenario_means(records)
+    if not means:
+        raise ValueError("scenario_table: no record carries a 'scenarios' block")
+    layout = scenario_layout(next(r for r in records if "scenarios" in r))
+    keys, titles = ["clean"], {"clean": "Clean"}
+    for kind, (levels, _) in layout.items():
+        for level in levels:
+            keys.append(_level_key(kind, level))
+            titles[keys[-1]] = f"{kind} {level:g}"
+    keys.append("avg")
+    titles["avg"] = "Avg"
+    grouped = by_method(records)
+    rows = []
+    for method, entry in means.items():
+        row = _head(method, grouped[method])
+        row["clean"], row["clean_std"] = entry["clean"]
+        row["avg"], row["avg_std"] = entry["avg"]
+        for kind, (levels, _) in layout.items():
+            mean, std = entry["kinds"][kind][SCENARIO_MEAN]
+            for k, level in enumerate(levels):
+                row[_level_key(kind, level)], row[f"{_level_key(kind, level)}_std"] = float(mean[k]), float(std[k])
+        rows.append(row)
+    corrupted = "; ".join(f"{kind}: {', '.join(mods)}" for kind, (_, mods) in layout.items())
+    units = "; ".join(f"{kind} = {SCENARIO_UNITS[kind]}" for kind in layout)
+    return Table(
+        "scenarios",
+        "mIoU (%) with corrupted inputs: every modality available, one corrupted at a time",
+        [*HEAD, *_columns(keys, titles)],
+        rows,
+        note=f"{STD_NOTE}; best in bold. Clean = every modality, uncorrupted (the full set's mIoU); "
+        "<kind> <level> = mean over the corrupted modalities of the mIoU with that one modality corrupted "
+        f"({corrupted}); Avg = mean over every kind, level and corrupted modality. Levels: {units}. "
+        "Corruptions are seeded: every method and seed saw the same corrupted inputs.",
+        std_columns=_std_columns(keys),
+    )
+
+
+def scenario_long_table(records: list[dict]) -> Table:
+    """Machine format of the scenarios: one row per method, kind, level and corrupted modality with
+    the mIoU's mean and sample std over seeds and the number of seeds (``scenarios_long.csv``)."""
+    means = scenario_means(records)
+    rows = []
+    for method, entry in means.items():
+        for kind, series in entry["kinds"].items():
+            levels = scenario_layout(next(r for r in records if r["method"] == method))[kind][0]
+            for k, level in enumerate(levels):
+                for modality, (mean, std) in series.items():
+                    if modality == SCENARIO_MEAN:
+                        continue
+                    rows.append(
+                        {
+                            "method": method,
+                            "kind": kind,
+                            "level": level,
+                            "modality": modality,
+                            "miou": float(mean[k]),
+                            "miou_std": float(std[k]),
+                            "seeds": entry["seeds"],
+                        }
+                    )
+    return Table(
+        "scenarios_long",
+        "mIoU (%) per method, corruption kind, level and corrupted modality",
+        [
+            Column("method", "method", "text"),
+            Column("kind", "kind", "text"),
+            Column("level", "level", "text"),
+            Column("modality", "modality", "text"),
+            Column("miou", "miou"),
+            Column("miou_std", "miou_std"),
+            Column("seeds", "seeds", "int"),
+        ],
+        rows,
+    )

@@ -605,3 +605,93 @@ def robustness_means(table: dict[str, dict[str, dict[str, list[float]]]], scales
     fig.supxlabel("feature scale (1/stride)", fontsize=9)
     fig.suptitle(title)
     return fig
+
+
+SCENARIO_MEAN_COLUMN = "mean"
+
+
+def scenario_curves(
+    means: dict[str, dict],
+    layout: dict[str, tuple[list[float], list[str]]],
+    modalities: Sequence[str],
+    title: str,
+    units: dict[str, str] | None = None,
+) -> Figure:
+    """mIoU (%) against the corruption level: one row of panels per kind, one column per corrupted
+    modality and a last column ``"mean"`` (mean over the kind's corrupted modalities).
+
+    ``means``: method -> ``{"clean": (mean, std), "kinds": {kind: {modality | "mean": (float[L]
+    means, float[L] stds)}}}`` (:func:`benchmark.report.leaderboard.scenario_means`); ``layout``:
+    kind -> (levels, corrupted modalities); ``modalities``: the data set's, giving the column order.
+    Each line starts at x = 0 with the clean (uncorrupted, full set) mIoU, then one point per level;
+    error bars = std over seeds; lines are shifted by a small fixed x offset per method (at most
+    2 % of the row's largest level each way). Every panel of a row has the same y range. A modality
+    the kind does not corrupt shows a hatched "not corrupted" cell. ``units``: kind -> x axis label.
+    Axes are labelled ``"<kind>|<modality or mean>"``, lines carry gids ``"<method>|<kind>|<column>"``.
+    """
+    if not means or not layout:
+        raise ValueError("scenario_curves needs at least one method and one kind")
+    methods = list(means)
+    styles = method_styles(methods)
+    columns = [m for m in modalities if any(m in mods for _, mods in layout.values())]
+    stray = sorted({m for _, mods in layout.values() for m in mods} - set(columns))
+    if stray:
+        raise ValueError(f"layout corrupts {stray}, not among the modalities {list(modalities)}")
+    columns.append(SCENARIO_MEAN_COLUMN)
+    kinds = list(layout)
+    fig = Figure(figsize=(1.6 + 3.1 * len(columns), 0.9 + 2.7 * len(kinds)), layout="constrained")
+    axes = fig.subplots(len(kinds), len(columns), squeeze=False)
+    offsets = _dodge(len(methods))
+    for r, kind in enumerate(kinds):
+        levels, corrupted = layout[kind]
+        xs = np.array([0.0, *levels], dtype=float)
+        spread = offsets * (0.04 / 0.24) * float(xs.max())  # _dodge spans 0.24: at most +-2 % of the largest level
+        drawn, extent = [], []
+        for c, column in enumerate(columns):
+            ax = axes[r, c]
+            ax.set_label(f"{kind}|{column}")
+            if column != SCENARIO_MEAN_COLUMN and column not in corrupted:
+                _blank(ax)
+                _absent_cell(ax, "not corrupted")
+                continue
+            drawn.append(ax)
+            for i, method in enumerate(methods):
+                clean_mean, clean_std = means[method]["clean"]
+                mean, std = means[method]["kinds"][kind][column]
+                y = _check_shape(f"{method} {kind} {column} means", np.r_[clean_mean, mean], xs.shape)
+                err = _check_shape(f"{method} {kind} {column} stds", np.r_[clean_std, std], xs.shape)
+                style = styles[method]
+                ax.plot(
+                    xs + spread[i],
+                    y,
+                    marker=style["marker"],
+                    linestyle=style["linestyle"],
+                    color=style["color"],
+                    markersize=5,
+                    linewidth=1.5,
+                    gid=f"{method}|{kind}|{column}",
+                    zorder=3,
+                )
+                _error_bars(ax, xs + spread[i], y, err, ecolor=style["color"], capsize=2, zorder=2)
+                extent += [y - np.where(np.isfinite(err), err, 0.0), y + np.where(np.isfinite(err), err, 0.0)]
+            ax.set_xticks(xs, [f"{v:g}" for v in xs])
+            ax.set_xlabel((units or {}).get(kind, "level"), fontsize=9)
+            ax.set_title(f"{kind} · {column}", fontsize=9)
+            ax.grid(alpha=0.3)
+            if len(drawn) > 1:  # y tick labels on the row's first drawn panel only
+                ax.tick_params(labelleft=False)
+        values = np.concatenate(extent) if extent else np.zeros(0)
+        finite = values[np.isfinite(values)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 100.0)
+        pad = max(0.05 * (hi - lo), 1.0)
+        for ax in drawn:
+            ax.set_ylim(lo - pad, hi + pad)  # one y range per row
+        axes[r, 0].set_ylabel(f"{kind}\nmIoU (%)")  # on a "not corrupted" cell too: it names the row
+    handles = [
+        Line2D([], [], color=s["color"], linestyle=s["linestyle"], marker=s["marker"], label=m)
+        for m, s in styles.items()
+    ]
+    fig.legend(handles=handles, loc="outside right upper", title="method", fontsize=9)
+    fig.supxlabel("corruption level (x = 0: clean, every modality uncorrupted)", fontsize=9)
+    fig.suptitle(title)
+    return fig

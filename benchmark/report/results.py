@@ -1,6 +1,7 @@
 """Read and check what the train and evaluate stages wrote for one data set.
 
-``results/<dataset>/<method>/seed<k>/`` holds ``metrics.json`` (required), ``image_scores.npz``
+``results/<dataset>/<method>/seed<k>/`` holds ``metrics.json`` (required; its ``scenarios`` block,
+the corrupted-input scores, is optional but then present in every run of the data set), ``image_scores.npz``
 (per-image confusion matrices, required for the comparison's bootstrap), ``predictions.npz``
 (optional: the qualitative panel) and ``train_log.jsonl`` (optional: the training curves); see
 :mod:`benchmark.evaluate` and :mod:`benchmark.train` for their contents. Every error names the
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmark.config import SCENARIO_KINDS
 from benchmark.io import read_json
 from benchmark.metrics import mean_iou
 from benchmark.protocol import enumerate_subsets, subset_name
@@ -30,6 +32,15 @@ LOG_FILE = "train_log.jsonl"
 SUMMARY_KEYS = ("avg", "top1", "last1")
 ROBUSTNESS_TOL = 1e-4  # rounding slack on the [0, 1] range of a mean robustness weight
 MIOU_TOL = 1e-6  # percent: metrics.json's mIoU against the one recomputed from image_scores.npz
+SCENARIO_TOL = 1e-4  # percent: rounding slack of the scenarios' clean_miou and avg against what they summarise
+SCENARIO_SCORES = ("miou", "mf1", "accuracy")  # per corrupted modality, one value per level (percent)
+SCENARIO_UNITS = {  # what a level of each kind measures (axis labels, table note)
+    "block_missing": "fraction of pixels zeroed in blocks",
+    "pixel_missing": "fraction of pixels zeroed",
+    "gaussian": "noise std (channel stds)",
+    "salt_pepper": "fraction of pixels",
+    "speckle": "speckle variance (1/looks)",
+}
 _SEED_DIR = re.compile(r"seed(\d+)")
 
 
@@ -106,7 +117,122 @@ def _validate(data: object, path: Path, dataset: str, method: str, seed: int) ->
             raise fail(f"efficiency.{key}", f"expected a number, got {value!r}")
     if "robustness" in data:
         _validate_robustness(data, fail)
+    if "scenarios" in data:
+        _validate_scenarios(data, fail)
     return data
+
+
+def _finite_or_null(value: object) -> bool:
+    return value is None or (is_number(value) and math.isfinite(value))  # type: ignore[arg-type]
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _validate_scenarios(data: dict, fail: Callable[[str, str], ValueError]) -> None:
+    """Check ``data["scenarios"]`` (corrupted inputs, every modality available, one corrupted)::
+
+        {"seed": int, "block_size": int, "clean_miou": number (= the full set's mIoU),
+         "kinds": {kind: {"levels": [number...],
+                          "modalities": {modality: {"miou"|"mf1"|"accuracy": [number or null per level]}}}},
+         "avg": number (mean mIoU over every kind, level and corrupted modality)}
+
+    Kinds among ``SCENARIO_KINDS`` in that order, modalities among the run's in its order, scores
+    in percent.
+    """
+    block = data["scenarios"]
+    if not isinstance(block, dict):
+        raise fail("scenarios", f"expected dict, got {type(block).__name__}")
+    for key in ("seed", "block_size"):
+        if not _is_int(block.get(key)):
+            raise fail(f"scenarios.{key}", f"missing or not an integer: {block.get(key, 'missing')!r}")
+    if block["block_size"] < 1:
+        raise fail("scenarios.block_size", f"must be >= 1 (pixels), got {block['block_size']}")
+    kinds = block.get("kinds")
+    if not isinstance(kinds, dict):
+        raise fail("scenarios.kinds", "missing or not a dict")
+    unknown = [k for k in kinds if k not in SCENARIO_KINDS]
+    if unknown:
+        raise fail(f"scenarios.kinds.{unknown[0]}", f"unknown kind; allowed: {list(SCENARIO_KINDS)}")
+    if list(kinds) != [k for k in SCENARIO_KINDS if k in kinds]:
+        raise fail("scenarios.kinds", f"kinds {list(kinds)} are not in the order {list(SCENARIO_KINDS)}")
+    modalities = data["modalities"]
+    mious = []
+    for kind, entry in kinds.items():
+        where = f"scenarios.kinds.{kind}"
+        if not isinstance(entry, dict):
+            raise fail(where, f"expected dict, got {type(entry).__name__}")
+        levels = entry.get("levels")
+        if (
+            not isinstance(levels, list)
+            or not levels
+            or not all(is_number(v) and v is not None and math.isfinite(v) and v > 0 for v in levels)
+            or len(set(levels)) != len(levels)
+        ):
+            raise fail(f"{where}.levels", f"expected a non-empty list of distinct numbers > 0, got {levels!r}")
+        per_modality = entry.get("modalities")
+        if not isinstance(per_modality, dict) or not per_modality:
+            raise fail(f"{where}.modalities", "missing or not a non-empty dict")
+        stray = [m for m in per_modality if m not in modalities]
+        if stray:
+            raise fail(f"{where}.modalities.{stray[0]}", f"not one of the run's modalities {modalities}")
+        if list(per_modality) != [m for m in modalities if m in per_modality]:
+            raise fail(f"{where}.modalities", f"{list(per_modality)} are not in the run's order {modalities}")
+        for modality, scores in per_modality.items():
+            if not isinstance(scores, dict):
+                raise fail(f"{where}.modalities.{modality}", f"expected dict, got {type(scores).__name__}")
+            for score in SCENARIO_SCORES:
+                key = f"{where}.modalities.{modality}.{score}"
+                values = scores.get(score)
+                if not isinstance(values, list) or len(values) != len(levels):
+                    raise fail(key, f"expected a list of {len(levels)} numbers (one per level), got {values!r}")
+                if not all(
+                    _finite_or_null(v) and (v is None or -SCENARIO_TOL <= v <= 100 + SCENARIO_TOL) for v in values
+                ):
+                    raise fail(key, f"expected finite numbers in [0, 100] (percent) or null, got {values!r}")
+            mious += [num(v) for v in scores["miou"]]
+    full = next(name for name in data["subsets"] if len(name.split("+")) == len(modalities))
+    for key, expected, what in (
+        ("clean_miou", num(data["subsets"][full]["miou"]), f"subsets.{full}.miou"),
+        ("avg", float(np.mean(mious)) if mious else math.nan, "the mean mIoU over every kind, level and modality"),
+    ):
+        value = block.get(key, "missing")
+        if not _finite_or_null(value):
+            raise fail(f"scenarios.{key}", f"missing or not a finite number or null: {value!r}")
+        # a NaN among the parts (a null score) may be left out of the mean or spread: checked only when finite
+        if math.isfinite(expected) and not (value is not None and abs(value - expected) <= SCENARIO_TOL):
+            raise fail(f"scenarios.{key}", f"is {value!r}, {what} is {expected:.6f}")
+
+
+def scenario_layout(record: dict) -> dict[str, tuple[list[float], list[str]]]:
+    """``{kind: (levels, corrupted modalities)}`` of a validated record (empty without scenarios)."""
+    kinds = record.get("scenarios", {}).get("kinds", {})
+    return {kind: (list(entry["levels"]), list(entry["modalities"])) for kind, entry in kinds.items()}
+
+
+def _scenario_difference(record: dict, other: dict) -> tuple[str, object, object] | None:
+    """``(key, this, other)`` of the first way ``record``'s scenarios differ in layout from ``other``'s."""
+    if ("scenarios" in record) != ("scenarios" in other):
+        return (
+            "scenarios",
+            "present" if "scenarios" in record else "absent",
+            ("present" if "scenarios" in other else "absent"),
+        )
+    if "scenarios" not in record:
+        return None
+    for key in ("seed", "block_size"):
+        if record["scenarios"][key] != other["scenarios"][key]:
+            return f"scenarios.{key}", record["scenarios"][key], other["scenarios"][key]
+    mine, theirs = scenario_layout(record), scenario_layout(other)
+    if list(mine) != list(theirs):
+        return "scenarios.kinds", list(mine), list(theirs)
+    for kind, (levels, modalities) in mine.items():
+        if levels != theirs[kind][0]:
+            return f"scenarios.kinds.{kind}.levels", levels, theirs[kind][0]
+        if modalities != theirs[kind][1]:
+            return f"scenarios.kinds.{kind}.modalities", modalities, theirs[kind][1]
+    return None
 
 
 def _validate_robustness(data: dict, fail: Callable[[str, str], ValueError]) -> None:
@@ -158,7 +284,8 @@ def load_metrics(
     path for one without a file); without: every method found, sorted by name. Records come
     per method by seed. With ``seeds``: exactly those seeds of each method (results of seeds no
     longer in params.yaml are left out). All files must share the same ``subsets`` keys in
-    order, the same ``modalities`` and the same ``classes``.
+    order, the same ``modalities`` and the same ``classes``, and either all or none a
+    ``scenarios`` block with the same seed, block size, kinds, levels and corrupted modalities.
     """
     root = Path(results_dir) / dataset
     if methods is None:
@@ -191,6 +318,13 @@ def load_metrics(
                             f"{path}: key {key!r}: {list(record[key])} differs from "
                             f"{list(records[0][key])} in the other files of {dataset!r}"
                         )
+                difference = _scenario_difference(record, records[0])
+                if difference is not None:
+                    key, mine, theirs = difference
+                    raise ValueError(
+                        f"{path}: key {key!r}: {mine} here, {theirs} in the other files of {dataset!r} "
+                        "(evaluate every run of a data set with the same scenarios)"
+                    )
             records.append(record)
     return records
 

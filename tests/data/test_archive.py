@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import stat
 import tarfile
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmark.data.archive import (
@@ -200,3 +202,39 @@ def test_verify_checksum(tmp_path: Path) -> None:
         verify_checksum(path, md5=md5, sha256="f" * 64)
     with pytest.raises(ValueError):
         verify_checksum(path)
+
+
+@pytest.mark.parametrize("suffix", [".zip", ".tar", ".tar.gz"])
+@pytest.mark.parametrize("keep", [0.3, 0.6, 0.8])  # inside the noise member
+def test_truncated_archive_names_it_and_writes_nothing(tmp_path: Path, suffix: str, keep: float) -> None:
+    """An archive cut short (an interrupted copy): listing and extracting both name it; nothing written."""
+    maker = make_zip if suffix == ".zip" else make_tar
+    big = {**GOOD, "sub/noise.bin": np.random.default_rng(0).bytes(50_000)}  # incompressible: the cut lands in data
+    data = maker(tmp_path / f"whole{suffix}", big).read_bytes()
+    archive = tmp_path / f"cut{suffix}"
+    archive.write_bytes(data[: int(len(data) * keep)])
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "keep.txt").write_bytes(b"old")
+    pattern = rf"{re.escape(str(archive))}: not a readable (zip|tar) archive"
+    if suffix != ".tar":  # a plain tar has no index: its listing stops at the cut, only reading the data fails
+        with pytest.raises(ValueError, match=pattern):
+            archive_members(archive)
+    with pytest.raises(ValueError, match=pattern):
+        safe_extract(archive, target)
+    assert [p.name for p in target.iterdir()] == ["keep.txt"] and (target / "keep.txt").read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"whole{suffix}", f"cut{suffix}", "out"])
+
+
+def test_zip_with_garbled_member_data_names_it(tmp_path: Path) -> None:
+    """The central directory is intact but a member's compressed bytes are not (zlib or CRC error)."""
+    archive = make_zip(tmp_path / "data.zip", {"big.bin": bytes(range(256)) * 400})
+    data = bytearray(archive.read_bytes())
+    start = data.index(b"big.bin") + len("big.bin")  # the local header's name, then the compressed data
+    for i in range(start + 10, start + 60):
+        data[i] ^= 0x5A
+    archive.write_bytes(bytes(data))
+    assert archive_members(archive) == ["big.bin"]  # listing reads only the directory
+    with pytest.raises(ValueError, match=rf"{re.escape(str(archive))}: not a readable zip archive"):
+        safe_extract(archive, tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.zip"]

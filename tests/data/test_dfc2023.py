@@ -2,7 +2,8 @@
 
 ``track2.zip`` holds ``track2/buildings_only_train.json`` (COCO, polygons, a multi-polygon,
 uncompressed and compressed RLE), ``track2/train/{rgb,sar,dsm}/<name>.tif`` (5 images of 32 x 32
-px: rgb 3-band uint8, sar 1-band float32, dsm float32 with a NaN void and a tagged -9999 void)
+px: rgb 3-band uint8, sar 1-band float32, dsm float32 with a NaN void in a file whose nodata tag
+is NaN and a -9999 void in files tagged -9999)
 and ``track2/val/{rgb,sar}/`` (no reference, as released). The whole download + prepare stage
 runs; labels are checked against an independent rasterisation (matplotlib's point-in-path on
 pixel centres) and the hand-built RLE masks.
@@ -11,6 +12,7 @@ pixel centres) and the hand-built RLE masks.
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ import pytest
 import rasterio
 from affine import Affine
 from matplotlib.path import Path as MplPath
-from tiny import write_params
+from tiny import dataset_params, write_params
 
 from benchmark import download, prepare
 from benchmark.data import PreparedDataset, read_meta
@@ -133,7 +135,7 @@ def raw_images(seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
         sar = rng.gamma(2.0, 0.05 * (i + 1), (1, SIZE, SIZE)).astype(np.float32)
         dsm = (rng.normal(3 + i, 2.0, (1, SIZE, SIZE))).astype(np.float32)
         out[name] = {"rgb": rgb, "sar": sar, "dsm": dsm}
-    out[NAMES[1]]["dsm"][0, 5:9, 5:12] = np.nan  # a void as NaN
+    out[NAMES[1]]["dsm"][0, 5:9, 5:12] = np.nan  # a void as NaN (its file's nodata tag is NaN)
     out[NAMES[2]]["dsm"][0, 0:3, :] = -9999.0  # a void as the file's nodata tag
     return out
 
@@ -151,7 +153,7 @@ def build_archive(
     images = raw_images() if images is None else images
     for name, layers in images.items():
         for modality, array in layers.items():
-            nodata = -9999.0 if modality == "dsm" else None
+            nodata = (np.nan if name == NAMES[1] else -9999.0) if modality == "dsm" else None
             write_tif(stage / "track2" / "train" / modality / f"{name}.tif", array, nodata)
     write_tif(stage / "track2" / "val" / "rgb" / "P_0001.tif", np.zeros((3, SIZE, SIZE), np.uint8))
     write_tif(stage / "track2" / "val" / "sar" / "P_0001.tif", np.zeros((1, SIZE, SIZE), np.float32))
@@ -175,7 +177,7 @@ def build_archive(
 def run(tmp_path: Path, params: dict[str, Any] | None = None) -> Path:
     """download + prepare with tile 16 / stride 16; the prepared folder."""
     section = {"tile_size": TILE, "stride": TILE, "test_fraction": 0.4, "split_seed": 0, **(params or {})}
-    p = write_params(tmp_path / "params.yaml", {"dfc2023": section})
+    p = write_params(tmp_path / "params.yaml", dataset_params("dfc2023", section))
     raw, out = tmp_path / "raw", tmp_path / "prepared"
     assert download.main(["--dataset", "dfc2023", "--params", str(p), "--raw-dir", str(raw)]) == 0
     assert prepare.main(["--dataset", "dfc2023", "--params", str(p), "--raw-dir", str(raw), "--out", str(out)]) == 0
@@ -291,7 +293,7 @@ def test_params_are_validated() -> None:
 
 
 def test_missing_archive_names_file_and_homepage(tmp_path: Path) -> None:
-    p = write_params(tmp_path / "params.yaml", {"dfc2023": {}})
+    p = write_params(tmp_path / "params.yaml", dataset_params("dfc2023", {}))
     with pytest.raises(FileNotFoundError) as err:
         download.main(["--dataset", "dfc2023", "--params", str(p), "--raw-dir", str(tmp_path / "raw")])
     assert "track2.zip" in str(err.value) and HOMEPAGE in str(err.value)
@@ -299,7 +301,7 @@ def test_missing_archive_names_file_and_homepage(tmp_path: Path) -> None:
 
 def test_archive_without_annotations_is_rejected(tmp_path: Path) -> None:
     build_archive(tmp_path / "raw", skip=("track2/buildings_only_train.json",))
-    p = write_params(tmp_path / "params.yaml", {"dfc2023": {}})
+    p = write_params(tmp_path / "params.yaml", dataset_params("dfc2023", {}))
     with pytest.raises(ValueError, match="buildings_only_train.json"):
         download.main(["--dataset", "dfc2023", "--params", str(p), "--raw-dir", str(tmp_path / "raw")])
 
@@ -362,3 +364,40 @@ def test_annotated_image_without_files_is_named(tmp_path: Path) -> None:
     build_archive(tmp_path / "raw", images=images)
     with pytest.raises(FileNotFoundError, match=rf"dsm/{NAMES[2]}\.tif"):
         run(tmp_path)
+
+
+def test_nan_the_nodata_tag_does_not_declare_names_the_file_band_and_pixel(tmp_path: Path) -> None:
+    """The release documents no nodata value: a NaN in a dsm tagged -9999 is a corrupt pixel."""
+    images = raw_images()
+    images[NAMES[3]]["dsm"][0, 20, 9] = np.nan
+    build_archive(tmp_path / "raw", images=images)
+    pattern = rf"dsm/{re.escape(NAMES[3])}\.tif: NaN in band 1 at pixel row 20, col 9 .*nodata value: -9999"
+    with pytest.raises(ValueError, match=pattern):
+        run(tmp_path)
+    assert not (tmp_path / "prepared").exists() and not list(tmp_path.glob(".prepared*"))
+
+
+def test_infinite_sar_pixel_names_the_file_band_and_pixel(tmp_path: Path) -> None:
+    images = raw_images()
+    images[NAMES[0]]["sar"][0, 31, 0] = -np.inf
+    build_archive(tmp_path / "raw", images=images)
+    with pytest.raises(
+        ValueError, match=rf"sar/{re.escape(NAMES[0])}\.tif: infinite value -inf in band 1 at pixel row 31, col 0"
+    ):
+        run(tmp_path)
+
+
+def test_truncated_archive_names_it_before_and_after_its_checksum_is_recorded(tmp_path: Path) -> None:
+    archive = build_archive(tmp_path / "raw")
+    whole = archive.read_bytes()
+    archive.write_bytes(whole[: len(whole) // 2])  # an interrupted copy, placed before the first download
+    p = write_params(tmp_path / "params.yaml", dataset_params("dfc2023", {}))
+    args = ["--dataset", "dfc2023", "--params", str(p), "--raw-dir", str(tmp_path / "raw")]
+    with pytest.raises(ValueError, match=rf"{re.escape(str(archive))}: not a readable zip archive .*obtain track2"):
+        download.main(args)
+    assert sorted(x.name for x in (tmp_path / "raw").iterdir()) == ["track2.zip"]  # no manifest, nothing extracted
+    archive.write_bytes(whole)
+    assert download.main(args) == 0  # the MD5 is recorded now
+    archive.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ChecksumError, match=rf"{re.escape(str(archive))}: MD5 .*recorded checksum.*truncated"):
+        download.main(args)

@@ -284,3 +284,22 @@ def test_interrupt_stops_at_once_and_keeps_what_is_done(
     again = [name for name, _ in gcs.object_requests()[before:]]
     assert len(again) <= 8 - len(finished) and not any(name.endswith(tuple(finished)) for name in again)
     assert len(json.loads((tmp_path / "raw" / "manifest.json").read_text())["files"]) == 8
+
+
+def test_verify_manifest_names_a_corrupt_manifest_and_a_truncated_file(tmp_path: Path) -> None:
+    data = payload(5000)
+    (tmp_path / "a.tif").write_bytes(data[:3000])  # cut short after the download stage verified it
+    manifest = tmp_path / "manifest.json"
+    good = json.dumps({"files": {"a.tif": {"md5": hashlib.md5(data).hexdigest(), "size": 5000}}})
+    manifest.write_text(good)
+    cut = hashlib.md5(data[:3000]).hexdigest()
+    with pytest.raises(ChecksumError, match=rf"{re.escape(str(tmp_path / 'a.tif'))}: md5 mismatch .*got {cut}"):
+        verify_manifest(tmp_path)
+    for text, error, pattern in (
+        (good[: len(good) // 2], ValueError, "not valid JSON"),
+        ("[]", ValueError, "no 'files' mapping"),
+        (json.dumps({"files": {"a.tif": {"size": 5000}}}), ValueError, "entry 'a.tif' has no md5"),
+    ):
+        manifest.write_text(text)
+        with pytest.raises(error, match=rf"{re.escape(str(manifest))}: {pattern}"):
+            verify_manifest(tmp_path)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import rasterio
 from rasterio.transform import Affine
-from tiny import write_params
+from tiny import dataset_params, write_params
 
 from benchmark import download, prepare
 from benchmark.data import read_meta
@@ -109,12 +109,15 @@ def write_isprs_archives(
     *,
     label_size: dict | None = None,
     image_bands: int | None = None,
+    nan_dsm: str | None = None,
 ) -> dict:
     """Write every official archive of ``dataset`` ("potsdam" or "vaihingen") for the tiles in
     ``split`` ({tile: "train" | "test"}) into ``raw``; return {tile: :class:`Truth`}.
 
     Test tiles are brighter than training tiles (so statistics that include them would differ).
-    ``label_size`` ({tile: (h, w)}) writes a wrongly sized label; ``image_bands`` a wrong band count.
+    ``label_size`` ({tile: (h, w)}) writes a wrongly sized label; ``image_bands`` a wrong band count;
+    ``nan_dsm`` (a tile) puts a NaN at row 3, col 7 of that tile's float DSM, which its nodata tag
+    does not declare (ISPRS documents no NaN voids: a corrupt pixel).
     """
     staging, truths = raw.parent / f"{raw.name}_staging", {}
     members: dict[str, dict[str, Path]] = {}
@@ -130,9 +133,10 @@ def write_isprs_archives(
         bands = image_bands or (4 if dataset == "potsdam" else 3)
         image = rng.integers(low, low + 100, (bands, SIZE, SIZE)).astype(np.uint8)
         dsm = rng.uniform(30 + low, 60 + low, (1, SIZE, SIZE)).astype(np.float32)
-        dsm[0, 1, :5] = DSM_NODATA  # voids: the nodata tag, an untagged -9999 and NaN
+        dsm[0, 1, :5] = DSM_NODATA  # voids: the nodata tag and an untagged -9999
         dsm[0, 2, 3:6] = -9999.0
-        dsm[0, 3, 7] = np.nan
+        if tile == nan_dsm:
+            dsm[0, 3, 7] = np.nan
         full, eroded = _class_maps(rng)
         h, w = (label_size or {}).get(tile, (SIZE, SIZE))
         colours = {v: _colour_label(m, rng)[:, :h, :w] for v, m in (("full", full), ("eroded", eroded))}
@@ -166,7 +170,7 @@ def write_isprs_archives(
 
 def run_stage(tmp_path: Path, dataset: str, params: dict, raw: Path, name: str = "out") -> Path:
     """``download`` then ``prepare`` through their command-line entry points; the prepared folder."""
-    path = write_params(tmp_path / f"params_{name}.yaml", {dataset: params})
+    path = write_params(tmp_path / f"params_{name}.yaml", dataset_params(dataset, params))
     common = ["--dataset", dataset, "--params", str(path), "--raw-dir", str(raw)]
     assert download.main(common) == 0
     out = tmp_path / name
@@ -260,7 +264,7 @@ def test_potsdam_float_dsm_voids_and_full_labels(tmp_path):
     assert meta["splits"] == {"train": 8, "test": 4}
     assert sorted(p.name for p in (raw / "extracted").iterdir()) == ["1_DSM", "4_Ortho_RGBIR", "5_Labels_all"]
     train, test = [truth["2_10"], truth["2_11"]], [truth["2_13"]]
-    assert np.isnan(train[0].dsm).sum() == 5 + 3 + 1  # tagged nodata, <= -9999 and NaN voids
+    assert np.isnan(train[0].dsm).sum() == 5 + 3  # tagged nodata and <= -9999 voids
     check_modality(out, meta, "dsm", [t.dsm for t in train], [t.dsm for t in test], 20, starts)
     check_modality(out, meta, "nir", [t.image[3:] for t in train], [t.image[3:] for t in test], 20, starts)
     check_labels(out, {"train": [t.full for t in train], "test": [t.full for t in test]}, 20, starts)
@@ -298,7 +302,7 @@ def test_decode_colours_thresholds_and_ignores():
 
 def _params(tmp_path: Path, dataset: str = "potsdam", **extra) -> list[str]:
     values = {"tile_size": 16, "stride": 16, "train_tiles": ["2_10", "2_11"], "test_tiles": ["2_13"], **extra}
-    path = write_params(tmp_path / "params.yaml", {dataset: values})
+    path = write_params(tmp_path / "params.yaml", dataset_params(dataset, values))
     return ["--dataset", dataset, "--params", str(path), "--raw-dir", str(tmp_path / "raw")]
 
 
@@ -347,6 +351,25 @@ def test_wrong_label_size_and_band_count_name_the_file(tmp_path):
     download.main(args)
     with pytest.raises(ValueError, match=r"top_potsdam_2_10_RGBIR\.tif: 3 bands, expected 4"):
         prepare.main([*args, "--out", str(tmp_path / "out")])
+
+
+@pytest.mark.parametrize("dataset", ["potsdam", "vaihingen"])
+def test_undeclared_nan_in_the_float_dsm_names_the_file_band_and_pixel(tmp_path, dataset):
+    """ISPRS documents no NaN voids: a NaN the file's nodata tag (-32768 here) does not declare is corrupt."""
+    split = POTSDAM_SPLIT if dataset == "potsdam" else VAIHINGEN_SPLIT
+    tile = next(t for t, part in split.items() if part == "test")
+    write_isprs_archives(tmp_path / "raw", dataset, split, nan_dsm=tile)
+    extra = {"dsm": "dsm"} if dataset == "potsdam" else {}
+    train = [t for t, part in split.items() if part == "train"]
+    args = _params(tmp_path, dataset, train_tiles=train, test_tiles=[tile], **extra)
+    download.main(args)
+    padded = "_".join(f"{int(n):02d}" for n in str(tile).split("_"))
+    name = f"dsm_potsdam_{padded}.tif" if dataset == "potsdam" else f"dsm_09cm_matching_area{tile}.tif"
+    pattern = rf"{re.escape(name)}: NaN in band 1 at pixel row 3, col 7 .*nodata value: -32768"
+    with pytest.raises(ValueError, match=pattern):
+        prepare.main([*args, "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+    assert not list(tmp_path.glob(".out*"))  # no temporary folder left beside it
 
 
 def test_missing_tile_and_prepare_before_download(tmp_path):

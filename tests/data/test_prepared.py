@@ -77,3 +77,57 @@ def test_interrupted_write_keeps_previous_data(tmp_path):
         write_prepared(root, bad, dataset="d", classes=["x"], ignore_index=255)
     assert (root / "meta.json").read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["d"]  # no temporary folder left behind
+
+
+def _copy(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+@pytest.mark.parametrize("keep", [0, 50, 0.5, -1])
+def test_truncated_npy_names_the_file(tmp_path, tiny_prepared, keep):
+    """A .npy cut anywhere (in its header, or in its data) is an error naming it, never a numpy traceback."""
+    root = _copy(tiny_prepared, tmp_path / "p")
+    path = root / "train" / "dsm.npy"
+    data = path.read_bytes()
+    end = {0: 0, 50: 50, 0.5: len(data) // 2, -1: len(data) - 1}[keep]
+    path.write_bytes(data[:end])
+    with pytest.raises(ValueError, match=rf"{path}: not a readable \.npy file .*truncated or corrupt"):
+        PreparedDataset(root, "train")
+    assert PreparedDataset(tiny_prepared, "train")[0][0]["dsm"].shape == (1, 32, 32)  # the original is fine
+
+
+def test_corrupt_prepared_files_name_the_file(tmp_path, tiny_prepared):
+    root = _copy(tiny_prepared, tmp_path / "p")
+    meta_path = root / "meta.json"
+    good_meta = meta_path.read_text()
+    for text, pattern in (
+        (good_meta[: len(good_meta) // 2], "not valid JSON"),
+        ("[1, 2]", "not a JSON object"),
+        (good_meta.replace('"dsm"', '"../dsm"', 1), r"modalities entry '\.\./dsm'"),
+        (good_meta.replace('"train": 16', '"train": -16', 1), r"splits entry 'train': -16"),
+    ):
+        meta_path.write_text(text)
+        with pytest.raises(ValueError, match=rf"{meta_path}: {pattern}"):
+            PreparedDataset(root, "train")
+    meta_path.write_text(good_meta)
+    label = root / "train" / "label.npy"
+    np.save(label, np.load(label)[:-1])  # one tile short of meta.json's count
+    with pytest.raises(ValueError, match=rf"{label}: 15 tiles, but meta.json announces 16"):
+        PreparedDataset(root, "train")
+    np.save(label, np.load(tiny_prepared / "train" / "label.npy").astype(np.float32))  # a float "label"
+    with pytest.raises(ValueError, match=rf"{label}: float32 array .*kind 'iu'"):
+        PreparedDataset(root, "train")
+    (root / "train" / "label.npy").unlink()
+    with pytest.raises(FileNotFoundError, match=rf"{label}: file not found"):
+        PreparedDataset(root, "train")
+    _copy(tiny_prepared / "train", root / "t2")
+    rgb = root / "t2" / "rgb.npy"
+    np.save(rgb, np.load(rgb)[:, :2])  # a channel lost
+    meta = json.loads(good_meta)
+    meta["splits"]["t2"] = meta["splits"]["train"]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=rf"{rgb}: shape \(16, 2, 32, 32\), but meta.json and label.npy give"):
+        PreparedDataset(root, "t2")

@@ -7,7 +7,7 @@ import pytest
 
 from benchmark.data import read_meta
 from benchmark.data.prepared import PreparedWriter, RunningStats
-from benchmark.data.raster import ArrayLayer, Scene, WindowLayer, tile_windows, write_scenes
+from benchmark.data.raster import ArrayLayer, RasterLayer, Scene, WindowLayer, tile_windows, write_scenes
 
 
 def test_tile_windows_cover_the_scene_and_snap_to_the_edge():
@@ -136,3 +136,80 @@ def test_test_split_scores_each_pixel_once_and_all_nodata_pixels_are_ignored(tmp
             seen[split][r : r + 4, c : c + 4] += keep
     assert seen["train"].max() == 4  # overlaps kept for training
     np.testing.assert_array_equal(seen["test"], expected != 255)  # each labelled pixel once
+
+
+def _tif(path, array: np.ndarray, nodata: float | None = None, tiled: bool = False):
+    """A GeoTIFF of ``array`` ``[C, H, W]`` in its own dtype, written with rasterio."""
+    import rasterio
+    from rasterio.transform import Affine
+
+    count, height, width = array.shape
+    extra = {"tiled": True, "blockxsize": 16, "blockysize": 16} if tiled else {}
+    with rasterio.open(
+        path, "w", driver="GTiff", count=count, height=height, width=width, dtype=array.dtype.name, nodata=nodata,
+        transform=Affine(0.5, 0.0, 100.0, 0.0, -0.5, 200.0), **extra,
+    ) as dst:  # fmt: skip
+        dst.write(array)
+    return path
+
+
+def test_nan_is_nodata_only_where_the_tag_or_the_data_set_says_so(tmp_path):
+    x = np.arange(2 * 6 * 7, dtype=np.float32).reshape(2, 6, 7)
+    x[1, 4, 2] = np.nan
+    x[0, 0, 1] = -9999.0
+    untagged = _tif(tmp_path / "untagged.tif", x)
+    with pytest.raises(ValueError, match=r"untagged\.tif: NaN in band 2 at pixel row 4, col 2 .*nodata value: none"):
+        RasterLayer(untagged).read(0, 0, 6, 7)
+    tagged = _tif(tmp_path / "tagged.tif", x, nodata=-9999.0)
+    with pytest.raises(ValueError, match=r"tagged\.tif: NaN in band 2 at pixel row 4, col 2 .*nodata value: -9999"):
+        RasterLayer(tagged).read(0, 0, 6, 7)
+    # a window without the NaN reads, with the tagged value as nodata
+    got = RasterLayer(tagged).read(0, 0, 4, 7)
+    np.testing.assert_array_equal(np.isnan(got), np.arange(2 * 4 * 7).reshape(2, 4, 7) == 1)
+    # band 2 read alone is still named band 2 (the file's numbering); pixel in file coordinates through a window
+    with pytest.raises(ValueError, match=r"NaN in band 2 at pixel row 4, col 2 \(1 such px in the 3x3 px window"):
+        WindowLayer(RasterLayer(tagged, bands=(2,)), 2, 1, 4, 5).read(1, 0, 3, 3)
+    expected = x.copy()
+    expected[0, 0, 1] = np.nan
+    for layer in (
+        RasterLayer(_tif(tmp_path / "nan_tag.tif", np.where(x == -9999.0, np.nan, x), nodata=np.nan)),
+        RasterLayer(tagged, nan_nodata=True),  # the data set documents NaN as nodata
+        RasterLayer(untagged, nodata=-9999.0, nan_nodata=True),
+    ):
+        np.testing.assert_array_equal(layer.read(0, 0, 6, 7), expected)
+    # a NaN override of the nodata value: NaN is nodata, -9999 an ordinary value
+    np.testing.assert_array_equal(RasterLayer(tagged, nodata=np.nan).read(0, 0, 6, 7), x)
+
+
+def test_infinite_and_out_of_range_pixels_name_the_file_band_and_pixel(tmp_path):
+    x = np.ones((3, 5, 5), np.float64)
+    x[2, 3, 1] = -np.inf
+    for nodata, nan_nodata in ((None, False), (np.nan, False), (-9999.0, True)):  # inf is never NaN's kind of nodata
+        path = _tif(tmp_path / "inf.tif", x, nodata=nodata)
+        with pytest.raises(ValueError, match=r"inf\.tif: infinite value -inf in band 3 at pixel row 3, col 1"):
+            RasterLayer(path, nan_nodata=nan_nodata).read(0, 0, 5, 5)
+    x[2, 3, 1] = 1e300  # fits float64, not float32
+    path = _tif(tmp_path / "big.tif", x)
+    with pytest.raises(
+        ValueError, match=r"big\.tif: value 1e\+300 \(beyond float32's range\) in band 3 at pixel row 3"
+    ):
+        RasterLayer(path).read(0, 0, 5, 5)
+    x[2, 3, 1] = -np.inf  # the file's own nodata value: masked, not refused
+    path = _tif(tmp_path / "inf_tag.tif", x, nodata=-np.inf)
+    assert np.isnan(RasterLayer(path).read(0, 0, 5, 5)).sum() == 1
+
+
+def test_truncated_geotiff_names_the_file(tmp_path):
+    path = _tif(
+        tmp_path / "whole.tif", np.random.default_rng(0).normal(size=(2, 64, 64)).astype(np.float32), tiled=True
+    )
+    data = path.read_bytes()
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(data[: len(data) // 2])  # the header and first blocks survive, the rest is gone
+    layer = RasterLayer(cut, expect_bands=2)
+    assert layer.shape == (2, 64, 64)  # the header is intact: the damage shows when pixels are read
+    with pytest.raises(ValueError, match=r"cut\.tif: cannot read the 64x64 px window at row 0, col 0 .*truncated"):
+        layer.read(0, 0, 64, 64)
+    (tmp_path / "garbage.tif").write_bytes(b"II*\x00" + bytes(50))
+    with pytest.raises(ValueError, match=r"garbage\.tif: not a readable raster"):
+        RasterLayer(tmp_path / "garbage.tif").shape  # noqa: B018

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import rasterio
 from fake_gcs import serve_fake_gcs
-from tiny import write_params
+from tiny import dataset_params, write_params
 
 from benchmark import download, prepare
 from benchmark.data import PreparedDataset, read_meta
@@ -84,9 +84,35 @@ def test_reader_refuses_bands_in_another_order(tmp_path):
         RasterLayer(swapped, expect_bands=13).shape
 
 
+def _write_s1(path: Path, array: np.ndarray, nodata: float | None) -> None:
+    from rasterio.transform import Affine
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    profile = dict(driver="GTiff", count=2, height=array.shape[1], width=array.shape[2], dtype="float32")
+    with rasterio.open(path, "w", **profile, nodata=nodata, transform=Affine(1e-4, 0, -3.0, 0, -1e-4, 40.0)) as dst:
+        dst.write(array)
+        dst.descriptions = ("VV", "VH")
+
+
+@pytest.mark.parametrize("nodata", [float("nan"), None, -9999.0])
+def test_s1_nan_is_nodata_whatever_the_tag_but_inf_is_refused(tmp_path, nodata):
+    """Sen1Floods11 marks S1 no data with NaN (the released chips tag it): NaN is nodata in s1 even
+    in a chip tagged otherwise or not at all; an infinite backscatter is a corrupt pixel."""
+    s1 = np.random.default_rng(0).normal(-15.0, 4.0, (2, 16, 16)).astype(np.float32)
+    s1[1, 3:5, 7] = np.nan
+    path = tmp_path / "S1Hand" / "Ev_1_S1Hand.tif"
+    _write_s1(path, s1, nodata)
+    got = chip_layers(tmp_path, "Ev_1")[0]["s1"].read(0, 0, 16, 16)
+    np.testing.assert_array_equal(got, s1)  # NaN kept as nodata, every other value as stored
+    s1[0, 9, 2] = -np.inf
+    _write_s1(path, s1, nodata)
+    with pytest.raises(ValueError, match=r"Ev_1_S1Hand\.tif: infinite value -inf in band 1 at pixel row 9, col 2"):
+        chip_layers(tmp_path, "Ev_1")[0]["s1"].read(0, 0, 16, 16)
+
+
 @needs_sample
 def test_sample_benchmark_tiles_are_disjoint_and_cover_the_chip(tmp_path):
-    params = write_params(tmp_path / "params.yaml", {"sen1floods11-sample": {"source_dir": str(SAMPLE)}})
+    params = write_params(tmp_path / "params.yaml", dataset_params("sen1floods11-sample", {"source_dir": str(SAMPLE)}))
     args = ["--dataset", "sen1floods11-sample", "--params", str(params), "--raw-dir", str(tmp_path / "raw")]
     download.main(args)
     out = tmp_path / "prepared"
@@ -125,13 +151,15 @@ def test_sample_download_refuses_a_changed_file(tmp_path):
     shutil.copytree(SAMPLE, copy)
     label = copy / "LabelHand" / f"{CHIP}_LabelHand.tif"
     label.write_bytes(label.read_bytes()[:-10] + b"0123456789")
-    params = write_params(tmp_path / "params.yaml", {"sen1floods11-sample": {"source_dir": str(copy)}})
+    params = write_params(tmp_path / "params.yaml", dataset_params("sen1floods11-sample", {"source_dir": str(copy)}))
     with pytest.raises(ChecksumError, match="LabelHand.tif: SHA-256"):
         download.main(["--dataset", "sen1floods11-sample", "--params", str(params), "--raw-dir", str(tmp_path)])
 
 
 def test_sample_missing_names_the_folder(tmp_path):
-    params = write_params(tmp_path / "params.yaml", {"sen1floods11-sample": {"source_dir": str(tmp_path / "nope")}})
+    params = write_params(
+        tmp_path / "params.yaml", dataset_params("sen1floods11-sample", {"source_dir": str(tmp_path / "nope")})
+    )
     with pytest.raises(FileNotFoundError, match="nope/S1Hand/Spain_7370579_S1Hand.tif: Sen1Floods11 sample not found"):
         download.main(["--dataset", "sen1floods11-sample", "--params", str(params), "--raw-dir", str(tmp_path)])
 
@@ -154,7 +182,7 @@ def test_download_and_prepare_from_a_local_copy_of_the_bucket(tmp_path, monkeypa
         gcs.add(f"{hand}/JRCWaterHand/Spain_1_JRCWaterHand.tif", b"a layer the suite does not use")
         gcs.objects[f"{hand}/S2Hand/Spain_1_S2Hand.tif"].truncate = 1  # first reply cut in half
         section = {"api": gcs.api, "tile_size": 256, "stride": 256, "workers": 4}
-        params = write_params(tmp_path / "params.yaml", {"sen1floods11": section})
+        params = write_params(tmp_path / "params.yaml", dataset_params("sen1floods11", section))
         args = ["--dataset", "sen1floods11", "--params", str(params), "--raw-dir", str(raw_dir)]
         download.main(args)
         ranges = [r for name, r in gcs.object_requests() if name.endswith("Spain_1_S2Hand.tif")]

@@ -2,7 +2,9 @@
 from a seeded generator, and the files the evaluate and train stages would write from them.
 
 Scores are computed here directly from the counts (``TP / (TP + FP + FN)`` per class, mean over
-the classes present), independently of ``benchmark.metrics``.
+the classes present), independently of ``benchmark.metrics``. With ``scenarios`` each run also
+gets a ``scenarios`` block (corrupted inputs): one confusion matrix per kind, corrupted modality
+and level, drawn with a pixel accuracy that falls with the level, scored the same way.
 """
 
 from __future__ import annotations
@@ -25,6 +27,15 @@ METHODS = {
     "beta": ("joint", [0, 1], [0.60, 0.55, 0.85]),
     "sgma": ("sgma", [0, 1], [0.72, 0.52, 0.81]),
 }
+# kind -> (levels, corrupted modalities): speckle only on dsm (the pretend SAR modality), kinds in
+# benchmark.config.SCENARIO_KINDS order, levels not evenly spaced
+SCENARIOS = {
+    "block_missing": ([0.25, 0.5], ["rgb", "dsm"]),
+    "gaussian": ([0.25, 0.5, 1.0], ["rgb", "dsm"]),
+    "speckle": ([0.5], ["dsm"]),
+}
+SCENARIO_SEED = 5
+BLOCK_SIZE = 4
 
 
 def subset_names(modalities: list[str]) -> list[str]:
@@ -57,9 +68,45 @@ def direct_miou(matrix: np.ndarray) -> float:
     return float(np.nanmean(direct_iou(matrix)))
 
 
-def write_results(root: Path, methods: dict = METHODS, with_logs: bool = True) -> dict:
+def direct_mf1(matrix: np.ndarray) -> float:
+    """Mean over the classes present of 2 TP / (2 TP + FP + FN), percent."""
+    tp = np.diag(matrix).astype(float)
+    denom = 2 * tp + (matrix.sum(0) - tp) + (matrix.sum(1) - tp)
+    return float(np.nanmean(np.where(denom > 0, 100.0 * 2 * tp / np.maximum(denom, 1), np.nan)))
+
+
+def scenario_block(accuracy: float, clean_miou: float, rng: np.random.Generator, scenarios: dict) -> dict:
+    """A metrics.json ``scenarios`` block: per kind, modality and level the scores of a confusion
+    matrix drawn with pixel accuracy ``accuracy * (1 - 0.3 * level / (1 + level))`` (lower with the level)."""
+    kinds = {}
+    mious = []
+    for kind, (levels, modalities) in scenarios.items():
+        per_modality = {}
+        for modality in modalities:
+            scores: dict[str, list[float]] = {"miou": [], "mf1": [], "accuracy": []}
+            for level in levels:
+                matrix = image_confusions(accuracy * (1 - 0.3 * level / (1 + level)), rng).sum(axis=0)
+                scores["miou"].append(direct_miou(matrix))
+                scores["mf1"].append(direct_mf1(matrix))
+                scores["accuracy"].append(100.0 * np.trace(matrix) / matrix.sum())
+            per_modality[modality] = scores
+            mious += scores["miou"]
+        kinds[kind] = {"levels": list(levels), "modalities": per_modality}
+    return {
+        "seed": SCENARIO_SEED,
+        "block_size": BLOCK_SIZE,
+        "clean_miou": clean_miou,
+        "kinds": kinds,
+        "avg": float(np.mean(mious)),
+    }
+
+
+def write_results(root: Path, methods: dict = METHODS, with_logs: bool = True, scenarios: dict | None = None) -> dict:
     """Write results/<DATASET>/<method>/seed<k>/{metrics.json, image_scores.npz, train_log.jsonl}
-    under ``root``; return {method: {seed: {"confusion": int64[S, N, K, K], "record": dict}}}."""
+    under ``root``; return {method: {seed: {"confusion": int64[S, N, K, K], "record": dict}}}.
+
+    ``scenarios`` (kind -> (levels, modalities), e.g. :data:`SCENARIOS`): add a ``scenarios``
+    block to every run (from its own generator: the other files stay as without it)."""
     truth: dict = {}
     for index, (method, (family, seeds, accuracy)) in enumerate(methods.items()):
         for seed in seeds:
@@ -99,6 +146,11 @@ def write_results(root: Path, methods: dict = METHODS, with_logs: bool = True) -
                     "eval_device": "cpu (test)",
                 },
             }
+            if scenarios is not None:
+                full = SUBSETS[-1]
+                record["scenarios"] = scenario_block(
+                    accuracy[-1], subsets[full]["miou"], np.random.default_rng([index, seed, 77]), scenarios
+                )
             folder = root / DATASET / method / f"seed{seed}"
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "metrics.json").write_text(json.dumps(record))

@@ -86,17 +86,31 @@ def test_stale_plots_are_removed(results: Path):
 
 
 def _params(tmp_path: Path, **changes) -> Path:
-    params = {"datasets": [DATASET], "methods": list(METHODS), "seeds": [0, 1]}
-    params["report"] = {"reference": "sgma", "bootstrap_samples": 50}
+    """A params.yaml the whole-file check accepts (registered data set and methods: the fake's
+    "toy", "alpha" and "beta" are not); the CLI calls name the fake's data set and methods."""
+    registered = ["muss", "m3l", "sgma"]
+    params = {
+        "datasets": ["synthetic"],
+        "methods": registered,
+        "seeds": [0, 1],
+        "method_params": {m: {} for m in registered},
+        "synthetic": None,
+        "train": {},
+        "report": {"reference": "sgma", "bootstrap_samples": 50},
+    }
     params.update(changes)
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     return path
 
 
+def _cli(params: Path, results: Path, *extra: str) -> list[str]:
+    return ["--params", str(params), "--results", str(results), "--datasets", DATASET, "--methods", *METHODS, *extra]
+
+
 def test_cli_prints_the_leaderboard(results: Path, tmp_path: Path, capsys):
     params = _params(tmp_path)
-    assert main(["--params", str(params), "--results", str(results), "--prepared", str(tmp_path / "none")]) == 0
+    assert main(_cli(params, results, "--prepared", str(tmp_path / "none"))) == 0
     out = capsys.readouterr().out
     assert out.startswith("| Method | toy Avg | toy Last-1 | Mean rank (Avg) |")
     for method in METHODS:
@@ -105,18 +119,18 @@ def test_cli_prints_the_leaderboard(results: Path, tmp_path: Path, capsys):
 
 
 @pytest.mark.parametrize(
-    ("changes", "message"),
+    ("changes", "extra", "message"),
     [
-        ({"report": {"reference": "gamma"}}, r"report.reference: 'gamma' is not one of the methods"),
-        ({"report": {"bootstrap_sample": 5}}, r"report: unknown key\(s\) \['bootstrap_sample'\]"),
-        ({"report": {"failure_probs": [1.0]}}, r"report.failure_probs: 1.0 is not a probability"),
-        ({"methods": ["alpha", "sgma", "gamma"]}, r"toy/gamma/seed0/metrics.json: not found"),
-        ({"seeds": [0, 7]}, r"alpha/seed7/metrics.json: not found"),
+        ({"report": {"reference": "gamma"}}, [], r"report.reference: 'gamma' is not one of the methods"),
+        ({"report": {"bootstrap_sample": 5}}, [], r"report: unknown key\(s\) \['bootstrap_sample'\]"),
+        ({"report": {"failure_probs": [1.0]}}, [], r"report.failure_probs: 1.0 is not a probability"),
+        ({}, ["--methods", "alpha", "sgma", "gamma"], r"toy/gamma/seed0/metrics.json: not found"),
+        ({}, ["--seeds", "0", "7"], r"alpha/seed7/metrics.json: not found"),
     ],
 )
-def test_cli_errors_name_the_key_or_file(results: Path, tmp_path: Path, capsys, changes, message):
+def test_cli_errors_name_the_key_or_file(results: Path, tmp_path: Path, capsys, changes, extra, message):
     params = _params(tmp_path, **changes)
-    assert main(["--params", str(params), "--results", str(results)]) == 1
+    assert main(_cli(params, results, *extra)) == 1
     assert pytest.importorskip("re").search(message, capsys.readouterr().err)
     assert not (results / "report.html").exists()
 

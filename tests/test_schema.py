@@ -1,0 +1,331 @@
+"""params.yaml validation: every kind of bad configuration is refused up front, naming the key,
+the bad value and what is allowed; valid files pass; a refused file leaves nothing behind."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+import yaml
+from tiny import REPO, TINY_PARAMS, write_params
+from torch import nn
+
+from benchmark import train
+from benchmark.config import (
+    EvalConfig,
+    ParamsError,
+    ReportConfig,
+    ScenarioConfig,
+    TrainConfig,
+    from_mapping,
+    load_params,
+)
+from benchmark.data.synthetic import Synthetic
+from benchmark.schema import ValidatedParams, accepted_params, validate_params
+
+WHERE = "cfg.yaml"
+
+
+def mutated(path: str, value: Any, base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A deep copy of ``base`` (default TINY_PARAMS) with dotted ``path`` set to ``value`` (sections
+    created), or deleted when ``value`` is :data:`DELETE`."""
+    params = copy.deepcopy(base or TINY_PARAMS)
+    *parents, last = path.split(".")
+    node = params
+    for key in parents:
+        node = node.setdefault(key, {})
+    if value is DELETE:
+        del node[last]
+    else:
+        node[last] = value
+    return params
+
+
+DELETE = object()
+TWO_DATASETS = ["synthetic", "sen1floods11-sample"]  # 3 and 2 modalities
+SAR = {**TINY_PARAMS["synthetic"], "with_sar": True}  # four modalities: rgb, dsm, nir, sar
+
+# (kind, params, error type, strings the message must hold: the key, the value, what is allowed)
+BAD = [
+    ("unknown method", mutated("methods", ["muss", "nope"]), KeyError, ["methods[1]", "'nope'", "sgma, sgma-mas"]),
+    ("unknown data set", mutated("datasets", ["synth"]), KeyError, ["datasets[0]", "'synth'", "potsdam, sen1floods11"]),
+    ("empty data set list", mutated("datasets", []), ValueError, ["datasets", "[]", "non-empty list"]),
+    ("repeated data set", mutated("datasets", ["synthetic"] * 2), ValueError, ["datasets", "'synthetic'", "once"]),
+    ("methods not a list", mutated("methods", "muss"), TypeError, ["methods", "'muss'", "a non-empty list"]),
+    (
+        "unknown method module",
+        mutated("method_modules", ["no_such_module_xyz"]),
+        ValueError,
+        ["method_modules[0]", "'no_such_module_xyz'", "importable module"],
+    ),
+    (
+        "unknown modality",
+        mutated("scenarios.modalities", ["rgb", "lidar"]),
+        ValueError,
+        ["scenarios.modalities[1]", "'lidar'", "['rgb', 'dsm', 'nir']"],
+    ),
+    (
+        "duplicated modality",
+        mutated("scenarios.modalities", ["nir", "rgb", "nir"]),
+        ValueError,
+        ["scenarios.modalities", "['nir', 'rgb', 'nir']", "repeats ['nir']", "distinct"],
+    ),
+    (
+        "empty modality set",
+        mutated("scenarios.modalities", []),
+        ValueError,
+        ["scenarios.modalities", "[]", "non-empty"],
+    ),
+    (
+        "subset naming a modality the data set lacks",
+        mutated("scenarios.modalities", ["sar"]),
+        ValueError,
+        ["scenarios.modalities[0]", "'sar'", "synthetic has ['rgb', 'dsm', 'nir']"],
+    ),
+    (
+        "class count mismatch (method_params sets num_classes)",
+        mutated("method_params.muss.num_classes", 5),
+        ValueError,
+        ["method_params.muss.num_classes", "5", "set by the data set", "'synthetic': 6"],
+    ),
+    (
+        "method_params sets the modalities",
+        mutated("method_params.muss.modalities", {"rgb": 3}),
+        ValueError,
+        ["method_params.muss.modalities", "{'rgb': 3}", "set by the data set"],
+    ),
+    (
+        "drop_prob count != modalities",
+        mutated("train.drop_prob", [0.1, 0.2, 0.3, 0.4]),
+        ValueError,
+        ["train.drop_prob", "[0.1, 0.2, 0.3, 0.4]", "one probability per modality", "synthetic has 3"],
+    ),
+    (
+        "drop_prob count of the second data set",
+        mutated("train.drop_prob", [0.1, 0.2, 0.3], {**TINY_PARAMS, "datasets": TWO_DATASETS, TWO_DATASETS[1]: None}),
+        ValueError,
+        ["train.drop_prob", "[0.1, 0.2, 0.3]", "sen1floods11-sample has 2 modalities ['s1', 's2']"],
+    ),
+    ("drop_prob of 1", mutated("train.drop_prob", [0.1, 1.0, 0.3]), ValueError, ["train.drop_prob", "1.0", "[0, 1)"]),
+    ("zero steps", mutated("train.steps", 0), ValueError, ["train.steps", ": 0 ", "an int >= 1"]),
+    ("negative batch size", mutated("train.batch_size", -2), ValueError, ["train.batch_size", "-2", "an int >= 1"]),
+    ("zero decoder width", mutated("train.decoder_dim", 0), ValueError, ["train.decoder_dim", ": 0 ", "an int >= 1"]),
+    ("zero checkpoint", mutated("train.checkpoint_every", 0), ValueError, ["train.checkpoint_every", ": 0 ", ">= 1"]),
+    ("warm-up too long", mutated("train.warmup_steps", 6), ValueError, ["train.warmup_steps", ": 6 ", "[0, 6)"]),
+    ("zero lr", mutated("train.lr", 0.0), ValueError, ["train.lr", "0.0", "> 0"]),
+    ("nan lr", mutated("train.lr", float("nan")), ValueError, ["train.lr", "nan", "finite"]),
+    ("bad device", mutated("train.device", "gpu"), ValueError, ["train.device", "'gpu'", "'cuda:<index>'"]),
+    ("zero eval batch", mutated("evaluate.batch_size", 0), ValueError, ["evaluate.batch_size", ": 0 ", "an int >= 1"]),
+    ("zero tile size", mutated("synthetic.tile_size", 0), ValueError, ["synthetic.tile_size", ": 0 ", "an int >= 1"]),
+    ("negative test tiles", mutated("synthetic.num_test", -1), ValueError, ["synthetic.num_test", "-1", ">= 1"]),
+    ("zero train tiles", mutated("synthetic.num_train", 0), ValueError, ["synthetic.num_train", ": 0 ", ">= 1"]),
+    (
+        "zero stride of an unlisted data set",
+        mutated("sen1floods11.stride", 0),
+        ValueError,
+        ["sen1floods11.stride", ": 0 ", "an int >= 1"],
+    ),
+    ("negative data seed", mutated("synthetic.seed", -1), ValueError, ["synthetic.seed", "-1", "an int >= 0"]),
+    ("negative split seed", mutated("dfc2023.split_seed", -2), ValueError, ["dfc2023.split_seed", "-2", ">= 0"]),
+    ("zero block size", mutated("scenarios.block_size", 0), ValueError, ["scenarios.block_size", ": 0 ", ">= 1"]),
+    ("missing train", mutated("train", DELETE), KeyError, ["train: missing", "'datasets', 'methods', 'seeds'"]),
+    ("missing seeds", mutated("seeds", DELETE), KeyError, ["seeds: missing", "required"]),
+    (
+        "missing data set section",
+        mutated("synthetic", DELETE),
+        KeyError,
+        ["synthetic: missing", "null for its defaults"],
+    ),
+    ("missing method entry", mutated("method_params", {}), KeyError, ["method_params.muss: missing", "muss: {}"]),
+    ("unknown top-level key", mutated("evaluation", {}), KeyError, ["['evaluation']", "'evaluate'", "vaihingen"]),
+    ("unknown train key", mutated("train.stepz", 3), KeyError, ["train", "['stepz']", "'steps'"]),
+    (
+        "unknown method parameter",
+        mutated("method_params.muss.lamda", 1.0),
+        KeyError,
+        ["method_params.muss", "['lamda']", "'decoder_dim'"],
+    ),
+    (
+        "method parameter of the wrong type",
+        mutated("method_params.sgma.lambda_sgf", "two", mutated("methods", ["muss", "sgma"])),
+        TypeError,
+        ["method_params.sgma.lambda_sgf", "'two'", "a number"],
+    ),
+    ("wrong type", mutated("train.lr", "fast"), TypeError, ["train.lr", "'fast'", "must be a number"]),
+    ("1e-3 read as text", mutated("train.lr", "1e-3"), TypeError, ["train.lr", "'1e-3'", "write 0.001"]),
+    ("section not a mapping", mutated("evaluate", [4]), TypeError, ["evaluate", "[4]", "a mapping"]),
+    ("data set section not a mapping", mutated("synthetic", 5), TypeError, ["synthetic", "5", "a mapping"]),
+    ("negative seed", mutated("seeds", [0, -3]), ValueError, ["seeds[1]", "-3", "an int >= 0"]),
+    ("boolean seed", mutated("seeds", [True]), TypeError, ["seeds[0]", "True", "an int"]),
+    (
+        "reference not listed",
+        mutated("report.reference", "sgma"),
+        ValueError,
+        ["report.reference", "'sgma'", "['muss']"],
+    ),
+    ("bad confidence", mutated("report.confidence", 1.5), ValueError, ["report.confidence", "1.5", "(0, 1)"]),
+    (
+        "level out of range",
+        mutated("scenarios.pixel_missing", [0.5, 2.0]),
+        ValueError,
+        ["pixel_missing", "2.0", "(0, 1]"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("kind", "params", "error", "names"), BAD, ids=[b[0] for b in BAD])
+def test_bad_config_is_refused_naming_key_value_and_allowed(kind, params, error, names) -> None:
+    with pytest.raises(error) as info:
+        validate_params(params, WHERE)
+    assert isinstance(info.value, ParamsError)
+    message = str(info.value)
+    assert message.startswith(f"{WHERE}: "), message
+    for name in names:
+        assert name in message, (kind, name, message)
+
+
+def test_palette_of_the_wrong_length_is_a_class_count_mismatch(monkeypatch) -> None:
+    monkeypatch.setattr(Synthetic, "palette", ("#000000",) * 5)
+    with pytest.raises(ValueError, match=r"synthetic: palette .* has 5 colours for 6 classes .*one colour per class"):
+        validate_params(TINY_PARAMS, WHERE)
+
+
+def test_source_errors_are_located_in_the_file() -> None:
+    """A data set's own check (here synthetic's tile_size >= 16) names this file, not 'params.yaml'."""
+    with pytest.raises(ValueError, match=rf"^{WHERE}: synthetic: need tile_size >= 16"):
+        validate_params(mutated("synthetic.tile_size", 8), WHERE)
+    with pytest.raises(KeyError, match=rf"^{WHERE}: dfc2023: unknown key\(s\) \['tilesize'\]"):
+        validate_params(mutated("dfc2023", {"tilesize": 16}), WHERE)
+
+
+def test_valid_files_pass_with_typed_values() -> None:
+    checked = validate_params(TINY_PARAMS, WHERE)
+    assert isinstance(checked, ValidatedParams)
+    assert (checked.datasets, checked.methods, checked.seeds) == (["synthetic"], ["muss"], [0])
+    assert checked.train == TrainConfig(**TINY_PARAMS["train"])
+    assert checked.evaluate == EvalConfig(batch_size=4) and checked.scenarios == ScenarioConfig(
+        **TINY_PARAMS.get("scenarios", {})
+    )
+    assert checked.report == ReportConfig(reference="muss", bootstrap_samples=200)
+    assert list(checked.sources) == ["synthetic"] and checked.sources["synthetic"].config.num_train == 16
+    assert checked.method_params == {"muss": {}}
+
+    shipped = load_params(REPO / "params.yaml")  # validates
+    checked = validate_params(shipped, "params.yaml")
+    assert checked.methods == shipped["methods"] and checked.report.reference == "sgma"
+
+    sar = validate_params(
+        {**TINY_PARAMS, "synthetic": SAR, "train": {**TINY_PARAMS["train"], "drop_prob": [0.5] * 4}}, WHERE
+    )
+    assert list(sar.sources["synthetic"].modalities) == ["rgb", "dsm", "nir", "sar"]
+    subset = validate_params(mutated("scenarios.modalities", ["sar", "rgb"], {**TINY_PARAMS, "synthetic": SAR}), WHERE)
+    assert subset.scenarios.modalities == ["sar", "rgb"]
+    null_section = validate_params({**TINY_PARAMS, "synthetic": None, "method_params": {"muss": None}}, WHERE)
+    assert null_section.sources["synthetic"].config.num_train == 200 and null_section.method_params == {"muss": {}}
+
+
+def test_per_method_train_overrides_and_subclass_parameters_pass() -> None:
+    """method_params may override the train section's architecture (decoder_dim) for one method,
+    and a subclass's own parameters plus those it passes on through ``**kwargs`` are accepted."""
+    params = mutated("method_params", {"muss": {"decoder_dim": 8}, "sgma-mas": {"lambda_score": 2, "head_dim": 32}})
+    params["methods"] = ["muss", "sgma-mas"]
+    assert validate_params(params, WHERE).method_params["sgma-mas"] == {"lambda_score": 2, "head_dim": 32}
+
+
+def test_accepted_params_follow_kwargs_up_the_hierarchy() -> None:
+    class Base(nn.Module):
+        def __init__(self, modalities: dict, num_classes: int, *, width: int = 4) -> None:
+            super().__init__()
+
+    class Child(Base):
+        def __init__(self, modalities: dict, num_classes: int, *, scale: float = 1.0, **kwargs) -> None:
+            super().__init__(modalities, num_classes, **kwargs)
+
+    class Own(nn.Module):  # keeps its **kwargs itself: anything goes
+        def __init__(self, modalities: dict, num_classes: int, **options) -> None:
+            super().__init__()
+
+    names, open_ = accepted_params(Child)
+    assert (sorted(names), open_) == (["modalities", "num_classes", "scale", "width"], False)
+    assert names["scale"] is float and names["width"] is int
+    assert accepted_params(Base)[1] is False and accepted_params(Own)[1] is True
+
+
+def test_duplicated_yaml_keys_are_refused_with_their_lines(tmp_path: Path) -> None:
+    text = yaml.safe_dump(TINY_PARAMS, sort_keys=False)
+    lines = text.splitlines()
+    first = lines.index("train:") + 2  # 1-based line of the first key under train
+    key = lines[first - 1].strip().split(":")[0]
+    lines.insert(first, f"  {key}: 99")  # the same key again on the next line
+    path = tmp_path / "params.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError) as info:
+        load_params(path)
+    message = str(info.value)
+    assert re.search(rf"line {first + 1}: key '{key}' is duplicated \(first on line {first}\)", message), message
+    assert message.startswith(str(path)) and "each key once" in message
+
+    modalities = tmp_path / "modalities.yaml"
+    no_scenarios = yaml.safe_dump({k: v for k, v in TINY_PARAMS.items() if k != "scenarios"}, sort_keys=False)
+    modalities.write_text(no_scenarios + "scenarios:\n  modalities: [rgb]\n  block_size: 4\n  modalities: [nir]\n")
+    with pytest.raises(ValueError, match=r"key 'modalities' is duplicated"):
+        load_params(modalities, validate=False)
+
+
+def test_yaml_is_loaded_safely(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("datasets: !!python/object/apply:os.getcwd []\n")
+    with pytest.raises(ValueError, match=rf"{re.escape(str(path))}: not valid YAML"):
+        load_params(path, validate=False)
+    path.write_text("- a list\n")
+    with pytest.raises(TypeError, match="at the top level is not allowed; must be a mapping"):
+        load_params(path, validate=False)
+
+
+def test_load_params_validates_unless_told_not_to(tmp_path: Path) -> None:
+    partial = write_params(tmp_path / "params.yaml", {"synthetic": {"num_train": 4}})
+    assert load_params(partial, validate=False) == {"synthetic": {"num_train": 4}}
+    with pytest.raises(KeyError, match=rf"{re.escape(str(partial))}: datasets: missing"):
+        load_params(partial)
+
+
+def test_from_mapping_types_literals_and_messages() -> None:
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class Cfg:
+        mode: Literal["fast", "slow"] = "fast"
+        ratio: float = 0.5
+        sizes: list[int] | None = None
+
+    assert from_mapping(Cfg, {"mode": "slow", "ratio": 1}, "f: cfg") == Cfg("slow", 1.0)
+    assert isinstance(from_mapping(Cfg, {"ratio": 1}, "f: cfg").ratio, float)
+    with pytest.raises(TypeError, match=r"^f: cfg.mode: 'medium' is not allowed; must be one of \['fast', 'slow'\]$"):
+        from_mapping(Cfg, {"mode": "medium"}, "f: cfg")
+    with pytest.raises(TypeError, match=r"^f: cfg.sizes: \[1, 2.5\] is not allowed; must be a list of ints or null$"):
+        from_mapping(Cfg, {"sizes": [1, 2.5]}, "f: cfg")
+    with pytest.raises(TypeError, match=r"^f: cfg: 'fast' is not allowed; must be a mapping"):
+        from_mapping(Cfg, "fast", "f: cfg")
+
+
+def test_config_checks_name_the_section_when_built_directly() -> None:
+    with pytest.raises(ValueError, match=r"^train.batch_size: 0 is not allowed; must be an int >= 1$"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ValueError, match=r"^scenarios.seed: -1 is not allowed; must be an int >= 0$"):
+        ScenarioConfig(seed=-1)
+
+
+def test_train_stage_on_a_bad_file_writes_nothing(tmp_path: Path, tiny_prepared: Path) -> None:
+    """num_classes in method_params would silently train a 7-class model without the schema."""
+    params = write_params(tmp_path / "params.yaml", mutated("method_params.muss.num_classes", 7))
+    out = tmp_path / "run"
+    argv = ["--dataset", "synthetic", "--method", "muss", "--seed", "0", "--params", str(params)]
+    with pytest.raises(
+        ValueError, match=rf"{re.escape(str(params))}: method_params.muss.num_classes: 7 is not allowed"
+    ):
+        train.main([*argv, "--data-dir", str(tiny_prepared), "--out", str(out), "--no-progress"])
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
