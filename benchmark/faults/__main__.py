@@ -28,11 +28,11 @@ from benchmark.faults.common import NotSurvived
 CASE_MODULES = ("training_cases", "input_cases", "config_cases")
 
 
-def all_cases() -> dict[str, Callable[[np.random.Generator, Path], None]]:
+def all_cases() -> dict[str, Callable[[np.random.Generator, Path], str | None]]:
     """Every fault kind -> its case function, in module order."""
     import importlib
 
-    cases: dict[str, Callable[[np.random.Generator, Path], None]] = {}
+    cases: dict[str, Callable[[np.random.Generator, Path], str | None]] = {}
     for module in CASE_MODULES:
         for kind, case in importlib.import_module(f"benchmark.faults.{module}").CASES.items():
             if kind in cases:
@@ -42,16 +42,24 @@ def all_cases() -> dict[str, Callable[[np.random.Generator, Path], None]]:
 
 
 def run_kind(
-    kind: str, case: Callable[[np.random.Generator, Path], None], cycles: int, seed: int, kind_index: int
+    kind: str,
+    case: Callable[[np.random.Generator, Path], str | None],
+    cycles: int,
+    seed: int,
+    kind_index: int,
+    details: list[str] | None = None,
 ) -> tuple[int, list[str]]:
-    """Run ``cycles`` cases of one kind -> (survived, reasons of the others)."""
+    """Run ``cycles`` cases of one kind -> (survived, reasons of the others); what the surviving
+    cases say they did is appended to ``details``."""
     survived, reasons = 0, []
     for cycle in range(cycles):
         rng = np.random.default_rng([seed, kind_index, cycle])
         workdir = Path(tempfile.mkdtemp(prefix=f"fault-{kind}-"))
         try:
-            case(rng, workdir)
+            detail = case(rng, workdir)
             survived += 1
+            if details is not None and detail:
+                details.append(f"{kind} #{cycle}: {detail}")
         except NotSurvived as err:
             reasons.append(f"{kind} #{cycle}: {err}")
         except Exception as err:  # a crash of the case itself is not survival either
@@ -66,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cycles", type=int, default=3, help="cases per fault kind (default 3)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
     parser.add_argument("--kinds", nargs="+", default=None, help="run only these kinds")
+    parser.add_argument("--verbose", action="store_true", help="print what each case did (stderr)")
     args = parser.parse_args(argv)
     if args.cycles < 1:
         parser.error(f"--cycles must be >= 1, got {args.cycles}")
@@ -77,11 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     for kind in kinds:
         tick = time.perf_counter()
-        survived, reasons = run_kind(kind, cases[kind], args.cycles, args.seed, list(cases).index(kind))
-        for reason in reasons:
-            print(reason, file=sys.stderr)
+        details: list[str] = []
+        survived, reasons = run_kind(kind, cases[kind], args.cycles, args.seed, list(cases).index(kind), details)
+        for line in (details if args.verbose else []) + reasons:
+            print(line, file=sys.stderr)
         print(f"{kind}: survived {survived}/{args.cycles}", flush=True)
-        print(f"  ({time.perf_counter() - tick:.1f} s)", file=sys.stderr)
+        print(f"  {kind}: {args.cycles} case(s) in {time.perf_counter() - tick:.1f} s", file=sys.stderr, flush=True)
         failed += args.cycles - survived
     return 1 if failed else 0
 

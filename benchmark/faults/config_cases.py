@@ -149,13 +149,14 @@ def run_mutation(mutation: Mutation, workdir: Path) -> BaseException:
     return err
 
 
-def bad_config(rng: np.random.Generator, workdir: Path) -> None:
-    """One mutation drawn from :data:`MUTATIONS`; see :func:`run_mutation`."""
+def bad_config(rng: np.random.Generator, workdir: Path) -> str:
+    """One mutation drawn from :data:`MUTATIONS`; see :func:`run_mutation`. Returns the error it got."""
     mutation = MUTATIONS[int(rng.integers(len(MUTATIONS)))]
     try:
-        run_mutation(mutation, workdir)
+        err = run_mutation(mutation, workdir)
     except NotSurvived as err:
         raise NotSurvived(f"bad_config {mutation.name}: {err}") from err
+    return f"{mutation.name}: {type(err).__name__}: {str(err).replace(str(workdir), '<workdir>')}"
 
 
 CASES = {"bad_config": bad_config}

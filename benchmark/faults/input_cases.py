@@ -430,17 +430,19 @@ def _geotiff_case(
     _require_unchanged(out.parent, before, f"{out.parent} (the prepared folder and its siblings)")
 
 
-def _pick_input(rng: np.random.Generator, layout: _Layout) -> tuple[str, str]:
-    return list(SCENES)[int(rng.integers(len(SCENES)))], list(layout.modalities)[int(rng.integers(2))]
+def _pick_input(rng: np.random.Generator, layout: _Layout, label: bool = False) -> tuple[str, str]:
+    """A random scene and one of its modality files (or, one time in three with ``label``, its label file)."""
+    scene, layer = list(SCENES)[int(rng.integers(len(SCENES)))], list(layout.modalities)[int(rng.integers(2))]
+    if label and rng.integers(3) == 0:
+        layer = "label"
+    return scene, layer
 
 
 def geotiff_band_count(rng: np.random.Generator, workdir: Path) -> None:
     """One GeoTIFF (a modality or the label) with more or fewer bands than expected."""
 
     def corrupt(rng: np.random.Generator, layout: _Layout) -> tuple[str, str, list[str]]:
-        scene, layer = _pick_input(rng, layout)
-        if rng.integers(3) == 0:
-            layer = "label"
+        scene, layer = _pick_input(rng, layout, label=True)
         x = layout.arrays[scene, layer]
         expected = x.shape[0]
         bands = int(rng.choice([b for b in range(1, expected + 3) if b != expected]))
@@ -454,9 +456,7 @@ def geotiff_size(rng: np.random.Generator, workdir: Path) -> None:
     """One GeoTIFF (a modality or the label) of another height and/or width than the scene's."""
 
     def corrupt(rng: np.random.Generator, layout: _Layout) -> tuple[str, str, list[str]]:
-        scene, layer = _pick_input(rng, layout)
-        if rng.integers(3) == 0:
-            layer = "label"
+        scene, layer = _pick_input(rng, layout, label=True)
         x = layout.arrays[scene, layer]
         height, width = x.shape[1:]
         while (height, width) == x.shape[1:]:

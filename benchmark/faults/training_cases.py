@@ -31,7 +31,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -138,11 +138,25 @@ def _run(command: list[str]) -> subprocess.CompletedProcess:
     return proc
 
 
+@contextlib.contextmanager
+def _process(command: list[str], **popen: Any) -> Iterator[subprocess.Popen]:
+    """Run ``command`` (text pipes as given in ``popen``); on leaving, kill it if still running and close its pipes."""
+    proc = subprocess.Popen(command, env=_env(), text=True, **popen)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
 def _kill_when(command: list[str], ready: Callable[[], bool]) -> None:
     """Start ``command``, SIGKILL it as soon as ``ready()`` holds (polled every 2 ms)."""
-    proc = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + KILL_TIMEOUT_S
-    try:
+    with _process(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:
         while not ready():
             if proc.poll() is not None:
                 raise NotSurvived(
@@ -152,11 +166,6 @@ def _kill_when(command: list[str], ready: Callable[[], bool]) -> None:
                 raise NotSurvived("the kill point was never reached")
             time.sleep(0.002)
         proc.send_signal(signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        proc.stderr.close()
 
 
 def _log_steps(path: Path) -> int:
@@ -171,10 +180,12 @@ def _temps(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.glob(".*") if p.name.endswith((".tmp", ".old")) or p.is_dir())
 
 
-def kill_resume(rng: np.random.Generator, workdir: Path) -> None:
+def kill_resume(rng: np.random.Generator, workdir: Path) -> str:
     """SIGKILL training of a random method at a random step, resume, compare with the uninterrupted run."""
     method = str(rng.choice(sorted(RESUMED_METHODS)))
-    kill_and_resume(method, int(rng.integers(1, TINY_PARAMS["train"]["steps"])), workdir)
+    kill_at = int(rng.integers(1, TINY_PARAMS["train"]["steps"]))
+    resumed_from = kill_and_resume(method, kill_at, workdir)
+    return f"{method} killed after step {kill_at - 1} was logged, resumed from step {resumed_from}"
 
 
 def kill_and_resume(method: str, kill_at: int, workdir: Path) -> int:
@@ -261,9 +272,11 @@ def _check_complete(kind: str, path: Path) -> None:
         raise NotSurvived(f"{path}: mixes two versions")
 
 
-def kill_during_write(rng: np.random.Generator, workdir: Path) -> None:
+def kill_during_write(rng: np.random.Generator, workdir: Path) -> str:
     """SIGKILL a process that keeps rewriting one file at a random moment; the file must stay complete."""
-    kill_writer(str(rng.choice(WRITTEN_KINDS)), float(rng.uniform(0.0, 0.5)), workdir)
+    kind = str(rng.choice(WRITTEN_KINDS))
+    mid_write = kill_writer(kind, float(rng.uniform(0.0, 0.5)), workdir)
+    return f"{kind} file, killed {'mid-write' if mid_write else 'between writes'}"
 
 
 WRITTEN_KINDS = ("torch", "json", "npz")
@@ -277,25 +290,12 @@ def kill_writer(kind: str, delay_s: float, workdir: Path, writer: str | None = N
 
     path = workdir / {"torch": "checkpoint.pt", "json": "metrics.json", "npz": "image_scores.npz"}[kind]
     size = 4_000_000  # values: 16 MB as float32, tens of MB as JSON text
-    proc = subprocess.Popen(
-        [sys.executable, "-c", writer or _WRITER, kind, str(path), str(size)],
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        line = proc.stdout.readline()
-        if line.strip() != "ready":
+    command = [sys.executable, "-c", writer or _WRITER, kind, str(path), str(size)]
+    with _process(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        if proc.stdout.readline().strip() != "ready":
             raise NotSurvived(f"writer did not start: {proc.stderr.read()[-500:]}")
         time.sleep(delay_s)
         proc.send_signal(signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
     _check_complete(kind, path)
     mid_write = bool(_temps(workdir))
     remove_stale_temps(path)
@@ -304,9 +304,11 @@ def kill_writer(kind: str, delay_s: float, workdir: Path, writer: str | None = N
     return mid_write
 
 
-def nonfinite_loss(rng: np.random.Generator, workdir: Path) -> None:
+def nonfinite_loss(rng: np.random.Generator, workdir: Path) -> str:
     """A loss part turns NaN at a random step: a clear error, and nothing written as if finished."""
-    nan_at_step(int(rng.integers(0, TINY_PARAMS["train"]["steps"])), workdir)
+    nan_step = int(rng.integers(0, TINY_PARAMS["train"]["steps"]))
+    nan_at_step(nan_step, workdir)
+    return f"NaN at step {nan_step}"
 
 
 def nan_at_step(nan_step: int, workdir: Path) -> None:
@@ -336,7 +338,7 @@ def nan_at_step(nan_step: int, workdir: Path) -> None:
         raise NotSurvived(f"{out}: temporary files left: {_temps(out)}")
 
 
-CASES: dict[str, Callable[[np.random.Generator, Path], None]] = {
+CASES: dict[str, Callable[[np.random.Generator, Path], str | None]] = {
     "kill_resume": kill_resume,
     "kill_during_write": kill_during_write,
     "nonfinite_loss": nonfinite_loss,
