@@ -67,7 +67,8 @@ def _require(ok: bool, where: str, key: str, value: Any, allowed: str, problem: 
         raise FieldError(where, key, value, allowed, problem)
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
+    """An int that is not a bool (YAML ``true`` must not pass as 1)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -181,7 +182,7 @@ def _matches(value: Any, annotation: Any) -> bool:
     if annotation is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if annotation is int:
-        return _is_int(value)
+        return is_int(value)
     if origin is not None:  # another generic (Mapping[...], Sequence[...]): check the container only
         return isinstance(value, origin)
     return isinstance(value, annotation)
@@ -243,7 +244,7 @@ def from_mapping(cls: type[C], values: Mapping[str, Any] | None, where: str) -> 
             raise ParamsTypeError(
                 f"{where}.{key}: {value!r} is not allowed; must be {describe(hints[key])}{_hint(value, hints[key])}"
             )
-        if _is_int(value) and hints[key] is float:
+        if is_int(value) and hints[key] is float:
             values[key] = float(value)
     try:
         return cls(**values)
@@ -356,7 +357,7 @@ class ScenarioConfig:
     pixel_missing: list[float] = dataclasses.field(default_factory=lambda: [0.25, 0.5, 0.75])  # fraction zeroed
     gaussian: list[float] = dataclasses.field(default_factory=lambda: [0.25, 0.5, 1.0])  # std, channel stds
     salt_pepper: list[float] = dataclasses.field(default_factory=lambda: [0.05, 0.1, 0.2])  # fraction of pixels
-    speckle: list[float] = dataclasses.field(default_factory=lambda: [0.25, 0.5, 1.0])  # variance = 1 / looks
+    speckle: list[float] = dataclasses.field(default_factory=lambda: [0.25, 0.5, 1.0])  # variance = 1 / looks <= 1
 
     def __post_init__(self) -> None:
         where = "scenarios"
@@ -369,20 +370,19 @@ class ScenarioConfig:
             _require(
                 not repeated, where, "modalities", self.modalities, allowed, f"repeats {repeated}; allowed: {allowed}"
             )
-        for kind in ("block_missing", "pixel_missing", "salt_pepper"):
+        # speckle: variance = 1 / looks, and a SAR image has at least one look
+        for kind in ("block_missing", "pixel_missing", "salt_pepper", "speckle"):
             bad = [v for v in getattr(self, kind) if not 0 < v <= 1]
             if bad:
-                raise FieldError(where, kind, bad[0], "a fraction in (0, 1]", "is not a fraction in (0, 1]")
-        for kind in ("gaussian", "speckle"):
-            bad = [v for v in getattr(self, kind) if not (_finite(v) and v > 0)]
-            if bad:
-                raise FieldError(where, kind, bad[0], "a finite number > 0")
+                raise FieldError(where, kind, bad[0], "a number in (0, 1]", "is not in (0, 1]")
+        bad = [v for v in self.gaussian if not (_finite(v) and v > 0)]
+        if bad:
+            raise FieldError(where, "gaussian", bad[0], "a finite number > 0")
         for kind in SCENARIO_KINDS:
             levels = getattr(self, kind)
-            repeated = sorted({v for v in levels if levels.count(v) > 1})
-            _require(
-                not repeated, where, kind, levels, "distinct levels", f"repeats {repeated}; allowed: distinct levels"
-            )
+            allowed = "levels in increasing order, each once (the curves run from mild to severe)"
+            increasing = all(a < b for a, b in zip(levels, levels[1:]))
+            _require(increasing, where, kind, levels, allowed, f"is not allowed; {allowed}")
 
 
 SCENARIO_KINDS = ("block_missing", "pixel_missing", "gaussian", "salt_pepper", "speckle")

@@ -344,7 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyError:  # a data set prepared by a source that is not registered here: no SAR-like modality known
         sar_modalities = {}
     try:
-        scenario_cases(scenarios, list(dataset.modalities), sar_modalities)  # bad names fail before any work
+        scenario_cases(
+            scenarios, list(dataset.modalities), sar_modalities, str(dataset.root)
+        )  # bad names fail before any work
     except FieldError as err:
         raise err.at(f"{args.params}: scenarios") from None
     model_path = args.model or run_dir(MODELS_DIR, args.dataset, args.method, args.seed) / MODEL_FILE

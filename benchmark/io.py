@@ -1,11 +1,14 @@
 """Atomic file writes: a reader never sees a half-written file.
 
 Every file the suite writes goes through these helpers: the content is written to a
-temporary file ``.<name>.<random>.tmp`` in the destination folder, flushed to disk (fsync),
-then renamed over the target (``os.replace`` is atomic on POSIX and Windows for paths on one
-file system), and the folder entry is flushed too. A process killed at any point (SIGKILL, power
-loss) leaves either the old file or the new one, never a truncated one; at worst a stale
-temporary file, which :func:`remove_stale_temps` clears on the next run.
+temporary file ``.<name>.<8 random characters>.tmp`` in the destination folder, flushed to disk
+(fsync), then renamed over the target (``os.replace`` is atomic on POSIX and Windows for paths on
+one file system), and the folder entry is flushed too. Folders are built the same way under a
+temporary folder of the same name pattern, every file in it flushed, then swapped in
+(:func:`replace_dir`). A process killed at any point (SIGKILL, power loss) leaves either the old
+file or the new one, never a truncated one; at worst a stale temporary entry, which
+:func:`remove_stale_temps` clears on the next run (``.dvcignore`` keeps them out of DVC's hashes).
+One process writes a given path at a time.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -35,13 +39,13 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
         tmp_path.chmod(default_mode("file"))  # mkstemp creates 0600
-        _fsync(tmp_path)
+        fsync_file(tmp_path)
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
@@ -50,10 +54,41 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
-def _fsync(path: Path) -> None:
-    """Flush a file's data to the disk (the rename must not reach the disk before the bytes)."""
+TEMP_SUFFIX = ".tmp"  # of every temporary file and folder: .<name>.<8 characters of tempfile>.tmp
+OLD_SUFFIX = ".old"  # a target folder moved aside by replace_dir: .<name>.<8 characters>.tmp.old
+
+
+def is_temp_of(entry: str, name: str) -> bool:
+    """Whether folder entry ``entry`` is a temporary (or moved-aside) entry of the target ``name``."""
+    pattern = rf"\.{re.escape(name)}\.[a-z0-9_]{{8}}{re.escape(TEMP_SUFFIX)}({re.escape(OLD_SUFFIX)})?"
+    return re.fullmatch(pattern, entry) is not None
+
+
+def is_temp(entry: str) -> bool:
+    """Whether folder entry ``entry`` is a temporary (or moved-aside) entry of any target."""
+    return re.fullmatch(rf"\..+\.[a-z0-9_]{{8}}{re.escape(TEMP_SUFFIX)}({re.escape(OLD_SUFFIX)})?", entry) is not None
+
+
+def make_temp_dir(path: Path) -> Path:
+    """A fresh, empty temporary folder beside ``path`` (``.<name>.<random>.tmp``, the umask's permissions)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent))
+    tmp.chmod(default_mode("dir"))  # mkdtemp creates 0700
+    return tmp
+
+
+def fsync_file(path: str | Path) -> None:
+    """Flush a file's data to the disk (before a rename publishes it)."""
     with open(path, "rb") as f:
         os.fsync(f.fileno())
+
+
+def fsync_tree(folder: Path) -> None:
+    """Flush every file and folder under ``folder`` (before :func:`replace_dir` publishes it)."""
+    for root, _, files in os.walk(folder):
+        for name in files:
+            fsync_file(Path(root) / name)
+        _fsync_dir(Path(root))
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -71,29 +106,26 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def remove_stale_temps(path: str | Path) -> list[Path]:
-    """Delete the temporary files a killed writer of ``path`` left beside it (``.<name>.*.tmp``, and
-    ``.<name>.*`` folders of :func:`atomic_write_dir`); return them. Call it only where one process
-    writes ``path`` (a run's own folder), before writing."""
+    """Delete the temporary files and folders a killed writer of ``path`` left beside it (exactly
+    the names :func:`atomic_write`, :func:`make_temp_dir` and :func:`replace_dir` make, see
+    :func:`is_temp_of`; nothing else); return them. If ``path`` is missing but a moved-aside copy
+    exists (a kill between the two renames of :func:`replace_dir`), that copy is put back first.
+    Call it before writing ``path``, where no other process writes ``path`` at the same time."""
     path = Path(path)
-    removed: list[Path] = []
     if not path.parent.is_dir():
-        return removed
-    if not os.path.lexists(path):  # killed inside replace_dir between its two renames: put the old one back
-        old = sorted(path.parent.glob(f".{glob_escape(path.name)}.*.old"))
-        if old:
-            os.rename(old[-1], path)
-    for stale in sorted(path.parent.glob(f".{glob_escape(path.name)}.*")):
-        if stale.is_dir() and not stale.is_symlink():
-            shutil.rmtree(stale, ignore_errors=True)
+        return []
+    stale = sorted(p for p in path.parent.iterdir() if is_temp_of(p.name, path.name))
+    if not os.path.lexists(path):
+        moved_aside = [p for p in stale if p.name.endswith(OLD_SUFFIX)]
+        if moved_aside:
+            os.rename(moved_aside[-1], path)
+            stale.remove(moved_aside[-1])
+    for entry in stale:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
         else:
-            stale.unlink(missing_ok=True)
-        removed.append(stale)
-    return removed
-
-
-def glob_escape(name: str) -> str:
-    """``name`` with the glob metacharacters ``*?[`` taken literally."""
-    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+            entry.unlink(missing_ok=True)
+    return stale
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -144,10 +176,8 @@ def atomic_write_dir(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_dir)`` on a fresh folder beside ``path``, then swap it in for ``path``
     (:func:`replace_dir`). On any error the temporary folder is removed and ``path`` is left as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = make_temp_dir(path)
     try:
-        tmp.chmod(default_mode("dir"))  # mkdtemp creates 0700
         write(tmp)
         replace_dir(tmp, path)
     except BaseException:
@@ -157,19 +187,24 @@ def atomic_write_dir(path: str | Path, write: Callable[[Path], None]) -> Path:
 
 
 def replace_dir(tmp: str | Path, target: str | Path) -> None:
-    """Rename the folder ``tmp`` onto ``target`` (same file system), removing an old ``target``
-    only once the rename succeeded; if it fails, the old ``target`` is put back."""
+    """Flush the folder ``tmp`` to the disk and rename it onto ``target`` (same file system),
+    removing an old ``target`` only once the rename succeeded; if it fails, the old ``target`` is
+    put back. ``tmp`` comes from :func:`make_temp_dir`, so the moved-aside old ``target``
+    (``<tmp>.old``) is a name :func:`remove_stale_temps` recognises."""
     tmp, target = Path(tmp), Path(target)
+    fsync_tree(tmp)
     if not os.path.lexists(target):
         os.rename(tmp, target)
+        _fsync_dir(target.parent)
         return
-    old = tmp.with_name(tmp.name + ".old")
+    old = tmp.with_name(tmp.name + OLD_SUFFIX)
     os.rename(target, old)
     try:
         os.rename(tmp, target)
     except BaseException:
         os.rename(old, target)
         raise
+    _fsync_dir(target.parent)
     if old.is_dir() and not old.is_symlink():
         shutil.rmtree(old)
     else:

@@ -68,22 +68,21 @@ class Corruption:
 
 
 def scenario_cases(
-    config: ScenarioConfig, modalities: Sequence[str], sar_modalities: Mapping[str, str]
+    config: ScenarioConfig, modalities: Sequence[str], sar_modalities: Mapping[str, str], dataset: str = "the data"
 ) -> list[Corruption]:
     """Every case of ``config`` for a data set with ``modalities`` (in its order): by kind (in
     ``SCENARIO_KINDS`` order), then modality (data set order), then level (config order).
 
     ``speckle`` applies only to the SAR-like modalities (``sar_modalities``: ``{name: "db" |
     "linear"}``, entries for absent modalities are ignored); ``config.modalities`` restricts the
-    corrupted modalities (a name that is not a modality of the data set: :class:`FieldError`, a ValueError).
+    corrupted modalities: a name that is not one of ``modalities`` is a :class:`FieldError` (a
+    ValueError) naming it, ``dataset`` and its modalities.
     """
     modalities = list(modalities)
-    if config.modalities is not None:
-        unknown = [m for m in config.modalities if m not in modalities]
-        if unknown:
-            allowed = f"names among the data set's modalities {modalities}"
-            problem = f"is not a modality of the data; allowed: {modalities}"
-            raise FieldError("scenarios", "modalities", unknown[0], allowed, problem)
+    for i, name in enumerate(config.modalities or []):
+        if name not in modalities:
+            allowed = f"a modality of every listed data set: {dataset} has {modalities}"
+            raise FieldError("scenarios", f"modalities[{i}]", name, allowed)
     bad_units = {m: u for m, u in sar_modalities.items() if u not in SAR_UNITS}
     if bad_units:
         raise ValueError(f"SAR modality units {bad_units}: allowed units are {list(SAR_UNITS)}")

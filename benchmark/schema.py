@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from benchmark.config import (
     EvalConfig,
+    FieldError,
     ParamsError,
     ParamsKeyError,
     ParamsTypeError,
@@ -274,16 +275,14 @@ def _check_drop_prob(train: TrainConfig, sources: Mapping[str, Any], where: str)
 
 
 def _check_scenario_modalities(scenarios: ScenarioConfig, sources: Mapping[str, Any], where: str) -> None:
-    if scenarios.modalities is None:
-        return
+    """Every name of ``scenarios.modalities`` is a modality of every listed data set (:func:`scenario_cases`)."""
+    from benchmark.scenarios import scenario_cases
+
     for name, source in sources.items():
-        modalities = list(source.modalities)
-        for i, modality in enumerate(scenarios.modalities):
-            if modality not in modalities:
-                raise ParamsValueError(
-                    f"{where}: scenarios.modalities[{i}]: {modality!r} is not allowed; must be a modality of every "
-                    f"listed data set: {name} has {modalities}"
-                )
+        try:
+            scenario_cases(scenarios, list(source.modalities), source.sar_modalities, dataset=name)
+        except FieldError as err:
+            raise err.at(f"{where}: scenarios") from None
 
 
 def validate_params(params: Mapping[str, Any], where: str) -> ValidatedParams:

@@ -240,10 +240,13 @@ def train(
                 inputs, target = random_flips(inputs, target, generator)
             available = draw_available(target.shape[0], len(modalities), generator, config.drop_prob).to(device)
             inputs = apply_availability(inputs, available, modalities)
-            if step == start:  # the check must not consume the random state of the run
+            if step == start:  # the check must leave no trace: random state and buffers as they were
                 cuda_devices = [device] if device.type == "cuda" else []
+                buffers = {name: b.clone() for name, b in method.named_buffers()}  # e.g. BatchNorm statistics
                 with torch.no_grad(), torch.random.fork_rng(devices=cuda_devices):
                     check_contract(method_name, method, inputs, target, available, len(dataset.classes), step)
+                    for name, b in method.named_buffers():
+                        b.copy_(buffers[name])
             result = method.training_step(inputs, target, available)
             total, parts = check_step_result(method_name, result, step), result[1]
             lr = optimizer.param_groups[0]["lr"]  # the rate this step uses

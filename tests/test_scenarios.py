@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -188,13 +189,13 @@ def test_input_is_not_modified_and_float64_comes_back_float32():
 
 
 def test_scenario_cases_order_and_filtering():
-    config = ScenarioConfig(block_missing=[0.5, 0.25], pixel_missing=[], gaussian=[1.0], salt_pepper=[], speckle=[0.5])
+    config = ScenarioConfig(block_missing=[0.25, 0.5], pixel_missing=[], gaussian=[1.0], salt_pepper=[], speckle=[0.5])
     modalities = ["rgb", "sar", "dsm"]
     cases = scenario_cases(config, modalities, {"sar": "db", "s1": "linear"})
     expected = [
-        ("block_missing", 0.5, "rgb", 0), ("block_missing", 0.25, "rgb", 0),
-        ("block_missing", 0.5, "sar", 1), ("block_missing", 0.25, "sar", 1),
-        ("block_missing", 0.5, "dsm", 2), ("block_missing", 0.25, "dsm", 2),
+        ("block_missing", 0.25, "rgb", 0), ("block_missing", 0.5, "rgb", 0),
+        ("block_missing", 0.25, "sar", 1), ("block_missing", 0.5, "sar", 1),
+        ("block_missing", 0.25, "dsm", 2), ("block_missing", 0.5, "dsm", 2),
         ("gaussian", 1.0, "rgb", 0), ("gaussian", 1.0, "sar", 1), ("gaussian", 1.0, "dsm", 2),
         ("speckle", 0.5, "sar", 1),
     ]  # fmt: skip
@@ -216,7 +217,22 @@ def test_scenario_cases_order_and_filtering():
 
 
 def test_scenario_cases_reject_unknown_modality_and_units():
-    with pytest.raises(ValueError, match=r"scenarios.modalities: 'lidar'.*allowed: \['rgb', 'dsm'\]"):
-        scenario_cases(ScenarioConfig(modalities=["rgb", "lidar"]), ["rgb", "dsm"], {})
+    with pytest.raises(ValueError, match=r"scenarios.modalities\[1\]: 'lidar'.*potsdam has \['rgb', 'dsm'\]"):
+        scenario_cases(ScenarioConfig(modalities=["rgb", "lidar"]), ["rgb", "dsm"], {}, dataset="potsdam")
     with pytest.raises(ValueError, match=r"power.*'db', 'linear'"):
         scenario_cases(ScenarioConfig(), ["rgb", "sar"], {"sar": "power"})
+
+
+@pytest.mark.parametrize(
+    ("key", "levels", "message"),
+    [
+        ("block_missing", [0.5, 0.25], "increasing order"),
+        ("gaussian", [0.5, 0.5], "increasing order"),
+        ("speckle", [2.0], "not in (0, 1]"),
+        ("salt_pepper", [0.0], "not in (0, 1]"),
+    ],
+)
+def test_levels_must_increase_and_stay_in_range(key, levels, message):
+    with pytest.raises(ValueError, match=re.escape(message)) as err:
+        ScenarioConfig(**{key: levels})
+    assert f"scenarios.{key}" in str(err.value) and repr(levels[-1]) in str(err.value)

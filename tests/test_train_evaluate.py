@@ -10,15 +10,30 @@ import pytest
 import torch
 from tiny import TINY_PARAMS, write_params
 
+from baselines.muss import MuSS
 from benchmark import evaluate, train
 from benchmark.config import ReportConfig, ScenarioConfig, TrainConfig
 from benchmark.data.prepared import PreparedDataset
+from benchmark.methods import register_method
 from benchmark.metrics import segmentation_scores
 from benchmark.protocol import apply_availability, enumerate_subsets, subset_mask, subset_name
 from benchmark.report import write_report
 from benchmark.scenarios import Corruption, corrupt
 
 TRAIN = TrainConfig(**TINY_PARAMS["train"])
+
+
+@register_method("test-batchnorm-muss")
+class BatchNormMuSS(MuSS):
+    """MuSS with a BatchNorm on its logits: a method whose forward pass changes buffers in training mode."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.norm = torch.nn.BatchNorm2d(self.num_classes)
+
+    def forward(self, inputs, available):
+        output = super().forward(inputs, available)
+        return {**output, "logits": self.norm(output["logits"])}
 
 
 def _run_args(params: Path, prepared: Path, method: str = "muss", seed: int = 0) -> list[str]:
@@ -131,6 +146,7 @@ def test_same_seed_same_metrics_other_seed_differs(tmp_path, tiny_prepared, tiny
         ("sgma", {}),  # draws its MAS modality from the global RNG
         ("m3l", {"supervised_warmup": 1}),  # EMA teacher and its update counter, masked-student draws
         ("imlt", {}),  # draws the hidden modality and the contrastive locations
+        ("test-batchnorm-muss", {}),  # BatchNorm running statistics (buffers the contract check must not touch)
     ],
 )
 def test_resume_after_interruption_gives_the_same_model(tmp_path, tiny_prepared, monkeypatch, method, method_params):

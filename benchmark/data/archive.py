@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO
 
 from benchmark.data.download import ChecksumError, md5_file, sha256_file
-from benchmark.io import atomic_write_dir
+from benchmark.io import atomic_write_dir, remove_stale_temps
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 ARCHIVE_SUFFIXES = (".zip", *TAR_SUFFIXES)  # what safe_extract reads
@@ -159,6 +159,7 @@ def safe_extract(archive: str | Path, target: str | Path, *, members: Iterable[s
                     shutil.copyfileobj(src, dst, 1 << 20)
                 written[rel] = None
 
+        remove_stale_temps(target)  # the half-extracted folder of a killed run (possibly GBs)
         atomic_write_dir(target, copy_members)
     return [target / rel for rel in written]
 

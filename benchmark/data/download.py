@@ -28,7 +28,7 @@ from urllib.request import Request, urlopen
 
 from tqdm import tqdm
 
-from benchmark.io import atomic_write_json, read_json
+from benchmark.io import atomic_write_json, fsync_file, read_json
 
 GCS_API = "https://storage.googleapis.com"
 MANIFEST_NAME = "manifest.json"
@@ -198,6 +198,7 @@ def download_file(
         if got is None:
             raise ChecksumError(f"{dest}: size mismatch for {remote.url} (expected {remote.size} bytes, got {size})")
         raise ChecksumError(f"{dest}: md5 mismatch for {remote.url} (expected {remote.md5}, got {got})")
+    fsync_file(part)  # the bytes reach the disk before the name does
     os.replace(part, dest)
     return dest
 

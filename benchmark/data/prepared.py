@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from benchmark.io import atomic_write, atomic_write_json, default_mode, read_json, remove_stale_temps, replace_dir
+from benchmark.io import atomic_write, atomic_write_json, make_temp_dir, read_json, remove_stale_temps, replace_dir
 
 META_FILE = "meta.json"
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # modality and split names in meta.json
@@ -121,10 +120,8 @@ class PreparedWriter:
         self.tmp: Path | None = None
 
     def __enter__(self) -> PreparedWriter:
-        self.root.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(self.root)  # the half-written folder of a killed prepare (possibly GBs)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.root.name}.", dir=self.root.parent))
-        self.tmp.chmod(default_mode("dir"))  # mkdtemp creates 0700
+        self.tmp = make_temp_dir(self.root)
         h, w = self.tile_shape
         self.arrays: dict[str, dict[str, np.ndarray]] = {}
         for split, n in self.counts.items():

@@ -177,7 +177,9 @@ def _log_steps(path: Path) -> int:
 
 
 def _temps(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.glob(".*") if p.name.endswith((".tmp", ".old")) or p.is_dir())
+    from benchmark.io import is_temp
+
+    return sorted(p.name for p in folder.iterdir() if is_temp(p.name))
 
 
 def kill_resume(rng: np.random.Generator, workdir: Path) -> str:

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.config import SCENARIO_KINDS
+from benchmark.config import SCENARIO_KINDS, is_int
 from benchmark.io import read_json
 from benchmark.metrics import mean_iou
-from benchmark.protocol import enumerate_subsets, subset_name
+from benchmark.protocol import enumerate_subsets, parse_subset, subset_name
 
 METRICS_FILE = "metrics.json"
 IMAGE_SCORES_FILE = "image_scores.npz"
@@ -126,10 +126,6 @@ def _finite_or_null(value: object) -> bool:
     return value is None or (is_number(value) and math.isfinite(value))  # type: ignore[arg-type]
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _validate_scenarios(data: dict, fail: Callable[[str, str], ValueError]) -> None:
     """Check ``data["scenarios"]`` (corrupted inputs, every modality available, one corrupted)::
 
@@ -145,7 +141,7 @@ def _validate_scenarios(data: dict, fail: Callable[[str, str], ValueError]) -> N
     if not isinstance(block, dict):
         raise fail("scenarios", f"expected dict, got {type(block).__name__}")
     for key in ("seed", "block_size"):
-        if not _is_int(block.get(key)):
+        if not is_int(block.get(key)):
             raise fail(f"scenarios.{key}", f"missing or not an integer: {block.get(key, 'missing')!r}")
     if block["block_size"] < 1:
         raise fail("scenarios.block_size", f"must be >= 1 (pixels), got {block['block_size']}")
@@ -192,7 +188,7 @@ def _validate_scenarios(data: dict, fail: Callable[[str, str], ValueError]) -> N
                 ):
                     raise fail(key, f"expected finite numbers in [0, 100] (percent) or null, got {values!r}")
             mious += [num(v) for v in scores["miou"]]
-    full = next(name for name in data["subsets"] if len(name.split("+")) == len(modalities))
+    full = next(name for name in data["subsets"] if set(parse_subset(name, modalities)) == set(modalities))
     for key, expected, what in (
         ("clean_miou", num(data["subsets"][full]["miou"]), f"subsets.{full}.miou"),
         ("avg", float(np.mean(mious)) if mious else math.nan, "the mean mIoU over every kind, level and modality"),
