@@ -163,7 +163,7 @@ def test_resume_after_interruption_gives_the_same_model(tmp_path, tiny_prepared,
     monkeypatch.setattr(torch.optim.AdamW, "step", crashing_step)
     with pytest.raises(KeyboardInterrupt):
         train.train(tiny_prepared, method, method_params, TRAIN, 0, tmp_path / "resumed", progress=False)
-    assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)["step"] == 2
+    assert train.load_torch(tmp_path / "resumed" / "checkpoint.pt")["step"] == 2
     monkeypatch.setattr(torch.optim.AdamW, "step", original)
     resumed = train.train(tiny_prepared, method, method_params, TRAIN, 0, tmp_path / "resumed", progress=False)
     a = torch.load(full, weights_only=True)["state_dict"]
