@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from benchmark.config import PARAMS_FILE, load_params, section
-from benchmark.data import get_dataset
+from benchmark.data import build_source
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--raw-dir", type=Path, default=None, help="default data/raw/<dataset>")
     args = parser.parse_args(argv)
     params = load_params(args.params)
-    source = get_dataset(args.dataset)(section(params, args.dataset, str(args.params)) or {}, args.raw_dir)
+    source = build_source(args.dataset, section(params, args.dataset, str(args.params)), args.raw_dir)
     raw = source.download()
     print(f"{args.dataset}: raw files verified in {raw}")
     return 0

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from benchmark.config import PARAMS_FILE, load_params, prepared_dir, section
-from benchmark.data import PreparedDataset, get_dataset, read_meta
+from benchmark.data import PreparedDataset, build_source, read_meta
 
 PREVIEW_FILE = "preview.png"  # a few training tiles, every modality and the label
 
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="default data/prepared/<dataset>")
     args = parser.parse_args(argv)
     params = load_params(args.params)
-    source = get_dataset(args.dataset)(section(params, args.dataset, str(args.params)) or {}, args.raw_dir)
+    source = build_source(args.dataset, section(params, args.dataset, str(args.params)), args.raw_dir)
     out = source.prepare(args.out or prepared_dir(args.dataset))
     meta = read_meta(out)
     preview = PreparedDataset(out, "train")

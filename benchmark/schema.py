@@ -12,6 +12,7 @@ message reads ``<file>: <dotted.key>: <value> ... <what is allowed>``. Checked:
   registered methods (after importing ``method_modules``) and ints >= 0;
 - every data-set section present (a listed data set's is required; null means its defaults): no
   size <= 0, and its source class builds from it (the source's typed config; no file is read);
+  its optional ``modalities`` is a non-empty list of distinct modalities of that data set;
   the source's facts agree (one palette colour per class, display bands within the channels);
 - ``method_params``: one entry per listed method (null or a mapping), only keys its constructor
   takes, with the annotated types; keys the data set sets (``modalities``, ``num_classes``,
@@ -139,7 +140,7 @@ def _reraise_from_source(err: Exception, name: str, where: str) -> ParamsError:
 def build_source(name: str, values: Any, where: str) -> DatasetSource:
     """The data set ``name``'s source built from its params section ``values`` (null: defaults), after
     checking that no size is <= 0 and no seed < 0; errors name ``<where>: <name>.<key>``. Builds only: reads no file."""
-    from benchmark.data import get_dataset
+    from benchmark.data import build_source as build_data_source
 
     if values is None:
         values = {}
@@ -154,7 +155,7 @@ def build_source(name: str, values: Any, where: str) -> DatasetSource:
         if _matches(value, int) and value < 0:
             raise ParamsValueError(f"{where}: {name}.{key}: {value!r} is not allowed; must be an int >= 0")
     try:
-        source = get_dataset(name)(dict(values))
+        source = build_data_source(name, values)
     except (KeyError, TypeError, ValueError) as err:
         raise _reraise_from_source(err, name, where) from None
     check_source_facts(source, where)
@@ -170,12 +171,13 @@ def check_source_facts(source: DatasetSource, where: str) -> None:
             f"{where}: {name}: palette {list(source.palette)!r} has {len(source.palette)} colours for "
             f"{len(classes)} classes {classes}; allowed: one colour per class"
         )
+    every = {**type(source).modalities, **source.modalities}  # before a `modalities` selection
     for modality, bands in source.display_bands.items():
-        channels = source.modalities.get(modality)
+        channels = every.get(modality)
         if channels is None or any(not 0 <= b < channels for b in bands):
             raise ParamsValueError(
                 f"{where}: {name}: display bands {modality!r}: {list(bands)!r} are not allowed; must be channels "
-                f"of one of the modalities {dict(source.modalities)}"
+                f"of one of the modalities {every}"
             )
 
 

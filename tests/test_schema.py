@@ -50,6 +50,36 @@ SAR = {**TINY_PARAMS["synthetic"], "with_sar": True}  # four modalities: rgb, ds
 
 # (kind, params, error type, strings the message must hold: the key, the value, what is allowed)
 BAD = [
+    (
+        "unknown modality selected",
+        mutated("synthetic.modalities", ["rgb", "lidar"]),
+        ValueError,
+        ["synthetic.modalities", "'lidar'", "modalities of synthetic: ['rgb', 'dsm', 'nir']"],
+    ),
+    (
+        "duplicated modality selected",
+        mutated("synthetic.modalities", ["dsm", "rgb", "dsm"]),
+        ValueError,
+        ["synthetic.modalities", "['dsm', 'rgb', 'dsm']", "repeats ['dsm']", "distinct"],
+    ),
+    (
+        "empty modality set",
+        mutated("synthetic.modalities", []),
+        ValueError,
+        ["synthetic.modalities", "[]", "non-empty"],
+    ),
+    (
+        "scenario modality the selection left out",
+        mutated("scenarios.modalities", ["nir"], mutated("synthetic.modalities", ["rgb", "dsm"])),
+        ValueError,
+        ["scenarios.modalities[0]", "'nir'", "synthetic has ['rgb', 'dsm']"],
+    ),
+    (
+        "drop_prob for the unselected modalities too",
+        mutated("train.drop_prob", [0.5, 0.5, 0.5], mutated("synthetic.modalities", ["rgb", "dsm"])),
+        ValueError,
+        ["train.drop_prob", "[0.5, 0.5, 0.5]", "synthetic has 2 modalities"],
+    ),
     ("unknown method", mutated("methods", ["muss", "nope"]), KeyError, ["methods[1]", "'nope'", "sgma, sgma-mas"]),
     ("unknown data set", mutated("datasets", ["synth"]), KeyError, ["datasets[0]", "'synth'", "potsdam, sen1floods11"]),
     ("empty data set list", mutated("datasets", []), ValueError, ["datasets", "[]", "non-empty list"]),

@@ -369,3 +369,25 @@ def test_evaluate_refuses_other_class_count_and_unknown_scenario_modality(tmp_pa
     with pytest.raises(ValueError, match=r"bad.yaml: scenarios.modalities.*'lidar'.*\['rgb', 'dsm', 'nir'\]"):
         evaluate.main(args)
     assert not out.parent.exists()
+
+
+def test_a_modality_selection_prepares_trains_and_evaluates_only_those(tmp_path):
+    """``synthetic.modalities: [dsm, rgb]``: the prepared data, the model and every score hold rgb and
+    dsm only (in the data set's order), and the kept modalities are the same tiles as without a selection."""
+    from benchmark import prepare
+
+    params = {**TINY_PARAMS, "synthetic": {**TINY_PARAMS["synthetic"], "modalities": ["dsm", "rgb"]}}
+    path = write_params(tmp_path / "params.yaml", params)
+    prepared = tmp_path / "prepared"
+    assert prepare.main(["--dataset", "synthetic", "--params", str(path), "--out", str(prepared)]) == 0
+    data = PreparedDataset(prepared, "test")
+    assert data.modalities == {"rgb": 3, "dsm": 1}
+    full_path = write_params(tmp_path / "full.yaml", TINY_PARAMS)
+    assert prepare.main(["--dataset", "synthetic", "--params", str(full_path), "--out", str(tmp_path / "full")]) == 0
+    full = PreparedDataset(tmp_path / "full", "test")
+    for m in ("rgb", "dsm"):
+        np.testing.assert_array_equal(data.arrays[m], full.arrays[m])
+    record = _train_and_evaluate(tmp_path, prepared, path)
+    assert record["modalities"] == ["rgb", "dsm"] and list(record["subsets"]) == ["rgb", "dsm", "rgb+dsm"]
+    for kind in record["scenarios"]["kinds"].values():
+        assert list(kind["modalities"]) == ["rgb", "dsm"]

@@ -1,12 +1,21 @@
 """Data sets: source classes (:mod:`.source`), the prepared format (:mod:`.prepared`)."""
 
 from benchmark.data.prepared import PreparedDataset, read_meta, write_prepared
-from benchmark.data.source import MANIFEST_NAME, RAW_DIR, DatasetSource, get_dataset, list_datasets, register_dataset
+from benchmark.data.source import (
+    MANIFEST_NAME,
+    RAW_DIR,
+    DatasetSource,
+    build_source,
+    get_dataset,
+    list_datasets,
+    register_dataset,
+)
 
 __all__ = [
     "MANIFEST_NAME",
     "RAW_DIR",
     "DatasetSource",
+    "build_source",
     "PreparedDataset",
     "get_dataset",
     "list_datasets",

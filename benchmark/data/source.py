@@ -5,7 +5,9 @@ A data set states its facts as class attributes (``name``, ``classes``, ``modali
 checksums), fetches or verifies its raw files with :meth:`DatasetSource.download` (the DVC
 ``download`` stage, into ``data/raw/<name>/`` with a ``manifest.json`` of what was verified) and
 turns them into the prepared format with :meth:`DatasetSource.prepare` (the ``prepare`` stage).
-The pipeline only calls ``get_dataset(name)(params).download()`` and ``.prepare(out_dir)``.
+The pipeline only calls ``build_source(name, params_section).download()`` and ``.prepare(out_dir)``.
+Every data set's section may hold ``modalities: [...]``: the subset of its modalities to prepare
+(and so to train and evaluate on), e.g. ``potsdam: {modalities: [rgb, dsm]}``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,15 @@ from benchmark.data.download import MANIFEST_NAME
 from benchmark.data.raster import Scene, write_scenes
 from benchmark.io import atomic_write_json
 
-__all__ = ["MANIFEST_NAME", "RAW_DIR", "DatasetSource", "get_dataset", "list_datasets", "register_dataset"]
+__all__ = [
+    "MANIFEST_NAME",
+    "RAW_DIR",
+    "DatasetSource",
+    "build_source",
+    "get_dataset",
+    "list_datasets",
+    "register_dataset",
+]
 
 _REGISTRY: dict[str, type[DatasetSource]] = {}
 _BUILTIN_MODULES = (
@@ -58,6 +68,22 @@ class DatasetSource:
     def __init__(self, params: Mapping[str, Any], raw_dir: Path | None = None) -> None:
         self.params = dict(params)
         self.raw_dir = Path(raw_dir) if raw_dir is not None else RAW_DIR / self.name
+
+    def select_modalities(self, names: Any) -> None:
+        """Keep only the modalities ``names`` (a non-empty list of distinct names of this data set's
+        modalities, any order; they stay in the data set's order). A bad list is a ``ValueError``
+        naming ``<name>.modalities``, the value and what is allowed."""
+        allowed = f"a non-empty list of distinct modalities of {self.name}: {list(self.modalities)}"
+        where = f"{self.name}.modalities"
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"{where}: {names!r} is not allowed; must be {allowed} (or null: all)")
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"{where}: {names!r} repeats {repeated}; must be {allowed}")
+        unknown = [n for n in names if n not in self.modalities]
+        if unknown:
+            raise ValueError(f"{where}: {unknown[0]!r} is not allowed; must be {allowed}")
+        self.modalities = {m: c for m, c in self.modalities.items() if m in names}
 
     def download(self) -> Path:
         """Fetch (or, for manually obtained data, verify and extract) the raw files into
@@ -108,6 +134,18 @@ def list_datasets() -> list[str]:
     for module in _BUILTIN_MODULES:
         importlib.import_module(module)
     return sorted(_REGISTRY)
+
+
+def build_source(name: str, section: Mapping[str, Any] | None, raw_dir: Path | None = None) -> DatasetSource:
+    """Data set ``name`` built from its params.yaml section (null: defaults). The section's optional
+    ``modalities`` (:meth:`DatasetSource.select_modalities`) is applied after the data set's own
+    config is validated (which it is not part of)."""
+    values = dict(section or {})
+    selection = values.pop("modalities", None)
+    source = get_dataset(name)(values, raw_dir)
+    if selection is not None:
+        source.select_modalities(selection)
+    return source
 
 
 def get_dataset(name: str) -> type[DatasetSource]:

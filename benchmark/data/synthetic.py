@@ -296,10 +296,13 @@ class Synthetic(DatasetSource):
             self.modalities = {**MODALITIES, "sar": SAR_CHANNELS}
 
     def prepare(self, out_dir: Path) -> Path:
-        splits = {
-            "train": generate_tiles(self.config, self.config.num_train, self.seed),
-            "test": generate_tiles(self.config, self.config.num_test, self.seed + self.test_seed_offset),
-        }
+        splits = {}
+        for split, count, seed in (
+            ("train", self.config.num_train, self.seed),
+            ("test", self.config.num_test, self.seed + self.test_seed_offset),
+        ):
+            inputs, labels = generate_tiles(self.config, count, seed)
+            splits[split] = ({m: inputs[m] for m in self.modalities}, labels)  # the selected modalities
         source = {"generator": __name__, "seed": self.seed, **dataclasses.asdict(self.config)}
         return write_prepared(
             out_dir, splits, dataset=self.name, classes=self.classes, ignore_index=self.ignore_index, source=source
