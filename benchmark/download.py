@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 from benchmark.config import PARAMS_FILE, load_params, section
-from benchmark.data import build_source
+from benchmark.data import MANIFEST_NAME, build_source
+from benchmark.io import remove_stale_temps
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     params = load_params(args.params)
     source = build_source(args.dataset, section(params, args.dataset, str(args.params)), args.raw_dir)
+    remove_stale_temps(source.raw_dir / MANIFEST_NAME)  # what a killed download stage left
     raw = source.download()
     print(f"{args.dataset}: raw files verified in {raw}")
     return 0

@@ -73,12 +73,22 @@ def test_the_names_atomic_writes_make_are_the_names_cleaned_up(tmp_path, monkeyp
         seen.append(os.path.basename(src))
         return original(src, dst)
 
+    renamed = []
+    original_rename = os.rename
+
+    def spy_rename(src, dst):
+        renamed.append((os.path.basename(src), os.path.basename(dst)))
+        return original_rename(src, dst)
+
     monkeypatch.setattr(os, "replace", spy)
+    monkeypatch.setattr(os, "rename", spy_rename)
     atomic_write_json(tmp_path / "metrics.json", [1])
     plots = atomic_write_dir(tmp_path / "plots", lambda d: (d / "a.png").write_text("x"))
-    tmp_dir = make_temp_dir(plots)
-    assert is_temp_of(seen[0], "metrics.json") and is_temp_of(tmp_dir.name, "plots")
-    assert is_temp_of(tmp_dir.name + ".old", "plots") and is_temp(seen[0]) and not is_temp("metrics.json")
+    atomic_write_dir(plots, lambda d: (d / "a.png").write_text("y"))  # replaces: the old one is moved aside
+    (new, _), (old_target, moved_aside), (new_again, _) = renamed
+    assert is_temp_of(seen[0], "metrics.json") and is_temp(seen[0]) and not is_temp("metrics.json")
+    assert is_temp_of(new, "plots") and is_temp_of(new_again, "plots") and old_target == "plots"
+    assert is_temp_of(moved_aside, "plots") and moved_aside.endswith(".old")
 
 
 def test_writes_are_flushed_before_they_are_published(tmp_path, monkeypatch):

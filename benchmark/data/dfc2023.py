@@ -365,7 +365,7 @@ class DFC2023(ManualArchiveSource):
         folders = find_train_folders(root)
         files = {m: image_files(folder) for m, folder in folders.items()}
         for name in sorted(labels):
-            absent = [str(folders[m] / f"{name}.tif") for m in MODALITIES if name not in files[m]]
+            absent = [str(folders[m] / f"{name}.tif") for m in self.modalities if name not in files[m]]
             if absent:
                 raise FileNotFoundError(f"{annotations}: image {name!r} is annotated, but {', '.join(absent)} missing")
         unannotated = sorted(set(files["rgb"]) - set(labels))
@@ -376,7 +376,7 @@ class DFC2023(ManualArchiveSource):
             for name in names:
                 inputs: dict[str, Layer] = {  # NaN undocumented as nodata: only where a file's tag says so
                     m: RasterLayer(files[m][name], expect_bands=channels, nan_nodata=False)
-                    for m, channels in MODALITIES.items()
+                    for m, channels in self.modalities.items()
                 }
                 scenes.append(Scene(name, part, inputs, labels[name], decode_building_label))
         source = {

@@ -204,3 +204,25 @@ def test_download_and_prepare_from_a_local_copy_of_the_bucket(tmp_path, monkeypa
     tif.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # changed after the download verified it
     with pytest.raises(ChecksumError, match="Spain_1_S2Hand.tif"):
         prepare.main([*args, "--out", str(out)])
+
+
+@needs_sample
+def test_sample_with_a_modality_selection_keeps_the_same_s1_tiles(tmp_path):
+    """``modalities: [s1]`` through the scene path (write_scenes): only s1 is written, with the same
+    tiles and statistics as with both modalities."""
+    prepared = {}
+    for name, selection in (("both", None), ("s1", ["s1"])):
+        section = {"source_dir": str(SAMPLE), "modalities": selection}
+        params = write_params(tmp_path / f"{name}.yaml", dataset_params("sen1floods11-sample", section))
+        args = ["--dataset", "sen1floods11-sample", "--params", str(params), "--raw-dir", str(tmp_path / "raw")]
+        download.main(args)
+        prepare.main([*args, "--out", str(tmp_path / name)])
+        prepared[name] = tmp_path / name
+    meta = read_meta(prepared["s1"])
+    assert meta["modalities"] == {"s1": 2} and not (prepared["s1"] / "train" / "s2.npy").exists()
+    assert meta["normalisation"]["s1"] == read_meta(prepared["both"])["normalisation"]["s1"]
+    for split in ("train", "test"):
+        for array in ("s1.npy", "label.npy"):
+            np.testing.assert_array_equal(
+                np.load(prepared["s1"] / split / array), np.load(prepared["both"] / split / array)
+            )
