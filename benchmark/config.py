@@ -72,10 +72,6 @@ def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _finite(value: float) -> bool:
-    return math.isfinite(value)
-
-
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|(cuda|xpu)(:\d+)?")
 
 
@@ -294,10 +290,10 @@ class TrainConfig:
             self.warmup_steps,
             f"an int in [0, steps) = [0, {self.steps})",
         )
-        _require(_finite(self.lr) and self.lr > 0, where, "lr", self.lr, "a finite number > 0")
+        _require(math.isfinite(self.lr) and self.lr > 0, where, "lr", self.lr, "a finite number > 0")
         for key in ("weight_decay", "poly_power"):
             value = getattr(self, key)
-            _require(_finite(value) and value >= 0, where, key, value, "a finite number >= 0")
+            _require(math.isfinite(value) and value >= 0, where, key, value, "a finite number >= 0")
         if self.drop_prob is not None:
             allowed = "null or a non-empty list of probabilities in [0, 1), one per modality"
             _require(len(self.drop_prob) > 0, where, "drop_prob", self.drop_prob, allowed)
@@ -375,7 +371,7 @@ class ScenarioConfig:
             bad = [v for v in getattr(self, kind) if not 0 < v <= 1]
             if bad:
                 raise FieldError(where, kind, bad[0], "a number in (0, 1]", "is not in (0, 1]")
-        bad = [v for v in self.gaussian if not (_finite(v) and v > 0)]
+        bad = [v for v in self.gaussian if not (math.isfinite(v) and v > 0)]
         if bad:
             raise FieldError(where, "gaussian", bad[0], "a finite number > 0")
         for kind in SCENARIO_KINDS:

@@ -57,11 +57,8 @@ from benchmark.config import (
     MODELS_DIR,
     RESULTS_DIR,
     SCENARIO_KINDS,
-    EvalConfig,
     FieldError,
     ScenarioConfig,
-    from_mapping,
-    load_params,
     prepared_dir,
     resolve_device,
     run_dir,
@@ -71,12 +68,12 @@ from benchmark.data.prepared import META_FILE, PreparedDataset
 from benchmark.data.source import get_dataset
 from benchmark.efficiency import device_name, inference_gflops, inference_latency_ms, parameter_count, peak_memory_mb
 from benchmark.io import atomic_write_json, atomic_write_npz, remove_stale_temps
-from benchmark.methods import import_method_modules
 from benchmark.methods.contract import check_logits
 from benchmark.metrics import confusion_matrices, segmentation_scores, summarize
 from benchmark.models.backbones import STRIDES
 from benchmark.protocol import apply_availability, enumerate_subsets, subset_mask, subset_name
 from benchmark.scenarios import Corruption, corrupt, scenario_cases
+from benchmark.schema import load_config
 from benchmark.train import MODEL_FILE, load_model
 
 METRICS_FILE = "metrics.json"
@@ -333,10 +330,8 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, default=None, help="default results/<dataset>/<method>/seed<k>/metrics.json"
     )
     args = parser.parse_args(argv)
-    params = load_params(args.params)
-    import_method_modules(params.get("method_modules") or [])
-    config = from_mapping(EvalConfig, params.get("evaluate"), f"{args.params}: evaluate")
-    scenarios = from_mapping(ScenarioConfig, params.get("scenarios"), f"{args.params}: scenarios")
+    params = load_config(args.params)  # validated: imports method_modules
+    config, scenarios = params.evaluate, params.scenarios
     device = resolve_device(config.device)
     dataset = PreparedDataset(args.data_dir or prepared_dir(args.dataset), args.split)
     try:

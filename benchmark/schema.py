@@ -1,7 +1,8 @@
 """The whole params.yaml checked at once, before any compute (:func:`validate_params`).
 
 :func:`benchmark.config.load_params` calls it, so every stage (download, prepare, train, evaluate,
-report) refuses a bad file at start. The first problem raises a
+report) refuses a bad file at start; :func:`load_config` returns its typed result, which the
+train, evaluate and report stages use instead of building their sections again. The first problem raises a
 :class:`~benchmark.config.ParamsError` (also a ``KeyError``, ``TypeError`` or ``ValueError``) whose
 message reads ``<file>: <dotted.key>: <value> ... <what is allowed>``. Checked:
 
@@ -29,6 +30,7 @@ import dataclasses
 import inspect
 import typing
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from benchmark.config import (
@@ -44,6 +46,7 @@ from benchmark.config import (
     _matches,
     describe,
     from_mapping,
+    load_params,
 )
 
 if TYPE_CHECKING:
@@ -285,6 +288,12 @@ def _check_scenario_modalities(scenarios: ScenarioConfig, sources: Mapping[str, 
             scenario_cases(scenarios, list(source.modalities), source.sar_modalities, dataset=name)
         except FieldError as err:
             raise err.at(f"{where}: scenarios") from None
+
+
+def load_config(path: str | Path) -> ValidatedParams:
+    """Read params.yaml (:func:`~benchmark.config.load_params`) and validate it once: the typed
+    configuration the train, evaluate and report stages start from."""
+    return validate_params(load_params(path, validate=False), str(path))
 
 
 def validate_params(params: Mapping[str, Any], where: str) -> ValidatedParams:

@@ -29,20 +29,18 @@ from benchmark.config import (
     MODELS_DIR,
     RESULTS_DIR,
     TrainConfig,
-    from_mapping,
-    load_params,
     prepared_dir,
     resolve_device,
     run_dir,
     run_parser,
-    section,
 )
 from benchmark.data.prepared import PreparedDataset
 from benchmark.efficiency import device_name, peak_memory_mb, synchronize
 from benchmark.io import atomic_write, atomic_write_text, remove_stale_temps
-from benchmark.methods import create_method, import_method_modules
+from benchmark.methods import create_method
 from benchmark.methods.contract import check_contract, check_step_result
 from benchmark.protocol import apply_availability, draw_available
+from benchmark.schema import load_config
 
 MODEL_FILE = "model.pt"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -328,18 +326,13 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, default=None, help="output folder (default models/<dataset>/<method>/seed<k>)"
     )
     args = parser.parse_args(argv)
-    params = load_params(args.params)
-    where = str(args.params)
-    import_method_modules(params.get("method_modules") or [])
-    config = from_mapping(TrainConfig, section(params, "train", where), f"{where}: train")
-    method_params = (params.get("method_params") or {}).get(args.method) or {}
-    if not isinstance(method_params, dict):
-        raise TypeError(f"{where}: method_params.{args.method} must be a mapping")
+    params = load_config(args.params)  # validated: imports method_modules, checks method_params
+    method_params = params.method_params.get(args.method, {})
     data_root = args.data_dir or prepared_dir(args.dataset)
     out = args.out or run_dir(MODELS_DIR, args.dataset, args.method, args.seed)
     log = (args.out / LOG_FILE) if args.out else run_dir(RESULTS_DIR, args.dataset, args.method, args.seed) / LOG_FILE
     path = train(
-        data_root, args.method, method_params, config, args.seed, out, log_path=log, progress=not args.no_progress
+        data_root, args.method, method_params, params.train, args.seed, out, log_path=log, progress=not args.no_progress
     )
     print(f"wrote {path}")
     return 0

@@ -15,9 +15,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmark.config import ReportConfig, from_mapping, load_params, section
 from benchmark.report import provenance
 from benchmark.report.build import write_report
+from benchmark.schema import load_config
 
 __all__ = ["main", "write_report"]
 
@@ -34,11 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     where = str(args.params)
     try:
-        params = load_params(args.params)
-        datasets = args.datasets or section(params, "datasets", where)
-        methods = args.methods or section(params, "methods", where)
-        seeds = args.seeds or section(params, "seeds", where)
-        config = from_mapping(ReportConfig, params.get("report"), f"{where}: report")
+        params = load_config(args.params)
+        datasets = args.datasets or params.datasets
+        methods = args.methods or params.methods
+        seeds = args.seeds or params.seeds
+        config = params.report
         if config.reference not in methods:
             raise ValueError(f"{where}: report.reference: {config.reference!r} is not one of the methods {methods}")
         record = provenance.collect(args.params, datasets, args.prepared, Path("data") / "raw", Path("."))
