@@ -263,7 +263,10 @@ def test_interrupt_stops_at_once_and_keeps_what_is_done(
     """Ctrl-C while files are queued: no further file is fetched, the finished one is in the
     manifest, and the next run fetches only what is missing."""
     for i in range(8):
-        gcs.add(PREFIX + f"S2Hand/f{i}.tif", payload(5_000 + i, i), delay=0.3)
+        # f0 finishes first, well before f1: the interrupt then comes while the second worker is
+        # still busy, so exactly one more file (f2) can have started (equal delays made the two
+        # workers finish together and race the interrupt to a fourth request)
+        gcs.add(PREFIX + f"S2Hand/f{i}.tif", payload(5_000 + i, i), delay=0.05 if i == 0 else 0.3)
     files = list_gcs_objects(BUCKET, PREFIX, api=gcs.api, strip_prefix=PREFIX)
     real = dl.as_completed
 
