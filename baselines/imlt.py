@@ -65,7 +65,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.methods import SegmentationMethod, check_param, register_method
+from benchmark.methods import SegmentationMethod, check_param, input_size, register_method
 
 
 def num_heads(channels: int, head_dim: int) -> int:
@@ -232,13 +232,11 @@ class IMLT(SegmentationMethod):
         c = self.encoder.channels[self.contrastive_scale]
         self.projector = nn.Sequential(nn.Linear(c, proj_dim), nn.GELU(), nn.Linear(proj_dim, proj_dim))
 
-    def forward(self, inputs: Mapping[str, torch.Tensor], available: torch.Tensor) -> dict[str, torch.Tensor]:
-        size = next(iter(inputs.values())).shape[-2:]
-        return {"logits": self.decode(self.encoder(inputs, available), available, size)}
-
-    def decode(self, features: Sequence[torch.Tensor], available: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """Fusion per scale + decoder -> logits ``float[B, K, H, W]``."""
-        return self.decoder([block(f, available) for block, f in zip(self.fusion, features)], size)
+    def decode(
+        self, features: Sequence[torch.Tensor], available: torch.Tensor, size: tuple[int, int]
+    ) -> dict[str, torch.Tensor]:
+        """Fusion per scale + decoder -> ``{"logits": float[B, K, H, W]}``."""
+        return {"logits": self.decoder([block(f, available) for block, f in zip(self.fusion, features)], size)}
 
     def contrastive_loss(self, features: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
         """Mean symmetric InfoNCE over modality pairs at one scale (``features: float[B, M, C, h, w]``).
@@ -283,9 +281,8 @@ class IMLT(SegmentationMethod):
     def training_step(
         self, inputs: Mapping[str, torch.Tensor], target: torch.Tensor, available: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        size = next(iter(inputs.values())).shape[-2:]
-        features = self.encoder(inputs, available)
-        ce = self.cross_entropy(self.decode(features, available, size), target)
+        features = self.encode(inputs, available)
+        ce = self.cross_entropy(self.decode(features, available, input_size(inputs))["logits"], target)
         contrastive = self.contrastive_loss(features[self.contrastive_scale], available)
         hidden, takes_part = choose_hidden(available)
         reconstruction = self.reconstruction_loss(features, available, hidden, takes_part)

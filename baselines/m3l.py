@@ -79,7 +79,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.methods import SegmentationMethod, check_param, register_method
+from benchmark.methods import SegmentationMethod, check_param, input_size, register_method
 
 MASK_TOKEN_STD = 0.02  # normal init of the mask tokens
 
@@ -160,9 +160,9 @@ class M3L(SegmentationMethod):
         )
         self.teacher.requires_grad_(False)
 
-    def forward(self, inputs: Mapping[str, torch.Tensor], available: torch.Tensor) -> dict[str, torch.Tensor]:
-        size = next(iter(inputs.values())).shape[-2:]
-        features = self.encoder(inputs, available)
+    def decode(
+        self, features: Sequence[torch.Tensor], available: torch.Tensor, size: tuple[int, int]
+    ) -> dict[str, torch.Tensor]:
         return {"logits": self.decoder(self.fusion(features, available), size)}
 
     def draw_student_mask(self, available: torch.Tensor) -> torch.Tensor:
@@ -178,7 +178,7 @@ class M3L(SegmentationMethod):
     @torch.no_grad()
     def pseudo_labels(self, inputs: Mapping[str, torch.Tensor], available: torch.Tensor) -> torch.Tensor:
         """Teacher's hard labels on the unmasked input: ``int64[B, H, W]``."""
-        size = next(iter(inputs.values())).shape[-2:]
+        size = input_size(inputs)
         self.teacher.eval()  # no batch statistics or dropout in the targets; train() flips it back, harmlessly
         features = self.teacher["encoder"](inputs, available)
         logits = self.teacher["decoder"](self.teacher["fusion"](features, available), size)

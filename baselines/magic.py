@@ -82,7 +82,6 @@ class MultiModalAggregation(nn.Module):
 
 
 @torch.no_grad()
-@torch.no_grad()
 def modality_similarity(
     features: Sequence[torch.Tensor], aggregated: Sequence[torch.Tensor], available: torch.Tensor
 ) -> torch.Tensor:
@@ -171,15 +170,15 @@ class MAGIC(SegmentationMethod):
         """MAM at every scale: 4 ``float[B, M, C_i, h_i, w_i]`` + ``bool[B, M]`` -> 4 ``float[B, C_i, h_i, w_i]``."""
         return [mam(f, members) for mam, f in zip(self.aggregation, features)]
 
-    def forward(self, inputs: Mapping[str, torch.Tensor], available: torch.Tensor) -> dict[str, torch.Tensor]:
-        features = self.encoder(inputs, available)
-        size = next(iter(inputs.values())).shape[-2:]
+    def decode(
+        self, features: Sequence[torch.Tensor], available: torch.Tensor, size: tuple[int, int]
+    ) -> dict[str, torch.Tensor]:
         return {"logits": self.decoder(self.aggregate(features, available), size)}
 
     def training_step(
         self, inputs: Mapping[str, torch.Tensor], target: torch.Tensor, available: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        features = self.encoder(inputs, available)
+        features = self.encode(inputs, available)
         size = target.shape[-2:]
         aggregated = self.aggregate(features, available)
         robust, fragile = split_robust_fragile(

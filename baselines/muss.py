@@ -12,7 +12,7 @@ modality's slot, so the mask (not a zero convention) decides what is fused.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Sequence
 
 import torch
 
@@ -25,8 +25,7 @@ class MuSS(SegmentationMethod):
 
     family = "reference"
 
-    def forward(self, inputs: Mapping[str, torch.Tensor], available: torch.Tensor) -> dict[str, torch.Tensor]:
-        features = self.encoder(inputs, available)
-        fused = [masked_mean(f, available) for f in features]
-        size = next(iter(inputs.values())).shape[-2:]
-        return {"logits": self.decoder(fused, size)}
+    def decode(
+        self, features: Sequence[torch.Tensor], available: torch.Tensor, size: tuple[int, int]
+    ) -> dict[str, torch.Tensor]:
+        return {"logits": self.decoder([masked_mean(f, available) for f in features], size)}

@@ -258,6 +258,9 @@ def _check_device(where: str, value: str) -> None:
     )
 
 
+PRECISIONS = ("fp32", "bf16")  # train.precision: full float32, or bfloat16 autocast around the training step
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Training recipe shared by every method (params.yaml ``train``)."""
@@ -266,7 +269,7 @@ class TrainConfig:
     pretrained: bool = False  # ImageNet weights through timm (needs network or a cache)
     decoder_dim: int = 64  # all-MLP decoder width
     steps: int = 300  # optimiser steps
-    batch_size: int = 8  # images per step
+    batch_size: int = 8  # images per optimiser step over all processes (the global batch under torchrun)
     lr: float = 1e-3  # peak learning rate (AdamW)
     weight_decay: float = 0.01
     warmup_steps: int = 30  # linear warm-up from lr * 1e-6
@@ -275,7 +278,10 @@ class TrainConfig:
     augment: bool = True  # random horizontal / vertical flips per sample
     checkpoint_every: int = 100  # steps between resumable checkpoints
     num_workers: int = 0  # DataLoader workers
-    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ... (under torchrun: cuda:LOCAL_RANK)
+    precision: str = "fp32"  # "fp32" or "bf16": bfloat16 autocast of the training step (weights stay fp32)
+    channels_last: bool = False  # the method's weights and the 4-D inputs in channels_last memory format
+    compile: bool = False  # torch.compile each direct child module of the method (docs/training.md)
 
     def __post_init__(self) -> None:
         where = "train"
@@ -302,6 +308,10 @@ class TrainConfig:
                 raise FieldError(where, "drop_prob", self.drop_prob, allowed, f"holds {bad[0]!r}; allowed: {allowed}")
         _require(self.num_workers >= 0, where, "num_workers", self.num_workers, "an int >= 0")
         _check_device(where, self.device)
+        _require(self.precision in PRECISIONS, where, "precision", self.precision, f"one of {list(PRECISIONS)}")
+        for key in ("channels_last", "compile"):
+            value = getattr(self, key)
+            _require(isinstance(value, bool), where, key, value, "true or false")
 
 
 @dataclasses.dataclass(frozen=True)

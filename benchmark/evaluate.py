@@ -68,7 +68,8 @@ from benchmark.data.prepared import META_FILE, PreparedDataset
 from benchmark.data.source import get_dataset
 from benchmark.efficiency import device_name, inference_gflops, inference_latency_ms, parameter_count, peak_memory_mb
 from benchmark.io import atomic_write_json, atomic_write_npz, remove_stale_temps
-from benchmark.methods.contract import check_logits
+from benchmark.methods.base import input_size, replace_modality
+from benchmark.methods.contract import check_logits, check_shared_encoder
 from benchmark.metrics import confusion_matrices, segmentation_scores, summarize
 from benchmark.models.backbones import STRIDES
 from benchmark.protocol import apply_availability, enumerate_subsets, subset_mask, subset_name
@@ -145,14 +146,25 @@ def evaluate_subsets(
     progress: bool = False,
     scenarios: ScenarioConfig | None = None,
     sar_modalities: Mapping[str, str] | None = None,
+    shared_encoder: bool = True,
+    subsets: Sequence[Sequence[str]] | None = None,
 ) -> SubsetEvaluation:
-    """Run ``method.predict`` on every test tile under every non-empty subset; keep the
-    predictions (and robustness maps) of the tiles ``keep``. With ``scenarios``, each batch is also
-    run with every modality available once per case of :func:`scenario_cases` (``sar_modalities``:
-    the data set's ``{modality: "db" | "linear"}``), its matrices summed per case."""
+    """Predict every test tile under every non-empty subset; keep the predictions (and robustness
+    maps) of the tiles ``keep``. With ``scenarios``, each batch is also run with every modality
+    available once per case of :func:`scenario_cases` (``sar_modalities``: the data set's
+    ``{modality: "db" | "linear"}``), its matrices summed per case.
+
+    With ``shared_encoder`` (the default) a method whose ``shares_encoder`` is True is encoded once
+    per batch (every modality) and only decoded per subset (``predict_features``); a scenario case
+    encodes just its corrupted modality and reuses the others' clean features. The first batch is
+    checked against the naive path on one tile (:func:`check_shared_encoder`). ``shared_encoder=False``,
+    or a method that cannot share, runs ``predict`` once per subset and case: the naive path.
+    ``subsets``: the subsets to score (default every non-empty one, :func:`enumerate_subsets`).
+    """
     method_name = getattr(method, "method_name", type(method).__name__)
+    shares = shared_encoder and bool(getattr(method, "shares_encoder", False))
     modalities = list(dataset.modalities)
-    subsets = enumerate_subsets(modalities)
+    subsets = enumerate_subsets(modalities) if subsets is None else [tuple(s) for s in subsets]
     names = [subset_name(s) for s in subsets]
     num_classes = len(dataset.classes)
     sar_modalities = dict(sar_modalities or {})
@@ -163,15 +175,12 @@ def evaluate_subsets(
         raise ValueError(f"{dataset.root / META_FILE}: no normalisation for {missing}, which speckle needs")
     scenario_sums: dict[Corruption, torch.Tensor] = {}
 
-    def run(
-        inputs: dict[str, torch.Tensor], available: torch.Tensor, target: torch.Tensor
-    ) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
-        """``(predict output, int64[B, K, K] per image, predicted classes int64[B, H, W])``; on the
+    def score(output: Any, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(int64[B, K, K] per image, predicted classes int64[B, H, W])`` of a prediction; on the
         device: no host sync per batch (moved to the CPU once, at the end)."""
-        output = method.predict(apply_availability(inputs, available, modalities), available)
         expected = (target.shape[0], num_classes, *target.shape[-2:])
         pred = check_logits(method_name, output, expected, "predict()").argmax(dim=1)
-        return output, confusion_matrices(pred, target, num_classes, dataset.ignore_index), pred
+        return confusion_matrices(pred, target, num_classes, dataset.ignore_index), pred
 
     confusion: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     meters = {name: RobustnessMeter() for name in names}
@@ -184,10 +193,21 @@ def evaluate_subsets(
     for inputs, target in tqdm(loader, desc="evaluate", disable=not progress, mininterval=1.0):
         inputs = {m: x.to(device) for m, x in inputs.items()}
         target = target.to(device)
-        batch = target.shape[0]
+        batch, size = target.shape[0], input_size(inputs)
         kept = [i - offset for i in keep if offset <= i < offset + batch]
-        for subset, name in zip(subsets, names):
-            output, matrices, pred = run(inputs, subset_mask(subset, modalities, batch).to(device), target)
+        every = subset_mask(modalities, modalities, batch).to(device)
+        masks = [subset_mask(subset, modalities, batch).to(device) for subset in subsets]
+        if shares:
+            if offset == 0:  # the shared path against one predict() per subset, on one tile
+                head = {m: x[:1] for m, x in inputs.items()}
+                check_shared_encoder(method_name, method, head, every[:1], [mask[:1] for mask in masks])
+            features = method.encode(inputs, every)
+        for mask, name in zip(masks, names):
+            if shares:
+                output = method.predict_features(features, mask, size)
+            else:
+                output = method.predict(apply_availability(inputs, mask, modalities), mask)
+            matrices, pred = score(output, target)
             confusion[name].append(matrices)
             if kept:
                 predictions[name].append(pred[kept].to("cpu", torch.uint8))
@@ -195,7 +215,6 @@ def evaluate_subsets(
                 meters[name].update(output["robustness"])
                 if kept:
                     maps[name].append([r[kept].detach().to("cpu", torch.float16) for r in output["robustness"]])
-        every = subset_mask(modalities, modalities, batch).to(device)
         tiles = range(offset, offset + batch)
         for case in cases:
             m = case.modality
@@ -208,8 +227,13 @@ def evaluate_subsets(
                 norm=norms.get(m),
                 sar_units=sar_modalities.get(m),
             )
-            _, matrices, _ = run({**inputs, m: corrupted}, every, target)
-            matrix = matrices.sum(dim=0)
+            if shares:  # encode the corrupted modality only; the others' features are the clean ones
+                alone = subset_mask([m], modalities, batch).to(device)
+                encoded = method.encode(apply_availability({**inputs, m: corrupted}, alone, modalities), alone)
+                output = method.predict_features(replace_modality(features, encoded, case.modality_index), every, size)
+            else:
+                output = method.predict({**inputs, m: corrupted}, every)
+            matrix = score(output, target)[0].sum(dim=0)
             scenario_sums[case] = matrix if case not in scenario_sums else scenario_sums[case] + matrix
         offset += batch
     return SubsetEvaluation(
@@ -329,6 +353,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=None, help="default results/<dataset>/<method>/seed<k>/metrics.json"
     )
+    parser.add_argument(
+        "--naive",
+        action="store_true",
+        help="run the whole model once per subset and case instead of sharing each batch's encoder features "
+        "(the reference the shared path is checked against; the scores agree up to float rounding)",
+    )
     args = parser.parse_args(argv)
     params = load_config(args.params)  # validated: imports method_modules
     config, scenarios = params.evaluate, params.scenarios
@@ -367,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         progress=not args.no_progress,
         scenarios=scenarios,
         sar_modalities=sar_modalities,
+        shared_encoder=not args.naive,
     )
     seconds, step = float(record["train_seconds"]), record.get("median_step_seconds")
     efficiency = {

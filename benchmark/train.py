@@ -6,12 +6,19 @@ writes ``models/<dataset>/<method>/seed<k>/``: ``model.pt`` (the DVC output) and
 the current configuration); and ``results/<dataset>/<method>/seed<k>/train_log.jsonl`` (one JSON
 object per step: ``step``, ``loss`` and its parts, ``lr``, ``images_per_s``), which the report
 plots as training curves.
+
+``torchrun --nproc_per_node N -m benchmark.train ...`` trains with N processes (PyTorch DDP): each
+takes its rows of every global batch (``train.batch_size``, which N must divide), the gradients are
+averaged, and process 0 writes the files. One process (no torchrun) runs as before. See docs/training.md.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import json
+import os
 import random
 import statistics
 import sys
@@ -22,12 +29,16 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from benchmark.config import (
     MODELS_DIR,
     RESULTS_DIR,
+    FieldError,
     TrainConfig,
     prepared_dir,
     resolve_device,
@@ -45,6 +56,10 @@ from benchmark.schema import load_config
 MODEL_FILE = "model.pt"
 CHECKPOINT_FILE = "checkpoint.pt"
 LOG_FILE = "train_log.jsonl"
+
+#: Throughput options (docs/training.md) left out of the run's fingerprint at these defaults, so a
+#: checkpoint written before they existed still resumes; any other value is part of it.
+FINGERPRINT_DEFAULTS: dict[str, Any] = {"precision": "fp32", "channels_last": False, "compile": False}
 
 
 def seed_everything(seed: int) -> None:
@@ -66,15 +81,125 @@ def seed_worker(worker_id: int) -> None:
     random.seed(worker_seed)
 
 
+def rank_seed(seed: int, rank: int, step: int = 0) -> int:
+    """The global-RNG seed of process ``rank`` > 0 from ``step`` on (a 63-bit int), so that the
+    method-internal draws (SGMA's MAS modality, M3L's masks) of each process differ from rank 0's,
+    which keeps the 1-process seeding."""
+    return int.from_bytes(hashlib.sha256(f"rank-seed:{seed}:{rank}:{step}".encode()).digest()[:8], "big") >> 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Ranks:
+    """This process in a torchrun launch: ``rank`` of ``world_size`` processes, ``local_rank`` on
+    its node. One process (no torchrun, or torchrun with one process) is ``Ranks(0, 1, 0)``."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def main(self) -> bool:
+        """Process 0: it writes the log, the checkpoint and model.pt and shows the progress bar."""
+        return self.rank == 0
+
+    def rows(self, batch_size: int) -> slice:
+        """This process's rows ``[r*b/W, (r+1)*b/W)`` of a global batch of ``b = batch_size``."""
+        per = batch_size // self.world_size
+        return slice(self.rank * per, (self.rank + 1) * per)
+
+
+def launch_ranks(environ: Mapping[str, str] | None = None) -> Ranks:
+    """The :class:`Ranks` that torchrun sets in the environment (``WORLD_SIZE``, ``RANK``,
+    ``LOCAL_RANK``); ``WORLD_SIZE`` unset or 1 is one process. A bad value is a ``ValueError``
+    naming the variable."""
+    environ = os.environ if environ is None else environ
+
+    def read(name: str, default: str | None) -> int:
+        text = environ.get(name, default)
+        try:
+            return int(text)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"environment variable {name}={text!r}: must be an int (torchrun sets WORLD_SIZE, RANK, LOCAL_RANK)"
+            ) from None
+
+    world = read("WORLD_SIZE", "1")
+    if world <= 1:
+        return Ranks()
+    rank, local_rank = read("RANK", None), read("LOCAL_RANK", "0")
+    if not 0 <= rank < world:
+        raise ValueError(f"environment variable RANK={rank}: must be in [0, WORLD_SIZE) = [0, {world})")
+    return Ranks(rank, world, local_rank)
+
+
+def check_global_batch(batch_size: int, ranks: Ranks) -> None:
+    """``train.batch_size`` is the global batch: the world size must divide it (a ``FieldError`` otherwise)."""
+    world = ranks.world_size
+    if batch_size % world:
+        raise FieldError(
+            "train",
+            "batch_size",
+            batch_size,
+            f"a multiple of the world size {world}",
+            f"is not divisible by the world size {world} (torchrun processes); allowed: a multiple of {world}, "
+            "since the global batch is split evenly over the processes",
+        )
+
+
+def gather(obj: Any, ranks: Ranks) -> list[Any]:
+    """Every process's ``obj`` in rank order (``all_gather_object``); ``[obj]`` in one process."""
+    if not ranks.distributed:
+        return [obj]
+    gathered: list[Any] = [None] * ranks.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def mean_over_ranks(loss: float, parts: Mapping[str, float], ranks: Ranks) -> tuple[float, dict[str, float]]:
+    """The log's loss and parts averaged over the processes (equal shards: the global batch's
+    values); a part only some processes report is averaged over those."""
+    gathered = gather((loss, dict(parts)), ranks)
+    mean = {key: statistics.fmean(p[key] for _, p in gathered if key in p) for key in parts}
+    return statistics.fmean(total for total, _ in gathered), mean
+
+
+class TrainingStep(nn.Module):
+    """``forward`` is ``method.training_step``: what DistributedDataParallel wraps, since the
+    trainer calls ``training_step`` (extra passes, teachers), not the method's ``forward``."""
+
+    def __init__(self, method: nn.Module) -> None:
+        super().__init__()
+        self.method = method
+
+    def forward(
+        self, inputs: Mapping[str, torch.Tensor], target: torch.Tensor, available: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.method.training_step(inputs, target, available)
+
+
+def precision_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """``train.precision``: bfloat16 autocast on ``device`` for ``"bf16"``, nothing for ``"fp32"``."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 class StepBatchSampler(Sampler[list[int]]):
     """Yields the index batches of steps ``start .. total-1``; epoch ``e`` is a permutation seeded
-    by ``(seed, e)``, incomplete last batches are dropped. Same arguments, same batches."""
+    by ``(seed, e)``, incomplete last batches are dropped. Same arguments, same batches.
+    ``rows`` keeps those rows of each (global) batch: one process's shard under DDP."""
 
-    def __init__(self, num_samples: int, batch_size: int, seed: int, start: int, total: int) -> None:
+    def __init__(
+        self, num_samples: int, batch_size: int, seed: int, start: int, total: int, rows: slice | None = None
+    ) -> None:
         if num_samples < batch_size:
             raise ValueError(f"training split has {num_samples} samples, fewer than batch_size={batch_size}")
         self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
-        self.start, self.total = start, total
+        self.start, self.total, self.rows = start, total, rows
         self.per_epoch = num_samples // batch_size
 
     def __len__(self) -> int:
@@ -84,7 +209,8 @@ class StepBatchSampler(Sampler[list[int]]):
         for step in range(self.start, self.total):
             epoch, position = divmod(step, self.per_epoch)
             order = torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(self.seed * 7919 + epoch))
-            yield order[position * self.batch_size : (position + 1) * self.batch_size].tolist()
+            batch = order[position * self.batch_size : (position + 1) * self.batch_size]
+            yield (batch if self.rows is None else batch[self.rows]).tolist()
 
 
 def poly_schedule(step: int, *, steps: int, warmup_steps: int, power: float) -> float:
@@ -96,10 +222,19 @@ def poly_schedule(step: int, *, steps: int, warmup_steps: int, power: float) -> 
 
 
 def random_flips(
-    inputs: Mapping[str, torch.Tensor], target: torch.Tensor, generator: torch.Generator
+    inputs: Mapping[str, torch.Tensor],
+    target: torch.Tensor,
+    generator: torch.Generator,
+    *,
+    batch_size: int | None = None,
+    rows: slice | None = None,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Flip each sample horizontally and/or vertically with probability 1/2 each."""
-    flips = torch.rand(target.shape[0], 2, generator=generator) < 0.5
+    """Flip each sample horizontally and/or vertically with probability 1/2 each. Under DDP the
+    tensors hold ``rows`` of a global batch of ``batch_size``: the flips are drawn for the whole
+    batch, so each row is flipped as in a 1-process run."""
+    flips = torch.rand(batch_size or target.shape[0], 2, generator=generator) < 0.5
+    if rows is not None:
+        flips = flips[rows]
 
     def apply(x: torch.Tensor) -> torch.Tensor:
         shape = (-1,) + (1,) * (x.dim() - 1)
@@ -165,7 +300,43 @@ def train(
     progress: bool = True,
 ) -> Path:
     """Train and write ``out_dir/model.pt``; resume from ``out_dir/checkpoint.pt`` when it matches.
-    The step log goes to ``log_path`` (default ``out_dir/train_log.jsonl``)."""
+    The step log goes to ``log_path`` (default ``out_dir/train_log.jsonl``).
+
+    Launched by torchrun with ``WORLD_SIZE`` > 1, every process runs this: it joins the process
+    group (NCCL on CUDA, using ``cuda:LOCAL_RANK``; gloo otherwise), trains its rows of each global
+    batch under DistributedDataParallel and leaves the group at the end, also on an error.
+    """
+    ranks = launch_ranks()
+    check_global_batch(config.batch_size, ranks)  # before any compute
+    device = resolve_device(config.device)
+    if not ranks.distributed:
+        return _train(data_root, method_name, method_params, config, seed, out_dir, log_path, progress, device, ranks)
+    if device.type == "cuda":
+        device = torch.device("cuda", ranks.local_rank)
+        torch.cuda.set_device(device)  # NCCL and all_gather_object use the current device
+    owns_group = not dist.is_initialized()  # a caller's own process group is left to the caller
+    if owns_group:
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    try:
+        return _train(data_root, method_name, method_params, config, seed, out_dir, log_path, progress, device, ranks)
+    finally:
+        if owns_group:
+            dist.destroy_process_group()
+
+
+def _train(
+    data_root: Path,
+    method_name: str,
+    method_params: Mapping[str, Any],
+    config: TrainConfig,
+    seed: int,
+    out_dir: Path,
+    log_path: Path | None,
+    progress: bool,
+    device: torch.device,
+    ranks: Ranks,
+) -> Path:
+    """:func:`train` in one process of ``ranks`` on ``device``."""
     dataset = PreparedDataset(data_root, "train")
     init_kwargs = {
         "modalities": dataset.modalities,
@@ -176,12 +347,19 @@ def train(
         "ignore_index": dataset.ignore_index,
         **dict(method_params),
     }
+    train_key = {k: v for k, v in vars(config).items() if k not in FINGERPRINT_DEFAULTS or v != FINGERPRINT_DEFAULTS[k]}
     run_id = fingerprint(
-        {"method": method_name, "init": init_kwargs, "train": vars(config), "seed": seed, "data": dataset.meta}
+        {"method": method_name, "init": init_kwargs, "train": train_key, "seed": seed, "data": dataset.meta}
     )
-    device = resolve_device(config.device)
     seed_everything(seed)
     method = create_method(method_name, **init_kwargs).to(device)
+    if ranks.rank > 0:  # same initial weights; the method's own draws (SGMA's MAS, M3L's masks) must differ
+        seed_everything(rank_seed(seed, ranks.rank))
+    if config.channels_last:
+        method = method.to(memory_format=torch.channels_last)
+    if config.compile:  # nn.Module.compile keeps the state_dict keys: checkpoints stay interchangeable
+        for child in method.children():
+            child.compile()
     trainable = [p for p in method.parameters() if p.requires_grad]  # an EMA teacher is not optimised
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -193,7 +371,8 @@ def train(
     checkpoint_path = out_dir / CHECKPOINT_FILE
     log_path = Path(log_path) if log_path is not None else out_dir / LOG_FILE
     for path in (checkpoint_path, out_dir / MODEL_FILE, log_path):  # what a killed run may have left
-        remove_stale_temps(path)
+        if ranks.main:
+            remove_stale_temps(path)
     start, train_seconds, peak_mb, step_seconds = 0, 0.0, 0.0, []
     if checkpoint_path.exists():
         state = load_torch(checkpoint_path, device)
@@ -201,19 +380,51 @@ def train(
             method.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
-            torch.set_rng_state(state["torch_rng"].cpu())
-            if state.get("cuda_rng"):
-                torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
+            saved_world = state.get("world_size", 1)
+            if ranks.main or saved_world == ranks.world_size:  # each process's own random state
+                rng = state if ranks.main else state["rank_rng"][ranks.rank]
+                torch.set_rng_state(rng["torch_rng"].cpu())
+                if rng.get("cuda_rng"):
+                    torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda_rng"]])
+            else:  # no saved state for this rank: a fresh seed, as at the start
+                seed_everything(rank_seed(seed, ranks.rank, state["step"]))
             start, train_seconds = state["step"], state["train_seconds"]
             peak_mb = state.get("peak_memory_mb", 0.0)  # the peak of the processes before this one
             step_seconds = list(state.get("step_seconds", []))
-            print(f"resuming {method_name} seed {seed} from step {start}", file=sys.stderr)
-    log_lines = read_log(log_path, start) if start else []
-    atomic_write_text(log_path, "".join(line + "\n" for line in log_lines))
+            if ranks.main:
+                print(f"resuming {method_name} seed {seed} from step {start}", file=sys.stderr)
+                if saved_world != ranks.world_size:
+                    print(
+                        f"note: {checkpoint_path} was written by {saved_world} process(es), resumed by "
+                        f"{ranks.world_size}: processes 1..{ranks.world_size - 1} reseed their random draws, "
+                        "so the result is not bit-identical to an uninterrupted run",
+                        file=sys.stderr,
+                    )
+    if ranks.distributed:  # every process must resume from the same step (one checkpoint file for all)
+        starts = gather(start, ranks)
+        if len(set(starts)) > 1:
+            raise RuntimeError(
+                f"{checkpoint_path}: the processes would resume from different steps {starts} (by rank); "
+                "every process must read the same checkpoint: put the output folder on a file system all nodes share"
+            )
+    if ranks.main:
+        log_lines = read_log(log_path, start) if start else []
+        atomic_write_text(log_path, "".join(line + "\n" for line in log_lines))
+    step_fn: nn.Module = TrainingStep(method)  # looks training_step up when called: after the contract check
+    if ranks.distributed:
+        # DDP averages the gradients over the processes: with equal shards and per-sample-mean losses,
+        # the global batch's gradient. find_unused_parameters: some steps leave parameters out (the
+        # stem of a modality no sample of a shard has, a method's branch that runs on some steps only).
+        step_fn = DistributedDataParallel(
+            step_fn,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=True,
+        )
+    rows = ranks.rows(config.batch_size) if ranks.distributed else None
 
     loader = DataLoader(
         dataset,
-        batch_sampler=StepBatchSampler(len(dataset), config.batch_size, seed, start, config.steps),
+        batch_sampler=StepBatchSampler(len(dataset), config.batch_size, seed, start, config.steps, rows),
         num_workers=config.num_workers,
         worker_init_fn=seed_worker,
         pin_memory=device.type == "cuda",
@@ -225,19 +436,30 @@ def train(
     modalities = list(dataset.modalities)
     method.train()
     bar = tqdm(
-        total=config.steps, initial=start, desc=f"train {method_name} s{seed}", disable=not progress, mininterval=1.0
+        total=config.steps,
+        initial=start,
+        desc=f"train {method_name} s{seed}",
+        disable=not (progress and ranks.main),
+        mininterval=1.0,
     )
     step = start
-    with log_path.open("a", encoding="utf-8", buffering=1) as log:  # line-buffered: `tail -f` shows each step
+    # line-buffered: `tail -f` shows each step; only process 0 writes the log
+    with log_path.open("a", encoding="utf-8", buffering=1) if ranks.main else open(os.devnull, "w") as log:
         for inputs, target in loader:
             tick = time.perf_counter()
             generator = step_generator(seed, step)
             inputs = {m: x.to(device, non_blocking=True) for m, x in inputs.items()}
             target = target.to(device, non_blocking=True)
             if config.augment:
-                inputs, target = random_flips(inputs, target, generator)
-            available = draw_available(target.shape[0], len(modalities), generator, config.drop_prob).to(device)
+                inputs, target = random_flips(inputs, target, generator, batch_size=config.batch_size, rows=rows)
+            # drawn for the global batch, so each process's rows get the masks of a 1-process run
+            available = draw_available(config.batch_size, len(modalities), generator, config.drop_prob)
+            available = (available if rows is None else available[rows]).to(device)
             inputs = apply_availability(inputs, available, modalities)
+            if config.channels_last:
+                inputs = {
+                    m: x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x for m, x in inputs.items()
+                }
             if step == start:  # the check must leave no trace: random state and buffers as they were
                 cuda_devices = [device] if device.type == "cuda" else []
                 buffers = {name: b.clone() for name, b in method.named_buffers()}  # e.g. BatchNorm statistics
@@ -245,7 +467,8 @@ def train(
                     check_contract(method_name, method, inputs, target, available, len(dataset.classes), step)
                     for name, b in method.named_buffers():
                         b.copy_(buffers[name])
-            result = method.training_step(inputs, target, available)
+            with precision_context(config.precision, device):
+                result = step_fn(inputs, target, available)
             total, parts = check_step_result(method_name, result, step), result[1]
             lr = optimizer.param_groups[0]["lr"]  # the rate this step uses
             optimizer.zero_grad(set_to_none=True)
@@ -258,53 +481,69 @@ def train(
             train_seconds += seconds
             step_seconds.append(seconds)
             step += 1
+            loss = float(total.detach())
+            if ranks.distributed:
+                loss, parts = mean_over_ranks(loss, parts, ranks)
             record = {
                 "step": step - 1,
-                "loss": float(total.detach()),
+                "loss": loss,
                 **parts,
                 "lr": lr,
-                "images_per_s": target.shape[0] / seconds,  # model throughput, data loading excluded
+                # model throughput of the global batch, data loading excluded
+                "images_per_s": target.shape[0] * ranks.world_size / seconds,
             }
             log.write(json.dumps(record) + "\n")
             bar.set_postfix(loss=f"{record['loss']:.3f}", img_s=f"{record['images_per_s']:.0f}", refresh=False)
             bar.update(1)
             if step % config.checkpoint_every == 0 or step == config.steps:
-                log.flush()
-                _save_torch(
-                    checkpoint_path,
-                    {
+                peak = max(gather(max(peak_mb, peak_memory_mb(device)), ranks))  # over the processes
+                cuda_rng = torch.cuda.get_rng_state_all() if device.type == "cuda" else []
+                rank_rng = gather({"torch_rng": torch.get_rng_state(), "cuda_rng": cuda_rng}, ranks)
+                if ranks.main:
+                    log.flush()
+                    state = {
                         "fingerprint": run_id,
                         "step": step,
                         "train_seconds": train_seconds,
-                        "peak_memory_mb": max(peak_mb, peak_memory_mb(device)),
+                        "peak_memory_mb": peak,
                         "step_seconds": step_seconds,
                         "model": method.state_dict(),
                         "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(),
                         "torch_rng": torch.get_rng_state(),
-                        "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
-                    },
-                )
+                        "cuda_rng": cuda_rng,
+                    }
+                    if ranks.distributed:  # every process's random state, restored by a resume with as many
+                        state.update(world_size=ranks.world_size, rank_rng=rank_rng)
+                    _save_torch(checkpoint_path, state)
+                if ranks.distributed:
+                    dist.barrier()
     bar.close()
     model_path = out_dir / MODEL_FILE
-    _save_torch(
-        model_path,
-        {
-            "method": method_name,
-            "init": init_kwargs,
-            "state_dict": method.state_dict(),
-            "fingerprint": run_id,
-            "seed": seed,
-            "dataset": dataset.meta["dataset"],
-            "steps": config.steps,
-            "batch_size": config.batch_size,
-            "train_seconds": train_seconds,
-            # the median step: robust to the first steps' warm-up and to other processes' hiccups
-            "median_step_seconds": statistics.median(step_seconds) if step_seconds else None,
-            "peak_memory_mb": max(peak_mb, peak_memory_mb(device)),
-            "device": device_name(device),
-        },
-    )
+    peak = max(gather(max(peak_mb, peak_memory_mb(device)), ranks))
+    if not ranks.main:
+        dist.barrier()  # returns once process 0 has written model.pt
+        return model_path
+    record = {
+        "method": method_name,
+        "init": init_kwargs,
+        "state_dict": method.state_dict(),
+        "fingerprint": run_id,
+        "seed": seed,
+        "dataset": dataset.meta["dataset"],
+        "steps": config.steps,
+        "batch_size": config.batch_size,
+        "train_seconds": train_seconds,
+        # the median step: robust to the first steps' warm-up and to other processes' hiccups
+        "median_step_seconds": statistics.median(step_seconds) if step_seconds else None,
+        "peak_memory_mb": peak,
+        "device": device_name(device),
+    }
+    if ranks.distributed:
+        record["world_size"] = ranks.world_size
+    _save_torch(model_path, record)
+    if ranks.distributed:
+        dist.barrier()
     return model_path
 
 
@@ -334,7 +573,8 @@ def main(argv: list[str] | None = None) -> int:
     path = train(
         data_root, args.method, method_params, params.train, args.seed, out, log_path=log, progress=not args.no_progress
     )
-    print(f"wrote {path}")
+    if launch_ranks().main:
+        print(f"wrote {path}")
     return 0
 
 

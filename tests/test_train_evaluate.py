@@ -31,8 +31,8 @@ class BatchNormMuSS(MuSS):
         super().__init__(*args, **kwargs)
         self.norm = torch.nn.BatchNorm2d(self.num_classes)
 
-    def forward(self, inputs, available):
-        output = super().forward(inputs, available)
+    def decode(self, features, available, size):
+        output = super().decode(features, available, size)
         return {**output, "logits": self.norm(output["logits"])}
 
 

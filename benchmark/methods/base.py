@@ -2,9 +2,16 @@
 
 A method is an ``nn.Module`` built as ``Method(modalities, num_classes, **common, **own)``:
 
-- ``forward(inputs, available) -> dict`` with at least ``"logits": float[B, K, H, W]`` plus
-  whatever its losses need. ``inputs`` is ``{modality: float[B, C_m, H, W]}`` with missing
-  modalities already zeroed; ``available`` is ``bool[B, M]`` and must be honoured.
+- ``encode(inputs, available) -> list[Tensor]``: per-modality features, each ``float[B, M, ...]``
+  (the default: the shared encoder's 4 scales ``float[B, M, C_i, h_i, w_i]``, a missing pair
+  exactly 0). Entry ``[b, m]`` may depend only on modality ``m`` of sample ``b``, and ``decode``
+  must not depend on the entries of a missing pair, whatever they hold.
+- ``decode(features, available, size) -> dict``: fusion + decoder on ``encode``'s output for
+  the modalities marked in ``available`` (``size = (H, W)``), at least ``"logits": float[B, K, H, W]``
+  plus whatever the losses need.
+- ``forward(inputs, available) -> dict``: ``decode(encode(...))`` by default. ``inputs`` is
+  ``{modality: float[B, C_m, H, W]}`` with missing modalities already zeroed; ``available`` is
+  ``bool[B, M]`` and must be honoured.
 - ``loss(output, target, available) -> (total, parts)``: a scalar tensor and a dict of named
   float parts for the log. ``target`` is ``int64[B, H, W]`` with ``ignore_index``.
 - ``training_step(inputs, target, available) -> (total, parts)``: one step's loss; the default
@@ -16,13 +23,19 @@ A method is an ``nn.Module`` built as ``Method(modalities, num_classes, **common
 - ``predict(inputs, available) -> dict``: inference, no gradients; ``"logits"`` as in
   ``forward`` and, optionally, ``"robustness"``: a list (one per scale) of
   ``float[B, M, h_i, w_i]`` per-modality weights, which the evaluator averages and exports.
+- ``shares_encoder``: True (the default) when the above holds for ``encode``, so that
+  ``predict_features(encode(inputs, every), subset, size)`` equals ``predict(inputs, subset)``:
+  the evaluator then encodes each modality once per batch and runs only ``decode`` per subset
+  (docs/protocol.md). A method whose features mix modalities before fusion (early fusion,
+  cross-modal layers inside the encoder) sets it to False, says why in its docstring, and may
+  override ``forward`` alone; it is then evaluated by one ``predict`` per subset.
 
 The trainer and evaluator only call these; they never branch on a method's name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +62,9 @@ class SegmentationMethod(nn.Module):
     #: Sub-modules used only during training and updated without gradients (e.g. ``("teacher",)``).
     training_only_modules: tuple[str, ...] = ()
 
+    #: Whether ``encode`` is per-modality, so subsets can share one ``encode`` (see the module docstring).
+    shares_encoder: bool = True
+
     def __init__(
         self,
         modalities: Mapping[str, int],
@@ -66,8 +82,20 @@ class SegmentationMethod(nn.Module):
         self.encoder = MultiModalEncoder(modalities, backbone=backbone, pretrained=pretrained)
         self.decoder = AllMLPDecoder(self.encoder.channels, num_classes, embed_dim=decoder_dim)
 
+    def encode(self, inputs: Mapping[str, torch.Tensor], available: torch.Tensor) -> list[torch.Tensor]:
+        """Per-modality features ``[float[B, M, ...]]``: the shared encoder's 4 scales by default."""
+        return self.encoder(inputs, available)
+
+    def decode(
+        self, features: Sequence[torch.Tensor], available: torch.Tensor, size: tuple[int, int]
+    ) -> dict[str, torch.Tensor]:
+        """Fusion + decoder on ``encode``'s output for the modalities in ``available`` -> ``{"logits", ...}``."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not implement decode() (benchmark/methods/base.py, docs/adding_a_method.md)"
+        )
+
     def forward(self, inputs: Mapping[str, torch.Tensor], available: torch.Tensor) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+        return self.decode(self.encode(inputs, available), available, input_size(inputs))
 
     def loss(
         self, output: Mapping[str, torch.Tensor], target: torch.Tensor, available: torch.Tensor
@@ -94,6 +122,36 @@ class SegmentationMethod(nn.Module):
     def predict(self, inputs: Mapping[str, torch.Tensor], available: torch.Tensor) -> dict[str, torch.Tensor]:
         """Inference outputs: ``{"logits": float[B, K, H, W], ...}`` (the forward dict by default)."""
         return self(inputs, available)
+
+    @torch.no_grad()
+    def predict_features(
+        self, features: Sequence[torch.Tensor], available: torch.Tensor, size: tuple[int, int]
+    ) -> dict[str, torch.Tensor]:
+        """``predict`` from ``encode`` features of a superset of ``available`` (``shares_encoder`` methods):
+        the pairs outside ``available`` are zeroed first, as ``encode(inputs, available)`` leaves them."""
+        return self.decode(restrict_features(features, available), available, size)
+
+
+def input_size(inputs: Mapping[str, torch.Tensor]) -> tuple[int, int]:
+    """``(H, W)`` of a batch ``{modality: float[B, C_m, H, W]}``."""
+    height, width = next(iter(inputs.values())).shape[-2:]
+    return int(height), int(width)
+
+
+def restrict_features(features: Sequence[torch.Tensor], available: torch.Tensor) -> list[torch.Tensor]:
+    """Per-modality features ``[float[B, M, ...]]`` with every pair outside ``available: bool[B, M]`` set to 0."""
+    restricted = []
+    for f in features:
+        mask = available.view(*available.shape, *([1] * (f.dim() - 2)))
+        restricted.append(torch.where(mask, f, torch.zeros((), dtype=f.dtype, device=f.device)))
+    return restricted
+
+
+def replace_modality(features: Sequence[torch.Tensor], other: Sequence[torch.Tensor], index: int) -> list[torch.Tensor]:
+    """``features`` with modality ``index`` (axis 1) taken from ``other``, both ``[float[B, M, ...]]``."""
+    return [
+        torch.cat([f[:, :index], o[:, index : index + 1], f[:, index + 1 :]], dim=1) for f, o in zip(features, other)
+    ]
 
 
 def check_param(name: str, value: object, ok: bool, allowed: str) -> None:

@@ -1,19 +1,21 @@
 """Checks the trainer and evaluator run on any method, so a broken one stops early and says why.
 
 Every error names the method and what is wrong. :func:`check_contract` runs before the first
-optimiser step (one forward + loss, no gradients); :func:`check_step_result` checks every
-``training_step`` result; :func:`check_logits` checks every prediction the evaluator scores.
+optimiser step (one forward + loss, no gradients, and :func:`check_shared_encoder`);
+:func:`check_step_result` checks every ``training_step`` result; :func:`check_logits` checks every
+prediction the evaluator scores; the evaluator runs :func:`check_shared_encoder` on its first batch.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
 
-from benchmark.methods.base import is_training_only
+from benchmark.methods.base import input_size, is_training_only
+from benchmark.protocol import apply_availability
 
 HOOKS = ("forward", "loss", "training_step", "after_optimizer_step", "predict")
 RESERVED_PARTS = ("step", "loss", "lr", "images_per_s")  # the trainer's own keys in each log record
@@ -96,3 +98,54 @@ def check_contract(
     output = method(inputs, available)
     check_logits(method_name, output, expected, "forward()")
     check_step_result(method_name, method.loss(output, target, available), step, "loss()", needs_grad=False)
+    if getattr(method, "shares_encoder", False):
+        single = torch.zeros_like(available)  # each sample's first available modality
+        single[torch.arange(available.shape[0]), available.to(torch.int8).argmax(dim=1)] = True
+        check_shared_encoder(method_name, method, inputs, available, [available, single])
+
+
+SHARED_RTOL = 1e-3  # shared-encoder vs one-predict-per-subset logits: relative tolerance ...
+SHARED_ATOL = 1e-3  # ... and absolute tolerance as a fraction of the largest |logit| (at least 1)
+
+
+def check_shared_encoder(
+    method_name: str,
+    method: nn.Module,
+    inputs: Mapping[str, torch.Tensor],
+    encoded_with: torch.Tensor,
+    subsets: Sequence[torch.Tensor],
+) -> None:
+    """A ``shares_encoder`` method's shared path must predict what ``predict`` does (call under ``no_grad``).
+
+    ``predict_features(encode(inputs, encoded_with), mask, size)`` is compared with
+    ``predict(inputs zeroed outside mask, mask)`` for every ``mask`` in ``subsets`` (each
+    ``bool[B, M]`` within ``encoded_with``), in eval mode (no dropout, no batch statistics).
+    Differences of float rounding (batches of other sizes) pass; a method whose features mix
+    modalities fails with an error that names it and tells how to opt out.
+    """
+    modalities = list(getattr(method, "modalities", inputs))
+    was_training = method.training
+    method.eval()
+    try:
+        try:
+            encoded = method.encode(apply_availability(inputs, encoded_with, modalities), encoded_with)
+            shared = [method.predict_features(encoded, mask, input_size(inputs)) for mask in subsets]
+        except NotImplementedError as err:
+            raise ContractError(
+                f"method {method_name!r}: shares_encoder is True but encode()/decode() fail ({err}); implement "
+                "decode() (see benchmark/methods/base.py) or set shares_encoder = False and say why"
+            ) from None
+        for mask, output in zip(subsets, shared):
+            expected = method.predict(apply_availability(inputs, mask, modalities), mask)
+            naive = check_logits(method_name, expected, tuple(expected["logits"].shape), "predict()")
+            got = check_logits(method_name, output, tuple(naive.shape), "predict_features()")
+            atol = SHARED_ATOL * max(1.0, float(naive.abs().max()))
+            if not torch.allclose(got, naive, rtol=SHARED_RTOL, atol=atol):
+                worst = float((got - naive).abs().max())
+                raise ContractError(
+                    f"method {method_name!r}: shares_encoder is True but decoding the shared features of the "
+                    f"subset {mask[0].tolist()} (first sample) differs from predict() by up to {worst:.3g}: its "
+                    "encode() output must depend on each modality alone; fix encode() or set shares_encoder = False"
+                )
+    finally:
+        method.train(was_training)

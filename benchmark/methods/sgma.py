@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.methods.base import SegmentationMethod, masked_mean
+from benchmark.methods.base import SegmentationMethod, input_size, masked_mean, restrict_features
 from benchmark.methods.registry import register_method
 
 MP_KERNELS = (11, 7, 3)
@@ -182,11 +182,24 @@ class SemanticGuidedFusion(nn.Module):
         mixed = torch.einsum("bgmxy,bmgdxy->bgdxy", weights, values)
         return out(mixed.flatten(1, 2))
 
-    def forward(self, features: torch.Tensor, available: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        semantic = self.project(features, available)
-        prototypes = self.prototypes(semantic, available)  # [B, K, C]
+    def tokens(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The per-modality part of SGF: ``float[B, M, C, h, w]`` -> (MP output ``semantic: float[B, M, C, h, w]``,
+        the keys and values of SP and RP ``float[B, M, 4C, h, w]``); entry ``[b, m]`` depends on ``features[b, m]``
+        only, so the subsets of one batch share them (nothing is masked here)."""
+        semantic = grouped_projection([self.projectors[m] for m in self.modalities], features)
         b, m = semantic.shape[:2]
-        keys_values = self.key_value(semantic.flatten(0, 1)).unflatten(0, (b, m))  # [B, M, 4C, h, w]
+        return semantic, self.key_value(semantic.flatten(0, 1)).unflatten(0, (b, m))
+
+    def forward(self, features: torch.Tensor, available: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.fuse(*self.tokens(features), available)
+
+    def fuse(
+        self, semantic: torch.Tensor, keys_values: torch.Tensor, available: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cross-modal part of SGF on :meth:`tokens`' output: prototypes, SP, RP -> (fused, robustness)."""
+        # missing pairs are zeroed (a NaN there must not reach an output through a weight of 0)
+        semantic, keys_values = restrict_features([semantic, keys_values], available)
+        prototypes = self.prototypes(semantic, available)  # [B, K, C]
         sp_key, sp_value, rp_key, rp_value = (_heads(t, self.heads, 2) for t in keys_values.chunk(4, dim=2))
 
         # SP. Averaging the K attention outputs equals aggregating the values with the
@@ -252,27 +265,35 @@ class _SGMABase(SegmentationMethod):
             for c in self.encoder.channels
         )
 
+    def sgf_tokens(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """SGF's per-modality part at every scale (:meth:`SemanticGuidedFusion.tokens`): the 4 MP outputs, then
+        the 4 key/value tensors, each ``float[B, M, ...]`` (missing pairs are masked out in :meth:`fuse`)."""
+        semantic, keys_values = zip(*(sgf.tokens(f) for sgf, f in zip(self.sgf, features)))
+        return [*semantic, *keys_values]
+
+    def encode(self, inputs: Mapping[str, torch.Tensor], available: torch.Tensor) -> list[torch.Tensor]:
+        """Encoder, then SGF's per-modality part (MP, keys, values): see :meth:`sgf_tokens`."""
+        return self.sgf_tokens(self.encoder(inputs, available))
+
     def fuse(
-        self, features: Sequence[torch.Tensor], available: torch.Tensor
+        self, tokens: Sequence[torch.Tensor], available: torch.Tensor
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Per scale: fused ``float[B, C_i, h, w]`` and robustness ``float[B, M, h, w]``."""
+        """SGF's cross-modal part per scale on :meth:`sgf_tokens`' output: fused ``float[B, C_i, h, w]`` and
+        robustness ``float[B, M, h, w]``."""
+        scales = len(self.sgf)
         fused, robustness = [], []
-        for sgf, f in zip(self.sgf, features):
-            x, r = sgf(f, available)
+        for sgf, semantic, keys_values in zip(self.sgf, tokens[:scales], tokens[scales:]):
+            x, r = sgf.fuse(semantic, keys_values, available)
             fused.append(x)
             robustness.append(r)
         return fused, robustness
 
     def decode(
-        self, features: Sequence[torch.Tensor], available: torch.Tensor, size: tuple[int, int]
+        self, tokens: Sequence[torch.Tensor], available: torch.Tensor, size: tuple[int, int]
     ) -> dict[str, torch.Tensor | list[torch.Tensor]]:
-        """Fusion + decoder on encoder features -> ``{"logits", "robustness"}``."""
-        fused, robustness = self.fuse(features, available)
+        """SGF + decoder on :meth:`encode`'s output -> ``{"logits", "robustness"}``."""
+        fused, robustness = self.fuse(tokens, available)
         return {"logits": self.decoder(fused, size), "robustness": robustness}
-
-    def forward(self, inputs: Mapping[str, torch.Tensor], available: torch.Tensor) -> dict:
-        size = next(iter(inputs.values())).shape[-2:]
-        return self.decode(self.encoder(inputs, available), available, size)
 
     def loss(self, output: Mapping, target: torch.Tensor, available: torch.Tensor) -> tuple[torch.Tensor, dict]:
         ce = self.cross_entropy(output["logits"], target)
@@ -281,8 +302,8 @@ class _SGMABase(SegmentationMethod):
     def training_step(
         self, inputs: Mapping[str, torch.Tensor], target: torch.Tensor, available: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        size = next(iter(inputs.values())).shape[-2:]
-        features = self.encoder(inputs, available)
+        size = input_size(inputs)
+        features = self.encode(inputs, available)
         output = self.decode(features, available, size)
         total, parts = self.loss(output, target, available)
         if self.use_mas:
@@ -297,7 +318,8 @@ class _SGMABase(SegmentationMethod):
     def decode_single(
         self, features: Sequence[torch.Tensor], single: torch.Tensor, size: tuple[int, int]
     ) -> torch.Tensor:
-        """Logits of the MAS branch: fusion + decoder on one modality per sample (``single: bool[B, M]``)."""
+        """Logits of the MAS branch: fusion + decoder on one modality per sample (``single: bool[B, M]``),
+        from the same :meth:`encode` output as the fused branch."""
         return self.decode(features, single, size)["logits"]
 
 
@@ -329,18 +351,24 @@ class SGMASamplingOnly(_SGMABase):
         self.lambda_score = float(lambda_score)
         self.score_heads = nn.ModuleList(nn.Conv2d(c, num_classes, 1) for c in self.encoder.channels)
 
+    def encode(self, inputs: Mapping[str, torch.Tensor], available: torch.Tensor) -> list[torch.Tensor]:
+        """The 4 encoder scales, then the scorer's SGF tokens of the DETACHED features (:meth:`sgf_tokens`)."""
+        features = self.encoder(inputs, available)
+        return [*features, *self.sgf_tokens([f.detach() for f in features])]
+
     def decode(
-        self, features: Sequence[torch.Tensor], available: torch.Tensor, size: tuple[int, int]
+        self, encoded: Sequence[torch.Tensor], available: torch.Tensor, size: tuple[int, int]
     ) -> dict[str, torch.Tensor | list[torch.Tensor]]:
         """``{"logits"`` (plain fusion), ``"robustness"``, ``"scored"`` (the scorer's fused features)``}``."""
-        scored, robustness = self.fuse([f.detach() for f in features], available)
+        features, tokens = encoded[: len(self.sgf)], encoded[len(self.sgf) :]
+        scored, robustness = self.fuse(tokens, available)
         fused = [masked_mean(f, available) for f in features]
         return {"logits": self.decoder(fused, size), "robustness": robustness, "scored": scored}
 
     def decode_single(
-        self, features: Sequence[torch.Tensor], single: torch.Tensor, size: tuple[int, int]
+        self, encoded: Sequence[torch.Tensor], single: torch.Tensor, size: tuple[int, int]
     ) -> torch.Tensor:
-        return self.decoder([masked_mean(f, single) for f in features], size)
+        return self.decoder([masked_mean(f, single) for f in encoded[: len(self.sgf)]], size)
 
     def score_loss(self, scored: Sequence[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
         """Mean over scales of the CE of each scale's 1x1 scorer head, upsampled to the target."""

@@ -116,16 +116,13 @@ def test_gradients_reach_every_parameter_that_trains(name):
 
 @register_method("test-wrong-logits")
 class WrongLogits(SegmentationMethod):
-    def forward(self, inputs, available):
-        features = self.encoder(inputs, available)
+    def decode(self, features, available, size):
         return {"logits": self.decoder([masked_mean(f, available) for f in features], (5, 5))}
 
 
 @register_method("test-nan-loss")
 class NanLoss(SegmentationMethod):
-    def forward(self, inputs, available):
-        features = self.encoder(inputs, available)
-        size = next(iter(inputs.values())).shape[-2:]
+    def decode(self, features, available, size):
         return {"logits": self.decoder([masked_mean(f, available) for f in features], size)}
 
     def training_step(self, inputs, target, available):
@@ -157,6 +154,8 @@ class BadStep(NanLoss):
 
 @register_method("test-bad-predict")
 class BadPredict(NanLoss):
+    shares_encoder = False  # its own predict(): decoding shared features would bypass it
+
     def training_step(self, inputs, target, available):
         return self.loss(self(inputs, available), target, available)
 
@@ -236,3 +235,90 @@ def test_broken_prediction_is_stopped_by_the_evaluator_naming_it(tmp_path, tiny_
 def test_out_of_range_parameters_are_named_at_construction(name, params, match):
     with pytest.raises(ValueError, match=match):
         create_method(name, modalities=CHANNELS, num_classes=NUM_CLASSES, **params)
+
+
+# --- the shared-encoder path --------------------------------------------------------------
+
+
+@register_method("test-forward-only")
+class ForwardOnly(SegmentationMethod):
+    """Claims to share its encoder (the default) but implements forward() only."""
+
+    def forward(self, inputs, available):
+        size = next(iter(inputs.values())).shape[-2:]
+        return {"logits": self.decoder([masked_mean(f, available) for f in self.encoder(inputs, available)], size)}
+
+
+@register_method("test-mixing-encoder")
+class MixingEncoder(NanLoss):
+    """Claims to share its encoder, but its features mix in the other available modalities."""
+
+    def training_step(self, inputs, target, available):
+        return self.loss(self(inputs, available), target, available)
+
+    def encode(self, inputs, available):
+        features = self.encoder(inputs, available)
+        return [f + masked_mean(f, available).unsqueeze(1) for f in features]
+
+
+@register_method("test-early-fusion")
+class EarlyFusion(torch.nn.Module):
+    """Concatenates the modalities' channels before one conv: it cannot share an encoder per modality,
+    so it says so and is evaluated by one predict() per subset."""
+
+    shares_encoder = False
+
+    def __init__(self, modalities, num_classes, **common):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(sum(modalities.values()), num_classes, 3, padding=1)
+        self.calls = 0
+
+    def forward(self, inputs, available):
+        return {"logits": self.conv(torch.cat(list(inputs.values()), dim=1))}
+
+    def loss(self, output, target, available):
+        ce = torch.nn.functional.cross_entropy(output["logits"], target, ignore_index=255)
+        return ce, {"ce": float(ce.detach())}
+
+    def training_step(self, inputs, target, available):
+        return self.loss(self(inputs, available), target, available)
+
+    def after_optimizer_step(self):
+        pass
+
+    @torch.no_grad()
+    def predict(self, inputs, available):
+        self.calls += 1
+        return self(inputs, available)
+
+
+@pytest.mark.parametrize(
+    ("name", "match"),
+    [
+        ("test-forward-only", r"'test-forward-only': shares_encoder is True but .*does not implement decode\(\).*"
+         r"shares_encoder = False"),
+        ("test-mixing-encoder", r"'test-mixing-encoder': shares_encoder is True but decoding the shared features "
+         r"of the subset .* differs from predict\(\) by up to"),
+    ],
+)  # fmt: skip
+def test_a_method_that_cannot_share_its_encoder_is_stopped_at_its_first_step(tmp_path, tiny_prepared, name, match):
+    with pytest.raises(ContractError, match=match):
+        train.train(tiny_prepared, name, {}, TRAIN, 0, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / train.MODEL_FILE).exists()
+
+
+def test_the_evaluator_stops_a_method_whose_shared_path_disagrees(tiny_prepared):
+    method = _method("test-mixing-encoder").eval()
+    test = PreparedDataset(tiny_prepared, "test")
+    with pytest.raises(ContractError, match=r"'test-mixing-encoder': shares_encoder is True but decoding"):
+        evaluate.evaluate_subsets(method, test, batch_size=4)
+    # the naive path does not need the encoder to be per-modality
+    evaluate.evaluate_subsets(method, test, batch_size=4, shared_encoder=False)
+
+
+def test_a_method_that_opts_out_is_evaluated_by_one_predict_per_subset(tmp_path, tiny_prepared):
+    path = train.train(tiny_prepared, "test-early-fusion", {}, TRAIN, 0, tmp_path / "run", progress=False)
+    method, _ = train.load_model(path)
+    test = PreparedDataset(tiny_prepared, "test")
+    evaluation = evaluate.evaluate_subsets(method, test, batch_size=len(test))
+    assert method.calls == 7 and len(evaluation.confusion) == 7

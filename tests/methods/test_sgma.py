@@ -223,7 +223,7 @@ def test_mas_prediction_depends_on_the_sampled_modality_only(name):
     method = _method(name).eval()
     x = apply_availability(_batch(), MIXED, NAMES)
     with torch.no_grad():
-        features = method.encoder(x, MIXED)
+        features = method.encode(x, MIXED)
         single = torch.zeros_like(MIXED)
         single[torch.arange(7), MIXED.float().argmax(dim=1)] = True  # first available modality
         noisy = [torch.where(single.view(7, 3, 1, 1, 1), f, torch.randn_like(f) * 100) for f in features]

@@ -1,0 +1,123 @@
+"""The shared-encoder evaluation path against the naive one (one whole-model pass per subset and case)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny import TINY_PARAMS
+
+from benchmark import evaluate
+from benchmark.config import ScenarioConfig
+from benchmark.data.prepared import PreparedDataset
+from benchmark.methods import create_method, list_methods, replace_modality
+from benchmark.protocol import apply_availability, enumerate_subsets, subset_mask
+from benchmark.scenarios import scenario_cases
+
+SUITE = ["muss", "m3l", "imlt", "magic", "sgma", "sgma-sgf", "sgma-mas"]
+CHANNELS = {"rgb": 3, "dsm": 1, "nir": 1}
+NAMES = list(CHANNELS)
+
+
+def _method(name: str, modalities=CHANNELS) -> torch.nn.Module:
+    torch.manual_seed(0)
+    method = create_method(name, modalities=modalities, num_classes=6, decoder_dim=16).eval()
+    with torch.no_grad():  # random weights far from the initialisation, so that no term is trivially 0
+        for p in method.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return method
+
+
+def _inputs(batch: int = 3, size: int = 32, channels=CHANNELS) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(5)
+    return {m: torch.randn(batch, c, size, size, generator=g) for m, c in channels.items()}
+
+
+def test_every_shipped_method_shares_its_encoder():
+    assert set(SUITE) <= set(list_methods())
+    for name in SUITE:
+        assert _method(name).shares_encoder, name
+
+
+@pytest.mark.parametrize("name", SUITE)
+def test_shared_features_decode_to_the_naive_prediction_on_every_subset(name):
+    method = _method(name)
+    inputs = _inputs()
+    every = subset_mask(NAMES, NAMES, 3)
+    with torch.no_grad():
+        features = method.encode(inputs, every)
+        for subset in enumerate_subsets(NAMES):
+            mask = subset_mask(subset, NAMES, 3)
+            naive = method.predict(apply_availability(inputs, mask, NAMES), mask)
+            shared = method.predict_features(features, mask, (32, 32))
+            torch.testing.assert_close(shared["logits"], naive["logits"], rtol=1e-5, atol=1e-5)
+            if "robustness" in naive:
+                for a, b in zip(shared["robustness"], naive["robustness"], strict=True):
+                    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+            # and the subset really changes the prediction (the mask is not ignored)
+            if len(subset) < len(NAMES):
+                full = method.predict(inputs, every)["logits"]
+                assert (shared["logits"] - full).abs().max() > 1e-3, subset
+
+
+@pytest.mark.parametrize("name", SUITE)
+def test_a_corrupted_modality_reencoded_alone_gives_the_naive_prediction(name):
+    method = _method(name)
+    inputs = _inputs()
+    every = subset_mask(NAMES, NAMES, 3)
+    corrupted = {**inputs, "dsm": inputs["dsm"] + 3 * torch.randn_like(inputs["dsm"])}
+    with torch.no_grad():
+        clean = method.encode(inputs, every)
+        alone = subset_mask(["dsm"], NAMES, 3)
+        dsm = method.encode(apply_availability(corrupted, alone, NAMES), alone)
+        shared = method.predict_features(replace_modality(clean, dsm, NAMES.index("dsm")), every, (32, 32))
+        naive = method.predict(corrupted, every)
+    torch.testing.assert_close(shared["logits"], naive["logits"], rtol=1e-5, atol=1e-5)
+    assert (naive["logits"] - method.predict(inputs, every)["logits"]).abs().max() > 1e-3
+
+
+def test_replace_modality_takes_one_modality_from_the_other():
+    a = [torch.zeros(2, 3, 4), torch.zeros(2, 3, 1, 1)]
+    b = [torch.ones(2, 3, 4), torch.ones(2, 3, 1, 1)]
+    for f in evaluate.replace_modality(a, b, 1):
+        assert f[:, 1].eq(1).all() and f[:, [0, 2]].eq(0).all()
+
+
+@pytest.mark.parametrize("name", ["muss", "sgma", "m3l"])
+def test_evaluation_scores_match_the_naive_path(name, tiny_prepared):
+    test = PreparedDataset(tiny_prepared, "test")
+    method = _method(name, dict(test.modalities))
+    scenarios = ScenarioConfig(**{**TINY_PARAMS["scenarios"], "gaussian": [1.0], "block_missing": [0.5]})
+    kwargs = {"batch_size": 5, "keep": [0, 3], "scenarios": scenarios}
+    shared = evaluate.evaluate_subsets(method, test, **kwargs)
+    naive = evaluate.evaluate_subsets(method, test, shared_encoder=False, **kwargs)
+    assert list(shared.confusion) == list(naive.confusion) and len(shared.scenarios) >= 6
+    pixels = test.tile_shape[0] * test.tile_shape[1] * len(test)
+    for name_, matrix in shared.confusion.items():
+        # argmax of logits equal to ~1e-6 may flip a near-tie: allow 1 pixel in 10^4, no more
+        assert (matrix - naive.confusion[name_]).abs().sum() <= 2 * max(1, pixels // 10_000), name_
+        assert (shared.predictions[name_] != naive.predictions[name_]).float().mean() < 1e-3, name_
+    for case, matrix in shared.scenarios.items():
+        assert (matrix - naive.scenarios[case]).abs().sum() <= 2 * max(1, pixels // 10_000), case.name
+    for name_, mean in naive.robustness.items():
+        torch.testing.assert_close(shared.robustness[name_], mean, rtol=1e-5, atol=1e-7)
+
+
+def test_scenario_cases_encode_only_the_corrupted_modality(tiny_prepared, monkeypatch):
+    test = PreparedDataset(tiny_prepared, "test")
+    method = _method("muss", dict(test.modalities))
+    scenarios = ScenarioConfig(**{**TINY_PARAMS["scenarios"], "gaussian": [1.0]})
+    cases = scenario_cases(scenarios, list(test.modalities), {})
+    seen = []
+    original = method.encoder.forward
+
+    def spy(inputs, available):
+        seen.append(available.sum(dim=0).tolist())
+        return original(inputs, available)
+
+    monkeypatch.setattr(method.encoder, "forward", spy)
+    evaluate.evaluate_subsets(method, test, batch_size=len(test), scenarios=scenarios)
+    n = len(test)
+    # the check on 1 tile (1 shared encode + 7 naive predicts), then one full encode, then one
+    # single-modality encode per case
+    assert len(seen) == 1 + 7 + 1 + len(cases) and seen[8] == [n] * 3
+    assert seen[9:] == [[n if i == c.modality_index else 0 for i in range(3)] for c in cases]

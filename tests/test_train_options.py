@@ -1,0 +1,159 @@
+"""Training-throughput options of params.yaml ``train``: precision, channels_last, compile."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from tiny import TINY_PARAMS
+
+from benchmark import train
+from benchmark.config import FieldError, ParamsTypeError, TrainConfig, from_mapping
+from benchmark.faults.common import expect_error
+
+BASE = {**TINY_PARAMS["train"], "steps": 3, "warmup_steps": 1, "checkpoint_every": 3}
+NEW_KEYS = ("precision", "channels_last", "compile")
+
+
+@pytest.mark.parametrize(
+    ("values", "error", "must_name"),
+    [
+        ({"precision": "fp16"}, FieldError, ["params.yaml: train.precision", "'fp16'", "'fp32'", "'bf16'"]),
+        ({"precision": "BF16"}, FieldError, ["train.precision", "'BF16'", "'fp32'", "'bf16'"]),
+        ({"channels_last": "yes"}, ParamsTypeError, ["params.yaml: train.channels_last", "'yes'", "true or false"]),
+        ({"compile": 1}, ParamsTypeError, ["params.yaml: train.compile", "1", "true or false"]),
+    ],
+)
+def test_bad_option_values_are_named(values, error, must_name):
+    expect_error(lambda: from_mapping(TrainConfig, values, "params.yaml: train"), error, must_name)
+
+
+def test_options_are_checked_when_built_directly_too():
+    expect_error(lambda: TrainConfig(precision="half"), FieldError, ["train.precision", "'half'", "'bf16'"])
+    expect_error(lambda: TrainConfig(compile="no"), FieldError, ["train.compile", "'no'", "true or false"])
+    expect_error(lambda: TrainConfig(channels_last=None), FieldError, ["train.channels_last", "None", "true or false"])
+    config = from_mapping(TrainConfig, {"precision": "bf16", "channels_last": True, "compile": True}, "train")
+    assert (config.precision, config.channels_last, config.compile) == ("bf16", True, True)
+    assert (TrainConfig().precision, TrainConfig().channels_last, TrainConfig().compile) == ("fp32", False, False)
+
+
+class ConvProbe:
+    """Wraps ``train.create_method``: records ``(output dtype, output is channels_last)`` of every
+    Conv2d call made with gradients on (the training steps; the contract check runs without).
+    Outputs with one channel or one pixel, whose two formats are the same strides, are skipped."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[tuple[torch.dtype, bool]] = []
+        original = train.create_method
+
+        def create(*args, **kwargs):
+            method = original(*args, **kwargs)
+            for module in method.modules():
+                if isinstance(module, torch.nn.Conv2d):
+                    module.register_forward_hook(self.hook)
+            return method
+
+        monkeypatch.setattr(train, "create_method", create)
+
+    def hook(self, module: torch.nn.Module, args: tuple, output: torch.Tensor) -> None:
+        if torch.is_grad_enabled() and output.shape[1] > 1 and output.shape[-2:].numel() > 1:
+            last = output.is_contiguous(memory_format=torch.channels_last) and not output.is_contiguous()
+            self.calls.append((output.dtype, last))
+
+
+def _run(prepared: Path, out: Path, **options) -> dict:
+    config = TrainConfig(**{**BASE, **options})
+    record = torch.load(train.train(prepared, "muss", {}, config, 0, out, progress=False), weights_only=True)
+    record["log"] = [json.loads(line) for line in (out / train.LOG_FILE).read_text().splitlines()]
+    return record
+
+
+def _max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+@pytest.fixture(scope="module")
+def fp32_run(tiny_prepared, tmp_path_factory):
+    """The default options (fp32, contiguous, not compiled), with their Conv2d calls."""
+    monkeypatch = pytest.MonkeyPatch()
+    probe = ConvProbe(monkeypatch)
+    try:
+        record = _run(tiny_prepared, tmp_path_factory.mktemp("fp32"))
+    finally:
+        monkeypatch.undo()
+    return record, probe.calls
+
+
+def test_default_options_keep_the_fingerprint_of_configurations_without_them(fp32_run, tiny_prepared, tmp_path):
+    record, calls = fp32_run
+    assert calls and all(dtype == torch.float32 and not last for dtype, last in calls)
+    # a checkpoint written before the options existed (its train section without them) still resumes
+    old_train = {k: v for k, v in vars(TrainConfig(**BASE)).items() if k not in NEW_KEYS}
+    assert len(old_train) == len(vars(TrainConfig())) - 3
+    expected = train.fingerprint(
+        {"method": "muss", "init": record["init"], "train": old_train, "seed": 0, "data": _meta(tiny_prepared)}
+    )
+    assert record["fingerprint"] == expected
+
+
+def _meta(prepared: Path) -> dict:
+    return json.loads((prepared / "meta.json").read_text())
+
+
+def test_bf16_autocasts_the_training_step_and_keeps_fp32_weights(fp32_run, tiny_prepared, tmp_path, monkeypatch):
+    probe = ConvProbe(monkeypatch)
+    record = _run(tiny_prepared, tmp_path / "bf16", precision="bf16")
+    assert probe.calls and {dtype for dtype, _ in probe.calls} == {torch.bfloat16}  # autocast really on
+    assert all(math.isfinite(line["loss"]) for line in record["log"]) and len(record["log"]) == 3
+    assert all(v.dtype == torch.float32 for v in record["state_dict"].values() if v.is_floating_point())
+    reference = fp32_run[0]
+    assert record["fingerprint"] != reference["fingerprint"]  # another recipe: no resume across precisions
+    # bf16 keeps ~3 significant digits: the losses agree to about 1e-2, the weights differ
+    assert [line["loss"] for line in record["log"]] == pytest.approx(
+        [line["loss"] for line in reference["log"]], rel=2e-2
+    )
+    assert _max_difference(record["state_dict"], reference["state_dict"]) > 1e-3  # measured 8.6e-3
+
+
+def test_channels_last_trains_like_contiguous_memory(fp32_run, tiny_prepared, tmp_path, monkeypatch):
+    probe = ConvProbe(monkeypatch)
+    record = _run(tiny_prepared, tmp_path / "cl", channels_last=True)
+    # every convolution writes channels_last (with channels_last weights and images)
+    assert probe.calls and all(dtype == torch.float32 and last for dtype, last in probe.calls)
+    reference = fp32_run[0]["state_dict"]
+    assert record["state_dict"].keys() == reference.keys()
+    # other convolution kernels round differently: measured up to 2.3e-5 after the AdamW steps
+    # (lr 3e-3, so each step moves a weight by up to ~3e-3)
+    for key, value in reference.items():
+        torch.testing.assert_close(record["state_dict"][key], value, rtol=1e-4, atol=1e-4)
+    method, _ = train.load_model(tmp_path / "cl" / train.MODEL_FILE)  # loads into a contiguous model
+    for key, value in method.state_dict().items():
+        assert torch.equal(value, record["state_dict"][key])
+
+
+@pytest.mark.slow
+def test_compile_trains_each_child_and_keeps_state_dict_keys(fp32_run, tiny_prepared, tmp_path, monkeypatch):
+    """torch.compile with the default inductor backend needs ~150 s on 2 CPU cores (C++ codegen);
+    this test swaps in dynamo's ``eager`` backend: the same graph capture (and graph breaks),
+    no code generation, so it checks the wiring in ~15 s."""
+    compiled: list[str] = []
+    original = torch.nn.Module.compile
+
+    def compile_eager(self, *args, **kwargs):
+        compiled.append(type(self).__name__)
+        return original(self, backend="eager")
+
+    monkeypatch.setattr(torch.nn.Module, "compile", compile_eager)
+    try:
+        record = _run(tiny_prepared, tmp_path / "compiled", steps=2, checkpoint_every=2, compile=True)
+    finally:
+        torch._dynamo.reset()
+    assert compiled == ["MultiModalEncoder", "AllMLPDecoder"]  # the direct children of MuSS
+    assert all(math.isfinite(line["loss"]) for line in record["log"]) and len(record["log"]) == 2
+    reference = fp32_run[0]["state_dict"]
+    assert record["state_dict"].keys() == reference.keys()  # no "_orig_mod." prefix: checkpoints interchange
+    method, _ = train.load_model(tmp_path / "compiled" / train.MODEL_FILE)
+    assert method.state_dict().keys() == reference.keys()
