@@ -157,7 +157,8 @@ def evaluate_subsets(
     With ``shared_encoder`` (the default) a method whose ``shares_encoder`` is True is encoded once
     per batch (every modality) and only decoded per subset (``predict_features``); a scenario case
     encodes just its corrupted modality and reuses the others' clean features. The first batch is
-    checked against the naive path on one tile (:func:`check_shared_encoder`). ``shared_encoder=False``,
+    checked against the naive path on one tile, with every modality and with the first alone
+    (:func:`check_shared_encoder`). ``shared_encoder=False``,
     or a method that cannot share, runs ``predict`` once per subset and case: the naive path.
     ``subsets``: the subsets to score (default every non-empty one, :func:`enumerate_subsets`).
     """
@@ -179,7 +180,9 @@ def evaluate_subsets(
         """``(int64[B, K, K] per image, predicted classes int64[B, H, W])`` of a prediction; on the
         device: no host sync per batch (moved to the CPU once, at the end)."""
         expected = (target.shape[0], num_classes, *target.shape[-2:])
-        pred = check_logits(method_name, output, expected, "predict()").argmax(dim=1)
+        logits = check_logits(method_name, output, expected, "predict()")
+        # argmax over classes is ~10x faster on a CPU with the class axis innermost (same result)
+        pred = logits.contiguous(memory_format=torch.channels_last).argmax(dim=1)
         return confusion_matrices(pred, target, num_classes, dataset.ignore_index), pred
 
     confusion: dict[str, list[torch.Tensor]] = {name: [] for name in names}
@@ -198,9 +201,9 @@ def evaluate_subsets(
         every = subset_mask(modalities, modalities, batch).to(device)
         masks = [subset_mask(subset, modalities, batch).to(device) for subset in subsets]
         if shares:
-            if offset == 0:  # the shared path against one predict() per subset, on one tile
+            if offset == 0:  # the shared path against predict() on one tile: every modality, then the first alone
                 head = {m: x[:1] for m, x in inputs.items()}
-                check_shared_encoder(method_name, method, head, every[:1], [mask[:1] for mask in masks])
+                check_shared_encoder(method_name, method, head, every[:1], [every[:1], masks[0][:1]])
             features = method.encode(inputs, every)
         for mask, name in zip(masks, names):
             if shares:

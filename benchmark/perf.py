@@ -21,7 +21,7 @@ Prints one ``key=value`` per line, all measured in this run on this machine:
   one training step (forward + backward) or one full-modality inference, times steps or images
   per second, over the peak dense bf16 FLOP/s.
 
-Timings are the median of ``--repeats`` runs after one warm-up run. Data: the synthetic data set
+Evaluation timings are the least of ``--repeats`` runs after one warm-up run. Data: the synthetic data set
 at ``--size`` pixels, prepared into a temporary folder. The paper's setting on a GPU:
 ``python -m benchmark.perf --backbone pvt_v2_b2 --size 512 --precision bf16 --device cuda``.
 """
@@ -29,7 +29,6 @@ at ``--size`` pixels, prepared into a temporary folder. The paper's setting on a
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -70,7 +69,8 @@ def prepare_synthetic(root: Path, modalities: int, size: int, num_train: int, nu
 
 
 def timed(run: Callable[[], Any], device: torch.device, repeats: int) -> float:
-    """Median seconds of ``run()`` over ``repeats`` calls after one warm-up call."""
+    """Least seconds of ``run()`` over ``repeats`` calls after one warm-up call (the least is the
+    least disturbed by other processes: every run does the same work)."""
     run()
     seconds = []
     for _ in range(repeats):
@@ -79,7 +79,7 @@ def timed(run: Callable[[], Any], device: torch.device, repeats: int) -> float:
         run()
         synchronize(device)
         seconds.append(time.perf_counter() - tick)
-    return statistics.median(seconds)
+    return min(seconds)
 
 
 def evaluation_times(
@@ -168,9 +168,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 method = create_method(name, **init).to(device).eval()
                 times = evaluation_times(method, test, args.eval_batch_size, device, args.precision, args.repeats)
                 ratios[name], naive[name] = times["shared"] / times["full"], times["naive"] / times["full"]
-                figures[f"eval_full_s_m{m}_{name}"] = round(times["full"], 4)
-                figures[f"eval_shared_s_m{m}_{name}"] = round(times["shared"], 4)
-                figures[f"eval_naive_s_m{m}_{name}"] = round(times["naive"], 4)
+                figures[f"eval_full_s_m{m}_{name}"] = round(times["full"], 6)
+                figures[f"eval_shared_s_m{m}_{name}"] = round(times["shared"], 6)
+                figures[f"eval_naive_s_m{m}_{name}"] = round(times["naive"], 6)
                 figures[f"eval_ratio_m{m}_{name}"] = round(ratios[name], 3)
                 figures[f"naive_ratio_m{m}_{name}"] = round(naive[name], 3)
                 if m == 3:

@@ -117,7 +117,22 @@ def test_scenario_cases_encode_only_the_corrupted_modality(tiny_prepared, monkey
     monkeypatch.setattr(method.encoder, "forward", spy)
     evaluate.evaluate_subsets(method, test, batch_size=len(test), scenarios=scenarios)
     n = len(test)
-    # the check on 1 tile (1 shared encode + 7 naive predicts), then one full encode, then one
+    # the check on 1 tile (1 shared encode + 2 naive predicts), then one full encode, then one
     # single-modality encode per case
-    assert len(seen) == 1 + 7 + 1 + len(cases) and seen[8] == [n] * 3
-    assert seen[9:] == [[n if i == c.modality_index else 0 for i in range(3)] for c in cases]
+    assert len(seen) == 1 + 2 + 1 + len(cases) and seen[3] == [n] * 3
+    assert seen[4:] == [[n if i == c.modality_index else 0 for i in range(3)] for c in cases]
+
+
+@pytest.mark.parametrize("name", SUITE)
+def test_decode_ignores_the_features_of_modalities_outside_the_subset(name):
+    method = _method(name)
+    inputs = _inputs()
+    every = subset_mask(NAMES, NAMES, 3)
+    mixed = torch.tensor([[1, 0, 1], [0, 1, 0], [1, 1, 0]], dtype=torch.bool)
+    with torch.no_grad():
+        features = method.encode(inputs, every)
+        garbage = [torch.where(mixed.view(3, 3, *[1] * (f.dim() - 2)), f, torch.randn_like(f) * 1e3) for f in features]
+        zeroed = [torch.where(mixed.view(3, 3, *[1] * (f.dim() - 2)), f, 0.0) for f in features]
+        a = method.predict_features(garbage, mixed, (32, 32))["logits"]
+        b = method.predict_features(zeroed, mixed, (32, 32))["logits"]
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

@@ -51,8 +51,8 @@ def test_ratios_are_the_printed_times_divided(printed):
             full = float(figures[f"eval_full_s_m{m}_{name}"])
             shared = float(figures[f"eval_shared_s_m{m}_{name}"])
             naive = float(figures[f"eval_naive_s_m{m}_{name}"])
-            assert float(figures[f"eval_ratio_m{m}_{name}"]) == pytest.approx(shared / full, rel=2e-3, abs=2e-3)
-            assert float(figures[f"naive_ratio_m{m}_{name}"]) == pytest.approx(naive / full, rel=2e-3, abs=2e-3)
+            assert float(figures[f"eval_ratio_m{m}_{name}"]) == pytest.approx(shared / full, rel=5e-3, abs=2e-3)
+            assert float(figures[f"naive_ratio_m{m}_{name}"]) == pytest.approx(naive / full, rel=5e-3, abs=2e-3)
         worst = max(float(figures[f"eval_ratio_m{m}_{name}"]) for name in ("muss", "sgma"))
         assert float(figures[f"eval_ratio_m{m}"]) == worst
     ratio = float(figures["train_step_ms_sgma"]) / float(figures["train_step_ms_muss"])

@@ -5,7 +5,7 @@ A method is an ``nn.Module`` built as ``Method(modalities, num_classes, **common
 - ``encode(inputs, available) -> list[Tensor]``: per-modality features, each ``float[B, M, ...]``
   (the default: the shared encoder's 4 scales ``float[B, M, C_i, h_i, w_i]``, a missing pair
   exactly 0). Entry ``[b, m]`` may depend only on modality ``m`` of sample ``b``, and ``decode``
-  must not depend on the entries of a missing pair, whatever they hold.
+  must not depend on the (finite) entries of a pair outside ``available``.
 - ``decode(features, available, size) -> dict``: fusion + decoder on ``encode``'s output for
   the modalities marked in ``available`` (``size = (H, W)``), at least ``"logits": float[B, K, H, W]``
   plus whatever the losses need.
@@ -127,9 +127,9 @@ class SegmentationMethod(nn.Module):
     def predict_features(
         self, features: Sequence[torch.Tensor], available: torch.Tensor, size: tuple[int, int]
     ) -> dict[str, torch.Tensor]:
-        """``predict`` from ``encode`` features of a superset of ``available`` (``shares_encoder`` methods):
-        the pairs outside ``available`` are zeroed first, as ``encode(inputs, available)`` leaves them."""
-        return self.decode(restrict_features(features, available), available, size)
+        """``predict`` from ``encode`` features of a superset of ``available`` (``shares_encoder`` methods).
+        The pairs outside ``available`` are passed as they are: ``decode`` must not depend on them."""
+        return self.decode(features, available, size)
 
 
 def input_size(inputs: Mapping[str, torch.Tensor]) -> tuple[int, int]:

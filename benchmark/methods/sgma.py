@@ -191,14 +191,14 @@ class SemanticGuidedFusion(nn.Module):
         return semantic, self.key_value(semantic.flatten(0, 1)).unflatten(0, (b, m))
 
     def forward(self, features: torch.Tensor, available: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.fuse(*self.tokens(features), available)
+        # the missing pairs' tokens are zeroed: even a NaN there cannot reach an output through a weight of 0
+        return self.fuse(*restrict_features(self.tokens(features), available), available)
 
     def fuse(
         self, semantic: torch.Tensor, keys_values: torch.Tensor, available: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The cross-modal part of SGF on :meth:`tokens`' output: prototypes, SP, RP -> (fused, robustness)."""
-        # missing pairs are zeroed (a NaN there must not reach an output through a weight of 0)
-        semantic, keys_values = restrict_features([semantic, keys_values], available)
+        """The cross-modal part of SGF on :meth:`tokens`' output: prototypes, SP, RP -> (fused, robustness).
+        A missing pair gets weight exactly 0 everywhere; its (finite) tokens do not matter."""
         prototypes = self.prototypes(semantic, available)  # [B, K, C]
         sp_key, sp_value, rp_key, rp_value = (_heads(t, self.heads, 2) for t in keys_values.chunk(4, dim=2))
 
