@@ -26,7 +26,7 @@
   ``robustness_<stride>`` float16[S, n, M, h, w].
 
 All scores are percent, from one confusion matrix per subset accumulated over the whole split.
-``robustness`` appears only for methods whose ``predict`` output carries ``"robustness"``
+``robustness`` appears only for methods whose ``predict`` (or ``predict_features``) output carries ``"robustness"``
 maps (SGMA): the mean over all test images and pixels of each modality's weight at each
 scale, per subset (exactly 0 for a missing modality). ``scenarios`` (params.yaml ``scenarios``,
 ``benchmark.scenarios``, docs/scenarios.md) scores every corrupted-input case: every modality
@@ -165,7 +165,13 @@ def evaluate_subsets(
     method_name = getattr(method, "method_name", type(method).__name__)
     shares = shared_encoder and bool(getattr(method, "shares_encoder", False))
     modalities = list(dataset.modalities)
-    subsets = enumerate_subsets(modalities) if subsets is None else [tuple(s) for s in subsets]
+    if subsets is None:
+        subsets = enumerate_subsets(modalities)
+    else:  # each in the data set's modality order, as enumerate_subsets lists them
+        for subset in subsets:
+            if not subset or len(set(subset)) != len(subset) or not set(subset) <= set(modalities):
+                raise ValueError(f"subset {list(subset)}: must name distinct modalities of {modalities}")
+        subsets = [tuple(m for m in modalities if m in subset) for subset in subsets]
     names = [subset_name(s) for s in subsets]
     num_classes = len(dataset.classes)
     sar_modalities = dict(sar_modalities or {})
@@ -180,9 +186,10 @@ def evaluate_subsets(
         """``(int64[B, K, K] per image, predicted classes int64[B, H, W])`` of a prediction; on the
         device: no host sync per batch (moved to the CPU once, at the end)."""
         expected = (target.shape[0], num_classes, *target.shape[-2:])
-        logits = check_logits(method_name, output, expected, "predict()")
-        # argmax over classes is ~10x faster on a CPU with the class axis innermost (same result)
-        pred = logits.contiguous(memory_format=torch.channels_last).argmax(dim=1)
+        logits = check_logits(method_name, output, expected, "predict_features()" if shares else "predict()")
+        if logits.device.type == "cpu":  # argmax over classes is ~10x faster with the class axis innermost
+            logits = logits.contiguous(memory_format=torch.channels_last)
+        pred = logits.argmax(dim=1)
         return confusion_matrices(pred, target, num_classes, dataset.ignore_index), pred
 
     confusion: dict[str, list[torch.Tensor]] = {name: [] for name in names}

@@ -8,9 +8,13 @@ Prints one ``key=value`` per line, all measured in this run on this machine:
   (``evaluate_subsets`` with the full subset only); ``naive_ratio_mM_<method>`` the same for the
   naive path (one whole-model pass per subset). ``eval_ratio_mM`` / ``naive_ratio_mM``: the
   largest over the methods. M = 3 is the synthetic data set (rgb, dsm, nir), M = 4 adds ``sar``.
-- ``train_step_ms_<method>``: the median seconds per step of :func:`benchmark.train.train` (data
-  loading excluded, as in metrics.json), ``train_images_per_s_<method>``, and
-  ``sgma_muss_step_ratio``.
+  Both include what the evaluator does besides the model (reading the memory-mapped tiles,
+  argmax, confusion matrices), as the pipeline runs it; evaluation is fp32 whatever
+  ``--precision`` says (``benchmark.evaluate`` has no autocast).
+- ``train_step_ms_<method>``: the median milliseconds per step of :func:`benchmark.train.train`
+  (data loading excluded, as in metrics.json; ``--precision``, ``--channels-last`` and
+  ``--compile`` apply here; M3L in its mean-teacher phase, :data:`METHOD_PARAMS`),
+  ``train_images_per_s_<method>``, and ``sgma_muss_step_ratio``.
 - ``loader_images_per_s``: the training DataLoader alone (same sampler, workers, pinned memory),
   against ``model_images_per_s_max``, the fastest method's training images/s
   (``loader_headroom`` = their ratio; above 1 the loader keeps up).
@@ -49,6 +53,9 @@ from benchmark.protocol import apply_availability, draw_available
 from benchmark.train import StepBatchSampler, load_torch, precision_context, train
 
 METHODS = ("muss", "m3l", "imlt", "magic", "sgma", "sgma-sgf", "sgma-mas")
+#: Constructor arguments of the timed training runs: M3L is timed in its mean-teacher phase (teacher
+#: pass + student), which is 200 of its 300 default steps, not in its supervised warm-up.
+METHOD_PARAMS: dict[str, dict[str, Any]] = {"m3l": {"supervised_warmup": 0}}
 PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L40S": 362.0, "L4": 121.0}  # dense, SXM
 
 
@@ -87,16 +94,15 @@ def evaluation_times(
     dataset: PreparedDataset,
     batch_size: int,
     device: torch.device,
-    precision: str,
     repeats: int,
 ) -> dict[str, float]:
-    """Seconds of one full-modality pass, of every subset with shared features, and of every subset naively."""
+    """Seconds of one full-modality pass, of every subset with shared features, and of every subset naively
+    (fp32, as ``benchmark.evaluate`` runs)."""
     every = [list(dataset.modalities)]
 
     def run(**kwargs: Any) -> Callable[[], Any]:
         def go() -> Any:
-            with precision_context(precision, device):
-                return evaluate_subsets(method, dataset, batch_size=batch_size, device=device, **kwargs)
+            return evaluate_subsets(method, dataset, batch_size=batch_size, device=device, **kwargs)
 
         return go
 
@@ -166,7 +172,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 torch.manual_seed(0)
                 init = {"modalities": test.modalities, "num_classes": len(test.classes), **common}
                 method = create_method(name, **init).to(device).eval()
-                times = evaluation_times(method, test, args.eval_batch_size, device, args.precision, args.repeats)
+                times = evaluation_times(method, test, args.eval_batch_size, device, args.repeats)
                 ratios[name], naive[name] = times["shared"] / times["full"], times["naive"] / times["full"]
                 figures[f"eval_full_s_m{m}_{name}"] = round(times["full"], 6)
                 figures[f"eval_shared_s_m{m}_{name}"] = round(times["shared"], 6)
@@ -207,7 +213,7 @@ def training_figures(
     step_ms = {}
     with tempfile.TemporaryDirectory(prefix="benchmark-perf-train-") as tmp:
         for name in args.methods:
-            path = train(data, name, {}, config, 0, Path(tmp) / name, progress=False)
+            path = train(data, name, METHOD_PARAMS.get(name, {}), config, 0, Path(tmp) / name, progress=False)
             step = load_torch(path)["median_step_seconds"]
             step_ms[name] = step * 1000
             figures[f"train_step_ms_{name}"] = round(step_ms[name], 2)
@@ -215,6 +221,7 @@ def training_figures(
             if peak:
                 torch.manual_seed(0)
                 init = {"modalities": train_set.modalities, "num_classes": len(train_set.classes), **common}
+                init.update(METHOD_PARAMS.get(name, {}))
                 method = create_method(name, **init).to(device)
                 with precision_context(args.precision, device):
                     flops = train_step_flops(method, train_set, args.train_batch_size, device)
@@ -244,7 +251,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--train-batch-size", type=int, default=8)
     p.add_argument("--train-steps", type=int, default=20, help="steps per method (the median step is reported)")
     p.add_argument("--num-workers", type=int, default=0)
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per evaluation figure (the median)")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per evaluation figure (the least is printed)")
     p.add_argument("--peak-tflops", type=float, default=None, help="peak dense bf16 TFLOP/s for the MFU")
     p.add_argument("--method-modules", nargs="*", default=[], help="modules registering more methods")
     return p

@@ -163,8 +163,32 @@ def mean_over_ranks(loss: float, parts: Mapping[str, float], ranks: Ranks) -> tu
     """The log's loss and parts averaged over the processes (equal shards: the global batch's
     values); a part only some processes report is averaged over those."""
     gathered = gather((loss, dict(parts)), ranks)
-    mean = {key: statistics.fmean(p[key] for _, p in gathered if key in p) for key in parts}
+    keys = dict.fromkeys(key for _, p in gathered for key in p)  # every process's parts, in order
+    mean = {key: statistics.fmean(p[key] for _, p in gathered if key in p) for key in keys}
     return statistics.fmean(total for total, _ in gathered), mean
+
+
+def to_channels_last(method: nn.Module) -> None:
+    """``train.channels_last``: every 4-D parameter and buffer in channels_last memory format (in place;
+    tensors of other ranks, e.g. a ``Conv3d``'s 5-D weight, stay as they are)."""
+    for tensor in (*method.parameters(), *method.buffers()):
+        if tensor.dim() == 4:
+            tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
+
+
+def compile_parts(module: nn.Module) -> list[nn.Module]:
+    """``train.compile``: ``torch.compile`` every direct child of ``module``, looking inside
+    ``ModuleList`` / ``ModuleDict`` containers (never called themselves) for their elements;
+    returns the compiled modules. ``nn.Module.compile`` keeps the state_dict keys, so checkpoints
+    stay interchangeable with uncompiled runs."""
+    compiled = []
+    for child in module.children():
+        if isinstance(child, (nn.ModuleList, nn.ModuleDict)):
+            compiled += compile_parts(child)
+        else:
+            child.compile()
+            compiled.append(child)
+    return compiled
 
 
 class TrainingStep(nn.Module):
@@ -304,7 +328,10 @@ def train(
 
     Launched by torchrun with ``WORLD_SIZE`` > 1, every process runs this: it joins the process
     group (NCCL on CUDA, using ``cuda:LOCAL_RANK``; gloo otherwise), trains its rows of each global
-    batch under DistributedDataParallel and leaves the group at the end, also on an error.
+    batch under DistributedDataParallel and leaves the group at the end, also on an error. An error
+    on one process only (the contract check or a non-finite loss on its rows) ends that process;
+    torchrun then stops the others, which would otherwise wait in the next collective: a caller
+    that set up its own process group needs the backend's timeout or its own watchdog.
     """
     ranks = launch_ranks()
     check_global_batch(config.batch_size, ranks)  # before any compute
@@ -312,6 +339,11 @@ def train(
     if not ranks.distributed:
         return _train(data_root, method_name, method_params, config, seed, out_dir, log_path, progress, device, ranks)
     if device.type == "cuda":
+        if ranks.local_rank >= torch.cuda.device_count():
+            raise ValueError(
+                f"environment variable LOCAL_RANK={ranks.local_rank}: this process sees only "
+                f"{torch.cuda.device_count()} CUDA device(s); launch at most that many processes per node"
+            )
         device = torch.device("cuda", ranks.local_rank)
         torch.cuda.set_device(device)  # NCCL and all_gather_object use the current device
     owns_group = not dist.is_initialized()  # a caller's own process group is left to the caller
@@ -356,10 +388,9 @@ def _train(
     if ranks.rank > 0:  # same initial weights; the method's own draws (SGMA's MAS, M3L's masks) must differ
         seed_everything(rank_seed(seed, ranks.rank))
     if config.channels_last:
-        method = method.to(memory_format=torch.channels_last)
-    if config.compile:  # nn.Module.compile keeps the state_dict keys: checkpoints stay interchangeable
-        for child in method.children():
-            child.compile()
+        to_channels_last(method)
+    if config.compile:
+        compile_parts(method)
     trainable = [p for p in method.parameters() if p.requires_grad]  # an EMA teacher is not optimised
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(

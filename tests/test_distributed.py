@@ -182,9 +182,15 @@ def test_sgma_trains_under_two_processes_and_resumes_exactly(tmp_path, tiny_prep
     for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
         monkeypatch.delenv(name, raising=False)
     config = TrainConfig(**TRAIN)
-    train.train(tiny_prepared, "sgma", {}, config, 0, tmp_path / "other_world", progress=False)
+    path = train.train(tiny_prepared, "sgma", {}, config, 0, tmp_path / "other_world", progress=False)
     err = capsys.readouterr().err
     assert "from step 2" in err and "written by 2 process(es), resumed by 1" in err
+    saved = train.load_torch(path)
+    assert saved["steps"] == 6 and all(bool(torch.isfinite(v).all()) for v in saved["state_dict"].values())
+    steps = [
+        json.loads(line)["step"] for line in (tmp_path / "other_world" / "train_log.jsonl").read_text().splitlines()
+    ]
+    assert steps == list(range(6))
 
 
 def test_a_global_batch_the_processes_do_not_divide_is_refused_before_any_compute(tmp_path, tiny_prepared, monkeypatch):

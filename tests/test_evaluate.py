@@ -10,6 +10,7 @@ from benchmark import evaluate
 from benchmark.config import ScenarioConfig
 from benchmark.data.prepared import PreparedDataset
 from benchmark.methods import create_method, list_methods, replace_modality
+from benchmark.methods.contract import ContractError, check_shared_encoder
 from benchmark.protocol import apply_availability, enumerate_subsets, subset_mask
 from benchmark.scenarios import scenario_cases
 
@@ -136,3 +137,28 @@ def test_decode_ignores_the_features_of_modalities_outside_the_subset(name):
         a = method.predict_features(garbage, mixed, (32, 32))["logits"]
         b = method.predict_features(zeroed, mixed, (32, 32))["logits"]
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_chosen_subsets_are_put_in_the_data_sets_order_and_checked(tiny_prepared):
+    test = PreparedDataset(tiny_prepared, "test")
+    method = _method("muss", dict(test.modalities))
+    evaluation = evaluate.evaluate_subsets(method, test, batch_size=len(test), subsets=[["nir", "rgb"]])
+    assert list(evaluation.confusion) == ["rgb+nir"]
+    for bad in (["rgb", "rgb"], ["sar"], []):
+        with pytest.raises(ValueError, match=r"must name distinct modalities of \['rgb', 'dsm', 'nir'\]"):
+            evaluate.evaluate_subsets(method, test, batch_size=len(test), subsets=[bad])
+
+
+def test_a_predict_override_that_predict_features_lacks_is_caught():
+    method = _method("muss")
+    original = type(method).predict
+
+    def predict(self, inputs, available):  # adds maps the shared path does not produce
+        out = original(self, inputs, available)
+        return {**out, "robustness": [available.float()[:, :, None, None].expand(-1, -1, 4, 4)]}
+
+    method.predict = predict.__get__(method)
+    inputs = _inputs()
+    every = subset_mask(NAMES, NAMES, 3)
+    with pytest.raises(ContractError, match=r"predict_features\(\)\['robustness'\] differs from predict\(\)"):
+        check_shared_encoder("muss", method, inputs, every, [every])

@@ -9,6 +9,8 @@ import pytest
 
 from benchmark import evaluate, perf
 
+pytestmark = pytest.mark.slow  # trains two methods and times three evaluation paths
+
 ARGS = ["--methods", "muss", "sgma", "--size", "32", "--eval-tiles", "4", "--eval-batch-size", "2",
         "--train-batch-size", "2", "--train-steps", "3", "--repeats", "1", "--device", "cpu"]  # fmt: skip
 

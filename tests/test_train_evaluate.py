@@ -391,3 +391,18 @@ def test_a_modality_selection_prepares_trains_and_evaluates_only_those(tmp_path)
     assert record["modalities"] == ["rgb", "dsm"] and list(record["subsets"]) == ["rgb", "dsm", "rgb+dsm"]
     for kind in record["scenarios"]["kinds"].values():
         assert list(kind["modalities"]) == ["rgb", "dsm"]
+
+
+def test_naive_evaluation_gives_the_shared_paths_scores(tmp_path, tiny_prepared, tiny_params):
+    shared = _train_and_evaluate(tmp_path, tiny_prepared, tiny_params, method="sgma")
+    models = tmp_path / "models" / "sgma" / "seed0"
+    out = tmp_path / "naive" / "metrics.json"
+    args = [*_run_args(tiny_params, tiny_prepared, "sgma", 0), "--model", str(models / "model.pt"), "--out", str(out)]
+    assert evaluate.main([*args, "--naive"]) == 0
+    naive = json.loads(out.read_text())
+    for name, scores in shared["subsets"].items():
+        assert naive["subsets"][name]["miou"] == pytest.approx(scores["miou"], abs=0.05), name
+    assert naive["scenarios"]["avg"] == pytest.approx(shared["scenarios"]["avg"], abs=0.05)
+    for name, per_modality in shared["robustness"]["subsets"].items():
+        for modality, means in per_modality.items():
+            assert naive["robustness"]["subsets"][name][modality] == pytest.approx(means, abs=1e-5)

@@ -13,6 +13,7 @@ from tiny import TINY_PARAMS
 from benchmark import train
 from benchmark.config import FieldError, ParamsTypeError, TrainConfig, from_mapping
 from benchmark.faults.common import expect_error
+from benchmark.methods import create_method
 
 BASE = {**TINY_PARAMS["train"], "steps": 3, "warmup_steps": 1, "checkpoint_every": 3}
 NEW_KEYS = ("precision", "channels_last", "compile")
@@ -157,3 +158,19 @@ def test_compile_trains_each_child_and_keeps_state_dict_keys(fp32_run, tiny_prep
     assert record["state_dict"].keys() == reference.keys()  # no "_orig_mod." prefix: checkpoints interchange
     method, _ = train.load_model(tmp_path / "compiled" / train.MODEL_FILE)
     assert method.state_dict().keys() == reference.keys()
+
+
+def test_compile_reaches_the_modules_inside_containers(monkeypatch):
+    compiled: list[str] = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compiled.append(type(self).__name__))
+    method = create_method("sgma", modalities={"rgb": 3, "dsm": 1}, num_classes=6)
+    train.compile_parts(method)
+    # SGMA's SGF modules sit in a ModuleList, which is never called: each one is compiled
+    assert compiled == ["MultiModalEncoder", "AllMLPDecoder"] + ["SemanticGuidedFusion"] * 4
+
+
+def test_channels_last_converts_4d_tensors_only():
+    module = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.Conv3d(2, 3, 3))
+    train.to_channels_last(module)
+    assert module[0].weight.is_contiguous(memory_format=torch.channels_last) and not module[0].weight.is_contiguous()
+    assert module[1].weight.is_contiguous()  # a 5-D weight is left as it is (channels_last needs rank 4)

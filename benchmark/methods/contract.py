@@ -144,8 +144,32 @@ def check_shared_encoder(
                 worst = float((got - naive).abs().max())
                 raise ContractError(
                     f"method {method_name!r}: shares_encoder is True but decoding the shared features of the "
-                    f"subset {mask[0].tolist()} (first sample) differs from predict() by up to {worst:.3g}: its "
-                    "encode() output must depend on each modality alone; fix encode() or set shares_encoder = False"
+                    f"subset {mask[0].tolist()} (first sample) differs from predict() by up to {worst:.3g}: either "
+                    "encode() mixes modalities or decode() reads the features of modalities outside `available` "
+                    "(they are not zeroed: give them weight 0 or call restrict_features first), or predict() does "
+                    "more than decode(encode()); fix it or set shares_encoder = False"
                 )
+            for key, value in expected.items():  # the robustness maps (and any other tensor output) too
+                if key != "logits" and not _same_tensors(value, output.get(key)):
+                    raise ContractError(
+                        f"method {method_name!r}: shares_encoder is True but predict_features()[{key!r}] differs "
+                        f"from predict()[{key!r}] on the subset {mask[0].tolist()}; override predict_features() "
+                        "like predict(), or set shares_encoder = False"
+                    )
     finally:
         method.train(was_training)
+
+
+def _same_tensors(a: object, b: object) -> bool:
+    """Whether two outputs (a tensor or a list of tensors; anything else is not compared) agree to the
+    shared-path tolerance."""
+    a_list = list(a) if isinstance(a, (list, tuple)) else [a]
+    b_list = list(b) if isinstance(b, (list, tuple)) else [b]
+    if not all(torch.is_tensor(t) for t in a_list):
+        return True
+    return len(a_list) == len(b_list) and all(
+        torch.is_tensor(y)
+        and x.shape == y.shape
+        and torch.allclose(x.float(), y.float(), rtol=SHARED_RTOL, atol=SHARED_ATOL)
+        for x, y in zip(a_list, b_list)
+    )

@@ -21,14 +21,17 @@ SGF at each encoder scale ``i`` (``features: float[B, M, C_i, h, w]``, ``availab
    pixel -> fused feature ``f_SGF``; its attention weights (softmax over modalities, averaged
    over heads) are the robustness maps ``r: float[B, M, h, w]``.
 
-Missing modalities are removed by the mask everywhere (their projected features are zeroed
-and their logits are ``-inf`` before every softmax, pooling included), so their robustness is
-exactly 0 and their inputs, whatever they hold, never reach an output.
+Missing modalities are removed by the mask everywhere (their logits are ``-inf`` before every
+softmax, pooling included, so they get weight exactly 0), so their robustness is exactly 0 and
+their (finite) features never reach an output; the encoder never reads a missing input at all.
+Steps 1 and the keys/values of 4-5 depend on one modality each (:meth:`SemanticGuidedFusion.tokens`,
+the method's ``encode``); the rest (:meth:`SemanticGuidedFusion.fuse`) runs per subset.
 
 MAS (training only) turns the robustness into a sampling distribution over each sample's
 available modalities (:func:`mas_probabilities`), draws ONE
-modality per sample and reruns fusion + decoder on it alone (the encoder features are reused:
-the shared encoder runs on each modality separately, so they are the same). Loss:
+modality per sample and reruns SGF's cross-modal part + decoder on it alone (the ``encode``
+output is reused: encoder features, MP outputs, keys and values depend on one modality each,
+so they are the same). Loss:
 ``lambda_sgf * CE(S_SGF) + lambda_mas * CE(S_MAS)``; inference uses the SGF branch only.
 
 Every choice the paper leaves open is listed in ``docs/sgma.md``.
@@ -191,7 +194,8 @@ class SemanticGuidedFusion(nn.Module):
         return semantic, self.key_value(semantic.flatten(0, 1)).unflatten(0, (b, m))
 
     def forward(self, features: torch.Tensor, available: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # the missing pairs' tokens are zeroed: even a NaN there cannot reach an output through a weight of 0
+        """SGF on its own (the method runs :meth:`tokens` in ``encode`` and :meth:`fuse` per subset); the
+        missing pairs' tokens are zeroed here, so even a NaN there cannot reach an output."""
         return self.fuse(*restrict_features(self.tokens(features), available), available)
 
     def fuse(

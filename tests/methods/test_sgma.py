@@ -127,6 +127,10 @@ def test_sgf_hides_missing_features_by_the_mask_not_by_zeros():
         dirty = torch.where(MIXED.view(7, 3, 1, 1, 1), features, junk)
         for a, b in zip(sgf(dirty, MIXED), sgf(clean, MIXED)):
             torch.testing.assert_close(a, b)
+    # the method's own path (tokens in encode, fuse per subset) does not zero: finite junk is ignored
+    dirty = torch.where(MIXED.view(7, 3, 1, 1, 1), features, 1e4)
+    for a, b in zip(sgf.fuse(*sgf.tokens(dirty), MIXED), sgf(clean, MIXED)):
+        torch.testing.assert_close(a, b)
 
 
 @pytest.mark.parametrize("name", VARIANTS)
