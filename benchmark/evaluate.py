@@ -157,9 +157,9 @@ def evaluate_subsets(
     With ``shared_encoder`` (the default) a method whose ``shares_encoder`` is True is encoded once
     per batch (every modality) and only decoded per subset (``predict_features``); a scenario case
     encodes just its corrupted modality and reuses the others' clean features. The first batch is
-    checked against the naive path on one tile, with every modality and with the first alone
-    (:func:`check_shared_encoder`). ``shared_encoder=False``,
-    or a method that cannot share, runs ``predict`` once per subset and case: the naive path.
+    checked against the naive path on one tile, with every modality and with the first subset
+    (:func:`check_shared_encoder`). ``shared_encoder=False``, or a method that cannot share, runs
+    ``predict`` once per subset and case: the naive path.
     ``subsets``: the subsets to score (default every non-empty one, :func:`enumerate_subsets`).
     """
     method_name = getattr(method, "method_name", type(method).__name__)
@@ -208,7 +208,7 @@ def evaluate_subsets(
         every = subset_mask(modalities, modalities, batch).to(device)
         masks = [subset_mask(subset, modalities, batch).to(device) for subset in subsets]
         if shares:
-            if offset == 0:  # the shared path against predict() on one tile: every modality, then the first alone
+            if offset == 0:  # the shared path against predict() on one tile: every modality, the first subset
                 head = {m: x[:1] for m, x in inputs.items()}
                 check_shared_encoder(method_name, method, head, every[:1], [every[:1], masks[0][:1]])
             features = method.encode(inputs, every)

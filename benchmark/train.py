@@ -173,7 +173,7 @@ def to_channels_last(method: nn.Module) -> None:
     tensors of other ranks, e.g. a ``Conv3d``'s 5-D weight, stay as they are)."""
     for tensor in (*method.parameters(), *method.buffers()):
         if tensor.dim() == 4:
-            tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
+            tensor.data = tensor.data.to(memory_format=torch.channels_last)  # restrides even 1x1 kernels
 
 
 def compile_parts(module: nn.Module) -> list[nn.Module]:
