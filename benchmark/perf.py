@@ -50,7 +50,7 @@ from benchmark.efficiency import device_name, inference_gflops, peak_memory_mb, 
 from benchmark.evaluate import evaluate_subsets
 from benchmark.methods import create_method, import_method_modules
 from benchmark.protocol import apply_availability, draw_available
-from benchmark.train import StepBatchSampler, load_torch, precision_context, train
+from benchmark.train import load_torch, precision_context, train, training_loader
 
 METHODS = ("muss", "m3l", "imlt", "magic", "sgma", "sgma-sgf", "sgma-mas")
 #: Constructor arguments of the timed training runs: M3L is timed in its mean-teacher phase (teacher
@@ -130,12 +130,7 @@ def train_step_flops(method: torch.nn.Module, dataset: PreparedDataset, batch_si
 
 def loader_images_per_s(dataset: PreparedDataset, config: TrainConfig, device: torch.device, steps: int) -> float:
     """Images per second of the training DataLoader alone (the trainer's sampler, workers and pinned memory)."""
-    loader = DataLoader(
-        dataset,
-        batch_sampler=StepBatchSampler(len(dataset), config.batch_size, 0, 0, steps),
-        num_workers=config.num_workers,
-        pin_memory=device.type == "cuda",
-    )
+    loader = training_loader(dataset, config, 0, device, 0, steps)
     tick, images = time.perf_counter(), 0
     for inputs, target in loader:
         images += target.shape[0]

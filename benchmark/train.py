@@ -237,6 +237,30 @@ class StepBatchSampler(Sampler[list[int]]):
             yield (batch if self.rows is None else batch[self.rows]).tolist()
 
 
+def training_loader(
+    dataset: PreparedDataset,
+    config: TrainConfig,
+    seed: int,
+    device: torch.device,
+    start: int,
+    total: int,
+    rows: slice | None = None,
+) -> DataLoader:
+    """The trainer's DataLoader: the batches of steps ``start .. total-1`` (:class:`StepBatchSampler`,
+    this process's ``rows`` of each under DDP), ``train.num_workers`` workers, pinned memory on CUDA."""
+    return DataLoader(
+        dataset,
+        batch_sampler=StepBatchSampler(len(dataset), config.batch_size, seed, start, total, rows),
+        num_workers=config.num_workers,
+        worker_init_fn=seed_worker,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+        # Its own generator: creating the loader's iterator must not draw from the global RNG,
+        # which methods use during training (SGMA's MAS draws) and checkpoints restore exactly.
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
 def poly_schedule(step: int, *, steps: int, warmup_steps: int, power: float) -> float:
     """LR multiplier: linear warm-up from 1e-6 to 1, then ``(1 - progress) ** power``."""
     if step < warmup_steps:
@@ -312,6 +336,33 @@ def read_log(path: Path, before: int) -> list[str]:
     return kept
 
 
+@contextlib.contextmanager
+def process_group(ranks: Ranks, device: torch.device) -> Iterator[torch.device]:
+    """The device this process trains on, inside the torchrun process group when ``ranks`` is
+    distributed: joined (NCCL on CUDA, using ``cuda:LOCAL_RANK``; gloo otherwise) on entry and left
+    on exit, also on an error; a caller's own group is used and left to the caller. One process:
+    ``device`` as it is, no group."""
+    if not ranks.distributed:
+        yield device
+        return
+    if device.type == "cuda":
+        if ranks.local_rank >= torch.cuda.device_count():
+            raise ValueError(
+                f"environment variable LOCAL_RANK={ranks.local_rank}: this process sees only "
+                f"{torch.cuda.device_count()} CUDA device(s); launch at most that many processes per node"
+            )
+        device = torch.device("cuda", ranks.local_rank)
+        torch.cuda.set_device(device)  # NCCL and all_gather_object use the current device
+    owns_group = not dist.is_initialized()  # a caller's own process group is left to the caller
+    if owns_group:
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    try:
+        yield device
+    finally:
+        if owns_group:
+            dist.destroy_process_group()
+
+
 def train(
     data_root: Path,
     method_name: str,
@@ -335,247 +386,207 @@ def train(
     """
     ranks = launch_ranks()
     check_global_batch(config.batch_size, ranks)  # before any compute
-    device = resolve_device(config.device)
-    if not ranks.distributed:
-        return _train(data_root, method_name, method_params, config, seed, out_dir, log_path, progress, device, ranks)
-    if device.type == "cuda":
-        if ranks.local_rank >= torch.cuda.device_count():
-            raise ValueError(
-                f"environment variable LOCAL_RANK={ranks.local_rank}: this process sees only "
-                f"{torch.cuda.device_count()} CUDA device(s); launch at most that many processes per node"
-            )
-        device = torch.device("cuda", ranks.local_rank)
-        torch.cuda.set_device(device)  # NCCL and all_gather_object use the current device
-    owns_group = not dist.is_initialized()  # a caller's own process group is left to the caller
-    if owns_group:
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    try:
-        return _train(data_root, method_name, method_params, config, seed, out_dir, log_path, progress, device, ranks)
-    finally:
-        if owns_group:
-            dist.destroy_process_group()
-
-
-def _train(
-    data_root: Path,
-    method_name: str,
-    method_params: Mapping[str, Any],
-    config: TrainConfig,
-    seed: int,
-    out_dir: Path,
-    log_path: Path | None,
-    progress: bool,
-    device: torch.device,
-    ranks: Ranks,
-) -> Path:
-    """:func:`train` in one process of ``ranks`` on ``device``."""
-    dataset = PreparedDataset(data_root, "train")
-    init_kwargs = {
-        "modalities": dataset.modalities,
-        "num_classes": len(dataset.classes),
-        "backbone": config.backbone,
-        "pretrained": config.pretrained,
-        "decoder_dim": config.decoder_dim,
-        "ignore_index": dataset.ignore_index,
-        **dict(method_params),
-    }
-    train_key = {k: v for k, v in vars(config).items() if k not in FINGERPRINT_DEFAULTS or v != FINGERPRINT_DEFAULTS[k]}
-    run_id = fingerprint(
-        {"method": method_name, "init": init_kwargs, "train": train_key, "seed": seed, "data": dataset.meta}
-    )
-    seed_everything(seed)
-    method = create_method(method_name, **init_kwargs).to(device)
-    if ranks.rank > 0:  # same initial weights; the method's own draws (SGMA's MAS, M3L's masks) must differ
-        seed_everything(rank_seed(seed, ranks.rank))
-    if config.channels_last:
-        to_channels_last(method)
-    if config.compile:
-        compile_parts(method)
-    trainable = [p for p in method.parameters() if p.requires_grad]  # an EMA teacher is not optimised
-    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: poly_schedule(s, steps=config.steps, warmup_steps=config.warmup_steps, power=config.poly_power),
-    )
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint_path = out_dir / CHECKPOINT_FILE
-    log_path = Path(log_path) if log_path is not None else out_dir / LOG_FILE
-    for path in (checkpoint_path, out_dir / MODEL_FILE, log_path):  # what a killed run may have left
-        if ranks.main:
-            remove_stale_temps(path)
-    start, train_seconds, peak_mb, step_seconds = 0, 0.0, 0.0, []
-    if checkpoint_path.exists():
-        state = load_torch(checkpoint_path, device)
-        if state.get("fingerprint") == run_id:
-            method.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            saved_world = state.get("world_size", 1)
-            if ranks.main or saved_world == ranks.world_size:  # each process's own random state
-                rng = state if ranks.main else state["rank_rng"][ranks.rank]
-                torch.set_rng_state(rng["torch_rng"].cpu())
-                if rng.get("cuda_rng"):
-                    torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda_rng"]])
-            else:  # no saved state for this rank: a fresh seed, as at the start
-                seed_everything(rank_seed(seed, ranks.rank, state["step"]))
-            start, train_seconds = state["step"], state["train_seconds"]
-            peak_mb = state.get("peak_memory_mb", 0.0)  # the peak of the processes before this one
-            step_seconds = list(state.get("step_seconds", []))
-            if ranks.main:
-                print(f"resuming {method_name} seed {seed} from step {start}", file=sys.stderr)
-                if saved_world != ranks.world_size:
-                    print(
-                        f"note: {checkpoint_path} was written by {saved_world} process(es), resumed by "
-                        f"{ranks.world_size}: processes 1..{ranks.world_size - 1} reseed their random draws, "
-                        "so the result is not bit-identical to an uninterrupted run",
-                        file=sys.stderr,
-                    )
-    if ranks.distributed:  # every process must resume from the same step (one checkpoint file for all)
-        starts = gather(start, ranks)
-        if len(set(starts)) > 1:
-            raise RuntimeError(
-                f"{checkpoint_path}: the processes would resume from different steps {starts} (by rank); "
-                "every process must read the same checkpoint: put the output folder on a file system all nodes share"
-            )
-    if ranks.main:
-        log_lines = read_log(log_path, start) if start else []
-        atomic_write_text(log_path, "".join(line + "\n" for line in log_lines))
-    step_fn: nn.Module = TrainingStep(method)  # looks training_step up when called: after the contract check
-    if ranks.distributed:
-        # DDP averages the gradients over the processes: with equal shards and per-sample-mean losses,
-        # the global batch's gradient. find_unused_parameters: some steps leave parameters out (the
-        # stem of a modality no sample of a shard has, a method's branch that runs on some steps only).
-        step_fn = DistributedDataParallel(
-            step_fn,
-            device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=True,
+    with process_group(ranks, resolve_device(config.device)) as device:
+        dataset = PreparedDataset(data_root, "train")
+        init_kwargs = {
+            "modalities": dataset.modalities,
+            "num_classes": len(dataset.classes),
+            "backbone": config.backbone,
+            "pretrained": config.pretrained,
+            "decoder_dim": config.decoder_dim,
+            "ignore_index": dataset.ignore_index,
+            **dict(method_params),
+        }
+        train_key = {
+            k: v for k, v in vars(config).items() if k not in FINGERPRINT_DEFAULTS or v != FINGERPRINT_DEFAULTS[k]
+        }
+        run_id = fingerprint(
+            {"method": method_name, "init": init_kwargs, "train": train_key, "seed": seed, "data": dataset.meta}
         )
-    rows = ranks.rows(config.batch_size) if ranks.distributed else None
+        seed_everything(seed)
+        method = create_method(method_name, **init_kwargs).to(device)
+        if ranks.rank > 0:  # same initial weights; the method's own draws (SGMA's MAS, M3L's masks) must differ
+            seed_everything(rank_seed(seed, ranks.rank))
+        if config.channels_last:
+            to_channels_last(method)
+        if config.compile:
+            compile_parts(method)
+        trainable = [p for p in method.parameters() if p.requires_grad]  # an EMA teacher is not optimised
+        optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            lambda s: poly_schedule(s, steps=config.steps, warmup_steps=config.warmup_steps, power=config.poly_power),
+        )
 
-    loader = DataLoader(
-        dataset,
-        batch_sampler=StepBatchSampler(len(dataset), config.batch_size, seed, start, config.steps, rows),
-        num_workers=config.num_workers,
-        worker_init_fn=seed_worker,
-        pin_memory=device.type == "cuda",
-        persistent_workers=False,
-        # Its own generator: creating the loader's iterator must not draw from the global RNG,
-        # which methods use during training (SGMA's MAS draws) and checkpoints restore exactly.
-        generator=torch.Generator().manual_seed(seed),
-    )
-    modalities = list(dataset.modalities)
-    method.train()
-    bar = tqdm(
-        total=config.steps,
-        initial=start,
-        desc=f"train {method_name} s{seed}",
-        disable=not (progress and ranks.main),
-        mininterval=1.0,
-    )
-    step = start
-    # line-buffered: `tail -f` shows each step; only process 0 writes the log
-    with log_path.open("a", encoding="utf-8", buffering=1) if ranks.main else open(os.devnull, "w") as log:
-        for inputs, target in loader:
-            tick = time.perf_counter()
-            generator = step_generator(seed, step)
-            inputs = {m: x.to(device, non_blocking=True) for m, x in inputs.items()}
-            target = target.to(device, non_blocking=True)
-            if config.augment:
-                inputs, target = random_flips(inputs, target, generator, batch_size=config.batch_size, rows=rows)
-            # drawn for the global batch, so each process's rows get the masks of a 1-process run
-            available = draw_available(config.batch_size, len(modalities), generator, config.drop_prob)
-            available = (available if rows is None else available[rows]).to(device)
-            inputs = apply_availability(inputs, available, modalities)
-            if config.channels_last:
-                inputs = {
-                    m: x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x for m, x in inputs.items()
-                }
-            if step == start:  # the check must leave no trace: random state and buffers as they were
-                cuda_devices = [device] if device.type == "cuda" else []
-                buffers = {name: b.clone() for name, b in method.named_buffers()}  # e.g. BatchNorm statistics
-                with torch.no_grad(), torch.random.fork_rng(devices=cuda_devices):
-                    check_contract(method_name, method, inputs, target, available, len(dataset.classes), step)
-                    for name, b in method.named_buffers():
-                        b.copy_(buffers[name])
-            with precision_context(config.precision, device):
-                result = step_fn(inputs, target, available)
-            total, parts = check_step_result(method_name, result, step), result[1]
-            lr = optimizer.param_groups[0]["lr"]  # the rate this step uses
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            optimizer.step()
-            scheduler.step()
-            method.after_optimizer_step()
-            synchronize(device)  # on CUDA the step is queued work until here
-            seconds = time.perf_counter() - tick
-            train_seconds += seconds
-            step_seconds.append(seconds)
-            step += 1
-            loss = float(total.detach())
-            if ranks.distributed:
-                loss, parts = mean_over_ranks(loss, parts, ranks)
-            record = {
-                "step": step - 1,
-                "loss": loss,
-                **parts,
-                "lr": lr,
-                # model throughput of the global batch, data loading excluded
-                "images_per_s": target.shape[0] * ranks.world_size / seconds,
-            }
-            log.write(json.dumps(record) + "\n")
-            bar.set_postfix(loss=f"{record['loss']:.3f}", img_s=f"{record['images_per_s']:.0f}", refresh=False)
-            bar.update(1)
-            if step % config.checkpoint_every == 0 or step == config.steps:
-                peak = max(gather(max(peak_mb, peak_memory_mb(device)), ranks))  # over the processes
-                cuda_rng = torch.cuda.get_rng_state_all() if device.type == "cuda" else []
-                rank_rng = gather({"torch_rng": torch.get_rng_state(), "cuda_rng": cuda_rng}, ranks)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint_path = out_dir / CHECKPOINT_FILE
+        log_path = Path(log_path) if log_path is not None else out_dir / LOG_FILE
+        if ranks.main:  # what a killed run may have left
+            for path in (checkpoint_path, out_dir / MODEL_FILE, log_path):
+                remove_stale_temps(path)
+        start, train_seconds, peak_mb, step_seconds = 0, 0.0, 0.0, []
+        if checkpoint_path.exists():
+            state = load_torch(checkpoint_path, device)
+            if state.get("fingerprint") == run_id:
+                method.load_state_dict(state["model"])
+                optimizer.load_state_dict(state["optimizer"])
+                scheduler.load_state_dict(state["scheduler"])
+                saved_world = state.get("world_size", 1)
+                if ranks.main or saved_world == ranks.world_size:  # each process's own random state
+                    rng = state if ranks.main else state["rank_rng"][ranks.rank]
+                    torch.set_rng_state(rng["torch_rng"].cpu())
+                    if rng.get("cuda_rng"):
+                        torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda_rng"]])
+                else:  # no saved state for this rank: a fresh seed, as at the start
+                    seed_everything(rank_seed(seed, ranks.rank, state["step"]))
+                start, train_seconds = state["step"], state["train_seconds"]
+                peak_mb = state.get("peak_memory_mb", 0.0)  # the peak of the processes before this one
+                step_seconds = list(state.get("step_seconds", []))
                 if ranks.main:
-                    log.flush()
-                    state = {
-                        "fingerprint": run_id,
-                        "step": step,
-                        "train_seconds": train_seconds,
-                        "peak_memory_mb": peak,
-                        "step_seconds": step_seconds,
-                        "model": method.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "torch_rng": torch.get_rng_state(),
-                        "cuda_rng": cuda_rng,
+                    print(f"resuming {method_name} seed {seed} from step {start}", file=sys.stderr)
+                    if saved_world != ranks.world_size:
+                        print(
+                            f"note: {checkpoint_path} was written by {saved_world} process(es), resumed by "
+                            f"{ranks.world_size}: processes 1..{ranks.world_size - 1} reseed their random draws, "
+                            "so the result is not bit-identical to an uninterrupted run",
+                            file=sys.stderr,
+                        )
+        if ranks.distributed:  # every process must resume from the same step (one checkpoint file for all)
+            starts = gather(start, ranks)
+            if len(set(starts)) > 1:
+                raise RuntimeError(
+                    f"{checkpoint_path}: the processes would resume from different steps {starts} (by rank); every "
+                    "process must read the same checkpoint: put the output folder on a file system all nodes share"
+                )
+        if ranks.main:
+            log_lines = read_log(log_path, start) if start else []
+            atomic_write_text(log_path, "".join(line + "\n" for line in log_lines))
+        step_fn: nn.Module = TrainingStep(method)  # looks training_step up when called: after the contract check
+        if ranks.distributed:
+            # DDP averages the gradients over the processes: with equal shards and per-sample-mean losses,
+            # the global batch's gradient. find_unused_parameters: some steps leave parameters out (the
+            # stem of a modality no sample of a shard has, a method's branch that runs on some steps only).
+            step_fn = DistributedDataParallel(
+                step_fn,
+                device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=True,
+            )
+        rows = ranks.rows(config.batch_size) if ranks.distributed else None
+
+        loader = training_loader(dataset, config, seed, device, start, config.steps, rows)
+        modalities = list(dataset.modalities)
+        method.train()
+        bar = tqdm(
+            total=config.steps,
+            initial=start,
+            desc=f"train {method_name} s{seed}",
+            disable=not (progress and ranks.main),
+            mininterval=1.0,
+        )
+        step = start
+        # line-buffered: `tail -f` shows each step; only process 0 writes the log
+        with log_path.open("a", encoding="utf-8", buffering=1) if ranks.main else open(os.devnull, "w") as log:
+            for inputs, target in loader:
+                tick = time.perf_counter()
+                generator = step_generator(seed, step)
+                inputs = {m: x.to(device, non_blocking=True) for m, x in inputs.items()}
+                target = target.to(device, non_blocking=True)
+                if config.augment:
+                    inputs, target = random_flips(inputs, target, generator, batch_size=config.batch_size, rows=rows)
+                # drawn for the global batch, so each process's rows get the masks of a 1-process run
+                available = draw_available(config.batch_size, len(modalities), generator, config.drop_prob)
+                available = (available if rows is None else available[rows]).to(device)
+                inputs = apply_availability(inputs, available, modalities)
+                if config.channels_last:
+                    inputs = {
+                        m: x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+                        for m, x in inputs.items()
                     }
-                    if ranks.distributed:  # every process's random state, restored by a resume with as many
-                        state.update(world_size=ranks.world_size, rank_rng=rank_rng)
-                    _save_torch(checkpoint_path, state)
+                if step == start:  # the check must leave no trace: random state and buffers as they were
+                    cuda_devices = [device] if device.type == "cuda" else []
+                    buffers = {name: b.clone() for name, b in method.named_buffers()}  # e.g. BatchNorm statistics
+                    with torch.no_grad(), torch.random.fork_rng(devices=cuda_devices):
+                        check_contract(method_name, method, inputs, target, available, len(dataset.classes), step)
+                        for name, b in method.named_buffers():
+                            b.copy_(buffers[name])
+                with precision_context(config.precision, device):
+                    result = step_fn(inputs, target, available)
+                total, parts = check_step_result(method_name, result, step), result[1]
+                lr = optimizer.param_groups[0]["lr"]  # the rate this step uses
+                optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                optimizer.step()
+                scheduler.step()
+                method.after_optimizer_step()
+                synchronize(device)  # on CUDA the step is queued work until here
+                seconds = time.perf_counter() - tick
+                train_seconds += seconds
+                step_seconds.append(seconds)
+                step += 1
+                loss = float(total.detach())
                 if ranks.distributed:
-                    dist.barrier()
-    bar.close()
-    model_path = out_dir / MODEL_FILE
-    peak = max(gather(max(peak_mb, peak_memory_mb(device)), ranks))
-    if not ranks.main:
-        dist.barrier()  # returns once process 0 has written model.pt
+                    loss, parts = mean_over_ranks(loss, parts, ranks)
+                record = {
+                    "step": step - 1,
+                    "loss": loss,
+                    **parts,
+                    "lr": lr,
+                    # model throughput of the global batch, data loading excluded
+                    "images_per_s": target.shape[0] * ranks.world_size / seconds,
+                }
+                log.write(json.dumps(record) + "\n")
+                bar.set_postfix(loss=f"{record['loss']:.3f}", img_s=f"{record['images_per_s']:.0f}", refresh=False)
+                bar.update(1)
+                if step % config.checkpoint_every == 0 or step == config.steps:
+                    peak = max(gather(max(peak_mb, peak_memory_mb(device)), ranks))  # over the processes
+                    cuda_rng = torch.cuda.get_rng_state_all() if device.type == "cuda" else []
+                    rank_rng = gather({"torch_rng": torch.get_rng_state(), "cuda_rng": cuda_rng}, ranks)
+                    if ranks.main:
+                        log.flush()
+                        state = {
+                            "fingerprint": run_id,
+                            "step": step,
+                            "train_seconds": train_seconds,
+                            "peak_memory_mb": peak,
+                            "step_seconds": step_seconds,
+                            "model": method.state_dict(),
+                            "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(),
+                            "torch_rng": torch.get_rng_state(),
+                            "cuda_rng": cuda_rng,
+                        }
+                        if ranks.distributed:  # every process's random state, restored by a resume with as many
+                            state.update(world_size=ranks.world_size, rank_rng=rank_rng)
+                        _save_torch(checkpoint_path, state)
+                    if ranks.distributed:
+                        dist.barrier()
+        bar.close()
+        model_path = out_dir / MODEL_FILE
+        peak = max(gather(max(peak_mb, peak_memory_mb(device)), ranks))
+        if not ranks.main:
+            dist.barrier()  # returns once process 0 has written model.pt
+            return model_path
+        record = {
+            "method": method_name,
+            "init": init_kwargs,
+            "state_dict": method.state_dict(),
+            "fingerprint": run_id,
+            "seed": seed,
+            "dataset": dataset.meta["dataset"],
+            "steps": config.steps,
+            "batch_size": config.batch_size,
+            "train_seconds": train_seconds,
+            # the median step: robust to the first steps' warm-up and to other processes' hiccups
+            "median_step_seconds": statistics.median(step_seconds) if step_seconds else None,
+            "peak_memory_mb": peak,
+            "device": device_name(device),
+        }
+        if ranks.distributed:
+            record["world_size"] = ranks.world_size
+        _save_torch(model_path, record)
+        if ranks.distributed:
+            dist.barrier()
         return model_path
-    record = {
-        "method": method_name,
-        "init": init_kwargs,
-        "state_dict": method.state_dict(),
-        "fingerprint": run_id,
-        "seed": seed,
-        "dataset": dataset.meta["dataset"],
-        "steps": config.steps,
-        "batch_size": config.batch_size,
-        "train_seconds": train_seconds,
-        # the median step: robust to the first steps' warm-up and to other processes' hiccups
-        "median_step_seconds": statistics.median(step_seconds) if step_seconds else None,
-        "peak_memory_mb": peak,
-        "device": device_name(device),
-    }
-    if ranks.distributed:
-        record["world_size"] = ranks.world_size
-    _save_torch(model_path, record)
-    if ranks.distributed:
-        dist.barrier()
-    return model_path
 
 
 def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
