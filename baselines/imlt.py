@@ -51,9 +51,15 @@ Simplified for the shared setting:
 - One block per scale (the paper stacks several Transformer layers).
 - The contrastive and reconstruction objectives are pre-training losses in the paper (on ViT
   patch tokens, reconstruction in pixel/patch space); here they are auxiliary losses trained
-  jointly with the CE, under the same training budget and the same random modality dropout as
-  every method, and they act on encoder features (reconstruction predicts the hidden modality's
-  normalised encoder feature, not its pixels).
+  jointly with the CE, under the same training budget as every method, and they act on encoder
+  features (reconstruction predicts the hidden modality's normalised encoder feature, not its pixels).
+
+What it sees under each training protocol (docs/protocol.md): the protocol hands it ``available``;
+the encoder, the contrastive loss and the reconstruction (its own hidden modality) use all of it,
+and the supervised fusion pass runs on a random non-empty combination of it that IMLT draws itself
+per sample (:func:`benchmark.protocol.random_combination`, uniform over the non-empty subsets;
+``random_combinations: false`` turns this off). Under ``complete`` that combination is the only
+source of missing modalities in the CE; under ``uniform`` it thins an already random subset.
 """
 
 from __future__ import annotations
@@ -66,6 +72,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.methods import SegmentationMethod, check_param, input_size, register_method
+from benchmark.protocol import random_combination
 
 
 def num_heads(channels: int, head_dim: int) -> int:
@@ -192,6 +199,9 @@ class IMLT(SegmentationMethod):
         proj_dim: width of the contrastive projector and its embeddings (default 64).
         temperature: InfoNCE temperature (default 0.1).
         max_tokens: at most this many locations per modality pair in the InfoNCE (default 256).
+        random_combinations: train the fusion pass (the CE) on a random combination of each
+            sample's available modalities, drawn by the method itself (default True, the paper's
+            "trained on random modality combinations"); False: on what the protocol hands it.
     """
 
     family = "contrastive"
@@ -209,6 +219,7 @@ class IMLT(SegmentationMethod):
         proj_dim: int = 64,
         temperature: float = 0.1,
         max_tokens: int = 256,
+        random_combinations: bool = True,
         **common,
     ) -> None:
         check_param("num_fusion_tokens", num_fusion_tokens, num_fusion_tokens >= 1, ">= 1")
@@ -225,6 +236,7 @@ class IMLT(SegmentationMethod):
         self.contrastive_scale = int(contrastive_scale)
         self.temperature = float(temperature)
         self.max_tokens = int(max_tokens)
+        self.random_combinations = bool(random_combinations)
         m = len(self.modalities)
         self.fusion = nn.ModuleList(
             ModalityFusionBlock(c, m, num_fusion_tokens, head_dim) for c in self.encoder.channels
@@ -282,7 +294,8 @@ class IMLT(SegmentationMethod):
         self, inputs: Mapping[str, torch.Tensor], target: torch.Tensor, available: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, float]]:
         features = self.encode(inputs, available)
-        ce = self.cross_entropy(self.decode(features, available, input_size(inputs))["logits"], target)
+        fused = random_combination(available) if self.random_combinations else available
+        ce = self.cross_entropy(self.decode(features, fused, input_size(inputs))["logits"], target)
         contrastive = self.contrastive_loss(features[self.contrastive_scale], available)
         hidden, takes_part = choose_hidden(available)
         reconstruction = self.reconstruction_loss(features, available, hidden, takes_part)

@@ -67,7 +67,13 @@ Simplified for the shared setting
 - Evaluation: the paper's code evaluates both student and teacher; we evaluate the student
   (our choice: it is the model trained for masked inputs, and the teacher is a training device),
   so the teacher is a ``training_only_modules`` entry and is left out of the parameter count.
-- Same training budget, optimiser, schedule and random modality dropout as every method.
+- Same training budget, optimiser and schedule as every method.
+
+What it sees under each training protocol (docs/protocol.md): the protocol hands it ``available``;
+the teacher predicts on all of it and the student draws its own masked modality among it (seeded
+by the trainer through torch's global generator). Under ``complete`` the student's mask is the only
+source of missing modalities (one at a time, as in the paper); under ``uniform`` it masks one more
+of an already random subset.
 """
 
 from __future__ import annotations

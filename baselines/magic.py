@@ -42,8 +42,10 @@ Simplified for the shared setting
   it is detached (the selection is a discrete choice).
 - Losses: the exact weighting and the form of the consistency term (KL from the detached aggregated
   prediction to the robust one) are our choice; all branches share the decoder.
-- Training: same budget, optimiser and random modality dropout as every method; ASM ranks only the
-  modalities that the dropout left available.
+- Training: same budget and optimiser as every method; ASM ranks only the modalities the
+  training protocol left available. Under ``complete`` (docs/protocol.md) every sample has all of
+  them and the robust and fragile sets are MAGIC's only exposure to incomplete inputs; under
+  ``uniform`` they split an already random subset.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ PARAMS_FILE = Path("params.yaml")
 DATA_DIR = Path("data")
 MODELS_DIR = Path("models")
 RESULTS_DIR = Path("results")
+CONFIGS_DIR = Path("configs")  # configs/<run>.json: each run's training configuration (benchmark.configure)
 
 C = TypeVar("C")
 
@@ -79,16 +80,16 @@ def prepared_dir(dataset: str, data_dir: Path = DATA_DIR) -> Path:
     return data_dir / "prepared" / dataset
 
 
-def run_dir(base: Path, dataset: str, method: str, seed: int) -> Path:
-    """``<base>/<dataset>/<method>/seed<k>``: where one (dataset, method, seed) run lives."""
-    return base / dataset / method / f"seed{seed}"
+def run_dir(base: Path, dataset: str, run: str, seed: int) -> Path:
+    """``<base>/<dataset>/<run>/seed<k>``: where one (dataset, run = <method>-<protocol>, seed) lives."""
+    return base / dataset / run / f"seed{seed}"
 
 
 def run_parser(description: str) -> argparse.ArgumentParser:
     """Command-line parser with the arguments every per-run stage takes (train, evaluate)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--dataset", required=True)
-    parser.add_argument("--method", required=True)
+    parser.add_argument("--run", required=True, help="<method>-<protocol>, as listed under runs in params.yaml")
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--params", type=Path, default=PARAMS_FILE)
     parser.add_argument("--data-dir", type=Path, default=None, help="prepared data (default data/prepared/<dataset>)")
@@ -258,6 +259,9 @@ def _check_device(where: str, value: str) -> None:
     )
 
 
+#: evaluate.convention for a missing modality (docs/protocol.md): "mask": zeroed and masked out;
+#: "zero": zeroed while the mask says every modality is present (a deployed model not told of the failure).
+EVAL_CONVENTIONS = ("mask", "zero")
 PRECISIONS = ("fp32", "bf16")  # train.precision: full float32, or bfloat16 autocast around the training step
 
 
@@ -274,7 +278,6 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 30  # linear warm-up from lr * 1e-6
     poly_power: float = 0.9  # polynomial decay after warm-up
-    drop_prob: list[float] | None = None  # per-modality drop probability; None: uniform over subsets
     augment: bool = True  # random horizontal / vertical flips per sample
     checkpoint_every: int = 100  # steps between resumable checkpoints
     num_workers: int = 0  # DataLoader workers
@@ -300,12 +303,6 @@ class TrainConfig:
         for key in ("weight_decay", "poly_power"):
             value = getattr(self, key)
             _require(math.isfinite(value) and value >= 0, where, key, value, "a finite number >= 0")
-        if self.drop_prob is not None:
-            allowed = "null or a non-empty list of probabilities in [0, 1), one per modality"
-            _require(len(self.drop_prob) > 0, where, "drop_prob", self.drop_prob, allowed)
-            bad = [p for p in self.drop_prob if not 0 <= p < 1]
-            if bad:
-                raise FieldError(where, "drop_prob", self.drop_prob, allowed, f"holds {bad[0]!r}; allowed: {allowed}")
         _require(self.num_workers >= 0, where, "num_workers", self.num_workers, "an int >= 0")
         _check_device(where, self.device)
         _require(self.precision in PRECISIONS, where, "precision", self.precision, f"one of {list(PRECISIONS)}")
@@ -321,8 +318,16 @@ class EvalConfig:
     batch_size: int = 16
     device: str = "auto"
     sample_tiles: int = 3  # test tiles whose predictions are kept for the report's qualitative panel
+    convention: str = "mask"  # a missing modality: "mask" (zeroed and masked out) or "zero" (zeroed, not masked)
 
     def __post_init__(self) -> None:
+        _require(
+            self.convention in EVAL_CONVENTIONS,
+            "evaluate",
+            "convention",
+            self.convention,
+            f"one of {list(EVAL_CONVENTIONS)} (docs/protocol.md)",
+        )
         _require(self.batch_size >= 1, "evaluate", "batch_size", self.batch_size, "an int >= 1")
         _require(self.sample_tiles >= 0, "evaluate", "sample_tiles", self.sample_tiles, "an int >= 0")
         _check_device("evaluate", self.device)
@@ -332,7 +337,7 @@ class EvalConfig:
 class ReportConfig:
     """Report settings (params.yaml ``report``)."""
 
-    reference: str = "sgma"  # every method is compared with this one
+    reference: str = "sgma-complete"  # the run every run is compared with
     failure_probs: list[float] = dataclasses.field(default_factory=lambda: [0.05, 0.1, 0.2])  # p of E_p[mIoU]
     bootstrap_samples: int = 1000  # replicates of the paired bootstrap
     confidence: float = 0.95  # of the bootstrap interval

@@ -1,11 +1,12 @@
 """Evaluate a trained method on every non-empty modality subset of a data set's test split.
 
-``python -m benchmark.evaluate --dataset synthetic --method muss --seed 0`` reads
-``models/<dataset>/<method>/seed<k>/model.pt`` and writes, in ``results/<dataset>/<method>/seed<k>/``:
+``python -m benchmark.evaluate --dataset synthetic --run muss-complete --seed 0`` reads
+``models/<dataset>/<run>/seed<k>/model.pt`` and writes, in ``results/<dataset>/<run>/seed<k>/``:
 
 - ``metrics.json`` (the DVC metrics)::
 
-    {"dataset", "method", "seed", "family", "modalities": [...], "classes": [...],
+    {"dataset", "run", "method", "protocol": {"name", "kind", ...}, "convention", "seed", "family",
+     "modalities": [...], "classes": [...],
      "subsets": {"rgb": {"miou", "mf1", "accuracy", "iou": {class: value}, "f1": {...}}, ...},
      "summary": {"avg", "top1", "last1", "top1_subset", "last1_subset"},
      "efficiency": {"tile_shape", "params", "gflops", "train_steps", "train_batch_size", "train_seconds",
@@ -26,6 +27,9 @@
   ``robustness_<stride>`` float16[S, n, M, h, w].
 
 All scores are percent, from one confusion matrix per subset accumulated over the whole split.
+``protocol`` is the training protocol of the run (:class:`benchmark.protocol.Protocol`) and
+``convention`` how a missing modality reached the model (params.yaml ``evaluate.convention``):
+``mask`` (zeroed and masked out) or ``zero`` (zeroed, every modality marked available).
 ``robustness`` appears only for methods whose ``predict`` (or ``predict_features``) output carries ``"robustness"``
 maps (SGMA): the mean over all test images and pixels of each modality's weight at each
 scale, per subset (exactly 0 for a missing modality). ``scenarios`` (params.yaml ``scenarios``,
@@ -56,6 +60,7 @@ from tqdm import tqdm
 from benchmark.config import (
     MODELS_DIR,
     RESULTS_DIR,
+    EVAL_CONVENTIONS,
     SCENARIO_KINDS,
     FieldError,
     ScenarioConfig,
@@ -72,7 +77,7 @@ from benchmark.methods.base import input_size, replace_modality
 from benchmark.methods.contract import check_logits, check_shared_encoder
 from benchmark.metrics import confusion_matrices, segmentation_scores, summarize
 from benchmark.models.backbones import STRIDES
-from benchmark.protocol import apply_availability, enumerate_subsets, subset_mask, subset_name
+from benchmark.protocol import apply_availability, enumerate_subsets, parse_run, subset_mask, subset_name
 from benchmark.scenarios import Corruption, corrupt, scenario_cases
 from benchmark.schema import load_config
 from benchmark.train import MODEL_FILE, load_model
@@ -148,6 +153,7 @@ def evaluate_subsets(
     sar_modalities: Mapping[str, str] | None = None,
     shared_encoder: bool = True,
     subsets: Sequence[Sequence[str]] | None = None,
+    convention: str = "mask",
 ) -> SubsetEvaluation:
     """Predict every test tile under every non-empty subset; keep the predictions (and robustness
     maps) of the tiles ``keep``. With ``scenarios``, each batch is also run with every modality
@@ -161,7 +167,12 @@ def evaluate_subsets(
     (:func:`check_shared_encoder`). ``shared_encoder=False``, or a method that cannot share, runs
     ``predict`` once per subset and case: the naive path.
     ``subsets``: the subsets to score (default every non-empty one, :func:`enumerate_subsets`).
+    ``convention``: ``"mask"`` (a missing modality is zeroed and masked out) or ``"zero"`` (zeroed,
+    and the method is told every modality is present: on the shared path the missing modalities
+    take the features of an all-zero input).
     """
+    if convention not in EVAL_CONVENTIONS:
+        raise ValueError(f"convention {convention!r}: must be one of {list(EVAL_CONVENTIONS)}")
     method_name = getattr(method, "method_name", type(method).__name__)
     shares = shared_encoder and bool(getattr(method, "shares_encoder", False))
     modalities = list(dataset.modalities)
@@ -212,11 +223,18 @@ def evaluate_subsets(
                 head = {m: x[:1] for m, x in inputs.items()}
                 check_shared_encoder(method_name, method, head, every[:1], [every[:1], masks[0][:1]])
             features = method.encode(inputs, every)
+            if convention == "zero":  # what a missing modality's all-zero input encodes to
+                blank = method.encode({m: torch.zeros_like(x) for m, x in inputs.items()}, every)
         for mask, name in zip(masks, names):
+            told = mask if convention == "mask" else every  # what the method is told is available
             if shares:
-                output = method.predict_features(features, mask, size)
+                shown = features
+                if convention == "zero":
+                    for index in (~mask[0]).nonzero().flatten().tolist():
+                        shown = replace_modality(shown, blank, index)
+                output = method.predict_features(shown, told, size)
             else:
-                output = method.predict(apply_availability(inputs, mask, modalities), mask)
+                output = method.predict(apply_availability(inputs, mask, modalities), told)
             matrices, pred = score(output, target)
             confusion[name].append(matrices)
             if kept:
@@ -338,15 +356,21 @@ def metrics_record(
     matrices: dict[str, torch.Tensor],
     dataset: PreparedDataset,
     *,
-    method: str,
+    run: str,
+    protocol: Mapping[str, Any],
+    convention: str,
     seed: int,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The metrics.json record from per-subset confusion matrices."""
+    """The metrics.json record from per-subset confusion matrices; ``protocol`` is the run's
+    :meth:`~benchmark.protocol.Protocol.record`."""
     subsets = {name: segmentation_scores(cm, dataset.classes) for name, cm in matrices.items()}
     return {
         "dataset": dataset.meta["dataset"],
-        "method": method,
+        "run": run,
+        "method": parse_run(run)[0],
+        "protocol": dict(protocol),
+        "convention": convention,
         "seed": seed,
         **(extra or {}),
         "modalities": list(dataset.modalities),
@@ -384,10 +408,16 @@ def main(argv: list[str] | None = None) -> int:
         )  # bad names fail before any work
     except FieldError as err:
         raise err.at(f"{args.params}: scenarios") from None
-    model_path = args.model or run_dir(MODELS_DIR, args.dataset, args.method, args.seed) / MODEL_FILE
+    method_name, protocol = params.run_parts(args.run)
+    model_path = args.model or run_dir(MODELS_DIR, args.dataset, args.run, args.seed) / MODEL_FILE
     method, record = load_model(model_path, device)
-    if record["method"] != args.method:
-        raise ValueError(f"{model_path}: holds method {record['method']!r}, not {args.method!r}")
+    if record["method"] != method_name:
+        raise ValueError(f"{model_path}: holds method {record['method']!r}, not {method_name!r} (run {args.run!r})")
+    if record.get("protocol") != protocol.record():
+        raise ValueError(
+            f"{model_path}: trained under protocol {record.get('protocol')}, run {args.run!r} is "
+            f"{protocol.record()} (rerun the train stage)"
+        )
     if dict(record["init"]["modalities"]) != dataset.modalities:
         raise ValueError(
             f"{model_path}: trained on modalities {record['init']['modalities']}, data has {dataset.modalities}"
@@ -408,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         scenarios=scenarios,
         sar_modalities=sar_modalities,
         shared_encoder=not args.naive,
+        convention=config.convention,
     )
     seconds, step = float(record["train_seconds"]), record.get("median_step_seconds")
     efficiency = {
@@ -430,7 +461,15 @@ def main(argv: list[str] | None = None) -> int:
     extra: dict[str, Any] = {"family": getattr(method, "family", "reference"), "efficiency": efficiency}
     if evaluation.robustness:
         extra["robustness"] = robustness_record(evaluation.robustness, list(dataset.modalities))
-    metrics = metrics_record(evaluation.matrices, dataset, method=args.method, seed=args.seed, extra=extra)
+    metrics = metrics_record(
+        evaluation.matrices,
+        dataset,
+        run=args.run,
+        protocol=protocol.record(),
+        convention=config.convention,
+        seed=args.seed,
+        extra=extra,
+    )
     block = scenarios_record(
         evaluation.scenarios,
         dataset.classes,
@@ -440,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if block is not None:
         metrics["scenarios"] = block
-    out = args.out or run_dir(RESULTS_DIR, args.dataset, args.method, args.seed) / METRICS_FILE
+    out = args.out or run_dir(RESULTS_DIR, args.dataset, args.run, args.seed) / METRICS_FILE
     # the arrays first, metrics.json (what DVC and the report look for) last
     for path in (out.parent / IMAGE_SCORES_FILE, out.parent / PREDICTIONS_FILE, out):  # a killed run's leftovers
         remove_stale_temps(path)
@@ -449,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_json(out, metrics)
     summary = metrics["summary"]
     print(
-        f"{args.dataset} {args.method} seed{args.seed}: avg {summary['avg']:.2f}  top1 {summary['top1']:.2f}  "
+        f"{args.dataset} {args.run} seed{args.seed}: avg {summary['avg']:.2f}  top1 {summary['top1']:.2f}  "
         f"last1 {summary['last1']:.2f} mIoU -> {out}"
     )
     return 0

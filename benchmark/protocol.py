@@ -8,18 +8,29 @@ data set's modality order). A missing modality is handled in two ways at once:
    sees no information from it, and
 2. the mask is passed to the method, which must use it (never rely on the zeros alone).
 
-Training draws one non-empty subset per sample (:func:`draw_available`); evaluation walks all
-``2^M - 1`` non-empty subsets in the fixed order of :func:`enumerate_subsets`.
+Training draws one non-empty subset per sample under a named :class:`Protocol` (``complete``,
+``uniform``, ``bernoulli``, ``size_uniform``, ``drop_one``, ``staged``; docs/protocol.md); a run is
+a method trained under one protocol, named ``<method>-<protocol>`` (:func:`run_name`). Evaluation
+walks all ``2^M - 1`` non-empty subsets in the fixed order of :func:`enumerate_subsets`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import re
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
 SUBSET_SEPARATOR = "+"
+RUN_SEPARATOR = "-"  # <method>-<protocol>: DVC stage names allow letters, digits, "_" and "-" only
+PROTOCOL_NAME = re.compile(r"[a-z][a-z0-9_]*")  # no "-": a run name splits at its last "-"
+
+#: Every kind of training protocol; the first four need no parameters and are usable by name.
+PROTOCOL_KINDS = ("complete", "uniform", "bernoulli", "size_uniform", "drop_one", "staged")
+BUILTIN_PROTOCOLS = ("complete", "uniform", "size_uniform", "drop_one")
 
 
 def enumerate_subsets(modalities: Sequence[str]) -> list[tuple[str, ...]]:
@@ -102,3 +113,125 @@ def apply_availability(
         keep = available[:, m].to(x.device).view(-1, *([1] * (x.dim() - 1)))
         out[name] = torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device))
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+    """A training protocol: how each training sample's available modalities are drawn.
+
+    ``kind`` is one of :data:`PROTOCOL_KINDS`; ``drop_prob`` (``bernoulli``): one drop probability
+    per modality in [0, 1); ``fraction``, ``first``, ``then`` (``staged``): ``first`` for the
+    steps ``< round(fraction * steps)``, ``then`` after. Checked on construction (``ValueError``).
+    """
+
+    name: str
+    kind: str
+    drop_prob: tuple[float, ...] | None = None
+    fraction: float | None = None
+    first: Protocol | None = None
+    then: Protocol | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in PROTOCOL_KINDS:
+            raise ValueError(f"protocol {self.name!r}: kind {self.kind!r}: must be one of {list(PROTOCOL_KINDS)}")
+        if (self.kind == "bernoulli") != (self.drop_prob is not None):
+            raise ValueError(f"protocol {self.name!r}: drop_prob is set for kind 'bernoulli' only, and it needs one")
+        if self.drop_prob is not None and (not self.drop_prob or any(not 0 <= p < 1 for p in self.drop_prob)):
+            raise ValueError(f"protocol {self.name!r}: drop_prob {list(self.drop_prob)}: must be probabilities in [0, 1)")
+        staged = (self.fraction, self.first, self.then)
+        if self.kind == "staged":
+            if self.fraction is None or self.first is None or self.then is None or not 0 < self.fraction < 1:
+                raise ValueError(f"protocol {self.name!r}: staged needs fraction in (0, 1), first and then")
+        elif any(v is not None for v in staged):
+            raise ValueError(f"protocol {self.name!r}: fraction, first and then are set for kind 'staged' only")
+
+    def record(self) -> dict[str, Any]:
+        """The JSON description (metrics.json, the checkpoint fingerprint): name, kind and parameters."""
+        out: dict[str, Any] = {"name": self.name, "kind": self.kind}
+        if self.drop_prob is not None:
+            out["drop_prob"] = list(self.drop_prob)
+        if self.kind == "staged":
+            assert self.first is not None and self.then is not None
+            out.update(fraction=self.fraction, first=self.first.record(), then=self.then.record())
+        return out
+
+    def switch_step(self, steps: int) -> int:
+        """``staged``: the first step drawn by ``then`` (of ``steps`` in all)."""
+        assert self.fraction is not None
+        return round(self.fraction * steps)
+
+    def draw(
+        self, batch_size: int, num_modalities: int, generator: torch.Generator, step: int = 0, steps: int = 1
+    ) -> torch.Tensor:
+        """``bool[B, M]``, every row non-empty, for training step ``step`` of ``steps``. All randomness
+        comes from ``generator`` (seeded per step by the trainer: a resumed run draws the same)."""
+        if num_modalities < 1:
+            raise ValueError("num_modalities must be >= 1")
+        if self.kind == "staged":
+            assert self.first is not None and self.then is not None
+            stage = self.first if step < self.switch_step(steps) else self.then
+            return stage.draw(batch_size, num_modalities, generator, step, steps)
+        if self.kind == "complete":
+            return torch.ones(batch_size, num_modalities, dtype=torch.bool)
+        if self.kind == "uniform":
+            return draw_available(batch_size, num_modalities, generator)
+        if self.kind == "bernoulli":
+            return draw_available(batch_size, num_modalities, generator, self.drop_prob)
+        if self.kind == "size_uniform":
+            return draw_size_uniform(batch_size, num_modalities, generator)
+        return draw_drop_one(batch_size, num_modalities, generator)
+
+
+def draw_size_uniform(batch_size: int, num_modalities: int, generator: torch.Generator) -> torch.Tensor:
+    """``bool[B, M]``: per sample a size ``k`` uniform in ``1..M``, then a uniform ``k``-subset (ShaSpec)."""
+    sizes = torch.randint(1, num_modalities + 1, (batch_size, 1), generator=generator)
+    ranks = torch.rand(batch_size, num_modalities, generator=generator).argsort(dim=1).argsort(dim=1)
+    return ranks < sizes  # the k modalities of lowest random rank: a uniform k-subset
+
+
+def draw_drop_one(batch_size: int, num_modalities: int, generator: torch.Generator) -> torch.Tensor:
+    """``bool[B, M]``: uniform over the full set and the ``M`` sets lacking one modality (the full set
+    only when ``M = 1``, where dropping the one modality would leave nothing)."""
+    if num_modalities == 1:
+        return torch.ones(batch_size, 1, dtype=torch.bool)
+    choice = torch.randint(0, num_modalities + 1, (batch_size, 1), generator=generator)  # M: drop nothing
+    return torch.arange(num_modalities).unsqueeze(0) != choice
+
+
+def random_combination(available: torch.Tensor) -> torch.Tensor:
+    """``bool[B, M]``: per sample a uniform non-empty subset of its available modalities
+    (``available: bool[B, M]``, every row non-empty), for a method that draws its own modality
+    combinations during training. Uses torch's global generator, which the trainer seeds and
+    its checkpoints restore, so the draws are seeded and resume exactly."""
+    coin = torch.rand(available.shape, device=available.device) < 0.5
+    chosen = available & coin
+    empty = ~chosen.any(dim=1)
+    while bool(empty.any()):  # rejection: uniform over the 2^k - 1 non-empty subsets of k available
+        coin = torch.rand((int(empty.sum()), available.shape[1]), device=available.device) < 0.5
+        chosen[empty] = available[empty] & coin
+        empty = ~chosen.any(dim=1)
+    return chosen
+
+
+def builtin_protocol(name: str) -> Protocol:
+    """A protocol of :data:`BUILTIN_PROTOCOLS` by name (its kind)."""
+    if name not in BUILTIN_PROTOCOLS:
+        raise ValueError(f"protocol {name!r}: not a built-in protocol {list(BUILTIN_PROTOCOLS)}")
+    return Protocol(name, name)
+
+
+def run_name(method: str, protocol: str) -> str:
+    """``("sgma-mas", "complete") -> "sgma-mas-complete"``: a run's name (folders, stages, tables)."""
+    return f"{method}{RUN_SEPARATOR}{protocol}"
+
+
+def parse_run(name: str) -> tuple[str, str]:
+    """``"sgma-mas-complete" -> ("sgma-mas", "complete")``: split at the last ``-`` (protocol names
+    hold none). ``ValueError`` for a name without a method or a protocol part."""
+    method, separator, protocol = str(name).rpartition(RUN_SEPARATOR)
+    if not separator or not method or PROTOCOL_NAME.fullmatch(protocol) is None:
+        raise ValueError(
+            f"run {name!r}: must be <method>{RUN_SEPARATOR}<protocol>, e.g. muss{RUN_SEPARATOR}complete "
+            f"(a method trained under a protocol: {', '.join(BUILTIN_PROTOCOLS)} or one defined under protocols)"
+        )
+    return method, protocol

@@ -6,11 +6,14 @@ train, evaluate and report stages use instead of building their sections again. 
 :class:`~benchmark.config.ParamsError` (also a ``KeyError``, ``TypeError`` or ``ValueError``) whose
 message reads ``<file>: <dotted.key>: <value> ... <what is allowed>``. Checked:
 
-- top level: a mapping with ``datasets``, ``methods``, ``seeds`` and ``train``; optional
-  ``method_modules``, ``method_params``, ``evaluate``, ``report``, ``scenarios``; any other key must
-  be the section of a registered data set (listed in ``datasets`` or not);
-- ``datasets`` / ``methods`` / ``seeds``: non-empty lists without repeats of registered data sets,
-  registered methods (after importing ``method_modules``) and ints >= 0;
+- top level: a mapping with ``datasets``, ``runs``, ``seeds`` and ``train``; optional
+  ``method_modules``, ``method_params``, ``protocols``, ``evaluate``, ``report``, ``scenarios``; any
+  other key must be the section of a registered data set (listed in ``datasets`` or not);
+- ``datasets`` / ``runs`` / ``seeds``: non-empty lists without repeats of registered data sets,
+  runs ``<method>-<protocol>`` of a registered method (after importing ``method_modules``) and a
+  built-in or defined protocol, and ints >= 0;
+- ``protocols``: named training protocols (:func:`resolve_protocols`): a kind and its parameters;
+  ``bernoulli``'s ``drop_prob`` holds one probability per modality of every listed data set;
 - every data-set section present (a listed data set's is required; null means its defaults): no
   size <= 0, and its source class builds from it (the source's typed config; no file is read);
   its optional ``modalities`` is a non-empty list of distinct modalities of that data set;
@@ -19,8 +22,7 @@ message reads ``<file>: <dotted.key>: <value> ... <what is allowed>``. Checked:
   takes, with the annotated types; keys the data set sets (``modalities``, ``num_classes``,
   ``ignore_index``) are refused;
 - ``train`` / ``evaluate`` / ``report`` / ``scenarios``: their typed configs
-  (:func:`~benchmark.config.from_mapping`); ``train.drop_prob`` holds one probability per modality
-  of every listed data set; ``report.reference`` is a listed method; every name of
+  (:func:`~benchmark.config.from_mapping`); ``report.reference`` is a listed run; every name of
   ``scenarios.modalities`` is a modality of every listed data set.
 """
 
@@ -33,6 +35,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from benchmark.protocol import BUILTIN_PROTOCOLS, PROTOCOL_KINDS, PROTOCOL_NAME, Protocol, builtin_protocol, parse_run
 from benchmark.config import (
     EvalConfig,
     FieldError,
@@ -52,8 +55,13 @@ from benchmark.config import (
 if TYPE_CHECKING:
     from benchmark.data import DatasetSource
 
-REQUIRED_KEYS = ("datasets", "methods", "seeds", "train")
-OPTIONAL_KEYS = ("method_modules", "method_params", "evaluate", "report", "scenarios")
+REQUIRED_KEYS = ("datasets", "runs", "seeds", "train")
+OPTIONAL_KEYS = ("method_modules", "method_params", "protocols", "evaluate", "report", "scenarios")
+PROTOCOL_KEYS = {  # the keys of a protocols entry, per kind
+    "bernoulli": ("kind", "drop_prob"),
+    "staged": ("kind", "fraction", "first", "then"),
+    **{kind: ("kind",) for kind in BUILTIN_PROTOCOLS},
+}
 # constructor arguments the pipeline takes from the data set; a method_params entry may not set them
 DATASET_KEYS = ("modalities", "num_classes", "ignore_index")
 # sizes of a data-set section that must be >= 1 (checked before the source's own checks)
@@ -66,7 +74,9 @@ class ValidatedParams:
     """A params.yaml that passed :func:`validate_params`, as typed values."""
 
     datasets: list[str]
-    methods: list[str]
+    runs: list[str]  # <method>-<protocol>, as listed
+    methods: list[str]  # the methods of the runs, each once, in order
+    protocols: dict[str, Protocol]  # every defined protocol and every built-in one a run names
     seeds: list[int]
     method_modules: list[str]
     method_params: dict[str, dict[str, Any]]  # every entry of the file (registered methods), null -> {}
@@ -75,6 +85,13 @@ class ValidatedParams:
     evaluate: EvalConfig
     report: ReportConfig
     scenarios: ScenarioConfig
+
+    def run_parts(self, run: str) -> tuple[str, Protocol]:
+        """``"muss-complete" -> ("muss", the complete Protocol)`` for a listed run (``KeyError`` otherwise)."""
+        if run not in self.runs:
+            raise ParamsKeyError(f"run {run!r} is not listed under runs: {', '.join(self.runs)}")
+        method, protocol = parse_run(run)
+        return method, self.protocols[protocol]
 
 
 def registered_datasets() -> list[str]:
@@ -267,16 +284,106 @@ def _method_params(
     return out
 
 
-def _check_drop_prob(train: TrainConfig, sources: Mapping[str, Any], where: str) -> None:
-    if train.drop_prob is None:
-        return
-    for name, source in sources.items():
-        modalities = list(source.modalities)
-        if len(train.drop_prob) != len(modalities):
+def resolve_protocols(entries: Any, where: str) -> dict[str, Protocol]:
+    """The ``protocols`` section -> ``{name: Protocol}`` with the built-in ones (``complete``,
+    ``uniform``, ``size_uniform``, ``drop_one``) first. An entry is ``{kind, ...}``: ``bernoulli``
+    takes ``drop_prob`` (a list of probabilities in [0, 1)), ``staged`` takes ``fraction`` in (0, 1)
+    and ``first`` / ``then``, names of built-in or defined protocols that are not staged."""
+    key = "protocols"
+    if entries is None:
+        entries = {}
+    if not isinstance(entries, Mapping):
+        raise ParamsTypeError(f"{where}: {key}: {entries!r} is not allowed; must be a mapping of name -> {{kind: ...}}")
+    resolved = {name: builtin_protocol(name) for name in BUILTIN_PROTOCOLS}
+    pending: dict[str, Mapping[str, Any]] = {}
+    for name, entry in entries.items():
+        at = f"{where}: {key}.{name}"
+        if not isinstance(name, str) or PROTOCOL_NAME.fullmatch(name) is None:
             raise ParamsValueError(
-                f"{where}: train.drop_prob: {train.drop_prob!r} is not allowed; must hold one probability per "
-                f"modality of every listed data set: {name} has {len(modalities)} modalities {modalities}"
+                f"{where}: {key}: name {name!r} is not allowed; must be lower-case letters, digits and _ "
+                "(no -: a run is named <method>-<protocol>)"
             )
+        if name in BUILTIN_PROTOCOLS:
+            raise ParamsValueError(f"{at}: is a built-in protocol and cannot be redefined; pick another name")
+        if not isinstance(entry, Mapping):
+            raise ParamsTypeError(f"{at}: {entry!r} is not allowed; must be a mapping with a kind")
+        kind = entry.get("kind")
+        if kind not in PROTOCOL_KINDS:
+            raise ParamsValueError(f"{at}.kind: {kind!r} is not allowed; must be one of {list(PROTOCOL_KINDS)}")
+        unknown = [k for k in entry if k not in PROTOCOL_KEYS[kind]]
+        if unknown:
+            raise ParamsKeyError(f"{at}: unknown key(s) {unknown} for kind {kind!r}; allowed: {list(PROTOCOL_KEYS[kind])}")
+        missing = [k for k in PROTOCOL_KEYS[kind] if k not in entry]
+        if missing:
+            raise ParamsKeyError(f"{at}: missing {missing}; kind {kind!r} takes {list(PROTOCOL_KEYS[kind])}")
+        if kind == "bernoulli":
+            drop = entry["drop_prob"]
+            allowed = "a non-empty list of probabilities in [0, 1), one per modality"
+            if not _matches(drop, list[float]) or not drop or any(not 0 <= p < 1 for p in drop):
+                raise ParamsValueError(f"{at}.drop_prob: {drop!r} is not allowed; must be {allowed}")
+            resolved[name] = Protocol(name, kind, drop_prob=tuple(float(p) for p in drop))
+        elif kind == "staged":
+            fraction = entry["fraction"]
+            if not _matches(fraction, float) or not 0 < fraction < 1:
+                raise ParamsValueError(
+                    f"{at}.fraction: {fraction!r} is not allowed; must be a number in (0, 1): the share of the "
+                    "steps trained under `first`"
+                )
+            pending[name] = entry
+        else:
+            resolved[name] = Protocol(name, kind)
+    for name, entry in pending.items():
+        stages = []
+        for part in ("first", "then"):
+            value = entry[part]
+            if value not in resolved:  # staged ones are not in resolved yet: no nesting
+                allowed = [n for n in resolved]
+                raise ParamsValueError(
+                    f"{where}: {key}.{name}.{part}: {value!r} is not allowed; must be a protocol that is not "
+                    f"staged: {', '.join(allowed)}"
+                )
+            stages.append(resolved[value])
+        resolved[name] = Protocol(name, "staged", fraction=float(entry["fraction"]), first=stages[0], then=stages[1])
+    return resolved
+
+
+def _check_drop_prob(protocols: Mapping[str, Protocol], sources: Mapping[str, Any], where: str) -> None:
+    """Every ``bernoulli`` protocol of ``protocols`` (the ones the runs use; also inside a staged one)
+    has one probability per modality of every listed data set."""
+    for protocol in protocols.values():
+        parts = [protocol] if protocol.kind != "staged" else [protocol.first, protocol.then]
+        for part in parts:
+            if part is None or part.drop_prob is None:
+                continue
+            for name, source in sources.items():
+                modalities = list(source.modalities)
+                if len(part.drop_prob) != len(modalities):
+                    raise ParamsValueError(
+                        f"{where}: protocols.{part.name}.drop_prob: {list(part.drop_prob)!r} is not allowed; must "
+                        f"hold one probability per modality of every listed data set: {name} has {len(modalities)} "
+                        f"modalities {modalities}"
+                    )
+
+
+def _runs(params: Mapping[str, Any], protocols: Mapping[str, Protocol], known: list[str], where: str) -> list[str]:
+    """The ``runs`` list: each ``<method>-<protocol>`` of a registered method and a known protocol."""
+    runs = _name_list(params, "runs", where)
+    for i, run in enumerate(runs):
+        at = f"{where}: runs[{i}]"
+        try:
+            method, protocol = parse_run(run)
+        except ValueError as err:
+            raise ParamsValueError(f"{at}: {err}") from None
+        if method not in known:
+            raise ParamsKeyError(
+                f"{at}: {run!r} is not allowed; method {method!r} is not registered: {', '.join(known)}"
+            )
+        if protocol not in protocols:
+            raise ParamsKeyError(
+                f"{at}: {run!r} is not allowed; protocol {protocol!r} is neither built in nor defined under "
+                f"protocols: {', '.join(protocols)}"
+            )
+    return runs
 
 
 def _check_scenario_modalities(scenarios: ScenarioConfig, sources: Mapping[str, Any], where: str) -> None:
@@ -305,6 +412,11 @@ def validate_params(params: Mapping[str, Any], where: str) -> ValidatedParams:
     if not isinstance(params, Mapping):
         raise ParamsTypeError(f"{where}: {type(params).__name__} at the top level is not allowed; must be a mapping")
     known_datasets = registered_datasets()
+    if "methods" in params and "runs" not in params:
+        raise ParamsKeyError(
+            f"{where}: methods: replaced by runs: list each method under a training protocol, e.g. "
+            "runs: [muss-complete, muss-uniform] (docs/protocol.md)"
+        )
     for key in REQUIRED_KEYS:
         if key not in params:
             raise ParamsKeyError(f"{where}: {key}: missing; required top-level keys: {list(REQUIRED_KEYS)}")
@@ -320,9 +432,9 @@ def validate_params(params: Mapping[str, Any], where: str) -> ValidatedParams:
     )
     method_modules = _name_list(params, "method_modules", where, allow_empty=True)
     _import_modules(method_modules, where)
-    methods = _registered_names(
-        _name_list(params, "methods", where), "methods", where, list_methods(), "a registered method"
-    )
+    protocols = resolve_protocols(params.get("protocols"), where)
+    runs = _runs(params, protocols, list_methods(), where)
+    methods = list(dict.fromkeys(parse_run(run)[0] for run in runs))
     seeds = _seeds(params, where)
 
     for name in datasets:
@@ -339,21 +451,29 @@ def validate_params(params: Mapping[str, Any], where: str) -> ValidatedParams:
     sources = {name: sources[name] for name in datasets}
 
     method_params = _method_params(params, methods, sources, where)
+    if isinstance(params["train"], Mapping) and "drop_prob" in params["train"]:
+        raise ParamsKeyError(
+            f"{where}: train.drop_prob: replaced by named training protocols: define one under protocols "
+            "(e.g. moddrop: {kind: bernoulli, drop_prob: [0.5, 0.5, 0.5]}) and list runs as <method>-moddrop "
+            "(docs/protocol.md)"
+        )
     train = from_mapping(TrainConfig, params["train"], f"{where}: train")
-    _check_drop_prob(train, sources, where)
+    _check_drop_prob({p: protocols[p] for p in dict.fromkeys(parse_run(r)[1] for r in runs)}, sources, where)
     evaluate = from_mapping(EvalConfig, params.get("evaluate"), f"{where}: evaluate")
     report = from_mapping(ReportConfig, params.get("report"), f"{where}: report")
-    if report.reference not in methods:
+    if report.reference not in runs:
         default = "" if (params.get("report") or {}).get("reference") else " (the default)"
         raise ParamsValueError(
-            f"{where}: report.reference: {report.reference!r}{default} is not one of the methods {methods}; "
-            "allowed: a listed method"
+            f"{where}: report.reference: {report.reference!r}{default} is not one of the runs {runs}; "
+            "allowed: a listed run"
         )
     scenarios = from_mapping(ScenarioConfig, params.get("scenarios"), f"{where}: scenarios")
     _check_scenario_modalities(scenarios, sources, where)
     return ValidatedParams(
         datasets=list(datasets),
-        methods=list(methods),
+        runs=list(runs),
+        methods=methods,
+        protocols=protocols,
         seeds=list(seeds),
         method_modules=list(method_modules),
         method_params=method_params,

@@ -195,6 +195,10 @@ def _check_confusions(confusion_a: np.ndarray, confusion_b: np.ndarray) -> tuple
     return a, b
 
 
+#: How :func:`paired_bootstrap` reduces each side's per-subset mIoU (mean over seeds) to one number.
+BOOTSTRAP_STATISTICS = {"avg": np.mean, "last1": np.min}
+
+
 def paired_bootstrap(
     confusion_a: np.ndarray,
     confusion_b: np.ndarray,
@@ -202,14 +206,17 @@ def paired_bootstrap(
     samples: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
+    statistic: str = "avg",
 ) -> BootstrapResult:
     """Paired percentile bootstrap of the mIoU difference between methods a and b.
 
     ``confusion_a``/``confusion_b``: counts ``[R, N, K, K]`` (R seeds, N test images, rows =
     target), paired by seed index and by image index. The statistic is the mean over seeds of
     ``mean_iou(sum over images of a[r]) - mean_iou(sum over images of b[r])``. With a subset axis,
-    ``[R, S, N, K, K]``, the mIoU of each side is its mean over the S subsets (the Avg column),
-    the images drawn once for all subsets. Each replicate
+    ``[R, S, N, K, K]``, each side's mIoU per subset is its mean over seeds, reduced over the S
+    subsets by ``statistic``: ``"avg"``, their mean (the Avg column), or ``"last1"``, their minimum
+    (the Last-1 column: each side's own worst subset); the images are drawn once for all subsets.
+    Each replicate
     draws the N images with replacement (one draw shared by a, b and every seed) and, if
     ``R > 1``, the R seeds with replacement (shared by a and b); it scores the mean over drawn
     seeds of ``mIoU_a - mIoU_b`` of the drawn images' summed confusion. ``[low, high]`` are the
@@ -226,8 +233,13 @@ def paired_bootstrap(
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
 
+    if statistic not in BOOTSTRAP_STATISTICS:
+        raise ValueError(f"statistic must be one of {list(BOOTSTRAP_STATISTICS)}, got {statistic!r}")
+    reduce = BOOTSTRAP_STATISTICS[statistic]
+
     r_count, s_count, n, k, _ = a.shape
-    diff = float(np.mean(mean_iou(a.sum(axis=2)).mean(axis=1) - mean_iou(b.sum(axis=2)).mean(axis=1)))
+    observed = [reduce(mean_iou(x.sum(axis=2)).mean(axis=0), axis=-1) for x in (a, b)]  # over seeds, then subsets
+    diff = float(observed[0] - observed[1])
 
     # [R, N, 2 S K^2]: a and b side by side, so one matmul per seed scores both.
     width = s_count * k * k
@@ -244,20 +256,20 @@ def paired_bootstrap(
     for start in range(0, samples, _DRAW_BLOCK):
         size = min(_DRAW_BLOCK, samples - start)
         weights = image_rng.multinomial(n, image_p, size=size).astype(np.float64)  # [B, N]
-        per_seed = np.empty((size, r_count), dtype=np.float64)  # mIoU_a - mIoU_b per replicate and seed
+        per_seed = np.empty((size, r_count, 2, s_count), dtype=np.float64)  # mIoU per replicate, seed, side, subset
         for lo in range(0, size, rows):
             w = weights[lo : lo + rows]
             for r in range(r_count):
                 conf = (w @ stacked[r]).reshape(len(w), 2, s_count, k, k)  # resampled summed confusions
-                miou = mean_iou(conf).mean(axis=2)  # [B, 2]: mean over subsets
-                per_seed[lo : lo + len(w), r] = miou[:, 0] - miou[:, 1]
+                per_seed[lo : lo + len(w), r] = mean_iou(conf)
         if r_count > 1:
-            seed_counts = seed_rng.multinomial(r_count, seed_p, size=size)  # [B, R]
+            seed_counts = seed_rng.multinomial(r_count, seed_p, size=size)[:, :, None, None]  # [B, R, 1, 1]
             # Undrawn seeds contribute nothing (not even a NaN).
-            terms = np.where(seed_counts > 0, seed_counts * per_seed, 0.0)
-            replicates[start : start + size] = terms.sum(axis=1) / r_count
+            means = np.where(seed_counts > 0, seed_counts * per_seed, 0.0).sum(axis=1) / r_count  # [B, 2, S]
         else:
-            replicates[start : start + size] = per_seed[:, 0]
+            means = per_seed[:, 0]
+        sides = reduce(means, axis=-1)  # [B, 2]
+        replicates[start : start + size] = sides[:, 0] - sides[:, 1]
 
     low, high = np.quantile(replicates, [(1.0 - confidence) / 2, (1.0 + confidence) / 2])
     replicates.setflags(write=False)

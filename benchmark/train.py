@@ -1,9 +1,10 @@
-"""Train one method on one data set with one seed, under random modality dropout.
+"""Train one run (a method under a training protocol) on one data set with one seed.
 
-``python -m benchmark.train --dataset synthetic --method muss --seed 0`` reads params.yaml and
-writes ``models/<dataset>/<method>/seed<k>/``: ``model.pt`` (the DVC output) and
-``checkpoint.pt`` (resumable state, kept between runs, used only when its fingerprint matches
-the current configuration); and ``results/<dataset>/<method>/seed<k>/train_log.jsonl`` (one JSON
+``python -m benchmark.train --dataset synthetic --run muss-complete --seed 0`` reads params.yaml and
+writes ``models/<dataset>/<run>/seed<k>/``: ``model.pt`` (the DVC output) and
+``checkpoint.pt`` (resumable state, kept between runs, used only when its fingerprint of data,
+method, parameters, protocol and seed matches the current configuration); and
+``results/<dataset>/<run>/seed<k>/train_log.jsonl`` (one JSON
 object per step: ``step``, ``loss`` and its parts, ``lr``, ``images_per_s``), which the report
 plots as training curves.
 
@@ -50,7 +51,7 @@ from benchmark.efficiency import device_name, peak_memory_mb, synchronize
 from benchmark.io import atomic_write, atomic_write_text, remove_stale_temps
 from benchmark.methods import create_method
 from benchmark.methods.contract import check_contract, check_step_result
-from benchmark.protocol import apply_availability, draw_available
+from benchmark.protocol import Protocol, apply_availability, builtin_protocol
 from benchmark.schema import load_config
 
 MODEL_FILE = "model.pt"
@@ -371,11 +372,13 @@ def train(
     seed: int,
     out_dir: Path,
     *,
+    protocol: Protocol | None = None,
     log_path: Path | None = None,
     progress: bool = True,
 ) -> Path:
     """Train and write ``out_dir/model.pt``; resume from ``out_dir/checkpoint.pt`` when it matches.
-    The step log goes to ``log_path`` (default ``out_dir/train_log.jsonl``).
+    The step log goes to ``log_path`` (default ``out_dir/train_log.jsonl``). ``protocol`` draws each
+    sample's available modalities per step (default ``uniform``; the pipeline passes the run's own).
 
     Launched by torchrun with ``WORLD_SIZE`` > 1, every process runs this: it joins the process
     group (NCCL on CUDA, using ``cuda:LOCAL_RANK``; gloo otherwise), trains its rows of each global
@@ -386,6 +389,7 @@ def train(
     """
     ranks = launch_ranks()
     check_global_batch(config.batch_size, ranks)  # before any compute
+    protocol = protocol or builtin_protocol("uniform")
     with process_group(ranks, resolve_device(config.device)) as device:
         dataset = PreparedDataset(data_root, "train")
         init_kwargs = {
@@ -401,7 +405,14 @@ def train(
             k: v for k, v in vars(config).items() if k not in FINGERPRINT_DEFAULTS or v != FINGERPRINT_DEFAULTS[k]
         }
         run_id = fingerprint(
-            {"method": method_name, "init": init_kwargs, "train": train_key, "seed": seed, "data": dataset.meta}
+            {
+                "method": method_name,
+                "init": init_kwargs,
+                "train": train_key,
+                "protocol": protocol.record(),
+                "seed": seed,
+                "data": dataset.meta,
+            }
         )
         seed_everything(seed)
         method = create_method(method_name, **init_kwargs).to(device)
@@ -494,7 +505,7 @@ def train(
                 if config.augment:
                     inputs, target = random_flips(inputs, target, generator, batch_size=config.batch_size, rows=rows)
                 # drawn for the global batch, so each process's rows get the masks of a 1-process run
-                available = draw_available(config.batch_size, len(modalities), generator, config.drop_prob)
+                available = protocol.draw(config.batch_size, len(modalities), generator, step, config.steps)
                 available = (available if rows is None else available[rows]).to(device)
                 inputs = apply_availability(inputs, available, modalities)
                 if config.channels_last:
@@ -568,6 +579,7 @@ def train(
             return model_path
         record = {
             "method": method_name,
+            "protocol": protocol.record(),
             "init": init_kwargs,
             "state_dict": method.state_dict(),
             "fingerprint": run_id,
@@ -604,16 +616,24 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[torch.nn
 def main(argv: list[str] | None = None) -> int:
     parser = run_parser(__doc__.splitlines()[0])
     parser.add_argument(
-        "--out", type=Path, default=None, help="output folder (default models/<dataset>/<method>/seed<k>)"
+        "--out", type=Path, default=None, help="output folder (default models/<dataset>/<run>/seed<k>)"
     )
     args = parser.parse_args(argv)
     params = load_config(args.params)  # validated: imports method_modules, checks method_params
-    method_params = params.method_params.get(args.method, {})
+    method, protocol = params.run_parts(args.run)
     data_root = args.data_dir or prepared_dir(args.dataset)
-    out = args.out or run_dir(MODELS_DIR, args.dataset, args.method, args.seed)
-    log = (args.out / LOG_FILE) if args.out else run_dir(RESULTS_DIR, args.dataset, args.method, args.seed) / LOG_FILE
+    out = args.out or run_dir(MODELS_DIR, args.dataset, args.run, args.seed)
+    log = (args.out / LOG_FILE) if args.out else run_dir(RESULTS_DIR, args.dataset, args.run, args.seed) / LOG_FILE
     path = train(
-        data_root, args.method, method_params, params.train, args.seed, out, log_path=log, progress=not args.no_progress
+        data_root,
+        method,
+        params.method_params.get(method, {}),
+        params.train,
+        args.seed,
+        out,
+        protocol=protocol,
+        log_path=log,
+        progress=not args.no_progress,
     )
     if launch_ranks().main:
         print(f"wrote {path}")

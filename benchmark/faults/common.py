@@ -9,7 +9,7 @@ from typing import Any
 # cases run and what the tests use (tests/tiny.py).
 TINY_PARAMS: dict[str, Any] = {
     "datasets": ["synthetic"],
-    "methods": ["muss"],
+    "runs": ["muss-uniform"],
     "seeds": [0],
     "method_modules": [],
     "method_params": {"muss": {}},
@@ -25,7 +25,7 @@ TINY_PARAMS: dict[str, Any] = {
         "salt_pepper": [0.1],
         "speckle": [0.5],
     },
-    "report": {"reference": "muss", "bootstrap_samples": 200},
+    "report": {"reference": "muss-uniform", "bootstrap_samples": 200},
 }
 
 

@@ -51,6 +51,18 @@ def _set(path: str, value: Any) -> Callable[[dict[str, Any]], str]:
     return text
 
 
+def _with_moddrop(drop_prob: list[float]) -> Callable[[dict[str, Any]], str]:
+    """A ``bernoulli`` protocol ``moddrop`` with ``drop_prob``, and the run ``muss-moddrop`` that uses it."""
+
+    def text(params: dict[str, Any]) -> str:
+        params["protocols"] = {"moddrop": {"kind": "bernoulli", "drop_prob": drop_prob}}
+        params["runs"] = ["muss-moddrop"]
+        params["report"]["reference"] = "muss-moddrop"
+        return _dump(params)
+
+    return text
+
+
 def _drop(key: str) -> Callable[[dict[str, Any]], str]:
     def text(params: dict[str, Any]) -> str:
         del params[key]
@@ -65,7 +77,25 @@ def _duplicate_top_level_key(params: dict[str, Any]) -> str:
 
 
 MUTATIONS: tuple[Mutation, ...] = (
-    Mutation("unknown_method", _set("methods", ["muss", "musss"]), KeyError, ("methods[1]", "'musss'", "muss")),
+    Mutation(
+        "unknown_method",
+        _set("runs", ["muss-uniform", "musss-uniform"]),
+        KeyError,
+        ("runs[1]", "'musss'", "muss"),
+    ),
+    Mutation(
+        "unknown_protocol",
+        _set("runs", ["muss-unifrom"]),
+        KeyError,
+        ("runs[0]", "'unifrom'", "uniform", "protocols"),
+    ),
+    Mutation("run_without_protocol", _set("runs", ["muss"]), ValueError, ("runs[0]", "'muss'", "<method>-<protocol>")),
+    Mutation(
+        "staged_fraction",
+        _set("protocols", {"half": {"kind": "staged", "fraction": 1.5, "first": "complete", "then": "uniform"}}),
+        ValueError,
+        ("protocols.half.fraction", "1.5", "(0, 1)"),
+    ),
     Mutation("unknown_dataset", _set("datasets", ["synthetik"]), KeyError, ("datasets[0]", "'synthetik'", "synthetic")),
     Mutation(
         "unknown_modality",
@@ -90,9 +120,9 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "drop_prob_count",
-        _set("train.drop_prob", [0.5, 0.5]),
+        _with_moddrop([0.5, 0.5]),
         ValueError,
-        ("train.drop_prob", "[0.5, 0.5]", "one probability per modality"),
+        ("protocols.moddrop.drop_prob", "[0.5, 0.5]", "one probability per modality"),
     ),
     Mutation(
         "class_count",
@@ -124,7 +154,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "reference_not_listed",
         _set("report.reference", "sgma"),
         ValueError,
-        ("report.reference", "'sgma'", "a listed method"),
+        ("report.reference", "'sgma'", "a listed run"),
     ),
     Mutation("unknown_top_level_key", _set("trian", {"steps": 1}), KeyError, ("'trian'", "allowed", "train")),
     Mutation("duplicated_yaml_key", _duplicate_top_level_key, ValueError, ("'seeds'", "duplicated", "each key once")),
@@ -140,7 +170,7 @@ def run_mutation(mutation: Mutation, workdir: Path) -> BaseException:
     params_path = workdir / "params.yaml"
     params_path.write_text(mutation.text(copy.deepcopy(BASE_PARAMS)), encoding="utf-8")
     out = workdir / "run"
-    argv = ["--dataset", "synthetic", "--method", "muss", "--seed", "0", "--params", str(params_path)]
+    argv = ["--dataset", "synthetic", "--run", "muss-uniform", "--seed", "0", "--params", str(params_path)]
     argv += ["--out", str(out), "--data-dir", str(workdir / "prepared"), "--no-progress"]
     err = expect_error(lambda: train.main(argv), mutation.error, [str(params_path), *mutation.must_name])
     left = sorted(p.name for p in workdir.iterdir() if p != params_path)

@@ -2,8 +2,8 @@
 non-finite loss. Each case runs the real entry points (``python -m benchmark.train``) on a tiny
 synthetic data set prepared once per process.
 
-- ``kill_resume``: train a random method in a subprocess, SIGKILL it once its log reaches a random
-  step, run the same command again; the resumed run must resume from its last checkpoint, log
+- ``kill_resume``: train a random method (under a staged protocol: complete, then uniform) in a
+  subprocess, SIGKILL it once its log reaches a random step, run the same command again; the resumed run must resume from its last checkpoint, log
   every step exactly once, leave no temporary file, and end with a ``model.pt`` whose weights are
   bit-identical to an uninterrupted run of the same seed, so its test-set confusion matrices on
   every subset are identical too.
@@ -40,6 +40,7 @@ import yaml
 
 from benchmark.faults import common
 from benchmark.faults.common import NotSurvived, expect_error
+from benchmark.protocol import run_name
 
 # The tiny pipeline, trained a little longer so that kills land between checkpoints (every 3 steps).
 TINY_PARAMS: dict[str, Any] = {
@@ -55,6 +56,10 @@ RESUMED_METHODS: dict[str, dict[str, Any]] = {
     "magic": {},
 }
 KILL_TIMEOUT_S = 120.0
+# Every run trains under a staged protocol (complete for the first half, then uniform subsets), so a
+# kill lands in either phase and the resumed run must redraw the same masks on either side of the switch.
+PROTOCOL = "halfway"
+STAGED: dict[str, Any] = {"kind": "staged", "fraction": 0.5, "first": "complete", "then": "uniform"}
 
 
 class _Project:
@@ -73,8 +78,9 @@ class _Project:
 
     def params_file(self, path: Path, method: str, method_params: dict[str, Any] | None = None, **changes) -> Path:
         params = copy.deepcopy(TINY_PARAMS)
-        params["methods"] = [method]
-        params["report"]["reference"] = method
+        params["protocols"] = {PROTOCOL: STAGED}
+        params["runs"] = [run_name(method, PROTOCOL)]
+        params["report"]["reference"] = run_name(method, PROTOCOL)
         params["method_params"] = {method: RESUMED_METHODS.get(method, {}) if method_params is None else method_params}
         params.update(changes)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -82,7 +88,7 @@ class _Project:
         return path
 
     def train_command(self, params: Path, method: str, out: Path) -> list[str]:
-        run = ["--dataset", "synthetic", "--method", method, "--seed", "0", "--params", str(params)]
+        run = ["--dataset", "synthetic", "--run", run_name(method, PROTOCOL), "--seed", "0", "--params", str(params)]
         return [
             sys.executable,
             "-m",

@@ -34,6 +34,11 @@ output is reused: encoder features, MP outputs, keys and values depend on one mo
 so they are the same). Loss:
 ``lambda_sgf * CE(S_SGF) + lambda_mas * CE(S_MAS)``; inference uses the SGF branch only.
 
+What it sees under each training protocol (docs/protocol.md): SGF fuses the modalities the
+protocol hands it, and MAS draws its single modality among them (seeded by the trainer through
+torch's global generator). Under ``complete``, the paper's protocol, MAS is the only source of
+missing modalities; under ``uniform`` it draws within an already random subset.
+
 Every choice the paper leaves open is listed in ``docs/sgma.md``.
 """
 

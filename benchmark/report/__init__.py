@@ -1,8 +1,8 @@
 """The report stage: tables, statistics, plots and an HTML page from ``results/**``.
 
-``python -m benchmark.report [--params params.yaml]`` reads every data set, method and seed listed
-in params.yaml (``datasets``, ``methods``, ``seeds``; the ``report`` section sets the reference
-method, the failure probabilities of E_p[mIoU] and the bootstrap) and writes what
+``python -m benchmark.report [--params params.yaml]`` reads every data set, run and seed listed
+in params.yaml (``datasets``, ``runs``, ``seeds``; the ``report`` section sets the reference
+run, the failure probabilities of E_p[mIoU] and the bootstrap) and writes what
 :mod:`benchmark.report.build` lists; it prints the cross-data-set leaderboard. Modules:
 :mod:`~benchmark.report.results` (reading, checks), :mod:`~benchmark.report.leaderboard` (the
 numbers, as tables), :mod:`~benchmark.report.tables` (CSV, Markdown, LaTeX),
@@ -29,21 +29,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=Path("results"))
     parser.add_argument("--prepared", type=Path, default=Path("data") / "prepared", help="prepared data (panels)")
     parser.add_argument("--datasets", nargs="+", default=None, help="default: params' datasets")
-    parser.add_argument("--methods", nargs="+", default=None, help="default: params' methods")
+    parser.add_argument("--runs", nargs="+", default=None, help="default: params' runs (<method>-<protocol>)")
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help="default: params' seeds")
     args = parser.parse_args(argv)
     where = str(args.params)
     try:
         params = load_config(args.params)
         datasets = args.datasets or params.datasets
-        methods = args.methods or params.methods
+        runs = args.runs or params.runs
         seeds = args.seeds or params.seeds
         config = params.report
-        if config.reference not in methods:
-            raise ValueError(f"{where}: report.reference: {config.reference!r} is not one of the methods {methods}")
+        if config.reference not in runs:
+            raise ValueError(f"{where}: report.reference: {config.reference!r} is not one of the runs {runs}")
         record = provenance.collect(args.params, datasets, args.prepared, Path("data") / "raw", Path("."))
         paths = write_report(
-            args.results, datasets, methods, seeds, config, prepared_root=args.prepared, provenance=record
+            args.results, datasets, runs, seeds, config, prepared_root=args.prepared, provenance=record
         )
     except (FileNotFoundError, KeyError, TypeError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -7,10 +7,10 @@ untouched. Output, for ``results/`` and each data set ``<d>``::
 
     results/<d>/{leaderboard,fragility,per_class,efficiency,comparison}.{csv,md,tex}
     results/<d>/scenarios.{csv,md,tex}  # corrupted inputs, when the runs hold a "scenarios" block
-    results/<d>/scenarios_long.csv      # the same per method, kind, level and corrupted modality
+    results/<d>/scenarios_long.csv      # the same per run, kind, level and corrupted modality
     results/<d>/plots/<figure>.{png,svg}
     results/leaderboard.{csv,md,tex}   # every data set side by side
-    results/summary.json               # Avg, Top-1, Last-1, E_p (scenario_avg) per data set and method
+    results/summary.json               # Avg, Top-1, Last-1, E_p (scenario_avg) per data set and run
     results/report.html                # one self-contained page with all of the above
 """
 
@@ -47,7 +47,7 @@ from benchmark.report.leaderboard import (
 from benchmark.report.results import (
     SCENARIO_UNITS,
     SUMMARY_KEYS,
-    by_method,
+    by_run,
     load_confusion,
     load_metrics,
     load_predictions,
@@ -65,8 +65,8 @@ SCENARIO_SUMMARY_KEY = "scenario_avg"  # summary.json: mean over seeds of each r
 SCENARIO_TEXT = (
     "Every modality is available and one at a time is corrupted: blocks or single pixels zeroed, additive "
     "Gaussian noise, salt-and-pepper noise, or multiplicative speckle (SAR-like modalities only), at each "
-    "level set in params.yaml (scenarios). Masks and noise are seeded, so every method and seed saw the same "
-    "inputs. Per method and kind the columns give the mean over the corrupted modalities; "
+    "level set in params.yaml (scenarios). Masks and noise are seeded, so every run and seed saw the same "
+    "inputs. Per run and kind the columns give the mean over the corrupted modalities; "
     "scenarios_long.csv has each modality."
 )
 
@@ -97,7 +97,7 @@ class DatasetReport:
     dataset: str
     tables: list[Table]
     plots: list[Plot]
-    summary: dict[str, dict[str, float]]  # method -> {"avg", "top1", "last1", "expected_p...", "scenario_avg"?}
+    summary: dict[str, dict[str, float]]  # run -> {"avg", "top1", "last1", "expected_p...", "scenario_avg"?}
     notes: list[str] = field(default_factory=list)  # what could not be drawn and why
     scenarios: ScenarioReport | None = None  # None: the runs hold no "scenarios" block
 
@@ -130,8 +130,8 @@ def _palette(dataset: str, num_classes: int) -> list[str]:
 class DatasetInputs:
     """Everything one data set's report reads, loaded and checked before any computation.
 
-    ``confusions``: method -> int64[R, S, N, K, K] (seeds in the records' order); ``logs``: method
-    -> seed -> training-log columns; ``predictions``: method -> its first seed's ``predictions.npz``
+    ``confusions``: run -> int64[R, S, N, K, K] (seeds in the records' order); ``logs``: run
+    -> seed -> training-log columns; ``predictions``: run -> its first seed's ``predictions.npz``
     arrays; ``test``: the prepared test split for the panels (``None`` when not needed or absent).
     """
 
@@ -149,17 +149,17 @@ def _check_panel_tiles(inputs: DatasetInputs, results_dir: Path, root: Path) -> 
     evaluation recorded for that tile: predictions and ground truth belong to the same data."""
     test, k = inputs.test, len(inputs.records[0]["classes"])
     assert test is not None
-    for method, arrays in inputs.predictions.items():
+    for run, arrays in inputs.predictions.items():
         for position, index in enumerate(arrays["indices"].tolist()):
             if index >= len(test):
-                raise ValueError(f"{root}: test tile {index}, kept by the evaluation of {method!r}, does not exist")
+                raise ValueError(f"{root}: test tile {index}, kept by the evaluation of {run!r}, does not exist")
             label = test[index][1].numpy()
             valid = label != test.ignore_index
             for s, pred in enumerate(arrays["pred"][:, position]):
                 counts = np.bincount(label[valid] * k + pred[valid].astype(np.int64), minlength=k * k)
-                if not np.array_equal(counts.reshape(k, k), inputs.confusions[method][0, s, index]):
-                    record = by_method(inputs.records)[method][0]
-                    path = run_folder(results_dir, inputs.dataset, method, record["seed"]) / "predictions.npz"
+                if not np.array_equal(counts.reshape(k, k), inputs.confusions[run][0, s, index]):
+                    record = by_run(inputs.records)[run][0]
+                    path = run_folder(results_dir, inputs.dataset, run, record["seed"]) / "predictions.npz"
                     raise ValueError(
                         f"{path}: tile {index} does not score as evaluated against {root}/test "
                         "(was the data prepared again since? rerun the evaluate stage)"
@@ -169,19 +169,19 @@ def _check_panel_tiles(inputs: DatasetInputs, results_dir: Path, root: Path) -> 
 def load_inputs(
     results_dir: Path,
     dataset: str,
-    methods: Sequence[str] | None,
+    runs: Sequence[str] | None,
     seeds: Sequence[int] | None,
     config: ReportConfig,
     prepared_root: Path = Path("data") / "prepared",
 ) -> DatasetInputs:
     """Read and check every input of one data set's report (errors name the file and key)."""
-    records = load_metrics(results_dir, dataset, methods, seeds)
-    grouped = by_method(records)
+    records = load_metrics(results_dir, dataset, runs, seeds)
+    grouped = by_run(records)
     if config.reference not in grouped:
-        raise ValueError(f"report.reference: {config.reference!r} is not among the methods {list(grouped)}")
+        raise ValueError(f"report.reference: {config.reference!r} is not among the runs {list(grouped)}")
     scales = {m: recs[0]["robustness"]["scales"] for m, recs in grouped.items() if "robustness" in recs[0]}
     if len({tuple(v) for v in scales.values()}) > 1:
-        raise ValueError(f"{dataset}: methods report robustness at different scales: {scales}")
+        raise ValueError(f"{dataset}: runs report robustness at different scales: {scales}")
     confusions = {m: np.stack([load_confusion(results_dir, r) for r in recs]) for m, recs in grouped.items()}
     logs = {
         m: {r["seed"]: log for r in recs if (log := load_train_log(results_dir, r)) is not None}
@@ -199,7 +199,7 @@ def load_inputs(
     differ = [m for m, p in predictions.items() if p["indices"].tolist() != indices]
     if differ:
         raise ValueError(
-            f"{dataset}: methods {differ} kept other test tiles than {indices}; rerun their evaluate stage"
+            f"{dataset}: runs {differ} kept other test tiles than {indices}; rerun their evaluate stage"
         )
     root = prepared_root / dataset
     try:
@@ -212,7 +212,7 @@ def load_inputs(
 
 
 def _qualitative(inputs: DatasetInputs) -> list[Plot]:
-    """One panel per kept test tile (first seed of each method) and robustness maps of the first tile."""
+    """One panel per kept test tile (first seed of each run) and robustness maps of the first tile."""
     if inputs.test is None:
         return []
     test, dataset, predictions = inputs.test, inputs.dataset, inputs.predictions
@@ -231,25 +231,25 @@ def _qualitative(inputs: DatasetInputs) -> list[Plot]:
             classes,
             palette,
             test.ignore_index,
-            f"{dataset}: test tile {index}, prediction per method (rows) and available modalities (columns)",
+            f"{dataset}: test tile {index}, prediction per run (rows) and available modalities (columns)",
         )
         caption = (
-            f"Test tile {index}: inputs, ground truth and every method's prediction on every subset (seed {seed})."
+            f"Test tile {index}: inputs, ground truth and every run's prediction on every subset (seed {seed})."
         )
         out.append(_plot(f"qualitative_tile{index}", caption, figure))
     index = indices[0]
-    for method, p in predictions.items():
+    for run, p in predictions.items():
         scales = p.get("scales")
         if scales is None:
             continue
         maps = {int(s): p[f"robustness_{int(s)}"][:, 0].astype(np.float64) for s in scales}
         figure = plots.robustness_maps(
-            maps, subsets, p["modalities"].tolist(), f"{dataset}: {method} robustness maps r_m, test tile {index}"
+            maps, subsets, p["modalities"].tolist(), f"{dataset}: {run} robustness maps r_m, test tile {index}"
         )
         out.append(
             _plot(
-                f"robustness_maps_{method}_tile{index}",
-                f"{method}: per-pixel modality robustness weights on test tile {index}, per subset (rows) "
+                f"robustness_maps_{run}_tile{index}",
+                f"{run}: per-pixel modality robustness weights on test tile {index}, per subset (rows) "
                 "and feature scale (columns).",
                 figure,
             )
@@ -277,13 +277,13 @@ def build_dataset(inputs: DatasetInputs, config: ReportConfig) -> DatasetReport:
             seed=config.bootstrap_seed,
         ),
     ]
-    names = [r["method"] for r in board.rows]
+    names = [r["run"] for r in board.rows]
     columns = [*subsets, "avg"]
     titles = [*subsets, "Avg"]
     figures = [
         _plot(
             "miou_heatmap",
-            "mIoU (%) per method and available-modality subset (mean over seeds).",
+            "mIoU (%) per run and available-modality subset (mean over seeds).",
             plots.miou_heatmap(names, titles, _matrix(board.rows, columns), f"{dataset}: mIoU (%) per subset"),
         ),
         _plot(
@@ -336,7 +336,7 @@ def build_dataset(inputs: DatasetInputs, config: ReportConfig) -> DatasetReport:
         )
     figures += _qualitative(inputs)
     keys = [*SUMMARY_KEYS, *(expected_key(p) for p in config.failure_probs)]
-    summary = {row["method"]: {k: row[k] for k in keys} for row in board.rows}
+    summary = {row["run"]: {k: row[k] for k in keys} for row in board.rows}
     scenarios = _scenarios(records)
     if scenarios is None:
         notes.append(
@@ -344,7 +344,7 @@ def build_dataset(inputs: DatasetInputs, config: ReportConfig) -> DatasetReport:
         )
     else:
         for row in scenarios.table.rows:
-            summary[row["method"]][SCENARIO_SUMMARY_KEY] = row["avg"]
+            summary[row["run"]][SCENARIO_SUMMARY_KEY] = row["avg"]
     return DatasetReport(dataset, tables, figures, summary, notes, scenarios)
 
 
@@ -369,24 +369,24 @@ def _scenarios(records: list[dict]) -> ScenarioReport | None:
     return ScenarioReport(scenario_table(records), scenario_long_table(records), _plot("scenarios", caption, figure))
 
 
-def overview_table(reports: Sequence[DatasetReport], methods: Sequence[str] | None = None) -> Table:
+def overview_table(reports: Sequence[DatasetReport], runs: Sequence[str] | None = None) -> Table:
     """Methods x data sets: Avg and Last-1 per data set and the mean rank by Avg (1 = best)."""
-    order = list(methods) if methods else list(dict.fromkeys(m for r in reports for m in r.summary))
+    order = list(runs) if runs else list(dict.fromkeys(m for r in reports for m in r.summary))
     rows = []
     ranks: dict[str, list[float]] = {m: [] for m in order}
     for report in reports:
         present = [m for m in order if m in report.summary and not math.isnan(report.summary[m]["avg"])]
         ordered = sorted(present, key=lambda m: -report.summary[m]["avg"])
-        for position, method in enumerate(ordered, 1):
-            ranks[method].append(float(position))
-    for method in order:
-        row: dict[str, Any] = {"method": method}
+        for position, run in enumerate(ordered, 1):
+            ranks[run].append(float(position))
+    for run in order:
+        row: dict[str, Any] = {"run": run}
         for report in reports:
             for key in ("avg", "last1", SCENARIO_SUMMARY_KEY):
-                row[f"{report.dataset}_{key}"] = report.summary.get(method, {}).get(key, math.nan)
-        row["mean_rank"] = stats.mean_std(ranks[method])[0] if len(ranks[method]) == len(reports) else math.nan
+                row[f"{report.dataset}_{key}"] = report.summary.get(run, {}).get(key, math.nan)
+        row["mean_rank"] = stats.mean_std(ranks[run])[0] if len(ranks[run]) == len(reports) else math.nan
         rows.append(row)
-    columns = [Column("method", "Method", "text")]
+    columns = [Column("run", "Run", "text")]
     titles = {**SUMMARY_TITLES, SCENARIO_SUMMARY_KEY: "Corrupted Avg"}
     for report in reports:
         keys = ["avg", "last1"] + ([SCENARIO_SUMMARY_KEY] if report.scenarios is not None else [])
@@ -404,7 +404,7 @@ def overview_table(reports: Sequence[DatasetReport], methods: Sequence[str] | No
         columns,
         rows,
         note="Avg = mean mIoU over all modality subsets, Last-1 = the worst subset; mean rank by Avg over the data "
-        f"sets (n/a when a method lacks one).{corrupted} Per data set details in results/<dataset>/.",
+        f"sets (n/a when a run lacks one).{corrupted} Per data set details in results/<dataset>/.",
     )
 
 
@@ -459,7 +459,7 @@ def html_sections(reports: Sequence[DatasetReport], overview: Table) -> list[htm
 def write_report(
     results_dir: Path,
     datasets: Sequence[str],
-    methods: Sequence[str] | None = None,
+    runs: Sequence[str] | None = None,
     seeds: Sequence[int] | None = None,
     config: ReportConfig | None = None,
     *,
@@ -469,9 +469,9 @@ def write_report(
     """Build every data set's report, then write everything; return the paths written."""
     config = config or ReportConfig()
     results_dir = Path(results_dir)
-    inputs = [load_inputs(results_dir, d, methods, seeds, config, prepared_root) for d in datasets]
+    inputs = [load_inputs(results_dir, d, runs, seeds, config, prepared_root) for d in datasets]
     reports = [build_dataset(i, config) for i in inputs]  # only once every input has been read and checked
-    overview = overview_table(reports, methods)
+    overview = overview_table(reports, runs)
     page = html.render("IMSS benchmark report", html_sections(reports, overview), dict(provenance or {}))
     summary = {r.dataset: r.summary for r in reports}
     written = []

@@ -1,8 +1,11 @@
 """The numbers of one data set's report, as :class:`~benchmark.report.tables.Table` objects.
 
 Every function takes validated ``metrics.json`` records (:func:`benchmark.report.results.load_metrics`)
-and computes its values from them with :mod:`benchmark.stats`; each value over seeds is the mean
-over seeds of the per-seed value, with the sample standard deviation (ddof = 1) beside it.
+of one data set. The scores over subsets and classes come from their long table of runs
+(:func:`benchmark.report.runs.runs_frame`), the efficiency, robustness and scenario figures from the
+records' own blocks; values are computed with :mod:`benchmark.stats`, and each value over seeds is the
+mean over seeds of the per-seed value, with the sample standard deviation (ddof = 1) beside it. A row
+is a run (``<method>-<protocol>``).
 """
 
 from __future__ import annotations
@@ -12,9 +15,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from benchmark import stats
-from benchmark.report.results import SCENARIO_UNITS, SUMMARY_KEYS, by_method, num, scenario_layout
+from benchmark.report.results import SCENARIO_UNITS, SUMMARY_KEYS, by_run, num, scenario_layout
+from benchmark.report.runs import runs_frame, seed_scores
 from benchmark.report.tables import Column, Table
 
 SUMMARY_TITLES = {"avg": "Avg", "top1": "Top-1", "last1": "Last-1"}
@@ -38,14 +43,20 @@ def _std_columns(keys: Sequence[str]) -> list[Column]:
     return [Column(f"{k}_std", f"{k}_std") for k in keys]
 
 
-def _head(method: str, recs: list[dict]) -> dict[str, Any]:
+def _head(run: str, recs: list[dict]) -> dict[str, Any]:
+    """The first cells of a run's row: run (``<method>-<protocol>``), protocol, family, number of seeds."""
     families = sorted({r["family"] for r in recs})
     if len(families) > 1:
-        raise ValueError(f"method {method!r}: seeds disagree on its family: {families}")
-    return {"method": method, "family": families[0], "seeds": len(recs)}
+        raise ValueError(f"run {run!r}: seeds disagree on its family: {families}")
+    return {"run": run, "protocol": recs[0]["protocol"]["name"], "family": families[0], "seeds": len(recs)}
 
 
-HEAD = [Column("method", "Method", "text"), Column("family", "Family", "text"), Column("seeds", "Seeds", "int")]
+HEAD = [
+    Column("run", "Run", "text"),
+    Column("protocol", "Protocol", "text"),
+    Column("family", "Family", "text"),
+    Column("seeds", "Seeds", "int"),
+]
 
 
 def leaderboard_table(records: list[dict], failure_probs: Sequence[float]) -> Table:
@@ -54,15 +65,17 @@ def leaderboard_table(records: list[dict], failure_probs: Sequence[float]) -> Ta
     modalities = records[0]["modalities"]
     expected = [expected_key(p) for p in failure_probs]
     rows = []
-    for method, recs in by_method(records).items():
-        row = _head(method, recs)
-        per_seed = [{s: num(r["subsets"][s]["miou"]) for s in subsets} for r in recs]
+    frame = runs_frame(records)
+    for run, recs in by_run(records).items():
+        row = _head(run, recs)
+        miou = seed_scores(frame, run)
+        per_seed = miou.to_dict("records")  # [{subset: mIoU}] per seed
         for s in subsets:
-            _with_std(row, s, [m[s] for m in per_seed])
+            _with_std(row, s, miou[s])
         _with_std(row, "avg", [float(np.mean(list(m.values()))) for m in per_seed])
         # Top-1 / Last-1: the best / worst subset of the means over seeds, with that subset's std
         # (a mean of per-seed maxima would be biased upwards and name no subset)
-        for key, subset in (("top1", best_subset(recs)), ("last1", worst_subset(recs))):
+        for key, subset in (("top1", best_subset(miou)), ("last1", worst_subset(miou))):
             row[key], row[f"{key}_std"], row[f"{key}_subset"] = row[subset], row[f"{subset}_std"], subset
         for p, key in zip(failure_probs, expected):
             _with_std(row, key, [stats.expected_miou(m, modalities, p) for m in per_seed])
@@ -86,9 +99,10 @@ def fragility_table(records: list[dict]) -> Table:
     subsets = list(records[0]["subsets"])
     modalities = records[0]["modalities"]
     rows = []
-    for method, recs in by_method(records).items():
-        row = _head(method, recs)
-        per_seed = [stats.fragility({s: num(r["subsets"][s]["miou"]) for s in subsets}, modalities) for r in recs]
+    frame = runs_frame(records)
+    for run, recs in by_run(records).items():
+        row = _head(run, recs)
+        per_seed = [stats.fragility(m, modalities) for m in seed_scores(frame, run)[subsets].to_dict("records")]
         for m in modalities:
             _with_std(row, f"{m}_drop", [f[m]["drop"] for f in per_seed])
             _with_std(row, f"{m}_alone", [f[m]["alone"] for f in per_seed])
@@ -107,52 +121,63 @@ def fragility_table(records: list[dict]) -> Table:
         columns,
         rows,
         note=f"{STD_NOTE}. drop = mean over the subsets holding the modality and another one of "
-        "mIoU(subset) - mIoU(subset without it): how much the method loses without it (lower: it relies "
+        "mIoU(subset) - mIoU(subset without it): how much the run loses without it (lower: it relies "
         "less on it, or the others make up for it; negative: it does better without it). Bold: best alone.",
         std_columns=_std_columns(keys),
     )
 
 
 def size_curves(records: list[dict]) -> dict[str, dict[int, tuple[float, float]]]:
-    """``{method: {k: (mean, std)}}`` of the mean mIoU over subsets of k modalities (per seed, then over seeds)."""
-    subsets = list(records[0]["subsets"])
+    """``{run: {k: (mean, std)}}`` of the mean mIoU over subsets of k modalities (per seed, then over seeds)."""
+    frame = runs_frame(records)
     curves = {}
-    for method, recs in by_method(records).items():
-        per_seed = [stats.by_size({s: num(r["subsets"][s]["miou"]) for s in subsets}) for r in recs]
-        curves[method] = {k: stats.mean_std([c[k] for c in per_seed]) for k in per_seed[0]}
+    for run in by_run(records):
+        per_seed = [stats.by_size(m) for m in seed_scores(frame, run).to_dict("records")]
+        curves[run] = {k: stats.mean_std([c[k] for c in per_seed]) for k in per_seed[0]}
     return curves
 
 
-def _subset_means(recs: list[dict]) -> list[tuple[float, str]]:
-    """``(mean mIoU over seeds, subset)`` of a method's subsets with a value, in the records' order."""
-    subsets = list(recs[0]["subsets"])
-    means = [stats.mean_std([num(r["subsets"][s]["miou"]) for r in recs])[0] for s in subsets]
-    finite = [(m, s) for m, s in zip(means, subsets) if not math.isnan(m)]
-    return finite or [(math.nan, subsets[0])]
+def _subset_means(miou: pd.DataFrame) -> list[tuple[float, str]]:
+    """``(mean mIoU over seeds, subset)`` of a run's subsets with a value, in column order
+    (``miou``: seeds x subsets, :func:`~benchmark.report.runs.seed_scores`)."""
+    means = [(stats.mean_std(miou[s])[0], s) for s in miou.columns]
+    finite = [(m, s) for m, s in means if not math.isnan(m)]
+    return finite or [(math.nan, miou.columns[0])]
 
 
-def worst_subset(recs: list[dict]) -> str:
-    """The subset with the lowest mean mIoU over a method's seeds (the first of equals): Last-1."""
-    return min(_subset_means(recs), key=lambda item: item[0])[1]
+def worst_subset(miou: pd.DataFrame) -> str:
+    """The subset with the lowest mean mIoU over a run's seeds (the first of equals): Last-1."""
+    return min(_subset_means(miou), key=lambda item: item[0])[1]
 
 
-def best_subset(recs: list[dict]) -> str:
-    """The subset with the highest mean mIoU over a method's seeds (the first of equals): Top-1."""
-    return max(_subset_means(recs), key=lambda item: item[0])[1]
+def best_subset(miou: pd.DataFrame) -> str:
+    """The subset with the highest mean mIoU over a run's seeds (the first of equals): Top-1."""
+    return max(_subset_means(miou), key=lambda item: item[0])[1]
+
+
+def _class_scores(frame: pd.DataFrame, run: str, cls: str, subset: str, seeds: int) -> list[float]:
+    """IoU of class ``cls`` on ``subset`` per seed (NaN where a run recorded none)."""
+    try:
+        iou = seed_scores(frame, run, "iou", cls)
+    except KeyError:
+        return [math.nan] * seeds
+    return list(iou[subset]) if subset in iou else [math.nan] * seeds
 
 
 def per_class_table(records: list[dict]) -> Table:
-    """IoU per class on the full modality set and on each method's worst subset (mean ± std over seeds)."""
+    """IoU per class on the full modality set and on each run's worst subset (mean ± std over seeds)."""
     subsets = list(records[0]["subsets"])
     classes = list(records[0]["classes"])
     full = next(s for s in subsets if len(s.split("+")) == len(records[0]["modalities"]))
     rows = []
-    for method, recs in by_method(records).items():
-        for label, subset in (("full", full), ("worst", worst_subset(recs))):
-            row = _head(method, recs) | {"set": label, "subset": subset}
+    frame = runs_frame(records)
+    for run, recs in by_run(records).items():
+        miou = seed_scores(frame, run)
+        for label, subset in (("full", full), ("worst", worst_subset(miou))):
+            row = _head(run, recs) | {"set": label, "subset": subset}
             for c in classes:
-                _with_std(row, c, [num(r["subsets"][subset].get("iou", {}).get(c)) for r in recs])
-            _with_std(row, "miou", [num(r["subsets"][subset]["miou"]) for r in recs])
+                _with_std(row, c, _class_scores(frame, run, c, subset, len(recs)))
+            _with_std(row, "miou", miou[subset])
             rows.append(row)
     keys = [*classes, "miou"]
     columns = [
@@ -163,10 +188,10 @@ def per_class_table(records: list[dict]) -> Table:
     ]
     return Table(
         "per_class",
-        "IoU (%) per class on the full modality set and on each method's worst subset",
+        "IoU (%) per class on the full modality set and on each run's worst subset",
         columns,
         rows,
-        note=f"{STD_NOTE}. worst = the subset with the lowest mean mIoU for that method (its Last-1 subset).",
+        note=f"{STD_NOTE}. worst = the subset with the lowest mean mIoU for that run (its Last-1 subset).",
         std_columns=_std_columns(keys),
     )
 
@@ -184,11 +209,11 @@ EFFICIENCY_COLUMNS = (
 
 
 def efficiency_table(records: list[dict]) -> Table:
-    """Size, cost and speed per method from the ``efficiency`` block of metrics.json (mean ± std over seeds)."""
+    """Size, cost and speed per run from the ``efficiency`` block of metrics.json (mean ± std over seeds)."""
     rows = []
     devices: set[str] = set()
-    for method, recs in by_method(records).items():
-        row = _head(method, recs)
+    for run, recs in by_run(records).items():
+        row = _head(run, recs)
         for key, _, scale, _, _ in EFFICIENCY_COLUMNS:
             values = [num(r.get("efficiency", {}).get(key)) * scale for r in recs]
             _with_std(row, key, values)
@@ -228,29 +253,29 @@ def comparison_table(
     confidence: float,
     seed: int,
 ) -> Table:
-    """Every method minus ``reference`` per subset and on Avg: the difference of the means over
+    """Every run minus ``reference`` per subset and on Avg: the difference of the means over
     seeds (points) and a paired bootstrap interval over test images and seeds.
 
-    ``confusions``: method -> int64[R, S, N, K, K] (seeds in the records' order, paired by position).
+    ``confusions``: run -> int64[R, S, N, K, K] (seeds in the records' order, paired by position).
     """
-    grouped = by_method(records)
+    grouped = by_run(records)
     if reference not in grouped:
-        raise ValueError(f"report.reference: {reference!r} has no results; methods: {list(grouped)}")
+        raise ValueError(f"report.reference: {reference!r} has no results; runs: {list(grouped)}")
     subsets = list(records[0]["subsets"])
     ref_seeds = [r["seed"] for r in grouped[reference]]
     shown, long = [], []
     level = f"{100 * confidence:g}%"
-    for method, recs in grouped.items():
-        if method == reference:
+    for run, recs in grouped.items():
+        if run == reference:
             continue
         seeds = [r["seed"] for r in recs]
         if seeds != ref_seeds:
             raise ValueError(
-                f"method {method!r} has seeds {seeds}, reference {reference!r} has {ref_seeds}: cannot pair"
+                f"run {run!r} has seeds {seeds}, reference {reference!r} has {ref_seeds}: cannot pair"
             )
-        row: dict[str, Any] = _head(method, recs) | {"_bold": set()}
+        row: dict[str, Any] = _head(run, recs) | {"_bold": set()}
         for i, subset in enumerate([*subsets, "avg"]):
-            a, b = confusions[method], confusions[reference]
+            a, b = confusions[run], confusions[reference]
             pick = (slice(None), slice(None)) if subset == "avg" else (slice(None), i)
             result = stats.paired_bootstrap(a[pick], b[pick], samples=samples, confidence=confidence, seed=seed)
             row[subset] = f"{result.diff:+.2f} [{result.low:+.2f}, {result.high:+.2f}]" + (
@@ -260,7 +285,7 @@ def comparison_table(
                 row["_bold"].add(subset)
             long.append(
                 {
-                    "method": method,
+                    "run": run,
                     "reference": reference,
                     "subset": subset,
                     "diff": result.diff,
@@ -274,7 +299,7 @@ def comparison_table(
         "comparison",
         "",
         [
-            Column("method", "method", "text"),
+            Column("run", "run", "text"),
             Column("reference", "reference", "text"),
             Column("subset", "subset", "text"),
             Column("diff", "diff"),
@@ -290,7 +315,7 @@ def comparison_table(
         f"Difference to {reference} (mIoU points) with {level} paired bootstrap intervals",
         columns,
         shown,
-        note=f"method minus {reference}: difference of the means over seeds [{level} percentile interval; "
+        note=f"run minus {reference}: difference of the means over seeds [{level} percentile interval; "
         f"{samples} replicates resampling test tiles and the {len(ref_seeds)} seed(s), paired]. † and bold: the "
         "interval excludes 0. Tiles are treated as independent and no multiple-comparison correction is "
         "applied (docs/statistics.md).",
@@ -299,19 +324,19 @@ def comparison_table(
 
 
 def robustness_means(records: list[dict]) -> dict[str, dict[str, dict[str, list[float]]]]:
-    """Mean robustness over seeds: ``{method: {subset: {modality: [mean r_m per scale]}}}`` for the
-    methods whose records carry ``robustness`` (others left out). A method's seeds must agree on
+    """Mean robustness over seeds: ``{run: {subset: {modality: [mean r_m per scale]}}}`` for the
+    runs whose records carry ``robustness`` (others left out). A run's seeds must agree on
     ``robustness.scales`` (``ValueError``)."""
     table: dict[str, dict[str, dict[str, list[float]]]] = {}
-    for method, recs in by_method([r for r in records if "robustness" in r]).items():
+    for run, recs in by_run([r for r in records if "robustness" in r]).items():
         scales = recs[0]["robustness"]["scales"]
         for rec in recs[1:]:
             if rec["robustness"]["scales"] != scales:
                 raise ValueError(
-                    f"method {method!r}: key 'robustness.scales' is {scales!r} in seed {recs[0]['seed']} "
+                    f"run {run!r}: key 'robustness.scales' is {scales!r} in seed {recs[0]['seed']} "
                     f"but {rec['robustness']['scales']!r} in seed {rec['seed']}"
                 )
-        table[method] = {
+        table[run] = {
             subset: {
                 m: [
                     float(np.mean([num(r["robustness"]["subsets"][subset][m][k]) for r in recs]))
@@ -332,9 +357,9 @@ def _level_key(kind: str, level: float) -> str:
 
 
 def scenario_means(records: list[dict]) -> dict[str, dict[str, Any]]:
-    """Corrupted-input mIoU (%) over seeds of the methods whose records carry ``scenarios``::
+    """Corrupted-input mIoU (%) over seeds of the runs whose records carry ``scenarios``::
 
-        {method: {"seeds": n, "clean": (mean, std), "avg": (mean, std),
+        {run: {"seeds": n, "clean": (mean, std), "avg": (mean, std),
                   "kinds": {kind: {modality | "mean": (float[L] means, float[L] stds)}}}}
 
     ``clean`` is the full-set mIoU, ``avg`` the run's ``scenarios.avg``, ``"mean"`` the per-seed mean
@@ -342,7 +367,7 @@ def scenario_means(records: list[dict]) -> dict[str, dict[str, Any]]:
     The layout (kinds, levels, modalities) is the one :func:`load_metrics` checked to be shared.
     """
     out: dict[str, dict[str, Any]] = {}
-    for method, recs in by_method([r for r in records if "scenarios" in r]).items():
+    for run, recs in by_run([r for r in records if "scenarios" in r]).items():
         layout = scenario_layout(recs[0])
         kinds: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
         for kind, (levels, modalities) in layout.items():
@@ -360,7 +385,7 @@ def scenario_means(records: list[dict]) -> dict[str, dict[str, Any]]:
             for name, per_seed in series.items():  # per_seed: float[seeds, levels]
                 pairs = np.array([stats.mean_std(per_seed[:, k]) for k in range(len(levels))])  # [levels, 2]
                 kinds[kind][name] = (pairs[:, 0], pairs[:, 1])
-        out[method] = {
+        out[run] = {
             "seeds": len(recs),
             "clean": stats.mean_std([num(r["scenarios"]["clean_miou"]) for r in recs]),
             "avg": stats.mean_std([num(r["scenarios"]["avg"]) for r in recs]),
@@ -386,10 +411,10 @@ def scenario_table(records: list[dict]) -> Table:
             titles[keys[-1]] = f"{kind} {level:g}"
     keys.append("avg")
     titles["avg"] = "Avg"
-    grouped = by_method(records)
+    grouped = by_run(records)
     rows = []
-    for method, entry in means.items():
-        row = _head(method, grouped[method])
+    for run, entry in means.items():
+        row = _head(run, grouped[run])
         row["clean"], row["clean_std"] = entry["clean"]
         row["avg"], row["avg_std"] = entry["avg"]
         for kind, (levels, _) in layout.items():
@@ -407,26 +432,26 @@ def scenario_table(records: list[dict]) -> Table:
         note=f"{STD_NOTE}; best in bold. Clean = every modality, uncorrupted (the full set's mIoU); "
         "<kind> <level> = mean over the corrupted modalities of the mIoU with that one modality corrupted "
         f"({corrupted}); Avg = mean over every kind, level and corrupted modality. Levels: {units}. "
-        "Corruptions are seeded: every method and seed saw the same corrupted inputs.",
+        "Corruptions are seeded: every run and seed saw the same corrupted inputs.",
         std_columns=_std_columns(keys),
     )
 
 
 def scenario_long_table(records: list[dict]) -> Table:
-    """Machine format of the scenarios: one row per method, kind, level and corrupted modality with
+    """Machine format of the scenarios: one row per run, kind, level and corrupted modality with
     the mIoU's mean and sample std over seeds and the number of seeds (``scenarios_long.csv``)."""
     means = scenario_means(records)
     rows = []
-    for method, entry in means.items():
+    for run, entry in means.items():
         for kind, series in entry["kinds"].items():
-            levels = scenario_layout(next(r for r in records if r["method"] == method))[kind][0]
+            levels = scenario_layout(next(r for r in records if r["run"] == run))[kind][0]
             for k, level in enumerate(levels):
                 for modality, (mean, std) in series.items():
                     if modality == SCENARIO_MEAN:
                         continue
                     rows.append(
                         {
-                            "method": method,
+                            "run": run,
                             "kind": kind,
                             "level": level,
                             "modality": modality,
@@ -437,9 +462,9 @@ def scenario_long_table(records: list[dict]) -> Table:
                     )
     return Table(
         "scenarios_long",
-        "mIoU (%) per method, corruption kind, level and corrupted modality",
+        "mIoU (%) per run, corruption kind, level and corrupted modality",
         [
-            Column("method", "method", "text"),
+            Column("run", "run", "text"),
             Column("kind", "kind", "text"),
             Column("level", "level", "text"),
             Column("modality", "modality", "text"),

@@ -157,7 +157,7 @@ def miou_heatmap(methods: list[str], columns: list[str], values: np.ndarray, tit
     )
     ax.set_yticks(range(len(methods)), methods)
     ax.set_xlabel("available modalities")
-    ax.set_ylabel("method")
+    ax.set_ylabel("run (method-protocol)")
     ax.set_title(title)
     fig.colorbar(image, ax=ax, label="mIoU (%)", fraction=0.04, pad=0.02)
     return fig
@@ -297,7 +297,7 @@ def fragility_plot(
     ax.set_ylabel("mIoU (%), mean over subsets of that size")
     ax.grid(alpha=0.3)
     ax.set_title(title)
-    fig.legend(handles, labels, loc="outside right upper", fontsize=8, title="method")
+    fig.legend(handles, labels, loc="outside right upper", fontsize=8, title="run")
     return fig
 
 
@@ -364,7 +364,7 @@ def training_curves(logs: dict[str, dict[int, dict[str, np.ndarray]]], title: st
         Line2D([], [], color=s["color"], linestyle=s["linestyle"], linewidth=1.8, label=m) for m, s in styles.items()
     ]
     if handles:
-        fig.legend(handles=handles, loc="outside right upper", title="method", fontsize=9)
+        fig.legend(handles=handles, loc="outside right upper", title="run", fontsize=9)
     fig.suptitle(title)
     return fig
 
@@ -691,7 +691,7 @@ def scenario_curves(
         Line2D([], [], color=s["color"], linestyle=s["linestyle"], marker=s["marker"], label=m)
         for m, s in styles.items()
     ]
-    fig.legend(handles=handles, loc="outside right upper", title="method", fontsize=9)
+    fig.legend(handles=handles, loc="outside right upper", title="run", fontsize=9)
     fig.supxlabel("corruption level (x = 0: clean, every modality uncorrupted)", fontsize=9)
     fig.suptitle(title)
     return fig

@@ -1,6 +1,6 @@
 """Read and check what the train and evaluate stages wrote for one data set.
 
-``results/<dataset>/<method>/seed<k>/`` holds ``metrics.json`` (required; its ``scenarios`` block,
+``results/<dataset>/<run>/seed<k>/`` (a run is ``<method>-<protocol>``) holds ``metrics.json`` (required; its ``scenarios`` block,
 the corrupted-input scores, is optional but then present in every run of the data set), ``image_scores.npz``
 (per-image confusion matrices, required for the comparison's bootstrap), ``predictions.npz``
 (optional: the qualitative panel) and ``train_log.jsonl`` (optional: the training curves); see
@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.config import SCENARIO_KINDS, is_int
+from benchmark.config import EVAL_CONVENTIONS, SCENARIO_KINDS, is_int, run_dir
 from benchmark.io import read_json
 from benchmark.metrics import mean_iou
-from benchmark.protocol import enumerate_subsets, parse_subset, subset_name
+from benchmark.protocol import enumerate_subsets, parse_run, parse_subset, subset_name
 
 METRICS_FILE = "metrics.json"
 IMAGE_SCORES_FILE = "image_scores.npz"
@@ -54,11 +54,11 @@ def num(value: float | None) -> float:
     return math.nan if value is None else float(value)
 
 
-def run_folder(results_dir: Path, dataset: str, method: str, seed: int) -> Path:
-    return Path(results_dir) / dataset / method / f"seed{seed}"
+def run_folder(results_dir: Path, dataset: str, run: str, seed: int) -> Path:
+    return run_dir(Path(results_dir), dataset, run, seed)
 
 
-def _validate(data: object, path: Path, dataset: str, method: str, seed: int) -> dict:
+def _validate(data: object, path: Path, dataset: str, run: str, seed: int) -> dict:
     """Check one metrics file; ``ValueError`` names the file and the key."""
 
     def fail(key: str, why: str) -> ValueError:
@@ -68,7 +68,10 @@ def _validate(data: object, path: Path, dataset: str, method: str, seed: int) ->
         raise ValueError(f"{path}: expected a JSON object")
     types = {
         "dataset": str,
+        "run": str,
         "method": str,
+        "protocol": dict,
+        "convention": str,
         "seed": int,
         "family": str,
         "modalities": list,
@@ -81,9 +84,17 @@ def _validate(data: object, path: Path, dataset: str, method: str, seed: int) ->
             raise fail(key, "missing")
         if not isinstance(data[key], typ) or isinstance(data[key], bool):
             raise fail(key, f"expected {typ.__name__}, got {type(data[key]).__name__}")
-    for key, expected in (("dataset", dataset), ("method", method), ("seed", seed)):
+    for key, expected in (("dataset", dataset), ("run", run), ("seed", seed)):
         if data[key] != expected:
             raise fail(key, f"is {data[key]!r} but the path says {expected!r}")
+    try:
+        method, protocol = parse_run(run)
+    except ValueError as err:
+        raise fail("run", str(err)) from None
+    if data["method"] != method or data["protocol"].get("name") != protocol:
+        raise fail("run", f"{run!r} does not name method {data['method']!r} under protocol {data['protocol']!r}")
+    if data["convention"] not in EVAL_CONVENTIONS:
+        raise fail("convention", f"{data['convention']!r} is not one of {list(EVAL_CONVENTIONS)}")
     if not data["subsets"]:
         raise fail("subsets", "empty")
     modalities = data["modalities"]
@@ -272,42 +283,45 @@ def _metric_files(method_dir: Path) -> list[tuple[int, Path]]:
 
 
 def load_metrics(
-    results_dir: Path, dataset: str, methods: Sequence[str] | None = None, seeds: Sequence[int] | None = None
+    results_dir: Path, dataset: str, runs: Sequence[str] | None = None, seeds: Sequence[int] | None = None
 ) -> list[dict]:
-    """Validated records of ``results_dir/dataset/<method>/seed*/metrics.json``.
+    """Validated records of ``results_dir/dataset/<run>/seed*/metrics.json``.
 
-    With ``methods``: exactly those, in that order (``FileNotFoundError`` naming the expected
-    path for one without a file); without: every method found, sorted by name. Records come
-    per method by seed. With ``seeds``: exactly those seeds of each method (results of seeds no
+    With ``runs``: exactly those, in that order (``FileNotFoundError`` naming the expected
+    path for one without a file); without: every run found, sorted by name. Records come
+    per run by seed. With ``seeds``: exactly those seeds of each run (results of seeds no
     longer in params.yaml are left out). All files must share the same ``subsets`` keys in
-    order, the same ``modalities`` and the same ``classes``, and either all or none a
-    ``scenarios`` block with the same seed, block size, kinds, levels and corrupted modalities.
+    order, the same ``modalities``, ``classes`` and evaluation ``convention``, and either all or
+    none a ``scenarios`` block with the same seed, block size, kinds, levels and corrupted modalities.
     """
     root = Path(results_dir) / dataset
-    if methods is None:
-        methods = sorted(p.name for p in root.glob("*") if p.is_dir() and _metric_files(p))
-        if not methods:
-            raise FileNotFoundError(f"{root}: no <method>/seed*/{METRICS_FILE} found")
-    elif len(set(methods)) != len(methods):
-        raise ValueError(f"methods listed more than once: {list(methods)}")
+    if runs is None:
+        runs = sorted(p.name for p in root.glob("*") if p.is_dir() and _metric_files(p))
+        if not runs:
+            raise FileNotFoundError(f"{root}: no <run>/seed*/{METRICS_FILE} found")
+    elif len(set(runs)) != len(runs):
+        raise ValueError(f"runs listed more than once: {list(runs)}")
     if seeds is not None and len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds listed more than once: {list(seeds)}")
     records: list[dict] = []
-    for method in methods:
-        files = _metric_files(root / method)
+    for run in runs:
+        files = _metric_files(root / run)
         if seeds is not None:
             found = dict(files)
             missing = [s for s in seeds if s not in found]
             if missing:
-                raise FileNotFoundError(
-                    f"{run_folder(results_dir, dataset, method, missing[0]) / METRICS_FILE}: not found"
-                )
+                raise FileNotFoundError(f"{run_folder(results_dir, dataset, run, missing[0]) / METRICS_FILE}: not found")
             files = [(s, found[s]) for s in sorted(seeds)]
         if not files:
-            raise FileNotFoundError(f"{root / method / 'seed*' / METRICS_FILE}: not found")
+            raise FileNotFoundError(f"{root / run / 'seed*' / METRICS_FILE}: not found")
         for seed, path in files:
-            record = _validate(read_json(path), path, dataset, method, seed)
+            record = _validate(read_json(path), path, dataset, run, seed)
             if records:
+                if record["convention"] != records[0]["convention"]:
+                    raise ValueError(
+                        f"{path}: key 'convention': {record['convention']!r} here, {records[0]['convention']!r} in "
+                        f"the other files of {dataset!r} (evaluate every run of a data set the same way)"
+                    )
                 for key in ("subsets", "modalities", "classes"):
                     if list(record[key]) != list(records[0][key]):
                         raise ValueError(
@@ -325,11 +339,11 @@ def load_metrics(
     return records
 
 
-def by_method(records: Sequence[dict]) -> dict[str, list[dict]]:
-    """``{method: [records by seed]}`` in order of first appearance."""
+def by_run(records: Sequence[dict]) -> dict[str, list[dict]]:
+    """``{run: [records by seed]}`` in order of first appearance."""
     grouped: dict[str, list[dict]] = {}
     for rec in records:
-        grouped.setdefault(rec["method"], []).append(rec)
+        grouped.setdefault(rec["run"], []).append(rec)
     return grouped
 
 
@@ -347,7 +361,7 @@ def load_confusion(results_dir: Path, record: dict) -> np.ndarray:
     """``int64[S, N, K, K]`` per-image confusion matrices of one run, checked against its record:
     same subsets and classes in order, and the mIoU of each subset's summed matrix equal to the
     record's (so the bootstrap resamples exactly what the leaderboard reports)."""
-    path = run_folder(results_dir, record["dataset"], record["method"], record["seed"]) / IMAGE_SCORES_FILE
+    path = run_folder(results_dir, record["dataset"], record["run"], record["seed"]) / IMAGE_SCORES_FILE
     data = _load_npz(path)
     for key in ("subsets", "classes", "confusion"):
         if key not in data:
@@ -373,7 +387,7 @@ def load_confusion(results_dir: Path, record: dict) -> np.ndarray:
 def load_predictions(results_dir: Path, record: dict) -> dict[str, np.ndarray] | None:
     """The arrays of a run's ``predictions.npz`` (checked: subsets match, ``pred`` is
     ``[S, n, H, W]``), or ``None`` when the file is absent or holds no tile."""
-    path = run_folder(results_dir, record["dataset"], record["method"], record["seed"]) / PREDICTIONS_FILE
+    path = run_folder(results_dir, record["dataset"], record["run"], record["seed"]) / PREDICTIONS_FILE
     if not path.exists():
         return None
     data = _load_npz(path)
@@ -396,7 +410,7 @@ def load_predictions(results_dir: Path, record: dict) -> dict[str, np.ndarray] |
 def load_train_log(results_dir: Path, record: dict) -> dict[str, np.ndarray] | None:
     """``{"step", "loss", "images_per_s"}`` arrays of a run's ``train_log.jsonl`` (one entry per
     line), or ``None`` when the file is absent or empty."""
-    path = run_folder(results_dir, record["dataset"], record["method"], record["seed"]) / LOG_FILE
+    path = run_folder(results_dir, record["dataset"], record["run"], record["seed"]) / LOG_FILE
     if not path.exists():
         return None
     columns: dict[str, list[float]] = {"step": [], "loss": [], "images_per_s": []}

@@ -21,11 +21,11 @@ SUBSETS = ["rgb", "dsm", "rgb+dsm"]
 CLASSES = ["road", "roof", "tree"]
 IMAGES = 12
 PIXELS = 64  # per image
-# method -> (family, seeds, accuracy per subset): the chance a pixel is predicted right
+# run (<method>-<protocol>) -> (family, seeds, accuracy per subset): the chance a pixel is predicted right
 METHODS = {
-    "alpha": ("reference", [0, 1], [0.70, 0.50, 0.80]),
-    "beta": ("joint", [0, 1], [0.60, 0.55, 0.85]),
-    "sgma": ("sgma", [0, 1], [0.72, 0.52, 0.81]),
+    "alpha-complete": ("reference", [0, 1], [0.70, 0.50, 0.80]),
+    "beta-complete": ("joint", [0, 1], [0.60, 0.55, 0.85]),
+    "sgma-complete": ("sgma", [0, 1], [0.72, 0.52, 0.81]),
 }
 # kind -> (levels, corrupted modalities): speckle only on dsm (the pretend SAR modality), kinds in
 # benchmark.config.SCENARIO_KINDS order, levels not evenly spaced
@@ -118,9 +118,13 @@ def write_results(root: Path, methods: dict = METHODS, with_logs: bool = True, s
                 iou = direct_iou(total)
                 subsets[name] = {"miou": direct_miou(total), "iou": dict(zip(CLASSES, iou.tolist()))}
             mious = [subsets[s]["miou"] for s in SUBSETS]
+            name, protocol = method.rsplit("-", 1)
             record = {
                 "dataset": DATASET,
-                "method": method,
+                "run": method,
+                "method": name,
+                "protocol": {"name": protocol, "kind": protocol},
+                "convention": "mask",
                 "seed": seed,
                 "family": family,
                 "modalities": MODALITIES,

@@ -12,7 +12,7 @@ from report.fake_results import DATASET, METHODS, SUBSETS, write_results
 from benchmark.config import ReportConfig
 from benchmark.report import build, main
 
-CONFIG = ReportConfig(reference="sgma", failure_probs=[0.1], bootstrap_samples=100)
+CONFIG = ReportConfig(reference="sgma-complete", failure_probs=[0.1], bootstrap_samples=100)
 TABLES = ["leaderboard", "fragility", "per_class", "efficiency", "comparison"]
 
 
@@ -49,7 +49,7 @@ def test_summary_json_matches_the_leaderboard(results: Path):
     header = board[0].split(",")
     for line in board[1:]:
         row = dict(zip(header, line.split(",")))
-        entry = summary[DATASET][row["method"]]
+        entry = summary[DATASET][row["run"]]
         assert set(entry) == {"avg", "top1", "last1", "expected_p0_1"}
         for key in entry:
             assert entry[key] == pytest.approx(float(row[key]), abs=5e-5)  # the CSV keeps 4 decimals
@@ -65,15 +65,15 @@ def test_report_is_deterministic(results: Path):
 def test_a_failure_leaves_the_previous_report_untouched(results: Path):
     build.write_report(results, [DATASET], list(METHODS), [0, 1], CONFIG)
     before = _snapshot(results)
-    metrics = results / DATASET / "beta" / "seed1" / "metrics.json"
+    metrics = results / DATASET / "beta-complete" / "seed1" / "metrics.json"
     record = json.loads(metrics.read_text())
     record["subsets"]["rgb"]["miou"] += 1.0  # no longer what the image scores give
     metrics.write_text(json.dumps(record))
-    with pytest.raises(ValueError, match=r"beta/seed1/image_scores.npz: subset 'rgb'"):
+    with pytest.raises(ValueError, match=r"beta-complete/seed1/image_scores.npz: subset 'rgb'"):
         build.write_report(results, [DATASET], list(METHODS), [0, 1], CONFIG)
     after = _snapshot(results)
-    after.pop(f"{DATASET}/beta/seed1/metrics.json")
-    before.pop(f"{DATASET}/beta/seed1/metrics.json")
+    after.pop(f"{DATASET}/beta-complete/seed1/metrics.json")
+    before.pop(f"{DATASET}/beta-complete/seed1/metrics.json")
     assert after == before
 
 
@@ -87,16 +87,16 @@ def test_stale_plots_are_removed(results: Path):
 
 def _params(tmp_path: Path, **changes) -> Path:
     """A params.yaml the whole-file check accepts (registered data set and methods: the fake's
-    "toy", "alpha" and "beta" are not); the CLI calls name the fake's data set and methods."""
+    "toy", "alpha" and "beta" are not); the CLI calls name the fake's data set and runs."""
     registered = ["muss", "m3l", "sgma"]
     params = {
         "datasets": ["synthetic"],
-        "methods": registered,
+        "runs": [f"{m}-complete" for m in registered],
         "seeds": [0, 1],
         "method_params": {m: {} for m in registered},
         "synthetic": None,
         "train": {},
-        "report": {"reference": "sgma", "bootstrap_samples": 50},
+        "report": {"reference": "sgma-complete", "bootstrap_samples": 50},
     }
     params.update(changes)
     path = tmp_path / "params.yaml"
@@ -105,14 +105,14 @@ def _params(tmp_path: Path, **changes) -> Path:
 
 
 def _cli(params: Path, results: Path, *extra: str) -> list[str]:
-    return ["--params", str(params), "--results", str(results), "--datasets", DATASET, "--methods", *METHODS, *extra]
+    return ["--params", str(params), "--results", str(results), "--datasets", DATASET, "--runs", *METHODS, *extra]
 
 
 def test_cli_prints_the_leaderboard(results: Path, tmp_path: Path, capsys):
     params = _params(tmp_path)
     assert main(_cli(params, results, "--prepared", str(tmp_path / "none"))) == 0
     out = capsys.readouterr().out
-    assert out.startswith("| Method | toy Avg | toy Last-1 | Mean rank (Avg) |")
+    assert out.startswith("| Run | toy Avg | toy Last-1 | Mean rank (Avg) |")
     for method in METHODS:
         assert f"| {method} |" in out or f"| **{method}** |" in out
     assert "report.html" in out
@@ -121,11 +121,11 @@ def test_cli_prints_the_leaderboard(results: Path, tmp_path: Path, capsys):
 @pytest.mark.parametrize(
     ("changes", "extra", "message"),
     [
-        ({"report": {"reference": "gamma"}}, [], r"report.reference: 'gamma' is not one of the methods"),
+        ({"report": {"reference": "gamma"}}, [], r"report.reference: 'gamma' is not one of the runs"),
         ({"report": {"bootstrap_sample": 5}}, [], r"report: unknown key\(s\) \['bootstrap_sample'\]"),
         ({"report": {"failure_probs": [1.0]}}, [], r"report.failure_probs: 1.0 is not a probability"),
-        ({}, ["--methods", "alpha", "sgma", "gamma"], r"toy/gamma/seed0/metrics.json: not found"),
-        ({}, ["--seeds", "0", "7"], r"alpha/seed7/metrics.json: not found"),
+        ({}, ["--runs", "alpha-complete", "sgma-complete", "gamma"], r"toy/gamma/seed0/metrics.json: not found"),
+        ({}, ["--seeds", "0", "7"], r"alpha-complete/seed7/metrics.json: not found"),
     ],
 )
 def test_cli_errors_name_the_key_or_file(results: Path, tmp_path: Path, capsys, changes, extra, message):

@@ -523,7 +523,7 @@ def test_the_pipeline_report_in_chromium(tmp_path: Path) -> None:
 
     results = tmp_path / "results"
     write_results(results)
-    config = ReportConfig(reference="sgma", bootstrap_samples=50)
+    config = ReportConfig(reference="sgma-complete", bootstrap_samples=50)
     write_report(results, [DATASET], list(METHODS), [0, 1], config, prepared_root=tmp_path / "none")
     dom = _run_browser(binary, tmp_path / "profile", "--dump-dom", (results / "report.html").resolve().as_uri())
     assert dom.returncode == 0, dom.stderr.decode(errors="replace")[-2000:]

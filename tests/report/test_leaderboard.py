@@ -29,7 +29,7 @@ def _mean_std(values):
 
 
 def _row(table, method, **where):
-    rows = [r for r in table.rows if r["method"] == method and all(r[k] == v for k, v in where.items())]
+    rows = [r for r in table.rows if r["run"] == method and all(r[k] == v for k, v in where.items())]
     assert len(rows) == 1
     return rows[0]
 
@@ -37,7 +37,7 @@ def _row(table, method, **where):
 def test_leaderboard_means_stds_and_summary(fake):
     root, truth, records = fake
     table = leaderboard.leaderboard_table(records, [0.1])
-    assert [r["method"] for r in table.rows] == list(METHODS)
+    assert [r["run"] for r in table.rows] == list(METHODS)
     for method in METHODS:
         row = _row(table, method)
         assert row["seeds"] == 2 and row["family"] == METHODS[method][0]
@@ -59,7 +59,16 @@ def test_leaderboard_means_stds_and_summary(fake):
 
 def test_top1_is_the_best_mean_not_the_mean_of_per_seed_bests():
     """Seeds that disagree on their best subset: Top-1 is a subset's mean, never above every column."""
-    base = {"dataset": DATASET, "method": "m", "family": "x", "modalities": MODALITIES, "classes": CLASSES}
+    base = {
+        "dataset": DATASET,
+        "run": "m-complete",
+        "method": "m",
+        "protocol": {"name": "complete", "kind": "complete"},
+        "convention": "mask",
+        "family": "x",
+        "modalities": MODALITIES,
+        "classes": CLASSES,
+    }
     records = [
         base | {"seed": 0, "subsets": {"rgb": {"miou": 60.0}, "dsm": {"miou": 40.0}, "rgb+dsm": {"miou": 50.0}}},
         base | {"seed": 1, "subsets": {"rgb": {"miou": 40.0}, "dsm": {"miou": 44.0}, "rgb+dsm": {"miou": 58.0}}},
@@ -134,7 +143,7 @@ def test_per_class_full_and_worst_subset(fake):
                 mean, std = _mean_std([m[subset]["iou"][c] for m in subsets])
                 assert row[c] == pytest.approx(mean) and row[f"{c}_std"] == pytest.approx(std)
             assert row["miou"] == pytest.approx(means[subset])
-    assert _row(table, "alpha", set="worst")["subset"] == "dsm"  # the fake's weakest subset by construction
+    assert _row(table, "alpha-complete", set="worst")["subset"] == "dsm"  # the fake's weakest subset by construction
 
 
 def test_efficiency_columns(fake):
@@ -152,33 +161,33 @@ def test_efficiency_columns(fake):
 
 def test_comparison_differences_and_intervals(fake):
     root, truth, records = fake
-    confusions = {m: np.stack([load_confusion(root, r) for r in records if r["method"] == m]) for m in METHODS}
-    table = leaderboard.comparison_table(records, confusions, "sgma", samples=300, confidence=0.9, seed=3)
-    assert [r["method"] for r in table.rows] == ["alpha", "beta"]
+    confusions = {m: np.stack([load_confusion(root, r) for r in records if r["run"] == m]) for m in METHODS}
+    table = leaderboard.comparison_table(records, confusions, "sgma-complete", samples=300, confidence=0.9, seed=3)
+    assert [r["run"] for r in table.rows] == ["alpha-complete", "beta-complete"]
     long = table.machine.rows
     assert len(long) == 2 * (len(SUBSETS) + 1)
-    for method in ("alpha", "beta"):
+    for method in ("alpha-complete", "beta-complete"):
         diffs = []
         for i, subset in enumerate(SUBSETS):
             diff = np.mean(
                 [
                     direct_miou(truth[method][s]["confusion"][i].sum(0))
-                    - direct_miou(truth["sgma"][s]["confusion"][i].sum(0))
+                    - direct_miou(truth["sgma-complete"][s]["confusion"][i].sum(0))
                     for s in (0, 1)
                 ]
             )
             diffs.append(diff)
-            entry = next(e for e in long if e["method"] == method and e["subset"] == subset)
+            entry = next(e for e in long if e["run"] == method and e["subset"] == subset)
             assert entry["diff"] == pytest.approx(diff)
             assert entry["low"] <= entry["diff"] <= entry["high"]
             assert entry["significant"] == int(entry["low"] > 0 or entry["high"] < 0)
             shown = _row(table, method)[subset]
             assert shown.startswith(f"{diff:+.2f} [") and shown.endswith(" †") == bool(entry["significant"])
             assert (subset in _row(table, method)["_bold"]) == bool(entry["significant"])
-        avg = next(e for e in long if e["method"] == method and e["subset"] == "avg")
+        avg = next(e for e in long if e["run"] == method and e["subset"] == "avg")
         assert avg["diff"] == pytest.approx(np.mean(diffs))  # Avg is linear in the subset mIoUs
     # beta is much worse than sgma on the rgb subset (0.60 vs 0.72 pixel accuracy): the interval shows it
-    beta_rgb = next(e for e in long if e["method"] == "beta" and e["subset"] == "rgb")
+    beta_rgb = next(e for e in long if e["run"] == "beta-complete" and e["subset"] == "rgb")
     assert beta_rgb["high"] < 0 and beta_rgb["significant"] == 1
 
 
@@ -187,9 +196,9 @@ def test_comparison_needs_the_reference_and_paired_seeds(fake):
     confusions = {m: np.zeros((2, 3, 1, 3, 3), dtype=np.int64) for m in METHODS}
     with pytest.raises(ValueError, match="'nobody'"):
         leaderboard.comparison_table(records, confusions, "nobody", samples=10, confidence=0.9, seed=0)
-    one_seed = [r for r in records if not (r["method"] == "beta" and r["seed"] == 1)]
-    with pytest.raises(ValueError, match=r"'beta' has seeds \[0\].*cannot pair"):
-        leaderboard.comparison_table(one_seed, confusions, "sgma", samples=10, confidence=0.9, seed=0)
+    one_seed = [r for r in records if not (r["run"] == "beta-complete" and r["seed"] == 1)]
+    with pytest.raises(ValueError, match=r"'beta-complete' has seeds \[0\].*cannot pair"):
+        leaderboard.comparison_table(one_seed, confusions, "sgma-complete", samples=10, confidence=0.9, seed=0)
 
 
 def test_overview_ranks_across_data_sets():

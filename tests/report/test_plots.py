@@ -15,7 +15,7 @@ from matplotlib.colors import to_rgb
 from benchmark.report import plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-METHODS = ["zeta", "alpha", "mid"]  # deliberately not sorted
+METHODS = ["zeta", "alpha-complete", "mid"]  # deliberately not sorted
 SUBSETS = ["rgb", "dsm", "rgb+dsm"]
 COLUMNS = [*SUBSETS, "Avg"]
 
@@ -242,7 +242,7 @@ def _trailing_mean(values: np.ndarray, window: int) -> np.ndarray:
 
 def test_training_curves_moving_average():
     rng = np.random.default_rng(5)
-    lengths = {("zeta", 0): 103, ("zeta", 1): 103, ("alpha", 0): 60}
+    lengths = {("zeta", 0): 103, ("zeta", 1): 103, ("alpha-complete", 0): 60}
     logs: dict = {}
     for (method, seed), length in lengths.items():
         logs.setdefault(method, {})[seed] = {
@@ -388,7 +388,7 @@ def test_robustness_maps_absent_cells_and_colour_limits():
 def test_robustness_means_annotations():
     scales = [4, 8]
     table = {
-        "sgma": {
+        "sgma-complete": {
             "rgb": {"rgb": [0.913, 0.5], "dsm": [0.0, 0.0]},
             "dsm": {"rgb": [0.0, 0.0], "dsm": [0.25, np.nan]},
             "rgb+dsm": {"rgb": [0.61, 1.0], "dsm": [0.39, 0.0]},  # a present modality may weigh 0
@@ -418,7 +418,7 @@ def test_robustness_means_annotations():
     with pytest.raises(ValueError):
         plots.robustness_means({}, scales, "t")
     with pytest.raises(ValueError, match="scales"):
-        plots.robustness_means({"sgma": {"rgb": {"rgb": [0.5]}}}, scales, "t")
+        plots.robustness_means({"sgma-complete": {"rgb": {"rgb": [0.5]}}}, scales, "t")
 
 
 # --- every builder renders -----------------------------------------------------------------------

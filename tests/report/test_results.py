@@ -54,72 +54,74 @@ def _edit_metrics(root: Path, method: str, seed: int, mutate: Callable[[dict], o
 
 
 def _record(root: Path, method: str, seed: int) -> dict:
-    return next(r for r in load_metrics(root, DATASET) if r["method"] == method and r["seed"] == seed)
+    return next(r for r in load_metrics(root, DATASET) if r["run"] == method and r["seed"] == seed)
 
 
 def _runs(records: list[dict]) -> list[tuple[str, int]]:
-    return [(r["method"], r["seed"]) for r in records]
+    return [(r["run"], r["seed"]) for r in records]
 
 
 # --- load_metrics: what it returns -------------------------------------------------------------
 
 
 def test_all_found_sorted_by_method_then_seed(tmp_path: Path):
-    methods = {"zeta": METHODS["beta"], "alpha": METHODS["alpha"]}  # written in unsorted order
+    methods = {"zeta-complete": METHODS["beta-complete"], "alpha-complete": METHODS["alpha-complete"]}  # written in unsorted order
     truth = write_results(tmp_path, methods=methods, with_logs=False)
     (tmp_path / DATASET / "notes").mkdir()  # a folder without runs is not a method
     records = load_metrics(tmp_path, DATASET)
-    assert _runs(records) == [("alpha", 0), ("alpha", 1), ("zeta", 0), ("zeta", 1)]
+    assert _runs(records) == [("alpha-complete", 0), ("alpha-complete", 1), ("zeta-complete", 0), ("zeta-complete", 1)]
     for rec in records:
-        assert rec == truth[rec["method"]][rec["seed"]]["record"]
+        assert rec == truth[rec["run"]][rec["seed"]]["record"]
 
 
 def test_listed_methods_keep_their_order(results):
     root, _ = results
-    records = load_metrics(root, DATASET, methods=["sgma", "alpha"])
-    assert _runs(records) == [("sgma", 0), ("sgma", 1), ("alpha", 0), ("alpha", 1)]
+    records = load_metrics(root, DATASET, runs=["sgma-complete", "alpha-complete"])
+    assert _runs(records) == [("sgma-complete", 0), ("sgma-complete", 1), ("alpha-complete", 0), ("alpha-complete", 1)]
 
 
 def test_method_listed_twice(results):
     root, _ = results
     with pytest.raises(ValueError, match="more than once"):
-        load_metrics(root, DATASET, methods=["alpha", "beta", "alpha"])
+        load_metrics(root, DATASET, runs=["alpha-complete", "beta-complete", "alpha-complete"])
 
 
 def test_no_results_at_all(tmp_path: Path):
-    (tmp_path / DATASET / "alpha").mkdir(parents=True)
+    (tmp_path / DATASET / "alpha-complete").mkdir(parents=True)
     with pytest.raises(FileNotFoundError) as err:
         load_metrics(tmp_path, DATASET)
     assert str(tmp_path / DATASET) in str(err.value)
 
 
 def test_seeds_filter(tmp_path: Path):
-    family, _, accuracy = METHODS["alpha"]
-    write_results(tmp_path, methods={"alpha": (family, [0, 1, 2], accuracy), "beta": METHODS["beta"]})
+    family, _, accuracy = METHODS["alpha-complete"]
+    write_results(
+        tmp_path, methods={"alpha-complete": (family, [0, 1, 2], accuracy), "beta-complete": METHODS["beta-complete"]}
+    )
     records = load_metrics(tmp_path, DATASET, seeds=[1, 0])  # seed 2 is no longer in params
-    assert _runs(records) == [("alpha", 0), ("alpha", 1), ("beta", 0), ("beta", 1)]
-    assert _runs(load_metrics(tmp_path, DATASET, methods=["alpha"], seeds=[2])) == [("alpha", 2)]
+    assert _runs(records) == [("alpha-complete", 0), ("alpha-complete", 1), ("beta-complete", 0), ("beta-complete", 1)]
+    assert _runs(load_metrics(tmp_path, DATASET, runs=["alpha-complete"], seeds=[2])) == [("alpha-complete", 2)]
 
 
 def test_seeds_filter_missing_seed_names_the_expected_file(results):
     root, _ = results
     with pytest.raises(FileNotFoundError) as err:
         load_metrics(root, DATASET, seeds=[0, 3])
-    assert str(_folder(root, "alpha", 3) / "metrics.json") in str(err.value)
+    assert str(_folder(root, "alpha-complete", 3) / "metrics.json") in str(err.value)
 
 
 def test_listed_method_without_metrics(results):
     root, _ = results
-    (root / DATASET / "ghost").mkdir()
+    (root / DATASET / "ghost-complete").mkdir()
     with pytest.raises(FileNotFoundError) as err:
-        load_metrics(root, DATASET, methods=["alpha", "ghost"])
-    assert str(root / DATASET / "ghost" / "seed*" / "metrics.json") in str(err.value)
+        load_metrics(root, DATASET, runs=["alpha-complete", "ghost-complete"])
+    assert str(root / DATASET / "ghost-complete" / "seed*" / "metrics.json") in str(err.value)
 
 
 def test_seed_folder_must_be_numbered(results):
     root, _ = results
-    folder = root / DATASET / "beta" / "seed_old"
-    shutil.copytree(_folder(root, "beta", 0), folder)
+    folder = root / DATASET / "beta-complete" / "seed_old"
+    shutil.copytree(_folder(root, "beta-complete", 0), folder)
     with pytest.raises(ValueError) as err:
         load_metrics(root, DATASET)
     assert str(folder / "metrics.json") in str(err.value)
@@ -131,9 +133,9 @@ def test_seed_folder_must_be_numbered(results):
 @pytest.mark.parametrize(
     ("dataset", "method", "seed", "key"),
     [
-        ("other", "alpha", 0, "'dataset'"),
-        (DATASET, "delta", 0, "'method'"),
-        (DATASET, "alpha", 7, "'seed'"),
+        ("other", "alpha-complete", 0, "'dataset'"),
+        (DATASET, "delta-complete", 0, "'run'"),
+        (DATASET, "alpha-complete", 7, "'seed'"),
     ],
 )
 def test_path_disagrees_with_file(results, dataset: str, method: str, seed: int, key: str):
@@ -141,9 +143,9 @@ def test_path_disagrees_with_file(results, dataset: str, method: str, seed: int,
     root, _ = results
     folder = root / dataset / method / f"seed{seed}"
     folder.mkdir(parents=True)
-    shutil.copy(_folder(root, "alpha", 0) / "metrics.json", folder / "metrics.json")
+    shutil.copy(_folder(root, "alpha-complete", 0) / "metrics.json", folder / "metrics.json")
     with pytest.raises(ValueError) as err:
-        load_metrics(root, dataset, methods=[method])
+        load_metrics(root, dataset, runs=[method])
     assert str(folder / "metrics.json") in str(err.value) and key in str(err.value)
 
 
@@ -182,7 +184,7 @@ def _rename_subset(record: dict, old: str, new: str) -> None:
 )
 def test_malformed_files(results, mutate, key: str):
     root, _ = results
-    path = _edit_metrics(root, "beta", 0, mutate)  # alpha, read first, stays correct
+    path = _edit_metrics(root, "beta-complete", 0, mutate)  # alpha, read first, stays correct
     with pytest.raises(ValueError) as err:
         load_metrics(root, DATASET)
     assert str(path) in str(err.value) and key in str(err.value)
@@ -191,7 +193,7 @@ def test_malformed_files(results, mutate, key: str):
 @pytest.mark.parametrize("text", ["[]", '{"dataset": "toy",'])
 def test_not_a_metrics_object(results, text: str):
     root, _ = results
-    path = _folder(root, "beta", 1) / "metrics.json"
+    path = _folder(root, "beta-complete", 1) / "metrics.json"
     path.write_text(text, encoding="utf-8")
     with pytest.raises(ValueError) as err:
         load_metrics(root, DATASET)
@@ -200,28 +202,28 @@ def test_not_a_metrics_object(results, text: str):
 
 def test_extra_keys_are_ignored(results):
     root, truth = results
-    _edit_metrics(root, "beta", 0, lambda r: r.update(extra_key_from_some_method={"ignored": True}))
-    rec = _record(root, "beta", 0)
-    assert rec["subsets"] == truth["beta"][0]["record"]["subsets"]
+    _edit_metrics(root, "beta-complete", 0, lambda r: r.update(extra_key_from_some_method={"ignored": True}))
+    rec = _record(root, "beta-complete", 0)
+    assert rec["subsets"] == truth["beta-complete"][0]["record"]["subsets"]
 
 
 def test_seeds_of_one_method_must_agree_on_its_family(results):
     root, _ = results
-    _edit_metrics(root, "beta", 1, lambda r: r.update(family="contrastive"))
+    _edit_metrics(root, "beta-complete", 1, lambda r: r.update(family="contrastive"))
     records = load_metrics(root, DATASET)  # each file is fine on its own
-    with pytest.raises(ValueError, match=r"'beta'.*family.*contrastive.*joint"):
+    with pytest.raises(ValueError, match=r"'beta-complete'.*family.*contrastive.*joint"):
         leaderboard.leaderboard_table(records, FAILURE_PROBS)
 
 
 def test_null_miou_is_nan(results):
     root, truth = results
-    _edit_metrics(root, "beta", 0, lambda r: r["subsets"]["dsm"].update(miou=None))
+    _edit_metrics(root, "beta-complete", 0, lambda r: r["subsets"]["dsm"].update(miou=None))
     records = load_metrics(root, DATASET)
-    rec = next(r for r in records if r["method"] == "beta" and r["seed"] == 0)
+    rec = next(r for r in records if r["run"] == "beta-complete" and r["seed"] == 0)
     assert rec["subsets"]["dsm"]["miou"] is None and math.isnan(num(rec["subsets"]["dsm"]["miou"]))
-    row = next(r for r in leaderboard.leaderboard_table(records, FAILURE_PROBS).rows if r["method"] == "beta")
+    row = next(r for r in leaderboard.leaderboard_table(records, FAILURE_PROBS).rows if r["run"] == "beta-complete")
     assert math.isnan(row["dsm"]) and math.isnan(row["dsm_std"])
-    rgb = np.array([truth["beta"][s]["record"]["subsets"]["rgb"]["miou"] for s in (0, 1)])
+    rgb = np.array([truth["beta-complete"][s]["record"]["subsets"]["rgb"]["miou"] for s in (0, 1)])
     assert row["rgb"] == pytest.approx(rgb.mean()) and row["rgb_std"] == pytest.approx(rgb.std(ddof=1))
     # the image scores still hold the subset's matrix: metrics.json and image_scores.npz disagree
     with pytest.raises(ValueError, match="'dsm'"):
@@ -249,33 +251,33 @@ def _block(values: np.ndarray) -> dict:
 def robust_results(tmp_path: Path) -> tuple[Path, dict[int, np.ndarray]]:
     """A results folder with robustness blocks in sgma's files, three seeds (so that no other
     statistic than the mean agrees by chance): (root, {seed: float64[S, M, L]})."""
-    family, _, accuracy = METHODS["sgma"]
+    family, _, accuracy = METHODS["sgma-complete"]
     root, seeds = tmp_path, [0, 1, 2]
-    write_results(root, methods={**METHODS, "sgma": (family, seeds, accuracy)}, with_logs=False)
+    write_results(root, methods={**METHODS, "sgma-complete": (family, seeds, accuracy)}, with_logs=False)
     values = {seed: _robustness(seed) for seed in seeds}
     for seed, v in values.items():
-        _edit_metrics(root, "sgma", seed, lambda r, v=v: r.update(robustness=_block(v)))
+        _edit_metrics(root, "sgma-complete", seed, lambda r, v=v: r.update(robustness=_block(v)))
     return root, values
 
 
 def test_robustness_means_over_seeds(robust_results):
     root, values = robust_results
     table = leaderboard.robustness_means(load_metrics(root, DATASET))
-    assert list(table) == ["sgma"]  # alpha and beta carry no robustness
-    assert list(table["sgma"]) == SUBSETS
+    assert list(table) == ["sgma-complete"]  # alpha and beta carry no robustness
+    assert list(table["sgma-complete"]) == SUBSETS
     expected = np.mean(np.stack(list(values.values())), axis=0)  # [S, M, L]
     for i, subset in enumerate(SUBSETS):
-        assert list(table["sgma"][subset]) == MODALITIES
+        assert list(table["sgma-complete"][subset]) == MODALITIES
         for j, modality in enumerate(MODALITIES):
-            assert table["sgma"][subset][modality] == pytest.approx(expected[i, j].tolist(), rel=1e-12, abs=1e-15)
-    assert table["sgma"]["rgb"]["dsm"] == [0.0] * len(SCALES)
+            assert table["sgma-complete"][subset][modality] == pytest.approx(expected[i, j].tolist(), rel=1e-12, abs=1e-15)
+    assert table["sgma-complete"]["rgb"]["dsm"] == [0.0] * len(SCALES)
 
 
 def test_robustness_seeds_must_agree_on_scales(robust_results):
     root, _ = robust_results
-    _edit_metrics(root, "sgma", 1, lambda r: r["robustness"].update(scales=[8, 16, 32]))
+    _edit_metrics(root, "sgma-complete", 1, lambda r: r["robustness"].update(scales=[8, 16, 32]))
     records = load_metrics(root, DATASET)  # each file is fine on its own
-    with pytest.raises(ValueError, match=r"'sgma'.*robustness\.scales"):
+    with pytest.raises(ValueError, match=r"'sgma-complete'.*robustness\.scales"):
         leaderboard.robustness_means(records)
 
 
@@ -305,7 +307,7 @@ def _set(block: dict, subset: str, modality: str, values: object) -> None:
 )
 def test_malformed_robustness(robust_results, mutate, key: str):
     root, _ = robust_results
-    path = _edit_metrics(root, "sgma", 0, lambda r: mutate(r["robustness"]))
+    path = _edit_metrics(root, "sgma-complete", 0, lambda r: mutate(r["robustness"]))
     with pytest.raises(ValueError) as err:
         load_metrics(root, DATASET)
     assert str(path) in str(err.value) and key in str(err.value)
@@ -313,7 +315,7 @@ def test_malformed_robustness(robust_results, mutate, key: str):
 
 def test_robustness_not_a_dict(robust_results):
     root, _ = robust_results
-    path = _edit_metrics(root, "sgma", 0, lambda r: r.update(robustness=[]))
+    path = _edit_metrics(root, "sgma-complete", 0, lambda r: r.update(robustness=[]))
     with pytest.raises(ValueError) as err:
         load_metrics(root, DATASET)
     assert str(path) in str(err.value) and "'robustness'" in str(err.value)
@@ -341,7 +343,7 @@ def test_load_confusion_returns_what_was_written(results):
     assert len(records) == sum(len(seeds) for seeds in truth.values())
     for rec in records:
         confusion = load_confusion(root, rec)
-        written = truth[rec["method"]][rec["seed"]]["confusion"]
+        written = truth[rec["run"]][rec["seed"]]["confusion"]
         assert confusion.dtype == np.int64
         assert confusion.shape == (len(SUBSETS), written.shape[1], len(CLASSES), len(CLASSES))
         np.testing.assert_array_equal(confusion, written)
@@ -350,10 +352,10 @@ def test_load_confusion_returns_what_was_written(results):
 @pytest.mark.parametrize("dtype", [np.int32, np.uint16])
 def test_load_confusion_other_integer_dtypes_become_int64(results, dtype):
     root, truth = results
-    _rewrite_scores(root, "beta", 1, lambda a: a.update(confusion=a["confusion"].astype(dtype)))
-    confusion = load_confusion(root, _record(root, "beta", 1))
+    _rewrite_scores(root, "beta-complete", 1, lambda a: a.update(confusion=a["confusion"].astype(dtype)))
+    confusion = load_confusion(root, _record(root, "beta-complete", 1))
     assert confusion.dtype == np.int64
-    np.testing.assert_array_equal(confusion, truth["beta"][1]["confusion"])
+    np.testing.assert_array_equal(confusion, truth["beta-complete"][1]["confusion"])
 
 
 def _negative(confusion: np.ndarray) -> np.ndarray:
@@ -381,9 +383,9 @@ def _negative(confusion: np.ndarray) -> np.ndarray:
 )
 def test_load_confusion_malformed(results, mutate, key: str):
     root, _ = results
-    path = _rewrite_scores(root, "beta", 1, mutate)
+    path = _rewrite_scores(root, "beta-complete", 1, mutate)
     with pytest.raises(ValueError) as err:
-        load_confusion(root, _record(root, "beta", 1))
+        load_confusion(root, _record(root, "beta-complete", 1))
     assert str(path) in str(err.value) and key in str(err.value)
 
 
@@ -399,9 +401,9 @@ def test_load_confusion_miou_disagrees_with_image_scores(results, subset: str):
         confusion[i, n, k, (k + 1) % len(CLASSES)] += 1
         arrays["confusion"] = confusion
 
-    path = _rewrite_scores(root, "alpha", 0, move_one_pixel)
+    path = _rewrite_scores(root, "alpha-complete", 0, move_one_pixel)
     with pytest.raises(ValueError) as err:
-        load_confusion(root, _record(root, "alpha", 0))
+        load_confusion(root, _record(root, "alpha-complete", 0))
     assert str(path) in str(err.value) and repr(subset) in str(err.value)
     others = [repr(s) for s in SUBSETS if s != subset]
     assert not any(o in str(err.value) for o in others)
@@ -409,37 +411,37 @@ def test_load_confusion_miou_disagrees_with_image_scores(results, subset: str):
 
 def test_load_confusion_metrics_miou_edited(results):
     root, _ = results
-    _edit_metrics(root, "sgma", 1, lambda r: r["subsets"]["rgb+dsm"].update(miou=r["subsets"]["rgb+dsm"]["miou"] + 0.5))
+    _edit_metrics(root, "sgma-complete", 1, lambda r: r["subsets"]["rgb+dsm"].update(miou=r["subsets"]["rgb+dsm"]["miou"] + 0.5))
     with pytest.raises(ValueError) as err:
-        load_confusion(root, _record(root, "sgma", 1))
-    assert str(_scores_path(root, "sgma", 1)) in str(err.value) and "'rgb+dsm'" in str(err.value)
+        load_confusion(root, _record(root, "sgma-complete", 1))
+    assert str(_scores_path(root, "sgma-complete", 1)) in str(err.value) and "'rgb+dsm'" in str(err.value)
 
 
 def test_load_confusion_missing_file(results):
     root, _ = results
-    path = _scores_path(root, "beta", 0)
+    path = _scores_path(root, "beta-complete", 0)
     path.unlink()
     with pytest.raises(FileNotFoundError) as err:
-        load_confusion(root, _record(root, "beta", 0))
+        load_confusion(root, _record(root, "beta-complete", 0))
     assert str(path) in str(err.value)
 
 
 def test_load_confusion_not_an_npz(results):
     root, _ = results
-    path = _scores_path(root, "beta", 0)
+    path = _scores_path(root, "beta-complete", 0)
     path.write_bytes(b"not an npz file\n" * 8)
     with pytest.raises(ValueError) as err:
-        load_confusion(root, _record(root, "beta", 0))
+        load_confusion(root, _record(root, "beta-complete", 0))
     assert str(path) in str(err.value)
 
 
 def test_load_confusion_truncated_npz(results):
     root, _ = results
-    path = _scores_path(root, "beta", 0)
+    path = _scores_path(root, "beta-complete", 0)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError) as err:
-        load_confusion(root, _record(root, "beta", 0))
+        load_confusion(root, _record(root, "beta-complete", 0))
     assert str(path) in str(err.value)
 
 
@@ -455,7 +457,7 @@ def _predictions(tiles: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
     }
 
 
-def _write_predictions(root: Path, arrays: dict[str, np.ndarray], method: str = "beta", seed: int = 0) -> Path:
+def _write_predictions(root: Path, arrays: dict[str, np.ndarray], method: str = "beta-complete", seed: int = 0) -> Path:
     path = _folder(root, method, seed) / "predictions.npz"
     np.savez(path, **arrays)
     return path
@@ -463,7 +465,7 @@ def _write_predictions(root: Path, arrays: dict[str, np.ndarray], method: str = 
 
 def test_load_predictions_absent(results):
     root, _ = results
-    assert load_predictions(root, _record(root, "beta", 0)) is None
+    assert load_predictions(root, _record(root, "beta-complete", 0)) is None
 
 
 def test_load_predictions_returns_what_was_written(results):
@@ -476,7 +478,7 @@ def test_load_predictions_returns_what_was_written(results):
         "robustness_4": rng.uniform(0, 1, (len(SUBSETS), 3, len(MODALITIES), 2, 2)).astype(np.float16),
     }
     _write_predictions(root, arrays)
-    loaded = load_predictions(root, _record(root, "beta", 0))
+    loaded = load_predictions(root, _record(root, "beta-complete", 0))
     assert loaded is not None and set(loaded) == set(arrays)
     for key, value in arrays.items():
         assert loaded[key].dtype == value.dtype
@@ -491,7 +493,7 @@ def test_load_predictions_without_tiles(results):
         "pred": np.zeros((len(SUBSETS), 0, *TILE), dtype=np.uint8),
     }
     _write_predictions(root, arrays)
-    assert load_predictions(root, _record(root, "beta", 0)) is None
+    assert load_predictions(root, _record(root, "beta-complete", 0)) is None
 
 
 def _out_of_range(pred: np.ndarray) -> np.ndarray:
@@ -518,7 +520,7 @@ def test_load_predictions_malformed(results, mutate, key: str):
     mutate(arrays)
     path = _write_predictions(root, arrays)
     with pytest.raises(ValueError) as err:
-        load_predictions(root, _record(root, "beta", 0))
+        load_predictions(root, _record(root, "beta-complete", 0))
     assert str(path) in str(err.value) and key in str(err.value)
 
 
@@ -529,7 +531,7 @@ def test_load_predictions_negative_class(results):
     pred[0, 0, 0, 0] = -1
     path = _write_predictions(root, arrays | {"pred": pred})
     with pytest.raises(ValueError) as err:
-        load_predictions(root, _record(root, "beta", 0))
+        load_predictions(root, _record(root, "beta-complete", 0))
     assert str(path) in str(err.value) and "'pred'" in str(err.value)
 
 
@@ -559,7 +561,7 @@ def _log_lines(steps: int = 7) -> tuple[list[str], dict[str, np.ndarray]]:
     return lines, columns
 
 
-def _log_path(root: Path, method: str = "alpha", seed: int = 1) -> Path:
+def _log_path(root: Path, method: str = "alpha-complete", seed: int = 1) -> Path:
     return _folder(root, method, seed) / "train_log.jsonl"
 
 
@@ -567,7 +569,7 @@ def test_load_train_log_columns(results):
     root, _ = results
     lines, columns = _log_lines()
     _log_path(root).write_text("\n".join(lines) + "\n", encoding="utf-8")
-    log = load_train_log(root, _record(root, "alpha", 1))
+    log = load_train_log(root, _record(root, "alpha-complete", 1))
     assert log is not None and set(log) == set(columns)
     for key, values in columns.items():
         np.testing.assert_array_equal(log[key], values)
@@ -576,8 +578,8 @@ def test_load_train_log_columns(results):
 def test_load_train_log_of_fake_results(results):
     """The log fake_results wrote, read back line by line with json."""
     root, _ = results
-    entries = [json.loads(line) for line in _log_path(root, "sgma", 0).read_text(encoding="utf-8").splitlines()]
-    log = load_train_log(root, _record(root, "sgma", 0))
+    entries = [json.loads(line) for line in _log_path(root, "sgma-complete", 0).read_text(encoding="utf-8").splitlines()]
+    log = load_train_log(root, _record(root, "sgma-complete", 0))
     assert log is not None
     for key in ("step", "loss", "images_per_s"):
         np.testing.assert_array_equal(log[key], [float(e[key]) for e in entries])
@@ -601,7 +603,7 @@ def test_load_train_log_bad_line(results, bad: str):
     path = _log_path(root)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     with pytest.raises(ValueError) as err:
-        load_train_log(root, _record(root, "alpha", 1))
+        load_train_log(root, _record(root, "alpha-complete", 1))
     assert str(path) in str(err.value) and "line 3" in str(err.value)
 
 
@@ -609,10 +611,10 @@ def test_load_train_log_absent_or_empty(results):
     root, _ = results
     path = _log_path(root)
     path.unlink()
-    assert load_train_log(root, _record(root, "alpha", 1)) is None
+    assert load_train_log(root, _record(root, "alpha-complete", 1)) is None
     path.write_text("", encoding="utf-8")
-    assert load_train_log(root, _record(root, "alpha", 1)) is None
+    assert load_train_log(root, _record(root, "alpha-complete", 1)) is None
 
 
 def test_run_folder(tmp_path: Path):
-    assert run_folder(tmp_path, DATASET, "alpha", 3) == tmp_path / DATASET / "alpha" / "seed3"
+    assert run_folder(tmp_path, DATASET, "alpha-complete", 3) == tmp_path / DATASET / "alpha-complete" / "seed3"

@@ -36,7 +36,7 @@ from benchmark.report.results import SCENARIO_UNITS, load_metrics, scenario_layo
 from benchmark.report.tables import formatted, to_csv
 
 THREE_SEEDS = {m: (family, [0, 1, 2], accuracy) for m, (family, _, accuracy) in METHODS.items()}
-CONFIG = ReportConfig(reference="sgma", failure_probs=[0.1], bootstrap_samples=50)
+CONFIG = ReportConfig(reference="sgma-complete", failure_probs=[0.1], bootstrap_samples=50)
 
 
 @pytest.fixture(scope="module")
@@ -105,11 +105,12 @@ def test_every_cell_of_the_scenario_table(fake):
     _, truth, records = fake
     table = leaderboard.scenario_table(records)
     expected = _expected_table(truth)
-    keys = list(expected["alpha"])
+    keys = list(expected["alpha-complete"])
     order = ["clean", *[f"{k}_{lv:g}" for k, (levels, _) in SCENARIOS.items() for lv in levels], "avg"]
     assert sorted(order) == sorted(keys)
     assert [c.title for c in table.columns] == [
-        "Method",
+        "Run",
+        "Protocol",
         "Family",
         "Seeds",
         "Clean",
@@ -121,10 +122,10 @@ def test_every_cell_of_the_scenario_table(fake):
         "speckle 0.5",
         "Avg",
     ]
-    assert [c.key for c in table.columns[3:]] == order
-    assert [r["method"] for r in table.rows] == list(METHODS)
+    assert [c.key for c in table.columns[4:]] == order
+    assert [r["run"] for r in table.rows] == list(METHODS)
     for row in table.rows:
-        method = row["method"]
+        method = row["run"]
         assert (row["family"], row["seeds"]) == (METHODS[method][0], 3)
         for key in order:
             mean, std = expected[method][key]
@@ -132,15 +133,15 @@ def test_every_cell_of_the_scenario_table(fake):
     # the shown text and the bold of every cell: mean ± std with 2 decimals, bold = best rounded mean
     shown = formatted(table)
     for i, row in enumerate(table.rows):
-        for j, key in enumerate(order, start=3):
-            mean, std = expected[row["method"]][key]
+        for j, key in enumerate(order, start=4):
+            mean, std = expected[row["run"]][key]
             best = max(round(expected[m][key][0], 2) for m in METHODS)
             assert shown[i][j] == (f"{mean:.2f} ± {std:.2f}", round(mean, 2) == best)
     # the CSV: every value with 4 decimals, the std in its own column
     parsed = list(csv.DictReader(io.StringIO(to_csv(table))))
     for line in parsed:
         for key in order:
-            mean, std = expected[line["method"]][key]
+            mean, std = expected[line["run"]][key]
             assert float(line[key]) == pytest.approx(mean, abs=5e-5)
             assert float(line[f"{key}_std"]) == pytest.approx(std, abs=5e-5)
     assert "Clean" in table.note and "speckle: dsm" in table.note and SCENARIO_UNITS["gaussian"] in table.note
@@ -150,8 +151,8 @@ def test_scenario_avg_is_the_flat_mean(fake):
     """With speckle on one modality only, the flat mean differs from the mean of the kinds' means."""
     _, truth, records = fake
     row = leaderboard.scenario_table(records).rows[0]
-    per_kind = np.mean([_kind_mean(truth, "alpha", k).mean(axis=1) for k in SCENARIOS], axis=0)
-    assert row["avg"] == pytest.approx(_avg(truth, "alpha").mean())
+    per_kind = np.mean([_kind_mean(truth, "alpha-complete", k).mean(axis=1) for k in SCENARIOS], axis=0)
+    assert row["avg"] == pytest.approx(_avg(truth, "alpha-complete").mean())
     assert abs(row["avg"] - per_kind.mean()) > 1e-6
 
 
@@ -165,11 +166,11 @@ def test_long_csv_rows(fake):
         for level in levels
         for modality in modalities
     ]
-    assert [(r["method"], r["kind"], float(r["level"]), r["modality"]) for r in parsed] == expected_rows
-    assert list(parsed[0]) == ["method", "kind", "level", "modality", "miou", "miou_std", "seeds"]
+    assert [(r["run"], r["kind"], float(r["level"]), r["modality"]) for r in parsed] == expected_rows
+    assert list(parsed[0]) == ["run", "kind", "level", "modality", "miou", "miou_std", "seeds"]
     for line in parsed:
         levels = SCENARIOS[line["kind"]][0]
-        values = _miou(truth, line["method"], line["kind"], line["modality"])[:, levels.index(float(line["level"]))]
+        values = _miou(truth, line["run"], line["kind"], line["modality"])[:, levels.index(float(line["level"]))]
         assert float(line["miou"]) == pytest.approx(values.mean(), abs=5e-5)
         assert float(line["miou_std"]) == pytest.approx(values.std(ddof=1), abs=5e-5)
         assert int(line["seeds"]) == 3
@@ -177,9 +178,9 @@ def test_long_csv_rows(fake):
 
 def test_a_null_score_shows_as_n_a(tmp_path: Path):
     write_results(tmp_path, with_logs=False, scenarios=SCENARIOS)
-    _edit(tmp_path, "beta", 1, lambda b: b["kinds"]["gaussian"]["modalities"]["dsm"]["miou"].__setitem__(1, None))
+    _edit(tmp_path, "beta-complete", 1, lambda b: b["kinds"]["gaussian"]["modalities"]["dsm"]["miou"].__setitem__(1, None))
     table = leaderboard.scenario_table(load_metrics(tmp_path, DATASET))
-    beta = next(r for r in table.rows if r["method"] == "beta")
+    beta = next(r for r in table.rows if r["run"] == "beta-complete")
     assert math.isnan(beta["gaussian_0.5"]) and not math.isnan(beta["gaussian_0.25"])
     column = [c.key for c in table.columns].index("gaussian_0.5")
     assert formatted(table)[1][column] == ("n/a", False)
@@ -265,14 +266,14 @@ def _rgb(block: dict) -> dict:
     ],
 )
 def test_malformed_scenarios(results: Path, mutate, key: str):
-    path = _edit(results, "beta", 0, mutate)  # alpha, read first, stays correct
+    path = _edit(results, "beta-complete", 0, mutate)  # alpha, read first, stays correct
     with pytest.raises(ValueError) as err:
         load_metrics(results, DATASET)
     assert str(path) in str(err.value) and key in str(err.value)
 
 
 def test_not_a_dict(results: Path):
-    path = results / DATASET / "beta" / "seed0" / "metrics.json"
+    path = results / DATASET / "beta-complete" / "seed0" / "metrics.json"
     record = json.loads(path.read_text())
     atomic_write_json(path, record | {"scenarios": [1, 2]})
     with pytest.raises(ValueError) as err:
@@ -281,7 +282,7 @@ def test_not_a_dict(results: Path):
 
 
 def test_infinite_score(results: Path):
-    path = results / DATASET / "sgma" / "seed1" / "metrics.json"
+    path = results / DATASET / "sgma-complete" / "seed1" / "metrics.json"
     record = json.loads(path.read_text())
     record["scenarios"]["kinds"]["speckle"]["modalities"]["dsm"]["mf1"][0] = math.inf
     path.write_text(json.dumps(record))  # Python's json writes (and reads) Infinity
@@ -292,8 +293,8 @@ def test_infinite_score(results: Path):
 
 def test_null_scores_are_accepted(results: Path):
     """A null (NaN) score is allowed, and then neither the mean nor clean_miou can be checked."""
-    _edit(results, "beta", 0, lambda b: (_rgb(b)["miou"].__setitem__(0, None), b.update(avg=None)))
-    rec = next(r for r in load_metrics(results, DATASET) if (r["method"], r["seed"]) == ("beta", 0))
+    _edit(results, "beta-complete", 0, lambda b: (_rgb(b)["miou"].__setitem__(0, None), b.update(avg=None)))
+    rec = next(r for r in load_metrics(results, DATASET) if (r["run"], r["seed"]) == ("beta-complete", 0))
     assert rec["scenarios"]["avg"] is None
 
 
@@ -316,20 +317,20 @@ def _other_levels(block: dict) -> None:
     ],
 )
 def test_runs_must_share_the_scenarios(results: Path, mutate, key: str):
-    path = _edit(results, "sgma", 1, mutate, fix_avg=True)  # fine on its own, differs from the others
+    path = _edit(results, "sgma-complete", 1, mutate, fix_avg=True)  # fine on its own, differs from the others
     with pytest.raises(ValueError) as err:
         load_metrics(results, DATASET)
     assert str(path) in str(err.value) and key in str(err.value) and "other files" in str(err.value)
 
 
-@pytest.mark.parametrize(("method", "seed"), [("beta", 1), ("alpha", 0)])
+@pytest.mark.parametrize(("method", "seed"), [("beta-complete", 1), ("alpha-complete", 0)])
 def test_some_runs_without_scenarios(results: Path, method: str, seed: int):
     """A block missing in one run (or present in only the others): the file read second is named."""
     path = results / DATASET / method / f"seed{seed}" / "metrics.json"
     record = json.loads(path.read_text())
     record.pop("scenarios")
     atomic_write_json(path, record)
-    named = path if (method, seed) != ("alpha", 0) else results / DATASET / "alpha" / "seed1" / "metrics.json"
+    named = path if (method, seed) != ("alpha-complete", 0) else results / DATASET / "alpha-complete" / "seed1" / "metrics.json"
     with pytest.raises(ValueError) as err:
         load_metrics(results, DATASET)
     assert str(named) in str(err.value) and "'scenarios'" in str(err.value)
@@ -446,11 +447,11 @@ def test_report_with_scenarios(results: Path, tmp_path: Path):
     assert "No corrupted-input scenarios" not in page
 
     board = (results / "leaderboard.md").read_text().splitlines()[0]
-    assert board.startswith("| Method | toy Avg | toy Last-1 | toy Corrupted Avg | Mean rank (Avg) |")
+    assert board.startswith("| Run | toy Avg | toy Last-1 | toy Corrupted Avg | Mean rank (Avg) |")
     overview = list(csv.DictReader(io.StringIO((results / "leaderboard.csv").read_text())))
     for line in overview:
         assert float(line["toy_scenario_avg"]) == pytest.approx(
-            summary[DATASET][line["method"]]["scenario_avg"], abs=5e-5
+            summary[DATASET][line["run"]]["scenario_avg"], abs=5e-5
         )
 
 

@@ -1,0 +1,57 @@
+"""Check params.yaml and write each run's training configuration: ``configs/<run>.json``.
+
+``python -m benchmark.configure`` validates the whole file (:func:`benchmark.schema.load_config`)
+and writes, for every run listed under ``runs``, what its training depends on besides the data:
+the method and its ``method_params`` entry, the protocol (resolved: a staged protocol holds its
+two stages), ``method_modules`` and the ``train`` section. Each train stage of ``dvc.yaml`` depends
+on its own file, so DVC retrains exactly the runs whose method parameters or protocol changed
+(a change to ``train`` changes every file). Files of runs no longer listed are removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+from benchmark.config import CONFIGS_DIR, PARAMS_FILE
+from benchmark.io import atomic_write_json
+from benchmark.schema import ValidatedParams, load_config
+
+
+def run_config(params: ValidatedParams, run: str) -> dict[str, Any]:
+    """What run ``run`` (``<method>-<protocol>``) trains with, as JSON-ready values."""
+    method, protocol = params.run_parts(run)
+    return {
+        "run": run,
+        "method": method,
+        "method_params": params.method_params.get(method, {}),
+        "protocol": protocol.record(),
+        "method_modules": list(params.method_modules),
+        "train": dataclasses.asdict(params.train),
+    }
+
+
+def write_configs(params: ValidatedParams, folder: Path = CONFIGS_DIR) -> list[Path]:
+    """Write ``folder/<run>.json`` for every listed run (atomically) and remove the others' files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = [atomic_write_json(folder / f"{run}.json", run_config(params, run)) for run in params.runs]
+    for stale in set(folder.glob("*.json")) - set(written):
+        stale.unlink()
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmark.configure", description=__doc__.splitlines()[0])
+    parser.add_argument("--params", type=Path, default=PARAMS_FILE)
+    parser.add_argument("--out", type=Path, default=CONFIGS_DIR, help="folder of the run files (default configs/)")
+    args = parser.parse_args(argv)
+    paths = write_configs(load_config(args.params), args.out)
+    print(f"{args.params}: valid; wrote {len(paths)} run configuration(s) to {args.out}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
