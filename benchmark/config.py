@@ -342,9 +342,23 @@ class ReportConfig:
     bootstrap_samples: int = 1000  # replicates of the paired bootstrap
     confidence: float = 0.95  # of the bootstrap interval
     bootstrap_seed: int = 0
+    # rows of the ablation table, each trained under every protocol present: label -> method; the
+    # first is the row every other is compared with (params.yaml: SGMA's none / SGF / MAS / both)
+    ablation: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         where = "report"
+        for label, method in self.ablation.items():
+            _require(
+                isinstance(label, str) and isinstance(method, str) and bool(label.strip()),
+                where,
+                "ablation",
+                {label: method},
+                "a mapping of row label -> method name",
+            )
+        methods = list(self.ablation.values())
+        repeated = sorted({m for m in methods if methods.count(m) > 1})
+        _require(not repeated, where, "ablation", self.ablation, "each method once", f"repeats {repeated}")
         bad = [p for p in self.failure_probs if not 0 <= p < 1]
         if bad:
             raise FieldError(

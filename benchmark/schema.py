@@ -467,6 +467,12 @@ def validate_params(params: Mapping[str, Any], where: str) -> ValidatedParams:
             f"{where}: report.reference: {report.reference!r}{default} is not one of the runs {runs}; "
             "allowed: a listed run"
         )
+    unknown = [m for m in report.ablation.values() if m not in list_methods()]
+    if unknown:
+        raise ParamsKeyError(
+            f"{where}: report.ablation: method {unknown[0]!r} is not allowed; must be a registered method: "
+            f"{', '.join(list_methods())}"
+        )
     scenarios = from_mapping(ScenarioConfig, params.get("scenarios"), f"{where}: scenarios")
     _check_scenario_modalities(scenarios, sources, where)
     return ValidatedParams(

@@ -4,7 +4,8 @@
 in params.yaml (``datasets``, ``runs``, ``seeds``; the ``report`` section sets the reference
 run, the failure probabilities of E_p[mIoU] and the bootstrap) and writes what
 :mod:`benchmark.report.build` lists; it prints the cross-data-set leaderboard. Modules:
-:mod:`~benchmark.report.results` (reading, checks), :mod:`~benchmark.report.leaderboard` (the
+:mod:`~benchmark.report.results` (reading, checks), :mod:`~benchmark.report.runs` (the long
+table of runs, :func:`load_runs` for notebooks), :mod:`~benchmark.report.leaderboard` (the
 numbers, as tables), :mod:`~benchmark.report.tables` (CSV, Markdown, LaTeX),
 :mod:`~benchmark.report.plots`, :mod:`~benchmark.report.html`, :mod:`~benchmark.report.provenance`.
 """
@@ -17,9 +18,10 @@ from pathlib import Path
 
 from benchmark.report import provenance
 from benchmark.report.build import write_report
+from benchmark.report.runs import load_runs
 from benchmark.schema import load_config
 
-__all__ = ["main", "write_report"]
+__all__ = ["load_runs", "main", "write_report"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,8 @@ data set's ``plots/`` folder is replaced as a whole), so a failure leaves the pr
 untouched. Output, for ``results/`` and each data set ``<d>``::
 
     results/<d>/{leaderboard,fragility,per_class,efficiency,comparison}.{csv,md,tex}
+    results/<d>/{protocols,ablation}.{csv,md,tex}  # with runs under 2+ protocols / the report.ablation rows
+    results/<d>/runs.csv                # the long table of runs (benchmark.report.runs.load_runs)
     results/<d>/scenarios.{csv,md,tex}  # corrupted inputs, when the runs hold a "scenarios" block
     results/<d>/scenarios_long.csv      # the same per run, kind, level and corrupted modality
     results/<d>/plots/<figure>.{png,svg}
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from benchmark import stats
 from benchmark.config import ReportConfig
@@ -32,12 +35,14 @@ from benchmark.io import atomic_write_dir, atomic_write_json, atomic_write_text,
 from benchmark.report import html, plots
 from benchmark.report.leaderboard import (
     SUMMARY_TITLES,
+    ablation_table,
     comparison_table,
     efficiency_table,
     expected_key,
     fragility_table,
     leaderboard_table,
     per_class_table,
+    protocol_table,
     robustness_means,
     scenario_long_table,
     scenario_means,
@@ -55,11 +60,13 @@ from benchmark.report.results import (
     run_folder,
     scenario_layout,
 )
+from benchmark.report.runs import runs_frame
 from benchmark.report.tables import Column, Table, renderings, to_csv, to_markdown
 
 PLOTS_DIR = "plots"
 SUMMARY_FILE = "summary.json"
 HTML_FILE = "report.html"
+RUNS_FILE = "runs.csv"  # per data set: the long table of runs
 SCENARIO_SUMMARY_KEY = "scenario_avg"  # summary.json: mean over seeds of each run's scenarios.avg
 
 SCENARIO_TEXT = (
@@ -100,6 +107,7 @@ class DatasetReport:
     summary: dict[str, dict[str, float]]  # run -> {"avg", "top1", "last1", "expected_p...", "scenario_avg"?}
     notes: list[str] = field(default_factory=list)  # what could not be drawn and why
     scenarios: ScenarioReport | None = None  # None: the runs hold no "scenarios" block
+    runs: pd.DataFrame | None = None  # the long table of runs (runs.csv)
 
 
 def _matrix(rows: list[dict], keys: Sequence[str], suffix: str = "") -> np.ndarray:
@@ -277,6 +285,17 @@ def build_dataset(inputs: DatasetInputs, config: ReportConfig) -> DatasetReport:
             seed=config.bootstrap_seed,
         ),
     ]
+    protocols = protocol_table(board)
+    ablation = ablation_table(
+        records,
+        board,
+        confusions,
+        config.ablation,
+        samples=config.bootstrap_samples,
+        confidence=config.confidence,
+        seed=config.bootstrap_seed,
+    )
+    tables += [t for t in (protocols, ablation) if t is not None]
     names = [r["run"] for r in board.rows]
     columns = [*subsets, "avg"]
     titles = [*subsets, "Avg"]
@@ -298,6 +317,8 @@ def build_dataset(inputs: DatasetInputs, config: ReportConfig) -> DatasetReport:
             ),
         ),
     ]
+    if protocols is not None:
+        figures.append(_protocol_plot(protocols, dataset))
     curves = size_curves(records)
     sizes = sorted({k for c in curves.values() for k in c})
     points = {m: [(len(s.split("+")), row[s]) for s in subsets] for m, row in zip(names, board.rows)}
@@ -345,7 +366,26 @@ def build_dataset(inputs: DatasetInputs, config: ReportConfig) -> DatasetReport:
     else:
         for row in scenarios.table.rows:
             summary[row["run"]][SCENARIO_SUMMARY_KEY] = row["avg"]
-    return DatasetReport(dataset, tables, figures, summary, notes, scenarios)
+    return DatasetReport(dataset, tables, figures, summary, notes, scenarios, runs_frame(records))
+
+
+def _protocol_plot(table: Table, dataset: str) -> Plot:
+    """Avg and Last-1 per method (groups) under each training protocol (bars) from the protocols table."""
+    methods = [row["method"] for row in table.rows]
+    protocols = list(dict.fromkeys(c.key.rsplit("_", 1)[0] for c in table.columns if c.key.endswith("_avg")))
+    panels = {
+        SUMMARY_TITLES[key]: (
+            np.array([[row[f"{p}_{key}"] for row in table.rows] for p in protocols], dtype=np.float64),
+            np.array([[row[f"{p}_{key}_std"] for row in table.rows] for p in protocols], dtype=np.float64),
+        )
+        for key in ("avg", "last1")
+    }
+    figure = plots.protocol_bars(methods, protocols, panels, f"{dataset}: Avg and Last-1 under each training protocol")
+    caption = (
+        "Avg (mean mIoU over subsets) and Last-1 (worst subset) of each method under each training protocol; "
+        "error bars: sample std over seeds; n/a: not run under that protocol."
+    )
+    return _plot("protocols", caption, figure)
 
 
 def _scenarios(records: list[dict]) -> ScenarioReport | None:
@@ -426,6 +466,8 @@ def write_dataset(results_dir: Path, report: DatasetReport) -> list[Path]:
     for table in tables:
         for suffix, text in renderings(table).items():
             written.append(_write_text(out / f"{table.name}.{suffix}", text))
+    if report.runs is not None:
+        written.append(_write_text(out / RUNS_FILE, report.runs.to_csv(index=False, float_format="%.4f")))
 
     def write_plots(folder: Path) -> None:
         for plot in figures:

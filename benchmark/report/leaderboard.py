@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark import stats
+from benchmark.protocol import parse_run, run_name
 from benchmark.report.results import SCENARIO_UNITS, SUMMARY_KEYS, by_run, num, scenario_layout
 from benchmark.report.runs import runs_frame, seed_scores
 from benchmark.report.tables import Column, Table
@@ -474,3 +475,132 @@ def scenario_long_table(records: list[dict]) -> Table:
         ],
         rows,
     )
+
+
+def protocol_table(board: Table) -> Table | None:
+    """Method x training protocol: each run's Avg and Last-1 (mean ± std over seeds) from the
+    leaderboard's rows, side by side; ``None`` when the runs use one protocol only."""
+    protocols = list(dict.fromkeys(row["protocol"] for row in board.rows))
+    if len(protocols) < 2:
+        return None
+    by_pair = {(parse_run(row["run"])[0], row["protocol"]): row for row in board.rows}
+    rows = []
+    for method in dict.fromkeys(parse_run(row["run"])[0] for row in board.rows):
+        first = next(row for (m, _), row in by_pair.items() if m == method)
+        row = {"method": method, "family": first["family"]}
+        for protocol in protocols:
+            run = by_pair.get((method, protocol), {})
+            for key in ("avg", "last1"):
+                column = f"{protocol}_{key}"
+                row[column], row[f"{column}_std"] = run.get(key, math.nan), run.get(f"{key}_std", math.nan)
+            row[f"{protocol}_last1_subset"] = run.get("last1_subset", "")
+        rows.append(row)
+    keys = [f"{p}_{k}" for p in protocols for k in ("avg", "last1")]
+    titles = {f"{p}_{k}": f"{p} {SUMMARY_TITLES[k]}" for p in protocols for k in ("avg", "last1")}
+    return Table(
+        "protocols",
+        "Avg and Last-1 mIoU (%) of each method under each training protocol",
+        [Column("method", "Method", "text"), Column("family", "Family", "text"), *_columns(keys, titles)],
+        rows,
+        note=f"{STD_NOTE}; best per column in bold; n/a: the method was not run under that protocol. "
+        "Protocols (docs/protocol.md): complete = every modality in every training sample; uniform = a uniform "
+        "non-empty subset per sample; others as defined in params.yaml. Last-1 is each run's own worst subset "
+        "(<protocol>_last1_subset in the CSV).",
+        std_columns=[*_std_columns(keys), *[Column(f"{p}_last1_subset", f"{p}_last1_subset", "text") for p in protocols]],
+    )
+
+
+def ablation_table(
+    records: list[dict],
+    board: Table,
+    confusions: Mapping[str, np.ndarray],
+    ablation: Mapping[str, str],
+    *,
+    samples: int,
+    confidence: float,
+    seed: int,
+) -> Table | None:
+    """The ablation (``ablation``: row label -> method, the first row the base) under each protocol:
+    Avg and Last-1 (mean ± std over seeds) and their differences to the base row's run under the
+    same protocol with a paired bootstrap interval (:func:`benchmark.stats.paired_bootstrap`,
+    statistic ``avg`` or ``last1``). A protocol appears when its base run and another row's run
+    exist; ``None`` when none does. ``confusions``: run -> int64[R, S, N, K, K]."""
+    if not ablation:
+        return None
+    seeds = {run: [r["seed"] for r in recs] for run, recs in by_run(records).items()}
+    labels, methods = list(ablation), list(ablation.values())
+    runs = {row["run"]: row for row in board.rows}
+    level = f"{100 * confidence:g}%"
+    shown, long = [], []
+    for protocol in dict.fromkeys(row["protocol"] for row in board.rows):
+        base = run_name(methods[0], protocol)
+        present = [(label, run_name(m, protocol)) for label, m in ablation.items() if run_name(m, protocol) in runs]
+        if base not in runs or len(present) < 2:
+            continue
+        for label, run in present:
+            row: dict[str, Any] = {"protocol": protocol, "row": label, "run": run, "_bold": set()}
+            for key in ("avg", "last1"):
+                row[key], row[f"{key}_std"] = runs[run][key], runs[run][f"{key}_std"]
+                if run == base:
+                    row[f"d_{key}"] = "(base)"
+                    continue
+                if seeds[run] != seeds[base]:
+                    raise ValueError(
+                        f"run {run!r} has seeds {seeds[run]}, {base!r} has {seeds[base]}: cannot pair for the ablation"
+                    )
+                result = stats.paired_bootstrap(
+                    confusions[run], confusions[base], samples=samples, confidence=confidence, seed=seed, statistic=key
+                )
+                row[f"d_{key}"] = f"{result.diff:+.2f} [{result.low:+.2f}, {result.high:+.2f}]" + (
+                    " †" if result.significant else ""
+                )
+                if result.significant:
+                    row["_bold"].add(f"d_{key}")
+                long.append(
+                    {
+                        "protocol": protocol,
+                        "row": label,
+                        "run": run,
+                        "base": base,
+                        "statistic": key,
+                        "value": runs[run][key],
+                        "diff": result.diff,
+                        "low": result.low,
+                        "high": result.high,
+                        "significant": int(result.significant),
+                    }
+                )
+            shown.append(row)
+    if not shown:
+        return None
+    machine = Table(
+        "ablation",
+        "",
+        [
+            *[Column(k, k, "text") for k in ("protocol", "row", "run", "base", "statistic")],
+            *[Column(k, k) for k in ("value", "diff", "low", "high")],
+            Column("significant", "significant", "int"),
+        ],
+        long,
+    )
+    columns = [
+        Column("protocol", "Protocol", "text"),
+        Column("row", "Row", "text"),
+        Column("run", "Run", "text"),
+        Column("avg", "Avg", std_key="avg_std"),
+        Column("last1", "Last-1", std_key="last1_std"),
+        Column("d_avg", f"Δ Avg vs {labels[0]}", "text"),
+        Column("d_last1", f"Δ Last-1 vs {labels[0]}", "text"),
+    ]
+    return Table(
+        "ablation",
+        f"Ablation under each training protocol: {', '.join(f'{k} = {v}' for k, v in ablation.items())}",
+        columns,
+        shown,
+        note=f"Avg, Last-1: {STD_NOTE} (Last-1: each run's own worst subset). Δ: the run minus the {labels[0]} row "
+        f"under the same protocol, difference of the means over seeds [{level} paired bootstrap interval, "
+        f"{samples} replicates resampling test tiles and seeds]; † and bold: the interval excludes 0. Rows "
+        "from report.ablation in params.yaml.",
+        machine=machine,
+    )
+

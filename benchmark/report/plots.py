@@ -170,38 +170,21 @@ def _error_bars(ax, x: np.ndarray, means: np.ndarray, stds: np.ndarray, **style)
         ax.errorbar(x[has_err], means[has_err], yerr=stds[has_err], fmt="none", **style)
 
 
-def grouped_bars(
-    methods: list[str],
-    columns: list[str],
-    means: np.ndarray,
-    stds: np.ndarray,
-    title: str,
-    ylabel: str = "mIoU (%)",
-) -> Figure:
-    """Grouped bar chart: one group per column, one bar per method, error bars = ``stds``.
-
-    ``means`` and ``stds`` are float[len(methods), len(columns)]. The y axis starts at 0 (honest
-    bar lengths); as differences between methods are often small, every bar is annotated with its
-    value (one decimal). A NaN mean draws no bar and an "n/a" mark; a NaN std draws no error bar.
-    The legend sits below the axes.
-    """
-    shape = (len(methods), len(columns))
-    means = _check_shape("means", means, shape)
-    stds = _check_shape("stds", stds, shape)
-    styles = method_styles(methods)
-    n = max(len(methods), 1)
+def _bar_groups(ax, series: list[str], columns: list[str], means: np.ndarray, stds: np.ndarray) -> None:
+    """One group of bars per column, one bar per series (``means``, ``stds``: float[series, columns]),
+    each annotated with its value; y from 0."""
+    styles = method_styles(series)
+    n = max(len(series), 1)
     width = 0.8 / n
-    fig = Figure(figsize=(max(6.0, 1.2 + len(columns) * (0.28 * n + 0.35)), 4.6), layout="constrained")
-    ax = fig.subplots()
     groups = np.arange(len(columns), dtype=float)
-    for i, method in enumerate(methods):
-        style = styles[method]
+    for i, name in enumerate(series):
+        style = styles[name]
         x = groups + (i - (n - 1) / 2) * width
         ax.bar(
             x,
             means[i],
             width,
-            label=method,
+            label=name,
             color=style["color"],
             hatch=style["hatch"],
             edgecolor=_text_colour(to_rgb(style["color"])),  # hatches follow it: visible on any colour
@@ -224,12 +207,60 @@ def grouped_bars(
     ax.set_ylim(0.0, max(top, 1e-6) * 1.08)
     ax.set_xticks(groups, columns, rotation=35 if max((len(c) for c in columns), default=0) > 4 else 0, ha="right")
     ax.set_xlim(-0.6, len(columns) - 0.4)
-    ax.set_xlabel("available modalities")
-    ax.set_ylabel(ylabel)
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
+
+
+def grouped_bars(
+    methods: list[str],
+    columns: list[str],
+    means: np.ndarray,
+    stds: np.ndarray,
+    title: str,
+    ylabel: str = "mIoU (%)",
+) -> Figure:
+    """Grouped bar chart: one group per column, one bar per method, error bars = ``stds``.
+
+    ``means`` and ``stds`` are float[len(methods), len(columns)]. The y axis starts at 0 (honest
+    bar lengths); as differences between methods are often small, every bar is annotated with its
+    value (one decimal). A NaN mean draws no bar and an "n/a" mark; a NaN std draws no error bar.
+    The legend sits below the axes.
+    """
+    shape = (len(methods), len(columns))
+    means = _check_shape("means", means, shape)
+    stds = _check_shape("stds", stds, shape)
+    n = max(len(methods), 1)
+    fig = Figure(figsize=(max(6.0, 1.2 + len(columns) * (0.28 * n + 0.35)), 4.6), layout="constrained")
+    ax = fig.subplots()
+    _bar_groups(ax, methods, columns, means, stds)
+    ax.set_xlabel("available modalities")
+    ax.set_ylabel(ylabel)
     fig.suptitle(title)
     fig.legend(loc="outside lower center", ncols=min(n, 6), frameon=False)
+    return fig
+
+
+def protocol_bars(
+    methods: list[str],
+    protocols: list[str],
+    panels: dict[str, tuple[np.ndarray, np.ndarray]],
+    title: str,
+) -> Figure:
+    """One panel per entry of ``panels`` (e.g. ``{"Avg": (means, stds), "Last-1": ...}``, each
+    float[len(protocols), len(methods)]): per method a group of bars, one per training protocol,
+    error bars = std over seeds; a method not run under a protocol shows "n/a"."""
+    shape = (len(protocols), len(methods))
+    n = max(len(protocols), 1)
+    width = max(6.0, 1.2 + len(methods) * (0.28 * n + 0.35))
+    fig = Figure(figsize=(width, 3.6 * len(panels) + 0.8), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(len(panels), 1, sharex=True))
+    for ax, (name, (means, stds)) in zip(axes, panels.items()):
+        _bar_groups(ax, protocols, methods, _check_shape(name, means, shape), _check_shape(name, stds, shape))
+        ax.set_ylabel(f"{name} mIoU (%)")
+    axes[-1].set_xlabel("method")
+    fig.suptitle(title)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(n, 6), frameon=False, title="training protocol")
     return fig
 
 
