@@ -89,7 +89,7 @@ def run_parser(description: str) -> argparse.ArgumentParser:
     """Command-line parser with the arguments every per-run stage takes (train, evaluate)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--dataset", required=True)
-    parser.add_argument("--run", required=True, help="<method>-<protocol>, as listed under runs in params.yaml")
+    parser.add_argument("--run-name", required=True, help="<method>-<protocol>, as listed under runs in params.yaml")
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--params", type=Path, default=PARAMS_FILE)
     parser.add_argument("--data-dir", type=Path, default=None, help="prepared data (default data/prepared/<dataset>)")

@@ -1,6 +1,6 @@
 """Evaluate a trained method on every non-empty modality subset of a data set's test split.
 
-``python -m benchmark.evaluate --dataset synthetic --run muss-complete --seed 0`` reads
+``python -m benchmark.evaluate --dataset synthetic --run-name muss-complete --seed 0`` reads
 ``models/<dataset>/<run>/seed<k>/model.pt`` and writes, in ``results/<dataset>/<run>/seed<k>/``:
 
 - ``metrics.json`` (the DVC metrics)::
@@ -58,9 +58,9 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from benchmark.config import (
+    EVAL_CONVENTIONS,
     MODELS_DIR,
     RESULTS_DIR,
-    EVAL_CONVENTIONS,
     SCENARIO_KINDS,
     FieldError,
     ScenarioConfig,
@@ -408,14 +408,16 @@ def main(argv: list[str] | None = None) -> int:
         )  # bad names fail before any work
     except FieldError as err:
         raise err.at(f"{args.params}: scenarios") from None
-    method_name, protocol = params.run_parts(args.run)
-    model_path = args.model or run_dir(MODELS_DIR, args.dataset, args.run, args.seed) / MODEL_FILE
+    method_name, protocol = params.run_parts(args.run_name)
+    model_path = args.model or run_dir(MODELS_DIR, args.dataset, args.run_name, args.seed) / MODEL_FILE
     method, record = load_model(model_path, device)
     if record["method"] != method_name:
-        raise ValueError(f"{model_path}: holds method {record['method']!r}, not {method_name!r} (run {args.run!r})")
+        raise ValueError(
+            f"{model_path}: holds method {record['method']!r}, not {method_name!r} (run {args.run_name!r})"
+        )
     if record.get("protocol") != protocol.record():
         raise ValueError(
-            f"{model_path}: trained under protocol {record.get('protocol')}, run {args.run!r} is "
+            f"{model_path}: trained under protocol {record.get('protocol')}, run {args.run_name!r} is "
             f"{protocol.record()} (rerun the train stage)"
         )
     if dict(record["init"]["modalities"]) != dataset.modalities:
@@ -464,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics = metrics_record(
         evaluation.matrices,
         dataset,
-        run=args.run,
+        run=args.run_name,
         protocol=protocol.record(),
         convention=config.convention,
         seed=args.seed,
@@ -479,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if block is not None:
         metrics["scenarios"] = block
-    out = args.out or run_dir(RESULTS_DIR, args.dataset, args.run, args.seed) / METRICS_FILE
+    out = args.out or run_dir(RESULTS_DIR, args.dataset, args.run_name, args.seed) / METRICS_FILE
     # the arrays first, metrics.json (what DVC and the report look for) last
     for path in (out.parent / IMAGE_SCORES_FILE, out.parent / PREDICTIONS_FILE, out):  # a killed run's leftovers
         remove_stale_temps(path)
@@ -488,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_json(out, metrics)
     summary = metrics["summary"]
     print(
-        f"{args.dataset} {args.run} seed{args.seed}: avg {summary['avg']:.2f}  top1 {summary['top1']:.2f}  "
+        f"{args.dataset} {args.run_name} seed{args.seed}: avg {summary['avg']:.2f}  top1 {summary['top1']:.2f}  "
         f"last1 {summary['last1']:.2f} mIoU -> {out}"
     )
     return 0

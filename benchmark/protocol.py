@@ -137,7 +137,9 @@ class Protocol:
         if (self.kind == "bernoulli") != (self.drop_prob is not None):
             raise ValueError(f"protocol {self.name!r}: drop_prob is set for kind 'bernoulli' only, and it needs one")
         if self.drop_prob is not None and (not self.drop_prob or any(not 0 <= p < 1 for p in self.drop_prob)):
-            raise ValueError(f"protocol {self.name!r}: drop_prob {list(self.drop_prob)}: must be probabilities in [0, 1)")
+            raise ValueError(
+                f"protocol {self.name!r}: drop_prob {list(self.drop_prob)}: must be probabilities in [0, 1)"
+            )
         staged = (self.fraction, self.first, self.then)
         if self.kind == "staged":
             if self.fraction is None or self.first is None or self.then is None or not 0 < self.fraction < 1:

@@ -35,7 +35,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmark.protocol import BUILTIN_PROTOCOLS, PROTOCOL_KINDS, PROTOCOL_NAME, Protocol, builtin_protocol, parse_run
 from benchmark.config import (
     EvalConfig,
     FieldError,
@@ -51,6 +50,7 @@ from benchmark.config import (
     from_mapping,
     load_params,
 )
+from benchmark.protocol import BUILTIN_PROTOCOLS, PROTOCOL_KINDS, PROTOCOL_NAME, Protocol, builtin_protocol, parse_run
 
 if TYPE_CHECKING:
     from benchmark.data import DatasetSource
@@ -312,7 +312,9 @@ def resolve_protocols(entries: Any, where: str) -> dict[str, Protocol]:
             raise ParamsValueError(f"{at}.kind: {kind!r} is not allowed; must be one of {list(PROTOCOL_KINDS)}")
         unknown = [k for k in entry if k not in PROTOCOL_KEYS[kind]]
         if unknown:
-            raise ParamsKeyError(f"{at}: unknown key(s) {unknown} for kind {kind!r}; allowed: {list(PROTOCOL_KEYS[kind])}")
+            raise ParamsKeyError(
+                f"{at}: unknown key(s) {unknown} for kind {kind!r}; allowed: {list(PROTOCOL_KEYS[kind])}"
+            )
         missing = [k for k in PROTOCOL_KEYS[kind] if k not in entry]
         if missing:
             raise ParamsKeyError(f"{at}: missing {missing}; kind {kind!r} takes {list(PROTOCOL_KEYS[kind])}")
@@ -336,8 +338,8 @@ def resolve_protocols(entries: Any, where: str) -> dict[str, Protocol]:
         stages = []
         for part in ("first", "then"):
             value = entry[part]
-            if value not in resolved:  # staged ones are not in resolved yet: no nesting
-                allowed = [n for n in resolved]
+            if value not in resolved or resolved[value].kind == "staged":  # no nesting
+                allowed = [n for n, p in resolved.items() if p.kind != "staged"]
                 raise ParamsValueError(
                     f"{where}: {key}.{name}.{part}: {value!r} is not allowed; must be a protocol that is not "
                     f"staged: {', '.join(allowed)}"

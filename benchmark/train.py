@@ -1,6 +1,6 @@
 """Train one run (a method under a training protocol) on one data set with one seed.
 
-``python -m benchmark.train --dataset synthetic --run muss-complete --seed 0`` reads params.yaml and
+``python -m benchmark.train --dataset synthetic --run-name muss-complete --seed 0`` reads params.yaml and
 writes ``models/<dataset>/<run>/seed<k>/``: ``model.pt`` (the DVC output) and
 ``checkpoint.pt`` (resumable state, kept between runs, used only when its fingerprint of data,
 method, parameters, protocol and seed matches the current configuration); and
@@ -615,15 +615,13 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[torch.nn
 
 def main(argv: list[str] | None = None) -> int:
     parser = run_parser(__doc__.splitlines()[0])
-    parser.add_argument(
-        "--out", type=Path, default=None, help="output folder (default models/<dataset>/<run>/seed<k>)"
-    )
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default models/<dataset>/<run>/seed<k>)")
     args = parser.parse_args(argv)
     params = load_config(args.params)  # validated: imports method_modules, checks method_params
-    method, protocol = params.run_parts(args.run)
+    method, protocol = params.run_parts(args.run_name)
     data_root = args.data_dir or prepared_dir(args.dataset)
-    out = args.out or run_dir(MODELS_DIR, args.dataset, args.run, args.seed)
-    log = (args.out / LOG_FILE) if args.out else run_dir(RESULTS_DIR, args.dataset, args.run, args.seed) / LOG_FILE
+    out = args.out or run_dir(MODELS_DIR, args.dataset, args.run_name, args.seed)
+    log = (args.out / LOG_FILE) if args.out else run_dir(RESULTS_DIR, args.dataset, args.run_name, args.seed) / LOG_FILE
     path = train(
         data_root,
         method,

@@ -38,24 +38,25 @@ def test_the_documented_method_trains_evaluates_and_reaches_the_leaderboard(tmp_
     path = re.search(r"## 1\. Write the method: `([^`]+\.py)`", DOC.read_text(encoding="utf-8")).group(1)
     assert len(code.splitlines()) <= 40, "the worked example should stay about 30 lines"
     additions = yaml.safe_load(params_block)
-    (name,) = additions["methods"]
+    (name,) = additions["method_params"]
+    assert additions["runs"] == [f"{name}-complete", f"{name}-uniform"]
     params = _merge(TINY_PARAMS, additions)
 
     project = copy_project(tmp_path, params)
     (project / path).write_text(code)
     python = sys.executable
     run(project, python, "-m", "benchmark.prepare", "--dataset", "synthetic")
-    for method in params["methods"]:  # the commands of the dvc.yaml stages
-        args = ["--dataset", "synthetic", "--method", method, "--seed", "0", "--no-progress"]
+    for run_ in params["runs"]:  # the commands of the dvc.yaml stages
+        args = ["--dataset", "synthetic", "--run-name", run_, "--seed", "0", "--no-progress"]
         run(project, python, "-m", "benchmark.train", *args)
         run(project, python, "-m", "benchmark.evaluate", *args)
     overview = run(project, python, "-m", "benchmark.report", "--params", "params.yaml")
-    assert f"| {name} |" in overview
     board = (project / "results" / "synthetic" / "leaderboard.md").read_text()
-
-    row = next((line for line in board.splitlines() if line.startswith(f"| {name} |")), None)
-    assert row is not None, board
-    assert row.split("|")[2].strip() == "reference"  # the family column
-    metrics = yaml.safe_load((project / "results" / "synthetic" / name / "seed0" / "metrics.json").read_text())
-    assert metrics["method"] == name and len(metrics["subsets"]) == 7
-    assert (project / "models" / "synthetic" / name / "seed0" / "model.pt").exists()
+    for run_, protocol in ((f"{name}-complete", "complete"), (f"{name}-uniform", "uniform")):
+        assert f"| {run_} |" in overview
+        row = next((line for line in board.splitlines() if line.startswith(f"| {run_} |")), None)
+        assert row is not None, board
+        assert [c.strip() for c in row.split("|")[2:4]] == [protocol, "reference"]  # protocol and family columns
+        metrics = yaml.safe_load((project / "results" / "synthetic" / run_ / "seed0" / "metrics.json").read_text())
+        assert metrics["method"] == name and metrics["protocol"]["name"] == protocol and len(metrics["subsets"]) == 7
+        assert (project / "models" / "synthetic" / run_ / "seed0" / "model.pt").exists()

@@ -77,7 +77,7 @@ def _torchrun(target: list[str], args: list[str], nproc: int = 2) -> subprocess.
 
 
 def _train_args(params: Path, prepared: Path, out: Path, method: str) -> list[str]:
-    return ["--dataset", "synthetic", "--method", method, "--seed", "0", "--params", str(params)] + [
+    return ["--dataset", "synthetic", "--run-name", f"{method}-uniform", "--seed", "0", "--params", str(params)] + [
         "--data-dir",
         str(prepared),
         "--out",
@@ -89,7 +89,12 @@ def _train_args(params: Path, prepared: Path, out: Path, method: str) -> list[st
 def _params(tmp_path: Path, method: str) -> Path:
     return write_params(
         tmp_path / "params.yaml",
-        {**TINY_PARAMS, "methods": sorted({"muss", method}), "method_params": {"muss": {}, method: {}}, "train": TRAIN},
+        {
+            **TINY_PARAMS,
+            "runs": [f"{m}-uniform" for m in sorted({"muss", method})],
+            "method_params": {"muss": {}, method: {}},
+            "train": TRAIN,
+        },
     )
 
 

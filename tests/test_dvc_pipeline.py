@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from tiny import TINY_PARAMS, copy_project, run, write_params
 
 from benchmark.config import load_params
@@ -29,34 +30,41 @@ def _ran(output: str) -> set[str]:
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    """A copy of the pipeline with the tiny params and a second method from a module of its own."""
+    """A copy of the pipeline with the tiny params: a second method from a module of its own, and a
+    protocol of its own beside the built-in complete."""
     (tmp_path / "my_methods.py").write_text(PLUGIN)
     params = {
         **TINY_PARAMS,
-        "methods": ["muss", "muss-copy"],
+        "runs": ["muss-complete", "muss-copy-complete", "muss-moddrop"],
+        "protocols": {"moddrop": {"kind": "bernoulli", "drop_prob": [0.5, 0.5, 0.5]}},
         "method_modules": ["my_methods"],
         "method_params": {"muss": {}, "muss-copy": {}},
+        "report": {**TINY_PARAMS["report"], "reference": "muss-complete"},
     }
     return copy_project(tmp_path, params)
 
 
 def test_repro_then_noop_then_minimal_reruns(project: Path):
     first = _ran(run(project, sys.executable, "-m", "dvc", "repro"))
+    runs = ("muss-complete", "muss-copy-complete", "muss-moddrop")
     assert first == {
+        "configure",
         "download@synthetic",
         "prepare@synthetic",
-        "train@synthetic-muss-0",
-        "train@synthetic-muss-copy-0",
-        "evaluate@synthetic-muss-0",
-        "evaluate@synthetic-muss-copy-0",
+        *(f"{stage}@synthetic-{r}-0" for stage in ("train", "evaluate") for r in runs),
         "report",
     }
     board = (project / "results" / "synthetic" / "leaderboard.csv").read_text()
-    assert board.splitlines()[0].startswith("method") and "muss-copy" in board
+    assert board.splitlines()[0].startswith("run,protocol") and "muss-copy-complete,complete" in board
+    assert "muss-moddrop,moddrop" in board
+    protocols = (project / "results" / "synthetic" / "protocols.csv").read_text()
+    assert protocols.splitlines()[0].startswith("method,family,complete_avg")
     assert (project / "results" / "synthetic" / "plots" / "miou_heatmap.png").stat().st_size > 1000
+    assert (project / "results" / "synthetic" / "plots" / "protocols.png").stat().st_size > 1000
     assert (project / "results" / "report.html").stat().st_size > 10_000
+    assert sorted(p.name for p in (project / "configs").iterdir()) == sorted(f"{r}.json" for r in runs)
     metrics = run(project, sys.executable, "-m", "dvc", "metrics", "show")
-    assert "results/summary.json" in metrics and "synthetic.muss-copy.avg" in metrics
+    assert "results/summary.json" in metrics and "synthetic.muss-copy-complete.avg" in metrics
     plots = run(project, sys.executable, "-m", "dvc", "plots", "show", "-o", "dvc_plots")
     assert "index.html" in plots and list((project / "dvc_plots" / "static").glob("*miou_heatmap.png"))
 
@@ -64,35 +72,43 @@ def test_repro_then_noop_then_minimal_reruns(project: Path):
     assert _ran(second) == set()
     assert "up to date" in run(project, sys.executable, "-m", "dvc", "status")
 
-    params = __import__("yaml").safe_load((project / "params.yaml").read_text())
-    params["method_params"]["muss"] = {"decoder_dim": 8}
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["method_params"]["muss"] = {"decoder_dim": 8}  # both runs of muss, not muss-copy
     write_params(project / "params.yaml", params)
     third = _ran(run(project, sys.executable, "-m", "dvc", "repro"))
-    assert third == {"train@synthetic-muss-0", "evaluate@synthetic-muss-0", "report"}
+    assert third == {
+        "configure",
+        *(f"{stage}@synthetic-{r}-0" for stage in ("train", "evaluate") for r in ("muss-complete", "muss-moddrop")),
+        "report",
+    }
+
+    params["protocols"]["moddrop"]["drop_prob"] = [0.2, 0.5, 0.5]  # the runs under that protocol only
+    write_params(project / "params.yaml", params)
+    fourth = _ran(run(project, sys.executable, "-m", "dvc", "repro"))
+    assert fourth == {"configure", "train@synthetic-muss-moddrop-0", "evaluate@synthetic-muss-moddrop-0", "report"}
 
     params["evaluate"] = {"batch_size": 3}
     write_params(project / "params.yaml", params)
-    fourth = _ran(run(project, sys.executable, "-m", "dvc", "repro"))
+    fifth = _ran(run(project, sys.executable, "-m", "dvc", "repro"))
     # the report reruns only if a metrics file changed (batch size may not change any number)
-    assert fourth - {"report"} == {"evaluate@synthetic-muss-0", "evaluate@synthetic-muss-copy-0"}
+    assert fifth - {"report"} == {"configure", *(f"evaluate@synthetic-{r}-0" for r in runs)}
 
 
 def test_two_experiments_compare_with_dvc(tmp_path: Path):
-    """README's recipe: commit, run an experiment with another dropout rate, compare the metrics."""
-    params = {**TINY_PARAMS, "train": {**TINY_PARAMS["train"], "drop_prob": None}}
-    project = copy_project(tmp_path, params)
+    """README's recipe: commit, run an experiment with a longer schedule, compare the metrics."""
+    project = copy_project(tmp_path, TINY_PARAMS)
     run(project, sys.executable, "-m", "dvc", "repro")
     run(project, "git", "add", "-A")
     run(project, "git", "-c", "user.name=test", "-c", "user.email=test@example.org", "commit", "-qm", "baseline")
     tracked = run(project, "git", "ls-files", "results")
-    assert set(tracked.split()) == {"results/summary.json", "results/synthetic/muss/seed0/metrics.json"}
+    assert set(tracked.split()) == {"results/summary.json", "results/synthetic/muss-uniform/seed0/metrics.json"}
     dvc = [sys.executable, "-m", "dvc"]
-    run(project, *dvc, "exp", "run", "-n", "drop50", "-S", "train.drop_prob=[0.5,0.5,0.5]")
+    run(project, *dvc, "exp", "run", "-n", "longer", "-S", "train.steps=8")
     table = run(project, *dvc, "exp", "show", "--md", "--only-changed", "--drop", "^(subsets|efficiency)")
-    assert "drop50" in table and "synthetic.muss.avg" in table and "train.drop_prob" in table
+    assert "longer" in table and "synthetic.muss-uniform.avg" in table and "train.steps" in table
     assert "subsets.rgb.miou" not in table
     diff = run(project, *dvc, "metrics", "diff", "--targets", "results/summary.json", "--md")
-    assert "synthetic.muss.avg" in diff and "synthetic.muss.expected_p0_1" in diff
+    assert "synthetic.muss-uniform.avg" in diff and "synthetic.muss-uniform.expected_p0_1" in diff
 
 
 SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sen1floods11_sample"
@@ -105,17 +121,21 @@ def test_real_sample_runs_every_method_through_the_pipeline(tmp_path: Path):
     params = {
         **TINY_PARAMS,
         "datasets": ["sen1floods11-sample"],
-        "methods": shipped["methods"],
+        "runs": shipped["runs"],
+        "protocols": shipped["protocols"],  # moddrop's 3 probabilities are not checked: no run uses it
         "method_params": shipped["method_params"],
         "sen1floods11-sample": {**shipped["sen1floods11-sample"], "source_dir": str(SAMPLE), "tile_size": 32},
+        "report": {**TINY_PARAMS["report"], "reference": "sgma-complete", "ablation": shipped["report"]["ablation"]},
     }
     params["method_params"]["m3l"] = {**params["method_params"]["m3l"], "supervised_warmup": 2}
     project = copy_project(tmp_path, params)
     ran = _ran(run(project, sys.executable, "-m", "dvc", "repro"))
     assert {"download@sen1floods11-sample", "prepare@sen1floods11-sample", "report"} <= ran
-    assert len(ran) == 3 + 2 * len(shipped["methods"])
+    assert len(ran) == 4 + 2 * len(shipped["runs"])  # configure, download, prepare, report
     board = (project / "results" / "sen1floods11-sample" / "leaderboard.md").read_text()
     assert "| s1 | s2 | s1+s2 |" in board
-    for method in shipped["methods"]:
-        assert f"| {method} |" in board
+    for run_ in shipped["runs"]:
+        assert f"| {run_} |" in board
+    ablation = (project / "results" / "sen1floods11-sample" / "ablation.csv").read_text()
+    assert "complete,MAS,sgma-mas-complete,muss-complete,last1" in ablation
     assert _ran(run(project, sys.executable, "-m", "dvc", "repro")) == set()

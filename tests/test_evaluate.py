@@ -162,3 +162,40 @@ def test_a_predict_override_that_predict_features_lacks_is_caught():
     every = subset_mask(NAMES, NAMES, 3)
     with pytest.raises(ContractError, match=r"predict_features\(\)\['robustness'\] differs from predict\(\)"):
         check_shared_encoder("muss", method, inputs, every, [every])
+
+
+@pytest.mark.parametrize("name", ["muss", "sgma", "imlt"])
+def test_zero_convention_feeds_zeros_and_says_every_modality_is_present(name, tiny_prepared):
+    """``convention="zero"``: each subset's confusion matrices equal a direct count (scikit-learn)
+    of ``predict(zeroed inputs, every modality available)``, on the shared and the naive path;
+    the logits differ from the ``mask`` convention's."""
+    from sklearn.metrics import confusion_matrix
+
+    test = PreparedDataset(tiny_prepared, "test")
+    method = _method(name, dict(test.modalities))
+    names = list(test.modalities)
+    shared = evaluate.evaluate_subsets(method, test, batch_size=4, convention="zero")
+    naive = evaluate.evaluate_subsets(method, test, batch_size=4, convention="zero", shared_encoder=False)
+    pixels = test.tile_shape[0] * test.tile_shape[1] * len(test)
+    for subset in enumerate_subsets(names):
+        key = "+".join(subset)
+        expected = torch.zeros(len(test), 6, 6, dtype=torch.int64)
+        for index in range(len(test)):
+            inputs, target = test[index]
+            inputs = {m: x[None] for m, x in inputs.items()}
+            mask = subset_mask(subset, names, 1)
+            with torch.no_grad():
+                logits = method.predict(apply_availability(inputs, mask, names), subset_mask(names, names, 1))["logits"]
+            valid = target.numpy() != test.ignore_index
+            pred = logits.argmax(1)[0].numpy()
+            expected[index] = torch.from_numpy(confusion_matrix(target.numpy()[valid], pred[valid], labels=range(6)))
+        assert torch.equal(naive.confusion[key], expected), key
+        assert (shared.confusion[key] - expected).abs().sum() <= 2 * max(1, pixels // 10_000), key
+    inputs = {m: x[None] for m, x in test[0][0].items()}
+    alone = subset_mask(names[:1], names, 1)
+    with torch.no_grad():
+        told = method.predict(apply_availability(inputs, alone, names), alone)["logits"]
+        untold = method.predict(apply_availability(inputs, alone, names), subset_mask(names, names, 1))["logits"]
+    assert (told - untold).abs().max() > 1e-3  # the convention changes what the method is shown
+    with pytest.raises(ValueError, match="convention 'none'"):
+        evaluate.evaluate_subsets(method, test, convention="none")

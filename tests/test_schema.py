@@ -24,6 +24,7 @@ from benchmark.config import (
     load_params,
 )
 from benchmark.data.synthetic import Synthetic
+from benchmark.protocol import builtin_protocol
 from benchmark.schema import ValidatedParams, accepted_params, validate_params
 
 WHERE = "cfg.yaml"
@@ -45,6 +46,22 @@ def mutated(path: str, value: Any, base: dict[str, Any] | None = None) -> dict[s
 
 
 DELETE = object()
+
+
+def moddrop(drop_prob: list[float], base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``base`` with a bernoulli protocol ``moddrop`` of ``drop_prob`` and the one run ``muss-moddrop``."""
+    params = mutated("protocols", {"moddrop": {"kind": "bernoulli", "drop_prob": drop_prob}}, base)
+    params["runs"], params["report"]["reference"] = ["muss-moddrop"], "muss-moddrop"
+    return params
+
+
+def staged(fraction: Any, first: str, then: str) -> dict[str, Any]:
+    """TINY_PARAMS with a staged protocol ``half`` and the one run ``muss-half``."""
+    params = mutated("protocols.half", {"kind": "staged", "fraction": fraction, "first": first, "then": then})
+    params["runs"], params["report"]["reference"] = ["muss-half"], "muss-half"
+    return params
+
+
 TWO_DATASETS = ["synthetic", "sen1floods11-sample"]  # 3 and 2 modalities
 SAR = {**TINY_PARAMS["synthetic"], "with_sar": True}  # four modalities: rgb, dsm, nir, sar
 
@@ -76,15 +93,115 @@ BAD = [
     ),
     (
         "drop_prob for the unselected modalities too",
-        mutated("train.drop_prob", [0.5, 0.5, 0.5], mutated("synthetic.modalities", ["rgb", "dsm"])),
+        moddrop([0.5, 0.5, 0.5], mutated("synthetic.modalities", ["rgb", "dsm"])),
         ValueError,
-        ["train.drop_prob", "[0.5, 0.5, 0.5]", "synthetic has 2 modalities"],
+        ["protocols.moddrop.drop_prob", "[0.5, 0.5, 0.5]", "synthetic has 2 modalities"],
     ),
-    ("unknown method", mutated("methods", ["muss", "nope"]), KeyError, ["methods[1]", "'nope'", "sgma, sgma-mas"]),
+    (
+        "unknown method",
+        mutated("runs", ["muss-uniform", "nope-uniform"]),
+        KeyError,
+        ["runs[1]", "'nope-uniform'", "method 'nope'", "sgma, sgma-mas"],
+    ),
+    (
+        "unknown protocol",
+        mutated("runs", ["muss-uniform", "muss-moddrop"]),
+        KeyError,
+        ["runs[1]", "'muss-moddrop'", "protocol 'moddrop'", "complete, uniform, size_uniform, drop_one"],
+    ),
+    ("run without a protocol", mutated("runs", ["muss"]), ValueError, ["runs[0]", "'muss'", "<method>-<protocol>"]),
+    (
+        "the old methods key",
+        mutated("methods", ["muss"], mutated("runs", DELETE)),
+        KeyError,
+        ["methods: replaced by runs", "muss-complete"],
+    ),
+    (
+        "the old train.drop_prob",
+        mutated("train.drop_prob", [0.5, 0.5, 0.5]),
+        KeyError,
+        ["train.drop_prob", "replaced by named training protocols", "kind: bernoulli"],
+    ),
+    (
+        "protocol of an unknown kind",
+        mutated("protocols", {"mine": {"kind": "dropout"}}),
+        ValueError,
+        ["protocols.mine.kind", "'dropout'", "'complete', 'uniform', 'bernoulli'"],
+    ),
+    (
+        "protocol name with a dash",
+        mutated("protocols", {"my-drop": {"kind": "uniform"}}),
+        ValueError,
+        ["protocols", "'my-drop'", "no -"],
+    ),
+    (
+        "built-in protocol redefined",
+        mutated("protocols", {"uniform": {"kind": "bernoulli", "drop_prob": [0.5, 0.5, 0.5]}}),
+        ValueError,
+        ["protocols.uniform", "built-in", "cannot be redefined"],
+    ),
+    (
+        "protocol key of another kind",
+        mutated("protocols", {"mine": {"kind": "uniform", "fraction": 0.5}}),
+        KeyError,
+        ["protocols.mine", "['fraction']", "kind 'uniform'", "['kind']"],
+    ),
+    (
+        "bernoulli without drop_prob",
+        mutated("protocols", {"mine": {"kind": "bernoulli"}}),
+        KeyError,
+        ["protocols.mine", "missing ['drop_prob']"],
+    ),
+    (
+        "staged fraction of 1",
+        staged(1.0, "complete", "uniform"),
+        ValueError,
+        ["protocols.half.fraction", "1.0", "a number in (0, 1)"],
+    ),
+    (
+        "staged fraction of 0",
+        staged(0, "complete", "uniform"),
+        ValueError,
+        ["protocols.half.fraction", "0", "a number in (0, 1)"],
+    ),
+    (
+        "staged stage unknown",
+        staged(0.5, "complete", "unifrom"),
+        ValueError,
+        ["protocols.half.then", "'unifrom'", "not staged", "complete, uniform"],
+    ),
+    (
+        "staged inside staged",
+        mutated(
+            "protocols.twice",
+            {"kind": "staged", "fraction": 0.5, "first": "half", "then": "uniform"},
+            staged(0.5, "complete", "uniform"),
+        ),
+        ValueError,
+        ["protocols.twice.first", "'half'", "not staged"],
+    ),
+    (
+        "drop_prob of a staged protocol's stage",
+        mutated("protocols.moddrop", {"kind": "bernoulli", "drop_prob": [0.5, 0.5]}, staged(0.5, "moddrop", "uniform")),
+        ValueError,
+        ["protocols.moddrop.drop_prob", "[0.5, 0.5]", "synthetic has 3"],
+    ),
+    (
+        "unknown ablation method",
+        mutated("report.ablation", {"none": "muss", "both": "sgmaa"}),
+        KeyError,
+        ["report.ablation", "'sgmaa'", "registered method"],
+    ),
+    (
+        "bad evaluation convention",
+        mutated("evaluate.convention", "masked"),
+        ValueError,
+        ["evaluate.convention", "'masked'", "['mask', 'zero']"],
+    ),
     ("unknown data set", mutated("datasets", ["synth"]), KeyError, ["datasets[0]", "'synth'", "potsdam, sen1floods11"]),
     ("empty data set list", mutated("datasets", []), ValueError, ["datasets", "[]", "non-empty list"]),
     ("repeated data set", mutated("datasets", ["synthetic"] * 2), ValueError, ["datasets", "'synthetic'", "once"]),
-    ("methods not a list", mutated("methods", "muss"), TypeError, ["methods", "'muss'", "a non-empty list"]),
+    ("runs not a list", mutated("runs", "muss-uniform"), TypeError, ["runs", "'muss-uniform'", "a non-empty list"]),
     (
         "unknown method module",
         mutated("method_modules", ["no_such_module_xyz"]),
@@ -129,17 +246,22 @@ BAD = [
     ),
     (
         "drop_prob count != modalities",
-        mutated("train.drop_prob", [0.1, 0.2, 0.3, 0.4]),
+        moddrop([0.1, 0.2, 0.3, 0.4]),
         ValueError,
-        ["train.drop_prob", "[0.1, 0.2, 0.3, 0.4]", "one probability per modality", "synthetic has 3"],
+        ["protocols.moddrop.drop_prob", "[0.1, 0.2, 0.3, 0.4]", "one probability per modality", "synthetic has 3"],
     ),
     (
         "drop_prob count of the second data set",
-        mutated("train.drop_prob", [0.1, 0.2, 0.3], {**TINY_PARAMS, "datasets": TWO_DATASETS, TWO_DATASETS[1]: None}),
+        moddrop([0.1, 0.2, 0.3], {**TINY_PARAMS, "datasets": TWO_DATASETS, TWO_DATASETS[1]: None}),
         ValueError,
-        ["train.drop_prob", "[0.1, 0.2, 0.3]", "sen1floods11-sample has 2 modalities ['s1', 's2']"],
+        ["protocols.moddrop.drop_prob", "[0.1, 0.2, 0.3]", "sen1floods11-sample has 2 modalities ['s1', 's2']"],
     ),
-    ("drop_prob of 1", mutated("train.drop_prob", [0.1, 1.0, 0.3]), ValueError, ["train.drop_prob", "1.0", "[0, 1)"]),
+    (
+        "drop_prob of 1",
+        moddrop([0.1, 1.0, 0.3]),
+        ValueError,
+        ["protocols.moddrop.drop_prob", "1.0", "[0, 1)"],
+    ),
     ("zero steps", mutated("train.steps", 0), ValueError, ["train.steps", ": 0 ", "an int >= 1"]),
     ("negative batch size", mutated("train.batch_size", -2), ValueError, ["train.batch_size", "-2", "an int >= 1"]),
     ("zero decoder width", mutated("train.decoder_dim", 0), ValueError, ["train.decoder_dim", ": 0 ", "an int >= 1"]),
@@ -161,7 +283,7 @@ BAD = [
     ("negative data seed", mutated("synthetic.seed", -1), ValueError, ["synthetic.seed", "-1", "an int >= 0"]),
     ("negative split seed", mutated("dfc2023.split_seed", -2), ValueError, ["dfc2023.split_seed", "-2", ">= 0"]),
     ("zero block size", mutated("scenarios.block_size", 0), ValueError, ["scenarios.block_size", ": 0 ", ">= 1"]),
-    ("missing train", mutated("train", DELETE), KeyError, ["train: missing", "'datasets', 'methods', 'seeds'"]),
+    ("missing train", mutated("train", DELETE), KeyError, ["train: missing", "'datasets', 'runs', 'seeds'"]),
     ("missing seeds", mutated("seeds", DELETE), KeyError, ["seeds: missing", "required"]),
     (
         "missing data set section",
@@ -180,7 +302,7 @@ BAD = [
     ),
     (
         "method parameter of the wrong type",
-        mutated("method_params.sgma.lambda_sgf", "two", mutated("methods", ["muss", "sgma"])),
+        mutated("method_params.sgma.lambda_sgf", "two", mutated("runs", ["muss-uniform", "sgma-uniform"])),
         TypeError,
         ["method_params.sgma.lambda_sgf", "'two'", "a number"],
     ),
@@ -194,7 +316,7 @@ BAD = [
         "reference not listed",
         mutated("report.reference", "sgma"),
         ValueError,
-        ["report.reference", "'sgma'", "['muss']"],
+        ["report.reference", "'sgma'", "['muss-uniform']"],
     ),
     ("bad confidence", mutated("report.confidence", 1.5), ValueError, ["report.confidence", "1.5", "(0, 1)"]),
     (
@@ -234,22 +356,36 @@ def test_source_errors_are_located_in_the_file() -> None:
 def test_valid_files_pass_with_typed_values() -> None:
     checked = validate_params(TINY_PARAMS, WHERE)
     assert isinstance(checked, ValidatedParams)
-    assert (checked.datasets, checked.methods, checked.seeds) == (["synthetic"], ["muss"], [0])
+    assert (checked.datasets, checked.runs, checked.methods, checked.seeds) == (
+        ["synthetic"],
+        ["muss-uniform"],
+        ["muss"],
+        [0],
+    )
     assert checked.train == TrainConfig(**TINY_PARAMS["train"])
     assert checked.evaluate == EvalConfig(batch_size=4) and checked.scenarios == ScenarioConfig(
         **TINY_PARAMS.get("scenarios", {})
     )
-    assert checked.report == ReportConfig(reference="muss", bootstrap_samples=200)
+    assert checked.report == ReportConfig(reference="muss-uniform", bootstrap_samples=200)
     assert list(checked.sources) == ["synthetic"] and checked.sources["synthetic"].config.num_train == 16
     assert checked.method_params == {"muss": {}}
 
     shipped = load_params(REPO / "params.yaml")  # validates
     checked = validate_params(shipped, "params.yaml")
-    assert checked.methods == shipped["methods"] and checked.report.reference == "sgma"
+    assert checked.runs == shipped["runs"] and checked.report.reference == "sgma-complete"
+    assert checked.run_parts("sgma-uniform") == ("sgma", builtin_protocol("uniform"))
+    assert checked.protocols["shaspec"].record() == {
+        "name": "shaspec",
+        "kind": "staged",
+        "fraction": 0.5,
+        "first": {"name": "complete", "kind": "complete"},
+        "then": {"name": "size_uniform", "kind": "size_uniform"},
+    }
 
-    sar = validate_params(
-        {**TINY_PARAMS, "synthetic": SAR, "train": {**TINY_PARAMS["train"], "drop_prob": [0.5] * 4}}, WHERE
-    )
+    sar = validate_params(moddrop([0.5] * 4, {**TINY_PARAMS, "synthetic": SAR}), WHERE)
+    assert sar.protocols["moddrop"].drop_prob == (0.5,) * 4
+    unused = validate_params(mutated("protocols", {"moddrop": {"kind": "bernoulli", "drop_prob": [0.5]}}), WHERE)
+    assert unused.protocols["moddrop"].drop_prob == (0.5,)  # checked against the data sets only when a run uses it
     assert list(sar.sources["synthetic"].modalities) == ["rgb", "dsm", "nir", "sar"]
     subset = validate_params(mutated("scenarios.modalities", ["sar", "rgb"], {**TINY_PARAMS, "synthetic": SAR}), WHERE)
     assert subset.scenarios.modalities == ["sar", "rgb"]
@@ -261,7 +397,7 @@ def test_per_method_train_overrides_and_subclass_parameters_pass() -> None:
     """method_params may override the train section's architecture (decoder_dim) for one method,
     and a subclass's own parameters plus those it passes on through ``**kwargs`` are accepted."""
     params = mutated("method_params", {"muss": {"decoder_dim": 8}, "sgma-mas": {"lambda_score": 2, "head_dim": 32}})
-    params["methods"] = ["muss", "sgma-mas"]
+    params["runs"] = ["muss-uniform", "sgma-mas-complete"]
     assert validate_params(params, WHERE).method_params["sgma-mas"] == {"lambda_score": 2, "head_dim": 32}
 
 
@@ -352,7 +488,7 @@ def test_train_stage_on_a_bad_file_writes_nothing(tmp_path: Path, tiny_prepared:
     """num_classes in method_params would silently train a 7-class model without the schema."""
     params = write_params(tmp_path / "params.yaml", mutated("method_params.muss.num_classes", 7))
     out = tmp_path / "run"
-    argv = ["--dataset", "synthetic", "--method", "muss", "--seed", "0", "--params", str(params)]
+    argv = ["--dataset", "synthetic", "--run-name", "muss-uniform", "--seed", "0", "--params", str(params)]
     with pytest.raises(
         ValueError, match=rf"{re.escape(str(params))}: method_params.muss.num_classes: 7 is not allowed"
     ):

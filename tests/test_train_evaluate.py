@@ -36,13 +36,13 @@ class BatchNormMuSS(MuSS):
         return {**output, "logits": self.norm(output["logits"])}
 
 
-def _run_args(params: Path, prepared: Path, method: str = "muss", seed: int = 0) -> list[str]:
+def _run_args(params: Path, prepared: Path, method: str = "muss-uniform", seed: int = 0) -> list[str]:
     """Command-line arguments shared by the train and evaluate entry points."""
-    return ["--dataset", "synthetic", "--method", method, "--seed", str(seed), "--params", str(params),
+    return ["--dataset", "synthetic", "--run-name", method, "--seed", str(seed), "--params", str(params),
             "--data-dir", str(prepared), "--no-progress"]  # fmt: skip
 
 
-def _train_and_evaluate(tmp: Path, prepared: Path, params: Path, seed: int = 0, method: str = "muss") -> dict:
+def _train_and_evaluate(tmp: Path, prepared: Path, params: Path, seed: int = 0, method: str = "muss-uniform") -> dict:
     models = tmp / "models" / method / f"seed{seed}"
     metrics = tmp / "results" / "synthetic" / method / f"seed{seed}" / "metrics.json"
     common = _run_args(params, prepared, method, seed)
@@ -64,7 +64,7 @@ def test_end_to_end_writes_schema_and_leaderboard(tmp_path, tiny_prepared, tiny_
     mious = [s["miou"] for s in record["subsets"].values()]
     assert record["summary"]["avg"] == pytest.approx(sum(mious) / len(mious))
     assert record["summary"]["top1"] == max(mious) and record["summary"]["last1"] == min(mious)
-    log = (tmp_path / "models" / "muss" / "seed0" / "train_log.jsonl").read_text().splitlines()
+    log = (tmp_path / "models" / "muss-uniform" / "seed0" / "train_log.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in log] == list(range(TRAIN.steps))
     efficiency = record["efficiency"]
     assert efficiency["tile_shape"] == [32, 32] and efficiency["train_steps"] == TRAIN.steps
@@ -74,8 +74,8 @@ def test_end_to_end_writes_schema_and_leaderboard(tmp_path, tiny_prepared, tiny_
     for key in ("inference_ms_per_image", "train_peak_memory_mb", "eval_peak_memory_mb", "gflops"):
         assert efficiency[key] > 0, key
     assert efficiency["eval_device"].startswith("cpu")
-    config = ReportConfig(reference="muss", bootstrap_samples=20)
-    write_report(tmp_path / "results", ["synthetic"], ["muss"], [0], config, prepared_root=tiny_prepared.parent)
+    config = ReportConfig(reference="muss-uniform", bootstrap_samples=20)
+    write_report(tmp_path / "results", ["synthetic"], ["muss-uniform"], [0], config, prepared_root=tiny_prepared.parent)
     assert "muss" in (tmp_path / "results" / "synthetic" / "leaderboard.md").read_text()
     plots = tmp_path / "results" / "synthetic" / "plots"
     assert (plots / "miou_heatmap.png").exists() and (plots / "qualitative_tile0.svg").exists()
@@ -83,7 +83,7 @@ def test_end_to_end_writes_schema_and_leaderboard(tmp_path, tiny_prepared, tiny_
 
 def test_image_scores_and_predictions_are_what_the_model_gives(tmp_path, tiny_prepared, tiny_params):
     record = _train_and_evaluate(tmp_path, tiny_prepared, tiny_params)
-    folder = tmp_path / "results" / "synthetic" / "muss" / "seed0"
+    folder = tmp_path / "results" / "synthetic" / "muss-uniform" / "seed0"
     scores = np.load(folder / "image_scores.npz")
     test = PreparedDataset(tiny_prepared, "test")
     assert scores["subsets"].tolist() == list(record["subsets"])
@@ -94,7 +94,7 @@ def test_image_scores_and_predictions_are_what_the_model_gives(tmp_path, tiny_pr
         )
     kept = np.load(folder / "predictions.npz")
     assert kept["indices"].tolist() == evaluate.sample_tiles(len(test), 3) == [0, 2, 5]
-    model, _ = train.load_model(tmp_path / "models" / "muss" / "seed0" / "model.pt")
+    model, _ = train.load_model(tmp_path / "models" / "muss-uniform" / "seed0" / "model.pt")
     modalities = list(test.modalities)
     for j, index in enumerate(kept["indices"]):
         inputs, target = test[int(index)]
@@ -119,9 +119,9 @@ def test_report_refuses_predictions_that_do_not_match_the_prepared_labels(tmp_pa
     labels = np.load(prepared / "test" / "label.npy")
     labels[2, 0, 0] = (labels[2, 0, 0] + 1) % 6  # tile 2 is kept for the panel
     np.save(prepared / "test" / "label.npy", labels)
-    config = ReportConfig(reference="muss", bootstrap_samples=20)
-    with pytest.raises(ValueError, match=r"muss/seed0/predictions.npz: tile 2 does not score as evaluated"):
-        write_report(tmp_path / "results", ["synthetic"], ["muss"], [0], config, prepared_root=prepared.parent)
+    config = ReportConfig(reference="muss-uniform", bootstrap_samples=20)
+    with pytest.raises(ValueError, match=r"muss-uniform/seed0/predictions.npz: tile 2 does not score as evaluated"):
+        write_report(tmp_path / "results", ["synthetic"], ["muss-uniform"], [0], config, prepared_root=prepared.parent)
     assert not (tmp_path / "results" / "report.html").exists()
 
 
@@ -177,10 +177,10 @@ def test_resume_after_interruption_gives_the_same_model(tmp_path, tiny_prepared,
 def test_sgma_metrics_carry_robustness_size_and_cost(tmp_path, tiny_prepared):
     params = write_params(
         tmp_path / "params.yaml",
-        {**TINY_PARAMS, "methods": ["muss", "sgma"], "method_params": {"muss": {}, "sgma": {}}},
+        {**TINY_PARAMS, "runs": ["muss-uniform", "sgma-uniform"], "method_params": {"muss": {}, "sgma": {}}},
     )
-    record = _train_and_evaluate(tmp_path, tiny_prepared, params, method="sgma")
-    muss = _train_and_evaluate(tmp_path, tiny_prepared, params, method="muss")
+    record = _train_and_evaluate(tmp_path, tiny_prepared, params, method="sgma-uniform")
+    muss = _train_and_evaluate(tmp_path, tiny_prepared, params, method="muss-uniform")
     assert "robustness" not in muss
     robustness = record["robustness"]
     assert robustness["scales"] == [4, 8, 16, 32] and list(robustness["subsets"]) == list(record["subsets"])
@@ -190,11 +190,11 @@ def test_sgma_metrics_carry_robustness_size_and_cost(tmp_path, tiny_prepared):
             assert all(v > 0 for v in values) if m in present else values == [0.0] * 4, (subset, m)
         for k in range(4):
             assert sum(per_modality[m][k] for m in present) == pytest.approx(1.0, abs=1e-5)
-    model, _ = train.load_model(tmp_path / "models" / "sgma" / "seed0" / "model.pt")
+    model, _ = train.load_model(tmp_path / "models" / "sgma-uniform" / "seed0" / "model.pt")
     size, cost = record["efficiency"], muss["efficiency"]
     assert size["params"] == sum(p.numel() for p in model.parameters()) > cost["params"]
     assert size["gflops"] > cost["gflops"] > 0
-    kept = np.load(tmp_path / "results" / "synthetic" / "sgma" / "seed0" / "predictions.npz")
+    kept = np.load(tmp_path / "results" / "synthetic" / "sgma-uniform" / "seed0" / "predictions.npz")
     assert kept["scales"].tolist() == [4, 8, 16, 32] and kept["modalities"].tolist() == ["rgb", "dsm", "nir"]
     maps = kept["robustness_4"]  # [S, n, M, h, w]
     assert maps.shape == (7, 3, 3, 8, 8) and maps.dtype == np.float16
@@ -202,11 +202,18 @@ def test_sgma_metrics_carry_robustness_size_and_cost(tmp_path, tiny_prepared):
         present = [m in subset.split("+") for m in kept["modalities"]]
         assert np.all(maps[i][:, ~np.array(present)] == 0)
         np.testing.assert_allclose(maps[i].astype(np.float32).sum(axis=1), 1.0, atol=2e-3)
-    config = ReportConfig(reference="sgma", bootstrap_samples=20)
-    write_report(tmp_path / "results", ["synthetic"], ["muss", "sgma"], [0], config, prepared_root=tiny_prepared.parent)
+    config = ReportConfig(reference="sgma-uniform", bootstrap_samples=20)
+    write_report(
+        tmp_path / "results",
+        ["synthetic"],
+        ["muss-uniform", "sgma-uniform"],
+        [0],
+        config,
+        prepared_root=tiny_prepared.parent,
+    )
     plots = tmp_path / "results" / "synthetic" / "plots"
     assert (plots / "robustness_means.png").read_bytes().startswith(b"\x89PNG")
-    assert (plots / "robustness_maps_sgma_tile0.png").exists()
+    assert (plots / "robustness_maps_sgma-uniform_tile0.png").exists()
 
 
 def test_checkpoint_of_another_configuration_is_not_resumed(tmp_path, tiny_prepared, capsys):
@@ -283,7 +290,7 @@ def test_scenario_scores_are_an_independent_recount(tmp_path, tiny_prepared, tin
     assert block["seed"] == 0 and block["block_size"] == 8 and list(block["kinds"]) == kinds
     assert block["clean_miou"] == record["subsets"]["rgb+dsm+nir"]["miou"]
     test = PreparedDataset(tiny_prepared, "test")
-    model, _ = train.load_model(tmp_path / "models" / "muss" / "seed0" / "model.pt")
+    model, _ = train.load_model(tmp_path / "models" / "muss-uniform" / "seed0" / "model.pt")
     every = torch.ones(1, 3, dtype=torch.bool)
     mious = []
     for kind in kinds:
@@ -393,11 +400,29 @@ def test_a_modality_selection_prepares_trains_and_evaluates_only_those(tmp_path)
         assert list(kind["modalities"]) == ["rgb", "dsm"]
 
 
-def test_naive_evaluation_gives_the_shared_paths_scores(tmp_path, tiny_prepared, tiny_params):
-    shared = _train_and_evaluate(tmp_path, tiny_prepared, tiny_params, method="sgma")
-    models = tmp_path / "models" / "sgma" / "seed0"
+@pytest.mark.parametrize("convention", ["mask", "zero"])
+def test_naive_evaluation_gives_the_shared_paths_scores(tmp_path, tiny_prepared, convention):
+    params = write_params(
+        tmp_path / "params.yaml",
+        {
+            **TINY_PARAMS,
+            "runs": ["sgma-uniform"],
+            "method_params": {"sgma": {}},
+            "evaluate": {**TINY_PARAMS["evaluate"], "convention": convention},
+            "report": {**TINY_PARAMS["report"], "reference": "sgma-uniform"},
+        },
+    )
+    shared = _train_and_evaluate(tmp_path, tiny_prepared, params, method="sgma-uniform")
+    assert shared["convention"] == convention and shared["protocol"] == {"name": "uniform", "kind": "uniform"}
+    models = tmp_path / "models" / "sgma-uniform" / "seed0"
     out = tmp_path / "naive" / "metrics.json"
-    args = [*_run_args(tiny_params, tiny_prepared, "sgma", 0), "--model", str(models / "model.pt"), "--out", str(out)]
+    args = [
+        *_run_args(params, tiny_prepared, "sgma-uniform", 0),
+        "--model",
+        str(models / "model.pt"),
+        "--out",
+        str(out),
+    ]
     assert evaluate.main([*args, "--naive"]) == 0
     naive = json.loads(out.read_text())
     for name, scores in shared["subsets"].items():

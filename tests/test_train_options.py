@@ -95,7 +95,14 @@ def test_default_options_keep_the_fingerprint_of_configurations_without_them(fp3
     old_train = {k: v for k, v in vars(TrainConfig(**BASE)).items() if k not in NEW_KEYS}
     assert len(old_train) == len(vars(TrainConfig())) - 3
     expected = train.fingerprint(
-        {"method": "muss", "init": record["init"], "train": old_train, "seed": 0, "data": _meta(tiny_prepared)}
+        {
+            "method": "muss",
+            "init": record["init"],
+            "train": old_train,
+            "protocol": {"name": "uniform", "kind": "uniform"},  # train()'s default
+            "seed": 0,
+            "data": _meta(tiny_prepared),
+        }
     )
     assert record["fingerprint"] == expected
 

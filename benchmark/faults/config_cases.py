@@ -170,7 +170,7 @@ def run_mutation(mutation: Mutation, workdir: Path) -> BaseException:
     params_path = workdir / "params.yaml"
     params_path.write_text(mutation.text(copy.deepcopy(BASE_PARAMS)), encoding="utf-8")
     out = workdir / "run"
-    argv = ["--dataset", "synthetic", "--run", "muss-uniform", "--seed", "0", "--params", str(params_path)]
+    argv = ["--dataset", "synthetic", "--run-name", "muss-uniform", "--seed", "0", "--params", str(params_path)]
     argv += ["--out", str(out), "--data-dir", str(workdir / "prepared"), "--no-progress"]
     err = expect_error(lambda: train.main(argv), mutation.error, [str(params_path), *mutation.must_name])
     left = sorted(p.name for p in workdir.iterdir() if p != params_path)

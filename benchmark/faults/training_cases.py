@@ -88,7 +88,16 @@ class _Project:
         return path
 
     def train_command(self, params: Path, method: str, out: Path) -> list[str]:
-        run = ["--dataset", "synthetic", "--run", run_name(method, PROTOCOL), "--seed", "0", "--params", str(params)]
+        run = [
+            "--dataset",
+            "synthetic",
+            "--run-name",
+            run_name(method, PROTOCOL),
+            "--seed",
+            "0",
+            "--params",
+            str(params),
+        ]
         return [
             sys.executable,
             "-m",

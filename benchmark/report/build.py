@@ -206,9 +206,7 @@ def load_inputs(
     indices = next(iter(predictions.values()))["indices"].tolist()
     differ = [m for m, p in predictions.items() if p["indices"].tolist() != indices]
     if differ:
-        raise ValueError(
-            f"{dataset}: runs {differ} kept other test tiles than {indices}; rerun their evaluate stage"
-        )
+        raise ValueError(f"{dataset}: runs {differ} kept other test tiles than {indices}; rerun their evaluate stage")
     root = prepared_root / dataset
     try:
         inputs.test = PreparedDataset(root, "test")
@@ -241,9 +239,7 @@ def _qualitative(inputs: DatasetInputs) -> list[Plot]:
             test.ignore_index,
             f"{dataset}: test tile {index}, prediction per run (rows) and available modalities (columns)",
         )
-        caption = (
-            f"Test tile {index}: inputs, ground truth and every run's prediction on every subset (seed {seed})."
-        )
+        caption = f"Test tile {index}: inputs, ground truth and every run's prediction on every subset (seed {seed})."
         out.append(_plot(f"qualitative_tile{index}", caption, figure))
     index = indices[0]
     for run, p in predictions.items():

@@ -271,9 +271,7 @@ def comparison_table(
             continue
         seeds = [r["seed"] for r in recs]
         if seeds != ref_seeds:
-            raise ValueError(
-                f"run {run!r} has seeds {seeds}, reference {reference!r} has {ref_seeds}: cannot pair"
-            )
+            raise ValueError(f"run {run!r} has seeds {seeds}, reference {reference!r} has {ref_seeds}: cannot pair")
         row: dict[str, Any] = _head(run, recs) | {"_bold": set()}
         for i, subset in enumerate([*subsets, "avg"]):
             a, b = confusions[run], confusions[reference]
@@ -506,7 +504,10 @@ def protocol_table(board: Table) -> Table | None:
         "Protocols (docs/protocol.md): complete = every modality in every training sample; uniform = a uniform "
         "non-empty subset per sample; others as defined in params.yaml. Last-1 is each run's own worst subset "
         "(<protocol>_last1_subset in the CSV).",
-        std_columns=[*_std_columns(keys), *[Column(f"{p}_last1_subset", f"{p}_last1_subset", "text") for p in protocols]],
+        std_columns=[
+            *_std_columns(keys),
+            *[Column(f"{p}_last1_subset", f"{p}_last1_subset", "text") for p in protocols],
+        ],
     )
 
 
@@ -603,4 +604,3 @@ def ablation_table(
         "from report.ablation in params.yaml.",
         machine=machine,
     )
-

@@ -310,7 +310,9 @@ def load_metrics(
             found = dict(files)
             missing = [s for s in seeds if s not in found]
             if missing:
-                raise FileNotFoundError(f"{run_folder(results_dir, dataset, run, missing[0]) / METRICS_FILE}: not found")
+                raise FileNotFoundError(
+                    f"{run_folder(results_dir, dataset, run, missing[0]) / METRICS_FILE}: not found"
+                )
             files = [(s, found[s]) for s in sorted(seeds)]
         if not files:
             raise FileNotFoundError(f"{root / run / 'seed*' / METRICS_FILE}: not found")

@@ -65,7 +65,10 @@ def _runs(records: list[dict]) -> list[tuple[str, int]]:
 
 
 def test_all_found_sorted_by_method_then_seed(tmp_path: Path):
-    methods = {"zeta-complete": METHODS["beta-complete"], "alpha-complete": METHODS["alpha-complete"]}  # written in unsorted order
+    methods = {
+        "zeta-complete": METHODS["beta-complete"],
+        "alpha-complete": METHODS["alpha-complete"],
+    }  # written in unsorted order
     truth = write_results(tmp_path, methods=methods, with_logs=False)
     (tmp_path / DATASET / "notes").mkdir()  # a folder without runs is not a method
     records = load_metrics(tmp_path, DATASET)
@@ -269,7 +272,9 @@ def test_robustness_means_over_seeds(robust_results):
     for i, subset in enumerate(SUBSETS):
         assert list(table["sgma-complete"][subset]) == MODALITIES
         for j, modality in enumerate(MODALITIES):
-            assert table["sgma-complete"][subset][modality] == pytest.approx(expected[i, j].tolist(), rel=1e-12, abs=1e-15)
+            assert table["sgma-complete"][subset][modality] == pytest.approx(
+                expected[i, j].tolist(), rel=1e-12, abs=1e-15
+            )
     assert table["sgma-complete"]["rgb"]["dsm"] == [0.0] * len(SCALES)
 
 
@@ -411,7 +416,9 @@ def test_load_confusion_miou_disagrees_with_image_scores(results, subset: str):
 
 def test_load_confusion_metrics_miou_edited(results):
     root, _ = results
-    _edit_metrics(root, "sgma-complete", 1, lambda r: r["subsets"]["rgb+dsm"].update(miou=r["subsets"]["rgb+dsm"]["miou"] + 0.5))
+    _edit_metrics(
+        root, "sgma-complete", 1, lambda r: r["subsets"]["rgb+dsm"].update(miou=r["subsets"]["rgb+dsm"]["miou"] + 0.5)
+    )
     with pytest.raises(ValueError) as err:
         load_confusion(root, _record(root, "sgma-complete", 1))
     assert str(_scores_path(root, "sgma-complete", 1)) in str(err.value) and "'rgb+dsm'" in str(err.value)
@@ -578,7 +585,9 @@ def test_load_train_log_columns(results):
 def test_load_train_log_of_fake_results(results):
     """The log fake_results wrote, read back line by line with json."""
     root, _ = results
-    entries = [json.loads(line) for line in _log_path(root, "sgma-complete", 0).read_text(encoding="utf-8").splitlines()]
+    entries = [
+        json.loads(line) for line in _log_path(root, "sgma-complete", 0).read_text(encoding="utf-8").splitlines()
+    ]
     log = load_train_log(root, _record(root, "sgma-complete", 0))
     assert log is not None
     for key in ("step", "loss", "images_per_s"):

@@ -178,7 +178,9 @@ def test_long_csv_rows(fake):
 
 def test_a_null_score_shows_as_n_a(tmp_path: Path):
     write_results(tmp_path, with_logs=False, scenarios=SCENARIOS)
-    _edit(tmp_path, "beta-complete", 1, lambda b: b["kinds"]["gaussian"]["modalities"]["dsm"]["miou"].__setitem__(1, None))
+    _edit(
+        tmp_path, "beta-complete", 1, lambda b: b["kinds"]["gaussian"]["modalities"]["dsm"]["miou"].__setitem__(1, None)
+    )
     table = leaderboard.scenario_table(load_metrics(tmp_path, DATASET))
     beta = next(r for r in table.rows if r["run"] == "beta-complete")
     assert math.isnan(beta["gaussian_0.5"]) and not math.isnan(beta["gaussian_0.25"])
@@ -330,7 +332,11 @@ def test_some_runs_without_scenarios(results: Path, method: str, seed: int):
     record = json.loads(path.read_text())
     record.pop("scenarios")
     atomic_write_json(path, record)
-    named = path if (method, seed) != ("alpha-complete", 0) else results / DATASET / "alpha-complete" / "seed1" / "metrics.json"
+    named = (
+        path
+        if (method, seed) != ("alpha-complete", 0)
+        else results / DATASET / "alpha-complete" / "seed1" / "metrics.json"
+    )
     with pytest.raises(ValueError) as err:
         load_metrics(results, DATASET)
     assert str(named) in str(err.value) and "'scenarios'" in str(err.value)
@@ -450,9 +456,7 @@ def test_report_with_scenarios(results: Path, tmp_path: Path):
     assert board.startswith("| Run | toy Avg | toy Last-1 | toy Corrupted Avg | Mean rank (Avg) |")
     overview = list(csv.DictReader(io.StringIO((results / "leaderboard.csv").read_text())))
     for line in overview:
-        assert float(line["toy_scenario_avg"]) == pytest.approx(
-            summary[DATASET][line["run"]]["scenario_avg"], abs=5e-5
-        )
+        assert float(line["toy_scenario_avg"]) == pytest.approx(summary[DATASET][line["run"]]["scenario_avg"], abs=5e-5)
 
 
 def test_report_without_scenarios(tmp_path: Path):
