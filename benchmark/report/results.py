@@ -1,7 +1,8 @@
 """Read and check what the train and evaluate stages wrote for one data set.
 
-``results/<dataset>/<run>/seed<k>/`` (a run is ``<method>-<protocol>``) holds ``metrics.json`` (required; its ``scenarios`` block,
-the corrupted-input scores, is optional but then present in every run of the data set), ``image_scores.npz``
+``results/<dataset>/<run>/seed<k>/`` (a run is ``<method>-<protocol>``) holds ``metrics.json``
+(required; its ``scenarios`` block, the corrupted-input scores, is optional but then present in
+every run of the data set), ``image_scores.npz``
 (per-image confusion matrices, required for the comparison's bootstrap), ``predictions.npz``
 (optional: the qualitative panel) and ``train_log.jsonl`` (optional: the training curves); see
 :mod:`benchmark.evaluate` and :mod:`benchmark.train` for their contents. Every error names the
