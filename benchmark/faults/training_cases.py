@@ -4,9 +4,9 @@ synthetic data set prepared once per process.
 
 - ``kill_resume``: train a random method (under a staged protocol: complete, then uniform) in a
   subprocess, SIGKILL it once its log reaches a random step, run the same command again; the
-  resumed run must resume from its last checkpoint, log every step exactly once, leave no temporary file, and end with a ``model.pt`` whose weights are
-  bit-identical to an uninterrupted run of the same seed, so its test-set confusion matrices on
-  every subset are identical too.
+  resumed run must resume from its last checkpoint, log every step exactly once, leave no
+  temporary file, and end with a ``model.pt`` whose weights are bit-identical to an uninterrupted
+  run of the same seed, so its test-set confusion matrices on every subset are identical too.
 - ``kill_during_write``: a subprocess rewrites one file (a torch checkpoint, a JSON or an
   ``.npz``) again and again through :mod:`benchmark.io`, alternating two versions of tens of MB;
   it is SIGKILLed at a random moment (most land mid-write). The file must then load and hold one
