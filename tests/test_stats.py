@@ -350,3 +350,35 @@ def test_bootstrap_over_subsets_scores_the_mean_of_their_miou():
     np.testing.assert_allclose(avg.replicates, np.mean([p.replicates for p in per_subset], axis=0), atol=1e-10)
     one = paired_bootstrap(a[:, :1], b[:, :1], samples=300, seed=4)  # a subset axis of length 1
     np.testing.assert_array_equal(one.replicates, per_subset[0].replicates)
+
+
+def test_bootstrap_last1_is_the_difference_of_each_sides_own_worst_subset():
+    rng = np.random.default_rng(21)
+    # [R=2, S=3, N, K, K]: a is worst on subset 0, b on subset 2
+    a = np.stack([np.stack([_images(rng, 15, 3, acc) for acc in (0.5, 0.8, 0.7)]) for _ in range(2)])
+    b = np.stack([np.stack([_images(rng, 15, 3, acc) for acc in (0.75, 0.7, 0.45)]) for _ in range(2)])
+    res = paired_bootstrap(a, b, samples=300, statistic="last1", seed=2)
+
+    def last1(x):  # min over subsets of the mean over seeds of the summed-confusion mIoU
+        return min(np.mean([_direct_miou(x[r, s].sum(0)) for r in range(x.shape[0])]) for s in range(x.shape[1]))
+
+    assert res.diff == pytest.approx(last1(a) - last1(b), abs=1e-10)
+    assert res.low <= res.diff <= res.high
+    avg = paired_bootstrap(a, b, samples=300, statistic="avg", seed=2)
+    oracle = np.mean([[_direct_miou(x[r, s].sum(0)) for s in range(3) for r in range(2)] for x in (a,)]) - np.mean(
+        [_direct_miou(b[r, s].sum(0)) for s in range(3) for r in range(2)]
+    )
+    assert avg.diff == pytest.approx(oracle, abs=1e-10)
+    # the worst subset is a minimum: never above the mean, so Last-1's replicates differ from Avg's
+    assert not np.allclose(res.replicates, avg.replicates)
+
+
+def test_bootstrap_last1_with_one_subset_equals_avg():
+    rng = np.random.default_rng(22)
+    a = np.stack([_images(rng, 12, 3, 0.7)[None] for _ in range(2)])  # [R, 1, N, K, K]
+    b = np.stack([_images(rng, 12, 3, 0.6)[None] for _ in range(2)])
+    first = paired_bootstrap(a, b, samples=200, statistic="last1", seed=4)
+    second = paired_bootstrap(a, b, samples=200, statistic="avg", seed=4)
+    np.testing.assert_allclose(first.replicates, second.replicates, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="statistic must be one of"):
+        paired_bootstrap(a, b, statistic="median")

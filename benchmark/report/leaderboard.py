@@ -90,9 +90,22 @@ def leaderboard_table(records: list[dict], failure_probs: Sequence[float]) -> Ta
         rows,
         note=f"{STD_NOTE}; best in bold. Avg = mean over subsets; Top-1/Last-1 = the subset with the "
         "best/worst mean (± its std); E[mIoU] p = expected mIoU when each modality fails independently "
-        "with probability p (renormalised over non-empty subsets).",
+        "with probability p (renormalised over non-empty subsets). Run = <method>-<protocol> (the training "
+        f"protocol, docs/protocol.md); missing modalities at evaluation: {_convention(records)}.",
         std_columns=_std_columns(keys),
     )
+
+
+CONVENTIONS = {
+    "mask": "mask (zeroed and masked out)",
+    "zero": "zero (zeroed, the model told every modality is present)",
+}
+
+
+def _convention(records: list[dict]) -> str:
+    """How missing modalities reached the models (one convention per data set: load_metrics checks it)."""
+    convention = records[0]["convention"]
+    return CONVENTIONS.get(convention, convention)
 
 
 def fragility_table(records: list[dict]) -> Table:

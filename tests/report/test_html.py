@@ -510,7 +510,7 @@ def test_provenance_dirty_means_changed_tracked_files(tmp_path: Path) -> None:
 
 def test_the_pipeline_report_in_chromium(tmp_path: Path) -> None:
     """The page ``write_report`` builds from a results folder: the browser shows each leaderboard
-    with one row per method, in order, with the numbers of the CSV."""
+    with one row per run, in order, with the numbers of the CSV."""
     binary = _chromium()
     if binary is None:
         pytest.skip("no Chromium/Chrome found on PATH; .ci/run installs Debian's chromium with apt-get")
@@ -540,4 +540,4 @@ def test_the_pipeline_report_in_chromium(tmp_path: Path) -> None:
     assert {f"{DATASET}-{name}" for name in ("fragility", "per_class", "efficiency", "comparison")} <= set(
         reader.tables
     )
-    assert any(image["alt"].startswith("mIoU (%) per method") for image in reader.images)
+    assert any(image["alt"].startswith("mIoU (%) per run") for image in reader.images)

@@ -215,3 +215,95 @@ def test_overview_ranks_across_data_sets():
     assert math.isnan(y["c_avg"])
     assert math.isnan(y["mean_rank"])  # missing on c
     assert x["mean_rank"] == pytest.approx((2 + 1 + 1) / 3)
+
+
+# --- protocols and the ablation ------------------------------------------------------------------
+
+TWO_PROTOCOLS = {
+    "alpha-complete": METHODS["alpha-complete"],
+    "sgma-complete": METHODS["sgma-complete"],
+    "alpha-uniform": ("reference", [0, 1], [0.68, 0.6, 0.79]),
+    "beta-uniform": METHODS["beta-complete"],
+}
+
+
+@pytest.fixture(scope="module")
+def two_protocols(tmp_path_factory):
+    root = tmp_path_factory.mktemp("protocols")
+    truth = write_results(root, methods=TWO_PROTOCOLS, with_logs=False)
+    records = load_metrics(root, DATASET, list(TWO_PROTOCOLS))
+    confusions = {m: np.stack([load_confusion(root, r) for r in records if r["run"] == m]) for m in TWO_PROTOCOLS}
+    return truth, records, confusions
+
+
+def _per_seed_subset_miou(truth, run):
+    """float[seeds, subsets]: each seed's mIoU per subset, counted from the written confusions."""
+    return np.array(
+        [[direct_miou(t["confusion"][i].sum(0)) for i in range(len(SUBSETS))] for _, t in sorted(truth[run].items())]
+    )
+
+
+def test_protocol_table_puts_each_methods_runs_side_by_side(two_protocols):
+    truth, records, _ = two_protocols
+    board = leaderboard.leaderboard_table(records, [])
+    assert [(r["run"], r["protocol"]) for r in board.rows] == [
+        ("alpha-complete", "complete"),
+        ("sgma-complete", "complete"),
+        ("alpha-uniform", "uniform"),
+        ("beta-uniform", "uniform"),
+    ]
+    table = leaderboard.protocol_table(board)
+    assert [r["method"] for r in table.rows] == ["alpha", "sgma", "beta"]
+    assert [c.title for c in table.columns] == [
+        "Method",
+        "Family",
+        "complete Avg",
+        "complete Last-1",
+        "uniform Avg",
+        "uniform Last-1",
+    ]
+    for row in table.rows:
+        for protocol in ("complete", "uniform"):
+            run = f"{row['method']}-{protocol}"
+            if run not in truth:
+                assert math.isnan(row[f"{protocol}_avg"]) and math.isnan(row[f"{protocol}_last1"])
+                continue
+            per_seed = _per_seed_subset_miou(truth, run)
+            assert (row[f"{protocol}_avg"], row[f"{protocol}_avg_std"]) == pytest.approx(
+                _mean_std(per_seed.mean(axis=1))
+            )
+            worst = int(np.argmin(per_seed.mean(axis=0)))
+            assert row[f"{protocol}_last1"] == pytest.approx(per_seed.mean(axis=0)[worst])
+            assert row[f"{protocol}_last1_subset"] == SUBSETS[worst]
+    one = leaderboard.leaderboard_table([r for r in records if r["protocol"]["name"] == "complete"], [])
+    assert leaderboard.protocol_table(one) is None  # one protocol: nothing to put side by side
+
+
+def test_ablation_rows_and_intervals_per_protocol(two_protocols):
+    truth, records, confusions = two_protocols
+    board = leaderboard.leaderboard_table(records, [])
+    ablation = {"none": "alpha", "both": "sgma", "other": "beta"}
+    table = leaderboard.ablation_table(records, board, confusions, ablation, samples=200, confidence=0.9, seed=1)
+    # complete: alpha (base) and sgma; uniform: alpha (base) and beta
+    assert [(r["protocol"], r["row"], r["run"]) for r in table.rows] == [
+        ("complete", "none", "alpha-complete"),
+        ("complete", "both", "sgma-complete"),
+        ("uniform", "none", "alpha-uniform"),
+        ("uniform", "other", "beta-uniform"),
+    ]
+    assert table.rows[0]["d_avg"] == "(base)" and table.rows[2]["d_last1"] == "(base)"
+    for entry in table.machine.rows:
+        run, base = _per_seed_subset_miou(truth, entry["run"]), _per_seed_subset_miou(truth, entry["base"])
+        if entry["statistic"] == "avg":
+            expected = run.mean() - base.mean()
+        else:
+            expected = run.mean(axis=0).min() - base.mean(axis=0).min()
+        assert entry["diff"] == pytest.approx(expected, abs=1e-9), entry
+        assert entry["low"] <= entry["diff"] <= entry["high"]
+        assert entry["value"] == pytest.approx(run.mean() if entry["statistic"] == "avg" else run.mean(axis=0).min())
+        shown = next(r for r in table.rows if r["run"] == entry["run"])[f"d_{entry['statistic']}"]
+        assert shown.startswith(f"{entry['diff']:+.2f} [") and shown.endswith(" †") == bool(entry["significant"])
+    assert len(table.machine.rows) == 4
+    assert leaderboard.ablation_table(records, board, confusions, {}, samples=10, confidence=0.9, seed=1) is None
+    lone = {"none": "alpha", "both": "gamma"}  # no second row's run under any protocol
+    assert leaderboard.ablation_table(records, board, confusions, lone, samples=10, confidence=0.9, seed=1) is None
