@@ -267,30 +267,16 @@ def build_dataset(inputs: DatasetInputs, config: ReportConfig) -> DatasetReport:
     subsets = list(records[0]["subsets"])
     notes = list(inputs.notes)
     board = leaderboard_table(records, config.failure_probs)
+    bootstrap = {"samples": config.bootstrap_samples, "confidence": config.confidence, "seed": config.bootstrap_seed}
     tables = [
         board,
         fragility_table(records),
         per_class_table(records),
         efficiency_table(records),
-        comparison_table(
-            records,
-            confusions,
-            config.reference,
-            samples=config.bootstrap_samples,
-            confidence=config.confidence,
-            seed=config.bootstrap_seed,
-        ),
+        comparison_table(records, confusions, config.reference, **bootstrap),
     ]
     protocols = protocol_table(board)
-    ablation = ablation_table(
-        records,
-        board,
-        confusions,
-        config.ablation,
-        samples=config.bootstrap_samples,
-        confidence=config.confidence,
-        seed=config.bootstrap_seed,
-    )
+    ablation = ablation_table(records, board, confusions, config.ablation, **bootstrap)
     tables += [t for t in (protocols, ablation) if t is not None]
     names = [r["run"] for r in board.rows]
     columns = [*subsets, "avg"]
