@@ -55,7 +55,7 @@ Simplified for the shared setting
   (M may exceed 2 here). The same tokens stand in for modalities missing from the data, which
   the paper (always complete inputs at training time) never sees.
 - Mask distribution: the paper draws uniformly from {mask modality 0, mask modality 1, none};
-  with ``M`` modalities and random dropout we draw uniformly from {none} plus each AVAILABLE
+  with ``M`` modalities and any training protocol we draw uniformly from {none} plus each AVAILABLE
   modality, and never mask a sample's only modality.
 - One student pass per batch: the paper duplicates the labelled batch (one unmasked and one
   masked copy, supervised CE on both); we run the masked copy only (probability of masking

@@ -359,6 +359,13 @@ class ReportConfig:
         methods = list(self.ablation.values())
         repeated = sorted({m for m in methods if methods.count(m) > 1})
         _require(not repeated, where, "ablation", self.ablation, "each method once", f"repeats {repeated}")
+        _require(
+            len(methods) != 1,
+            where,
+            "ablation",
+            self.ablation,
+            "{} (no ablation table) or 2+ rows: the first is the base the others are compared with",
+        )
         bad = [p for p in self.failure_probs if not 0 <= p < 1]
         if bad:
             raise FieldError(

@@ -383,10 +383,8 @@ def metrics_record(
 def main(argv: list[str] | None = None) -> int:
     parser = run_parser(__doc__.splitlines()[0])
     parser.add_argument("--split", default="test")
-    parser.add_argument("--model", type=Path, default=None, help="default models/<dataset>/<method>/seed<k>/model.pt")
-    parser.add_argument(
-        "--out", type=Path, default=None, help="default results/<dataset>/<method>/seed<k>/metrics.json"
-    )
+    parser.add_argument("--model", type=Path, default=None, help="default models/<dataset>/<run>/seed<k>/model.pt")
+    parser.add_argument("--out", type=Path, default=None, help="default results/<dataset>/<run>/seed<k>/metrics.json")
     parser.add_argument(
         "--naive",
         action="store_true",

@@ -338,7 +338,7 @@ def resolve_protocols(entries: Any, where: str) -> dict[str, Protocol]:
         stages = []
         for part in ("first", "then"):
             value = entry[part]
-            if value not in resolved or resolved[value].kind == "staged":  # no nesting
+            if not isinstance(value, str) or value not in resolved or resolved[value].kind == "staged":  # no nesting
                 allowed = [n for n, p in resolved.items() if p.kind != "staged"]
                 raise ParamsValueError(
                     f"{where}: {key}.{name}.{part}: {value!r} is not allowed; must be a protocol that is not "
@@ -367,11 +367,39 @@ def _check_drop_prob(protocols: Mapping[str, Protocol], sources: Mapping[str, An
                     )
 
 
+def _check_protocol_names(protocols: Mapping[str, Protocol], methods: list[str], where: str) -> None:
+    """No protocol is named like the last ``-`` part of a method (``mas`` would read ``sgma-mas`` as sgma under mas)."""
+    tails = {m.rpartition("-")[2]: m for m in methods if "-" in m}
+    for name in protocols:
+        if name in tails:
+            raise ParamsValueError(
+                f"{where}: protocols.{name}: the name is not allowed; it ends the method name {tails[name]!r}, so "
+                f"the run {tails[name]!r} would read as {tails[name].rpartition('-')[0]!r} under {name!r}: pick another"
+            )
+
+
+def _check_switch_steps(runs: list[str], protocols: Mapping[str, Protocol], train: TrainConfig, where: str) -> None:
+    """A staged protocol a run uses switches strictly inside the ``train.steps`` steps (else it is one protocol)."""
+    for name in dict.fromkeys(parse_run(r)[1] for r in runs):
+        protocol = protocols[name]
+        if protocol.kind == "staged" and not 1 <= protocol.switch_step(train.steps) <= train.steps - 1:
+            raise ParamsValueError(
+                f"{where}: protocols.{name}.fraction: {protocol.fraction!r} is not allowed with train.steps: "
+                f"{train.steps}: it switches at step {protocol.switch_step(train.steps)} = round(fraction * steps); "
+                f"must be a fraction whose switch lies in [1, {train.steps - 1}]"
+            )
+
+
 def _runs(params: Mapping[str, Any], protocols: Mapping[str, Protocol], known: list[str], where: str) -> list[str]:
     """The ``runs`` list: each ``<method>-<protocol>`` of a registered method and a known protocol."""
     runs = _name_list(params, "runs", where)
     for i, run in enumerate(runs):
         at = f"{where}: runs[{i}]"
+        if run in known:
+            raise ParamsValueError(
+                f"{at}: {run!r} is a method, not a run; must be <method>-<protocol>, e.g. {run}-complete "
+                f"(protocols: {', '.join(protocols)})"
+            )
         try:
             method, protocol = parse_run(run)
         except ValueError as err:
@@ -435,6 +463,7 @@ def validate_params(params: Mapping[str, Any], where: str) -> ValidatedParams:
     method_modules = _name_list(params, "method_modules", where, allow_empty=True)
     _import_modules(method_modules, where)
     protocols = resolve_protocols(params.get("protocols"), where)
+    _check_protocol_names(protocols, list_methods(), where)
     runs = _runs(params, protocols, list_methods(), where)
     methods = list(dict.fromkeys(parse_run(run)[0] for run in runs))
     seeds = _seeds(params, where)
@@ -460,6 +489,7 @@ def validate_params(params: Mapping[str, Any], where: str) -> ValidatedParams:
             "(docs/protocol.md)"
         )
     train = from_mapping(TrainConfig, params["train"], f"{where}: train")
+    _check_switch_steps(runs, protocols, train, where)
     _check_drop_prob({p: protocols[p] for p in dict.fromkeys(parse_run(r)[1] for r in runs)}, sources, where)
     evaluate = from_mapping(EvalConfig, params.get("evaluate"), f"{where}: evaluate")
     report = from_mapping(ReportConfig, params.get("report"), f"{where}: report")

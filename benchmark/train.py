@@ -71,7 +71,8 @@ def seed_everything(seed: int) -> None:
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
-    """A generator for everything drawn at ``step`` (dropout, flips): stateless, so resume is exact."""
+    """A generator for everything drawn at ``step`` (the protocol's modality draws, flips):
+    stateless, so resume is exact."""
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 

@@ -187,6 +187,36 @@ BAD = [
         ["protocols.moddrop.drop_prob", "[0.5, 0.5]", "synthetic has 3"],
     ),
     (
+        "staged switch at step 0",
+        staged(0.01, "complete", "uniform"),  # round(0.01 * 6 steps) = 0: all uniform
+        ValueError,
+        ["protocols.half.fraction", "0.01", "train.steps: 6", "switches at step 0", "[1, 5]"],
+    ),
+    (
+        "staged stage not a name",
+        staged(0.5, ["complete"], "uniform"),
+        ValueError,
+        ["protocols.half.first", "['complete']", "not staged"],
+    ),
+    (
+        "protocol named like the end of a method",
+        mutated("protocols", {"mas": {"kind": "uniform"}}),
+        ValueError,
+        ["protocols.mas", "'sgma-mas'", "'sgma' under 'mas'"],
+    ),
+    (
+        "a method listed as a run",
+        mutated("runs", ["sgma-mas"]),
+        ValueError,
+        ["runs[0]", "'sgma-mas' is a method, not a run", "sgma-mas-complete"],
+    ),
+    (
+        "ablation of one row",
+        mutated("report.ablation", {"none": "muss"}),
+        ValueError,
+        ["report.ablation", "2+ rows"],
+    ),
+    (
         "unknown ablation method",
         mutated("report.ablation", {"none": "muss", "both": "sgmaa"}),
         KeyError,

@@ -32,6 +32,7 @@ from benchmark.config import ReportConfig
 from benchmark.data.prepared import PreparedDataset
 from benchmark.data.source import DatasetSource, get_dataset
 from benchmark.io import atomic_write_dir, atomic_write_json, atomic_write_text, remove_stale_temps
+from benchmark.protocol import parse_run
 from benchmark.report import html, plots
 from benchmark.report.leaderboard import (
     SUMMARY_TITLES,
@@ -67,6 +68,7 @@ PLOTS_DIR = "plots"
 SUMMARY_FILE = "summary.json"
 HTML_FILE = "report.html"
 RUNS_FILE = "runs.csv"  # per data set: the long table of runs
+OPTIONAL_TABLES = ("protocols", "ablation", "scenarios", "scenarios_long")  # written only when they apply
 SCENARIO_SUMMARY_KEY = "scenario_avg"  # summary.json: mean over seeds of each run's scenarios.avg
 
 SCENARIO_TEXT = (
@@ -275,9 +277,14 @@ def build_dataset(inputs: DatasetInputs, config: ReportConfig) -> DatasetReport:
         efficiency_table(records),
         comparison_table(records, confusions, config.reference, **bootstrap),
     ]
-    protocols = protocol_table(board)
+    protocols = protocol_table(board, records)
     ablation = ablation_table(records, board, confusions, config.ablation, **bootstrap)
     tables += [t for t in (protocols, ablation) if t is not None]
+    if config.ablation and ablation is None:
+        notes.append(
+            f"No ablation table: no protocol has the run of {next(iter(config.ablation.values()))!r} (the first row "
+            "of report.ablation) and of another row's method."
+        )
     names = [r["run"] for r in board.rows]
     columns = [*subsets, "avg"]
     titles = [*subsets, "Avg"]
@@ -402,13 +409,13 @@ def overview_table(reports: Sequence[DatasetReport], runs: Sequence[str] | None 
         for position, run in enumerate(ordered, 1):
             ranks[run].append(float(position))
     for run in order:
-        row: dict[str, Any] = {"run": run}
+        row: dict[str, Any] = {"run": run, "protocol": parse_run(run)[1]}
         for report in reports:
             for key in ("avg", "last1", SCENARIO_SUMMARY_KEY):
                 row[f"{report.dataset}_{key}"] = report.summary.get(run, {}).get(key, math.nan)
         row["mean_rank"] = stats.mean_std(ranks[run])[0] if len(ranks[run]) == len(reports) else math.nan
         rows.append(row)
-    columns = [Column("run", "Run", "text")]
+    columns = [Column("run", "Run", "text"), Column("protocol", "Protocol", "text")]
     titles = {**SUMMARY_TITLES, SCENARIO_SUMMARY_KEY: "Corrupted Avg"}
     for report in reports:
         keys = ["avg", "last1"] + ([SCENARIO_SUMMARY_KEY] if report.scenarios is not None else [])
@@ -450,6 +457,10 @@ def write_dataset(results_dir: Path, report: DatasetReport) -> list[Path]:
             written.append(_write_text(out / f"{table.name}.{suffix}", text))
     if report.runs is not None:
         written.append(_write_text(out / RUNS_FILE, report.runs.to_csv(index=False, float_format="%.4f")))
+    for name in OPTIONAL_TABLES:  # a table this report does not build must not survive from an earlier one
+        for stale in out.glob(f"{name}.*"):
+            if stale not in written:
+                stale.unlink()
 
     def write_plots(folder: Path) -> None:
         for plot in figures:

@@ -298,6 +298,7 @@ def comparison_table(
             long.append(
                 {
                     "run": run,
+                    "protocol": recs[0]["protocol"]["name"],
                     "reference": reference,
                     "subset": subset,
                     "diff": result.diff,
@@ -312,6 +313,7 @@ def comparison_table(
         "",
         [
             Column("run", "run", "text"),
+            Column("protocol", "protocol", "text"),
             Column("reference", "reference", "text"),
             Column("subset", "subset", "text"),
             Column("diff", "diff"),
@@ -453,6 +455,7 @@ def scenario_long_table(records: list[dict]) -> Table:
     """Machine format of the scenarios: one row per run, kind, level and corrupted modality with
     the mIoU's mean and sample std over seeds and the number of seeds (``scenarios_long.csv``)."""
     means = scenario_means(records)
+    grouped = by_run(records)
     rows = []
     for run, entry in means.items():
         for kind, series in entry["kinds"].items():
@@ -464,6 +467,7 @@ def scenario_long_table(records: list[dict]) -> Table:
                     rows.append(
                         {
                             "run": run,
+                            "protocol": grouped[run][0]["protocol"]["name"],
                             "kind": kind,
                             "level": level,
                             "modality": modality,
@@ -477,6 +481,7 @@ def scenario_long_table(records: list[dict]) -> Table:
         "mIoU (%) per run, corruption kind, level and corrupted modality",
         [
             Column("run", "run", "text"),
+            Column("protocol", "protocol", "text"),
             Column("kind", "kind", "text"),
             Column("level", "level", "text"),
             Column("modality", "modality", "text"),
@@ -488,9 +493,10 @@ def scenario_long_table(records: list[dict]) -> Table:
     )
 
 
-def protocol_table(board: Table) -> Table | None:
+def protocol_table(board: Table, records: list[dict] | None = None) -> Table | None:
     """Method x training protocol: each run's Avg and Last-1 (mean ± std over seeds) from the
-    leaderboard's rows, side by side; ``None`` when the runs use one protocol only."""
+    leaderboard's rows, side by side; ``None`` when the runs use one protocol only. With
+    ``records``, the note spells out each protocol's definition as the runs recorded it."""
     protocols = list(dict.fromkeys(row["protocol"] for row in board.rows))
     if len(protocols) < 2:
         return None
@@ -514,14 +520,40 @@ def protocol_table(board: Table) -> Table | None:
         [Column("method", "Method", "text"), Column("family", "Family", "text"), *_columns(keys, titles)],
         rows,
         note=f"{STD_NOTE}; best per column in bold; n/a: the method was not run under that protocol. "
-        "Protocols (docs/protocol.md): complete = every modality in every training sample; uniform = a uniform "
-        "non-empty subset per sample; others as defined in params.yaml. Last-1 is each run's own worst subset "
-        "(<protocol>_last1_subset in the CSV).",
+        f"Protocols (docs/protocol.md): {_protocol_definitions(protocols, records)}. Last-1 is each run's own "
+        "worst subset (<protocol>_last1_subset in the CSV).",
         std_columns=[
             *_std_columns(keys),
             *[Column(f"{p}_last1_subset", f"{p}_last1_subset", "text") for p in protocols],
         ],
     )
+
+
+PROTOCOL_TEXT = {
+    "complete": "every modality in every training sample",
+    "uniform": "a uniform non-empty subset per sample",
+    "size_uniform": "a subset size uniform in 1..M, then a uniform subset of that size",
+    "drop_one": "the full set or one modality missing, uniformly",
+}
+
+
+def _describe_protocol(record: Mapping[str, Any]) -> str:
+    """A protocol's :meth:`~benchmark.protocol.Protocol.record` in words."""
+    kind = record["kind"]
+    if kind == "bernoulli":
+        return f"each modality dropped with probability {record['drop_prob']} (empty draws repeated)"
+    if kind == "staged":
+        first, then = record["first"], record["then"]
+        return (
+            f"{first['name']} ({_describe_protocol(first)}) for the first {record['fraction']:g} of the steps, "
+            f"then {then['name']} ({_describe_protocol(then)})"
+        )
+    return PROTOCOL_TEXT.get(kind, kind)
+
+
+def _protocol_definitions(names: Sequence[str], records: list[dict] | None) -> str:
+    recorded = {r["protocol"]["name"]: r["protocol"] for r in records or []}
+    return "; ".join(f"{name} = {_describe_protocol(recorded.get(name, {'kind': name}))}" for name in names)
 
 
 def ablation_table(

@@ -289,7 +289,8 @@ def load_metrics(
     """Validated records of ``results_dir/dataset/<run>/seed*/metrics.json``.
 
     With ``runs``: exactly those, in that order (``FileNotFoundError`` naming the expected
-    path for one without a file); without: every run found, sorted by name. Records come
+    path for one without a file); without: every run found, sorted by name (a folder whose name is not
+    ``<method>-<protocol>``, such as a method folder of the layout before protocols, is no run). Records come
     per run by seed. With ``seeds``: exactly those seeds of each run (results of seeds no
     longer in params.yaml are left out). All files must share the same ``subsets`` keys in
     order, the same ``modalities``, ``classes`` and evaluation ``convention``, and either all or
@@ -297,7 +298,7 @@ def load_metrics(
     """
     root = Path(results_dir) / dataset
     if runs is None:
-        runs = sorted(p.name for p in root.glob("*") if p.is_dir() and _metric_files(p))
+        runs = sorted(p.name for p in root.glob("*") if p.is_dir() and _is_run_name(p.name) and _metric_files(p))
         if not runs:
             raise FileNotFoundError(f"{root}: no <run>/seed*/{METRICS_FILE} found")
     elif len(set(runs)) != len(runs):
@@ -319,6 +320,13 @@ def load_metrics(
             raise FileNotFoundError(f"{root / run / 'seed*' / METRICS_FILE}: not found")
         for seed, path in files:
             record = _validate(read_json(path), path, dataset, run, seed)
+            same_run = [r for r in records if r["run"] == run]
+            if same_run and record["protocol"] != same_run[0]["protocol"]:
+                raise ValueError(
+                    f"{path}: key 'protocol': {record['protocol']} here, {same_run[0]['protocol']} in seed "
+                    f"{same_run[0]['seed']} of the same run (the protocol was redefined: rerun its train and "
+                    "evaluate stages)"
+                )
             if records:
                 if record["convention"] != records[0]["convention"]:
                     raise ValueError(
@@ -340,6 +348,14 @@ def load_metrics(
                     )
             records.append(record)
     return records
+
+
+def _is_run_name(name: str) -> bool:
+    try:
+        parse_run(name)
+    except ValueError:
+        return False
+    return True
 
 
 def by_run(records: Sequence[dict]) -> dict[str, list[dict]]:

@@ -112,7 +112,7 @@ def test_cli_prints_the_leaderboard(results: Path, tmp_path: Path, capsys):
     params = _params(tmp_path)
     assert main(_cli(params, results, "--prepared", str(tmp_path / "none"))) == 0
     out = capsys.readouterr().out
-    assert out.startswith("| Run | toy Avg | toy Last-1 | Mean rank (Avg) |")
+    assert out.startswith("| Run | Protocol | toy Avg | toy Last-1 | Mean rank (Avg) |")
     for method in METHODS:
         assert f"| {method} |" in out or f"| **{method}** |" in out
     assert "report.html" in out
@@ -141,3 +141,16 @@ def test_subsets_reach_every_table(results: Path):
         header = (results / DATASET / f"{table}.md").read_text().splitlines()[0]
         for subset in SUBSETS:
             assert f"| {subset} |" in header
+
+
+def test_tables_that_no_longer_apply_are_removed(tmp_path: Path):
+    """Runs under two protocols write protocols.*; a later report of one protocol removes them."""
+    results = tmp_path / "results"
+    two = {"alpha-complete": METHODS["alpha-complete"], "alpha-uniform": METHODS["beta-complete"]}
+    write_results(results, methods=two, with_logs=False)
+    config = ReportConfig(reference="alpha-complete", bootstrap_samples=20)
+    build.write_report(results, [DATASET], list(two), [0, 1], config)
+    assert (results / DATASET / "protocols.csv").exists() and (results / DATASET / "protocols.md").exists()
+    build.write_report(results, [DATASET], ["alpha-complete"], [0, 1], config)
+    assert not list((results / DATASET).glob("protocols.*"))
+    assert (results / DATASET / "leaderboard.csv").exists()

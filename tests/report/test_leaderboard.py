@@ -205,12 +205,17 @@ def test_overview_ranks_across_data_sets():
     from benchmark.report.build import DatasetReport
 
     reports = [
-        DatasetReport("a", [], [], {"x": {"avg": 50.0, "last1": 40.0}, "y": {"avg": 60.0, "last1": 30.0}}),
-        DatasetReport("b", [], [], {"x": {"avg": 70.0, "last1": 65.0}, "y": {"avg": 55.0, "last1": 50.0}}),
-        DatasetReport("c", [], [], {"x": {"avg": 10.0, "last1": 5.0}}),
+        DatasetReport(
+            "a", [], [], {"x-complete": {"avg": 50.0, "last1": 40.0}, "y-uniform": {"avg": 60.0, "last1": 30.0}}
+        ),
+        DatasetReport(
+            "b", [], [], {"x-complete": {"avg": 70.0, "last1": 65.0}, "y-uniform": {"avg": 55.0, "last1": 50.0}}
+        ),
+        DatasetReport("c", [], [], {"x-complete": {"avg": 10.0, "last1": 5.0}}),
     ]
-    table = overview_table(reports, ["x", "y"])
+    table = overview_table(reports, ["x-complete", "y-uniform"])
     x, y = table.rows
+    assert (x["protocol"], y["protocol"]) == ("complete", "uniform")
     assert (x["a_avg"], x["b_last1"], y["a_last1"]) == (50.0, 65.0, 30.0)
     assert math.isnan(y["c_avg"])
     assert math.isnan(y["mean_rank"])  # missing on c

@@ -627,3 +627,22 @@ def test_load_train_log_absent_or_empty(results):
 
 def test_run_folder(tmp_path: Path):
     assert run_folder(tmp_path, DATASET, "alpha-complete", 3) == tmp_path / DATASET / "alpha-complete" / "seed3"
+
+
+def test_seeds_of_one_run_must_share_its_protocol(results):
+    """A protocol redefined between two seeds' trainings: the report refuses to pool them."""
+    root, _ = results
+    path = _folder(root, "beta-complete", 1) / "metrics.json"
+    record = json.loads(path.read_text())
+    record["protocol"] = {"name": "complete", "kind": "uniform"}
+    path.write_text(json.dumps(record))
+    with pytest.raises(ValueError) as err:
+        load_metrics(root, DATASET)
+    assert str(path) in str(err.value) and "'protocol'" in str(err.value) and "redefined" in str(err.value)
+
+
+def test_folders_that_are_not_runs_are_not_found(tmp_path: Path):
+    write_results(tmp_path, with_logs=False)
+    old = tmp_path / DATASET / "muss" / "seed0"  # the layout before protocols: a method folder
+    shutil.copytree(_folder(tmp_path, "alpha-complete", 0), old)
+    assert {r["run"] for r in load_metrics(tmp_path, DATASET)} == set(METHODS)

@@ -167,7 +167,8 @@ def test_long_csv_rows(fake):
         for modality in modalities
     ]
     assert [(r["run"], r["kind"], float(r["level"]), r["modality"]) for r in parsed] == expected_rows
-    assert list(parsed[0]) == ["run", "kind", "level", "modality", "miou", "miou_std", "seeds"]
+    assert list(parsed[0]) == ["run", "protocol", "kind", "level", "modality", "miou", "miou_std", "seeds"]
+    assert {r["protocol"] for r in parsed} == {"complete"}
     for line in parsed:
         levels = SCENARIOS[line["kind"]][0]
         values = _miou(truth, line["run"], line["kind"], line["modality"])[:, levels.index(float(line["level"]))]
@@ -453,7 +454,7 @@ def test_report_with_scenarios(results: Path, tmp_path: Path):
     assert "No corrupted-input scenarios" not in page
 
     board = (results / "leaderboard.md").read_text().splitlines()[0]
-    assert board.startswith("| Run | toy Avg | toy Last-1 | toy Corrupted Avg | Mean rank (Avg) |")
+    assert board.startswith("| Run | Protocol | toy Avg | toy Last-1 | toy Corrupted Avg | Mean rank (Avg) |")
     overview = list(csv.DictReader(io.StringIO((results / "leaderboard.csv").read_text())))
     for line in overview:
         assert float(line["toy_scenario_avg"]) == pytest.approx(summary[DATASET][line["run"]]["scenario_avg"], abs=5e-5)
