@@ -378,10 +378,10 @@ def _check_protocol_names(protocols: Mapping[str, Protocol], methods: list[str],
             )
 
 
-def _check_switch_steps(runs: list[str], protocols: Mapping[str, Protocol], train: TrainConfig, where: str) -> None:
-    """A staged protocol a run uses switches strictly inside the ``train.steps`` steps (else it is one protocol)."""
-    for name in dict.fromkeys(parse_run(r)[1] for r in runs):
-        protocol = protocols[name]
+def _check_switch_steps(protocols: Mapping[str, Protocol], train: TrainConfig, where: str) -> None:
+    """Every staged protocol of ``protocols`` (the ones the runs use) switches strictly inside the
+    ``train.steps`` steps (else it is one protocol)."""
+    for name, protocol in protocols.items():
         if protocol.kind == "staged" and not 1 <= protocol.switch_step(train.steps) <= train.steps - 1:
             raise ParamsValueError(
                 f"{where}: protocols.{name}.fraction: {protocol.fraction!r} is not allowed with train.steps: "
@@ -489,8 +489,9 @@ def validate_params(params: Mapping[str, Any], where: str) -> ValidatedParams:
             "(docs/protocol.md)"
         )
     train = from_mapping(TrainConfig, params["train"], f"{where}: train")
-    _check_switch_steps(runs, protocols, train, where)
-    _check_drop_prob({p: protocols[p] for p in dict.fromkeys(parse_run(r)[1] for r in runs)}, sources, where)
+    used = {name: protocols[name] for name in dict.fromkeys(parse_run(r)[1] for r in runs)}  # by the runs
+    _check_switch_steps(used, train, where)
+    _check_drop_prob(used, sources, where)
     evaluate = from_mapping(EvalConfig, params.get("evaluate"), f"{where}: evaluate")
     report = from_mapping(ReportConfig, params.get("report"), f"{where}: report")
     if report.reference not in runs:
