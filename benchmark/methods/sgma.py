@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.methods.base import SegmentationMethod, input_size, masked_mean, restrict_features
+from benchmark.methods.base import SegmentationMethod, check_param, input_size, masked_mean, restrict_features
 from benchmark.methods.registry import register_method
 
 MP_KERNELS = (11, 7, 3)
@@ -137,6 +137,12 @@ def masked_modality_softmax(logits: torch.Tensor, available: torch.Tensor, dim: 
     return torch.softmax(logits.masked_fill(~mask, float("-inf")), dim=dim)
 
 
+def channel_norm(norm: nn.LayerNorm | None, x: torch.Tensor, dim: int) -> torch.Tensor:
+    """LayerNorm ``norm`` over the channel axis ``dim`` of ``x`` (per pixel, as in a transformer
+    block); ``x`` itself when ``norm`` is None."""
+    return x if norm is None else norm(x.movedim(dim, -1)).movedim(-1, dim)
+
+
 class SemanticGuidedFusion(nn.Module):
     """SGF at one scale: ``(float[B, M, C, h, w], bool[B, M]) -> (fused float[B, C, h, w], r float[B, M, h, w])``.
 
@@ -146,6 +152,13 @@ class SemanticGuidedFusion(nn.Module):
         num_classes: ``K`` (CSF output channels, number of prototypes).
         head_dim: channels per attention head; ``heads = max(1, C // head_dim)`` (must divide C).
         branch_pointwise: give each MP branch its own pointwise conv (see :class:`ModalityProjector`).
+        residual: pre-norm residual blocks: LayerNorm on the queries (prototypes, ``f_se``) and on the
+            keys' and values' input, and a residual stream that starts at the masked mean of the MP
+            features, ``f_se = mean_m f_m + SP(...)``, ``f_SGF = f_se + RP(...)``. False: ``f_SGF`` is
+            the RP output projection alone (the reading of the first release).
+        zero_init: zero the SP and RP output projections, so SGF starts as its residual stream
+            (needs ``residual``).
+        prototype_temperature: ``T`` of the prototype pooling softmax, ``softmax(c / T)`` (1: plain).
     """
 
     def __init__(
@@ -155,13 +168,22 @@ class SemanticGuidedFusion(nn.Module):
         num_classes: int,
         head_dim: int = 64,
         branch_pointwise: bool = False,
+        *,
+        residual: bool = True,
+        zero_init: bool = True,
+        prototype_temperature: float = 1.0,
     ) -> None:
         super().__init__()
+        if zero_init and not residual:
+            raise ValueError("SGF: zero_init needs residual (zero output projections without a residual fuse to 0)")
+        if not prototype_temperature > 0:
+            raise ValueError(f"SGF: prototype_temperature {prototype_temperature!r} must be > 0")
         self.modalities = list(modalities)
         self.heads = max(1, channels // head_dim)
         if channels % self.heads:
             raise ValueError(f"SGF: {channels} channels do not split into {self.heads} heads of {head_dim}")
         self.scale = 1.0 / math.sqrt(channels // self.heads)
+        self.residual, self.temperature = residual, float(prototype_temperature)
         self.projectors = nn.ModuleDict({m: ModalityProjector(channels, branch_pointwise) for m in self.modalities})
         self.semantic_filter = nn.Conv2d(channels, num_classes, 1)
         # The keys and values of both perceptrons come from the projected modality features:
@@ -171,18 +193,37 @@ class SemanticGuidedFusion(nn.Module):
         self.sp_out = nn.Conv2d(channels, channels, 1)
         self.rp_query = nn.Conv2d(channels, channels, 1)  # Robustness Perceptron: f_se -> queries
         self.rp_out = nn.Conv2d(channels, channels, 1)
+        # pre-norms of the keys' and values' input, the SP queries (prototypes) and the RP queries (f_se)
+        norms = [nn.LayerNorm(channels) for _ in range(3)] if residual else [None] * 3
+        self.token_norm, self.sp_norm, self.rp_norm = norms
+        if zero_init:
+            for out in (self.sp_out, self.rp_out):
+                nn.init.zeros_(out.weight)
+                nn.init.zeros_(out.bias)
 
     def project(self, features: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
         """MP per modality: ``float[B, M, C, h, w]`` -> same shape, missing pairs exactly 0."""
         projected = grouped_projection([self.projectors[m] for m in self.modalities], features)
         return torch.where(available.view(*available.shape, 1, 1, 1), projected, 0.0)
 
-    def prototypes(self, semantic: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
+    def class_responses(self, semantic: torch.Tensor) -> torch.Tensor:
+        """CSF per modality: ``float[B, M, C, h, w]`` -> class responses ``c: float[B, M, K, h, w]``."""
+        b, m, _, h, w = semantic.shape
+        return self.semantic_filter(semantic.flatten(0, 1)).view(b, m, -1, h, w)
+
+    def pooling_weights(self, responses: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
+        """Prototype pooling weights ``float[B, K, M*h*w]``: per image and class, ``softmax(c / T)``
+        over every pixel of every available modality (a missing modality's weight is exactly 0)."""
+        b, m = responses.shape[:2]
+        logits = (responses / self.temperature).masked_fill(~available.view(b, m, 1, 1, 1), float("-inf"))
+        return torch.softmax(logits.permute(0, 2, 1, 3, 4).flatten(2), dim=-1)
+
+    def prototypes(
+        self, semantic: torch.Tensor, available: torch.Tensor, responses: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """CSF + response-weighted pooling over all pixels of all available modalities -> ``float[B, K, C]``."""
         b, m, c, h, w = semantic.shape
-        responses = self.semantic_filter(semantic.flatten(0, 1)).view(b, m, -1, h, w)  # [B, M, K, h, w]
-        responses = responses.masked_fill(~available.view(b, m, 1, 1, 1), float("-inf"))
-        weights = torch.softmax(responses.permute(0, 2, 1, 3, 4).flatten(2), dim=-1)  # [B, K, M*h*w]
+        weights = self.pooling_weights(self.class_responses(semantic) if responses is None else responses, available)
         return torch.einsum("bkn,bnc->bkc", weights, semantic.permute(0, 1, 3, 4, 2).reshape(b, m * h * w, c))
 
     def _aggregate(self, weights: torch.Tensor, values: torch.Tensor, out: nn.Conv2d) -> torch.Tensor:
@@ -196,35 +237,41 @@ class SemanticGuidedFusion(nn.Module):
         only, so the subsets of one batch share them (nothing is masked here)."""
         semantic = grouped_projection([self.projectors[m] for m in self.modalities], features)
         b, m = semantic.shape[:2]
-        return semantic, self.key_value(semantic.flatten(0, 1)).unflatten(0, (b, m))
+        normed = channel_norm(self.token_norm, semantic.flatten(0, 1), dim=1)
+        return semantic, self.key_value(normed).unflatten(0, (b, m))
 
     def forward(self, features: torch.Tensor, available: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """SGF on its own (the method runs :meth:`tokens` in ``encode`` and :meth:`fuse` per subset); the
         missing pairs' tokens are zeroed here, so even a NaN there cannot reach an output."""
-        return self.fuse(*restrict_features(self.tokens(features), available), available)
+        fused, robustness, _ = self.fuse(*restrict_features(self.tokens(features), available), available)
+        return fused, robustness
 
     def fuse(
         self, semantic: torch.Tensor, keys_values: torch.Tensor, available: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The cross-modal part of SGF on :meth:`tokens`' output: prototypes, SP, RP -> (fused, robustness).
-        A missing pair gets weight exactly 0 everywhere; its (finite) tokens do not matter."""
-        prototypes = self.prototypes(semantic, available)  # [B, K, C]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The cross-modal part of SGF on :meth:`tokens`' output: prototypes, SP, RP -> (fused, robustness,
+        class responses ``float[B, M, K, h, w]``, exactly 0 for a missing pair). A missing pair gets weight
+        exactly 0 everywhere; its (finite) tokens do not matter."""
+        responses = self.class_responses(semantic)
+        prototypes = self.prototypes(semantic, available, responses)  # [B, K, C]
         sp_key, sp_value, rp_key, rp_value = (_heads(t, self.heads, 2) for t in keys_values.chunk(4, dim=2))
+        stream = masked_mean(semantic, available) if self.residual else 0.0  # the residual stream
 
         # SP. Averaging the K attention outputs equals aggregating the values with the
         # class-averaged attention weights (the output projection is linear), which avoids
         # materialising a [B, K, C, h, w] tensor.
-        query = _heads(self.sp_query(prototypes), self.heads, 2)  # [B, K, H, d]
+        query = _heads(self.sp_query(channel_norm(self.sp_norm, prototypes, dim=-1)), self.heads, 2)  # [B, K, H, d]
         logits = torch.einsum("bkgd,bmgdxy->bgkmxy", query, sp_key) * self.scale
         weights = masked_modality_softmax(logits, available, dim=3)  # [B, H, K, M, h, w]
-        reference = self._aggregate(weights.mean(dim=2), sp_value, self.sp_out)
+        reference = stream + self._aggregate(weights.mean(dim=2), sp_value, self.sp_out)
 
         # RP: one query per pixel over the M modality tokens; weights = robustness.
-        query = _heads(self.rp_query(reference), self.heads, 1)  # [B, H, d, h, w]
+        query = _heads(self.rp_query(channel_norm(self.rp_norm, reference, dim=1)), self.heads, 1)  # [B, H, d, h, w]
         logits = torch.einsum("bgdxy,bmgdxy->bmgxy", query, rp_key) * self.scale
         weights = masked_modality_softmax(logits, available, dim=1).transpose(1, 2)  # [B, H, M, h, w]
-        fused = self._aggregate(weights, rp_value, self.rp_out)
-        return fused, weights.mean(dim=1)
+        fused = (reference if self.residual else 0.0) + self._aggregate(weights, rp_value, self.rp_out)
+        present = available.view(*available.shape, 1, 1, 1)
+        return fused, weights.mean(dim=1), torch.where(present, responses, 0.0)
 
 
 def mas_probabilities(robustness: Sequence[torch.Tensor], available: torch.Tensor) -> torch.Tensor:
@@ -246,11 +293,17 @@ def mas_probabilities(robustness: Sequence[torch.Tensor], available: torch.Tenso
 class _SGMABase(SegmentationMethod):
     """Shared encoder -> SGF (or plain fusion) per scale -> all-MLP decoder, with optional MAS.
 
-    Extra args (params.yaml ``method_params.<name>``):
+    Extra args (params.yaml ``method_params.<name>``; docs/sgma.md gives the reasons and the ablation):
         lambda_sgf: weight of the fused branch's CE (paper: 2).
         lambda_mas: weight of the MAS branch's CE (paper: 1).
         head_dim: channels per attention head in SP and RP.
         branch_pointwise: a 1x1 conv after each MP depthwise branch (default: one after the sum).
+        residual: pre-norm residual SP and RP blocks (see :class:`SemanticGuidedFusion`; default true).
+        zero_init: zero-initialised SP and RP output projections (default true; needs ``residual``).
+        lambda_csf: weight of an auxiliary CE on CSF's class responses (OCRNet's soft-region
+            supervision; default 0: the paper's loss has the two CE terms only).
+        prototype_temperature: ``T`` of the prototype pooling softmax (default 1).
+    ``residual: false, zero_init: false`` is the first release's reading (its numbers).
     """
 
     family = "sgma"
@@ -265,12 +318,21 @@ class _SGMABase(SegmentationMethod):
         lambda_mas: float = 1.0,
         head_dim: int = 64,
         branch_pointwise: bool = False,
+        residual: bool = True,
+        zero_init: bool = True,
+        lambda_csf: float = 0.0,
+        prototype_temperature: float = 1.0,
         **common,
     ) -> None:
+        check_param("zero_init", zero_init, residual or not zero_init, "false when residual is false")
+        check_param("lambda_csf", lambda_csf, lambda_csf >= 0, ">= 0")
+        check_param("prototype_temperature", prototype_temperature, prototype_temperature > 0, "> 0")
         super().__init__(modalities, num_classes, **common)
         self.lambda_sgf, self.lambda_mas = float(lambda_sgf), float(lambda_mas)
+        self.lambda_csf = float(lambda_csf)
+        options = {"residual": residual, "zero_init": zero_init, "prototype_temperature": prototype_temperature}
         self.sgf = nn.ModuleList(
-            SemanticGuidedFusion(self.modalities, c, num_classes, head_dim, branch_pointwise)
+            SemanticGuidedFusion(self.modalities, c, num_classes, head_dim, branch_pointwise, **options)
             for c in self.encoder.channels
         )
 
@@ -286,27 +348,44 @@ class _SGMABase(SegmentationMethod):
 
     def fuse(
         self, tokens: Sequence[torch.Tensor], available: torch.Tensor
-    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """SGF's cross-modal part per scale on :meth:`sgf_tokens`' output: fused ``float[B, C_i, h, w]`` and
-        robustness ``float[B, M, h, w]``."""
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+        """SGF's cross-modal part per scale on :meth:`sgf_tokens`' output: fused ``float[B, C_i, h, w]``,
+        robustness ``float[B, M, h, w]`` and class responses ``float[B, M, K, h, w]``."""
         scales = len(self.sgf)
-        fused, robustness = [], []
-        for sgf, semantic, keys_values in zip(self.sgf, tokens[:scales], tokens[scales:]):
-            x, r = sgf.fuse(semantic, keys_values, available)
-            fused.append(x)
-            robustness.append(r)
-        return fused, robustness
+        parts = [sgf.fuse(s, kv, available) for sgf, s, kv in zip(self.sgf, tokens[:scales], tokens[scales:])]
+        fused, robustness, responses = (list(p) for p in zip(*parts))
+        return fused, robustness, responses
 
     def decode(
         self, tokens: Sequence[torch.Tensor], available: torch.Tensor, size: tuple[int, int]
     ) -> dict[str, torch.Tensor | list[torch.Tensor]]:
-        """SGF + decoder on :meth:`encode`'s output -> ``{"logits", "robustness"}``."""
-        fused, robustness = self.fuse(tokens, available)
-        return {"logits": self.decoder(fused, size), "robustness": robustness}
+        """SGF + decoder on :meth:`encode`'s output -> ``{"logits", "robustness", "class_responses"}``."""
+        fused, robustness, responses = self.fuse(tokens, available)
+        return {"logits": self.decoder(fused, size), "robustness": robustness, "class_responses": responses}
 
     def loss(self, output: Mapping, target: torch.Tensor, available: torch.Tensor) -> tuple[torch.Tensor, dict]:
         ce = self.cross_entropy(output["logits"], target)
-        return self.lambda_sgf * ce, {"ce_sgf": float(ce.detach())}
+        total, parts = self.lambda_sgf * ce, {"ce_sgf": float(ce.detach())}
+        if self.lambda_csf:
+            ce_csf = self.class_response_loss(output["class_responses"], target, available)
+            total, parts["ce_csf"] = total + self.lambda_csf * ce_csf, float(ce_csf.detach())
+        return total, parts
+
+    def class_response_loss(
+        self, responses: Sequence[torch.Tensor], target: torch.Tensor, available: torch.Tensor
+    ) -> torch.Tensor:
+        """Auxiliary CE of CSF's class responses (``[float[B, M, K, h_i, w_i]]``, upsampled to the target
+        ``int64[B, H, W]``), over every available (sample, modality) pair, averaged over the scales."""
+        rows, modality = available.nonzero(as_tuple=True)
+        size = target.shape[-2:]
+        return torch.stack(
+            [
+                self.cross_entropy(
+                    F.interpolate(r[rows, modality], size=size, mode="bilinear", align_corners=False), target[rows]
+                )
+                for r in responses
+            ]
+        ).mean()
 
     def training_step(
         self, inputs: Mapping[str, torch.Tensor], target: torch.Tensor, available: torch.Tensor
@@ -368,11 +447,17 @@ class SGMASamplingOnly(_SGMABase):
     def decode(
         self, encoded: Sequence[torch.Tensor], available: torch.Tensor, size: tuple[int, int]
     ) -> dict[str, torch.Tensor | list[torch.Tensor]]:
-        """``{"logits"`` (plain fusion), ``"robustness"``, ``"scored"`` (the scorer's fused features)``}``."""
+        """``{"logits"`` (plain fusion), ``"robustness"``, ``"class_responses"``, ``"scored"`` (the scorer's
+        fused features)``}``."""
         features, tokens = encoded[: len(self.sgf)], encoded[len(self.sgf) :]
-        scored, robustness = self.fuse(tokens, available)
+        scored, robustness, responses = self.fuse(tokens, available)
         fused = [masked_mean(f, available) for f in features]
-        return {"logits": self.decoder(fused, size), "robustness": robustness, "scored": scored}
+        return {
+            "logits": self.decoder(fused, size),
+            "robustness": robustness,
+            "class_responses": responses,
+            "scored": scored,
+        }
 
     def decode_single(
         self, encoded: Sequence[torch.Tensor], single: torch.Tensor, size: tuple[int, int]

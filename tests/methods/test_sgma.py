@@ -70,11 +70,19 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 
 
 def _sgf_reference(sgf: SemanticGuidedFusion, semantic: np.ndarray, prototypes: np.ndarray, available: np.ndarray):
-    """SP and RP written per pixel, per head and per class from the description (float64 numpy)."""
+    """SP and RP written per pixel, per head and per class from the description (float64 numpy); with
+    ``sgf.residual``, pre-norm blocks on a residual stream that starts at the mean of the MP features."""
 
     def conv1x1(conv, x):  # x: [..., C_in]
         w = conv.weight.detach().double().numpy().reshape(conv.weight.shape[0], -1)
         return x @ w.T + conv.bias.detach().double().numpy()
+
+    def norm(layer, x):  # LayerNorm over the last axis
+        if layer is None:
+            return x
+        centred = x - x.mean(-1, keepdims=True)
+        scaled = centred / np.sqrt((centred**2).mean(-1, keepdims=True) + layer.eps)
+        return scaled * layer.weight.detach().double().numpy() + layer.bias.detach().double().numpy()
 
     b_, m_, c_, h_, w_ = semantic.shape
     heads, d = sgf.heads, c_ // sgf.heads
@@ -82,31 +90,47 @@ def _sgf_reference(sgf: SemanticGuidedFusion, semantic: np.ndarray, prototypes: 
     robustness = np.zeros((b_, m_, h_, w_))
     for b in range(b_):
         kept = np.flatnonzero(available[b])
-        query_sp = conv1x1(sgf.sp_query, prototypes[b])  # [K, C]
+        query_sp = conv1x1(sgf.sp_query, norm(sgf.sp_norm, prototypes[b]))  # [K, C]
         for y in range(h_):
             for x in range(w_):
                 tokens = semantic[b, kept, :, y, x]  # [M_avail, C]
-                sp_key, sp_value, rp_key, rp_value = np.split(conv1x1(sgf.key_value, tokens), 4, axis=1)
+                stream = tokens.mean(0) if sgf.residual else 0.0
+                sp_key, sp_value, rp_key, rp_value = np.split(
+                    conv1x1(sgf.key_value, norm(sgf.token_norm, tokens)), 4, axis=1
+                )
                 per_class = np.zeros((len(query_sp), c_))  # each prototype's attention output, per class
                 for g in range(heads):
                     part = slice(g * d, (g + 1) * d)
                     attention = _softmax(query_sp[:, part] @ sp_key[:, part].T / np.sqrt(d))  # [K, M_avail]
                     per_class[:, part] = attention @ sp_value[:, part]
-                reference = conv1x1(sgf.sp_out, per_class).mean(0)  # average of the K outputs
-                query_rp = conv1x1(sgf.rp_query, reference)
+                reference = stream + conv1x1(sgf.sp_out, per_class).mean(0)  # average of the K outputs
+                query_rp = conv1x1(sgf.rp_query, norm(sgf.rp_norm, reference))
                 mixed = np.zeros(c_)
                 for g in range(heads):
                     part = slice(g * d, (g + 1) * d)
                     attention = _softmax(query_rp[part] @ rp_key[:, part].T / np.sqrt(d))  # [M_avail]
                     mixed[part] = attention @ rp_value[:, part]
                     robustness[b, kept, y, x] += attention / heads
-                fused[b, :, y, x] = conv1x1(sgf.rp_out, mixed)
+                fused[b, :, y, x] = (reference if sgf.residual else 0.0) + conv1x1(sgf.rp_out, mixed)
     return fused, robustness
 
 
-def test_sgf_spatial_and_robustness_perceptrons_match_a_per_pixel_reference():
+def _randomise(sgf: SemanticGuidedFusion) -> SemanticGuidedFusion:
+    """``sgf`` with random output projections and LayerNorm affines (zero-init and unit norms hide terms)."""
+    with torch.no_grad():
+        for module in (sgf.sp_out, sgf.rp_out):
+            for p in module.parameters():
+                p.copy_(torch.randn_like(p) * 0.3)
+        for norm in (n for n in (sgf.token_norm, sgf.sp_norm, sgf.rp_norm) if n is not None):
+            norm.weight.copy_(1 + 0.3 * torch.randn_like(norm.weight))
+            norm.bias.copy_(0.3 * torch.randn_like(norm.bias))
+    return sgf
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_sgf_spatial_and_robustness_perceptrons_match_a_per_pixel_reference(residual):
     torch.manual_seed(0)
-    sgf = SemanticGuidedFusion(NAMES, channels=16, num_classes=4, head_dim=8)  # 2 heads
+    sgf = _randomise(SemanticGuidedFusion(NAMES, 16, 4, head_dim=8, residual=residual, zero_init=residual))  # 2 heads
     features = torch.randn(7, 3, 16, 3, 4)
     with torch.no_grad():
         fused, robustness = sgf(features, MIXED)
@@ -295,3 +319,94 @@ def test_grouped_projection_equals_each_modality_projector_alone(size, branch_po
     features = torch.randn(2, 3, 8, size, size + 1)
     plain = torch.stack([p(features[:, i]) for i, p in enumerate(projectors)], dim=1)
     torch.testing.assert_close(grouped_projection(projectors, features), plain, rtol=1e-5, atol=1e-6)
+
+
+# --- the options of docs/sgma.md ------------------------------------------------------------
+
+
+def test_zero_initialised_projections_start_as_the_residual_stream():
+    # at initialisation SGF is the masked mean of the MP features; the method is then plain fusion of them
+    torch.manual_seed(0)
+    sgf = SemanticGuidedFusion(NAMES, channels=16, num_classes=4, head_dim=8)  # residual + zero_init by default
+    features = torch.randn(7, 3, 16, 5, 6)
+    fused, robustness = sgf(features, MIXED)
+    semantic = sgf.project(features, MIXED)
+    kept = MIXED.view(7, 3, 1, 1, 1).float()
+    torch.testing.assert_close(fused, (semantic * kept).sum(1) / kept.sum(1))
+    torch.testing.assert_close(robustness.sum(1), torch.ones(7, 5, 6))
+    legacy = SemanticGuidedFusion(NAMES, channels=16, num_classes=4, head_dim=8, residual=False, zero_init=False)
+    assert legacy.token_norm is None
+    assert not torch.allclose(legacy(features, MIXED)[0], legacy.project(features, MIXED).mean(1), atol=1e-2)
+
+
+def test_zero_init_without_a_residual_is_refused():
+    with pytest.raises(ValueError, match="zero_init"):
+        _method("sgma", residual=False, zero_init=True)
+    for bad in ({"lambda_csf": -1.0}, {"prototype_temperature": 0.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            _method("sgma", **bad)
+
+
+def test_temperature_changes_the_pooling_weights():
+    torch.manual_seed(0)
+    responses = torch.randn(7, 3, 4, 5, 6)
+    weights = {}
+    for t in (1.0, 0.5):
+        sgf = SemanticGuidedFusion(NAMES, channels=16, num_classes=4, head_dim=8, prototype_temperature=t)
+        weights[t] = sgf.pooling_weights(responses, MIXED).numpy()
+    for b in range(7):
+        kept = np.flatnonzero(MIXED[b].numpy())
+        c = responses[b].numpy().transpose(1, 0, 2, 3)  # [K, M, h, w]
+        for t, w in weights.items():
+            expected = np.zeros_like(c)
+            expected[:, kept] = _softmax(c[:, kept].reshape(4, -1) / t).reshape(4, len(kept), 5, 6)
+            np.testing.assert_allclose(w[b], expected.reshape(4, -1), rtol=1e-5, atol=1e-7)
+    assert np.abs(weights[1.0] - weights[0.5]).max() > 1e-3
+
+
+def test_auxiliary_class_loss_reaches_the_semantic_filter():
+    # one modality per sample: the modality softmaxes are constant, so only the auxiliary CE trains CSF
+    single = torch.eye(3, dtype=torch.bool)[torch.tensor([0, 1, 2, 0, 1, 2, 0])]
+    x = apply_availability(_batch(), single, NAMES)
+    target = torch.randint(0, 6, (7, 32, 32), generator=torch.Generator().manual_seed(0))
+    grads = {}
+    for weight in (0.0, 0.4):
+        method = _method("sgma-sgf", lambda_csf=weight, zero_init=False)
+        total, parts = method.training_step(x, target, single)
+        total.backward()
+        grads[weight] = sum(float(sgf.semantic_filter.weight.grad.abs().sum()) for sgf in method.sgf)
+    assert grads[0.0] == 0.0 and grads[0.4] > 0
+    # its value: CE of each available pair's upsampled responses, averaged over pairs' pixels, then scales
+    responses = method(x, single)["class_responses"]
+    expected = []
+    for r in responses:
+        nll = []
+        for b, m in single.nonzero().tolist():
+            up = torch.nn.functional.interpolate(r[b : b + 1, m], size=(32, 32), mode="bilinear", align_corners=False)
+            log_p = up[0].double().log_softmax(0).detach().numpy()
+            nll.append(-np.take_along_axis(log_p, target[b][None].numpy(), 0).mean())
+        expected.append(np.mean(nll))
+    assert parts["ce_csf"] == pytest.approx(np.mean(expected), rel=1e-5)
+    assert float(total.detach()) == pytest.approx(2 * parts["ce_sgf"] + 0.4 * parts["ce_csf"], rel=1e-5)
+
+
+@pytest.mark.parametrize("options", [{}, {"residual": False, "zero_init": False}])
+def test_gradient_reaches_csf_and_sp_from_two_available_modalities(options):
+    method = _method("sgma-sgf", **options)
+    x = _batch()
+    target = torch.randint(0, 6, (7, 32, 32), generator=torch.Generator().manual_seed(0))
+    every = torch.ones(7, 3, dtype=torch.bool)
+    optimiser = torch.optim.SGD(method.parameters(), lr=0.1)  # zero-init blocks the upstream gradient at step 0 only
+    method.training_step(x, target, every)[0].backward()
+    optimiser.step()
+
+    def attention_gradient(rows: slice) -> float:
+        available = MIXED[rows]
+        method.zero_grad(set_to_none=False)
+        inputs = apply_availability({m: v[rows] for m, v in x.items()}, available, NAMES)
+        method.training_step(inputs, target[rows], available)[0].backward()
+        modules = [m for sgf in method.sgf for m in (sgf.semantic_filter, sgf.sp_query, sgf.rp_query)]
+        return sum(float(p.grad.abs().sum()) for m in modules for p in m.parameters())
+
+    assert attention_gradient(slice(3, 7)) > 0  # two or three modalities per sample
+    assert attention_gradient(slice(0, 3)) == 0.0  # one modality: a softmax over one entry is constant
