@@ -2,9 +2,10 @@
 
 ``python -m benchmark.configure`` validates the whole file (:func:`benchmark.schema.load_config`)
 and writes, for every run listed under ``runs``, what its training depends on besides the data:
-the method and its ``method_params`` entry, the protocol (resolved: a staged protocol holds its
-two stages), ``method_modules`` and the ``train`` section. Each train stage of ``dvc.yaml`` depends
-on its own file, so DVC retrains exactly the runs whose method parameters or protocol changed
+the method (a registered one or a ``variants`` entry, with the registered method that builds it) and
+its parameters (its ``method_params`` entry, or the variant's ``params``), the protocol (resolved: a
+staged protocol holds its two stages), ``method_modules`` and the ``train`` section. Each train stage
+of ``dvc.yaml`` depends on its own file, so DVC retrains exactly the runs whose method parameters or protocol changed
 (a change to ``train`` changes every file). Files of runs no longer listed are removed.
 """
 
@@ -24,10 +25,12 @@ from benchmark.schema import ValidatedParams, load_config
 def run_config(params: ValidatedParams, run: str) -> dict[str, Any]:
     """What run ``run`` (``<method>-<protocol>``) trains with, as JSON-ready values."""
     method, protocol = params.run_parts(run)
+    registered, method_params = params.method_spec(method)
     return {
         "run": run,
         "method": method,
-        "method_params": params.method_params.get(method, {}),
+        "registered_method": registered,
+        "method_params": method_params,
         "protocol": protocol.record(),
         "method_modules": list(params.method_modules),
         "train": dataclasses.asdict(params.train),

@@ -21,6 +21,10 @@ message reads ``<file>: <dotted.key>: <value> ... <what is allowed>``. Checked:
 - ``method_params``: one entry per listed method (null or a mapping), only keys its constructor
   takes, with the annotated types; keys the data set sets (``modalities``, ``num_classes``,
   ``ignore_index``) are refused;
+- ``variants``: named variants of registered methods, ``name: {method: <registered>, params: {...}}``
+  (the params checked as a ``method_params`` entry, which they replace: nothing is inherited from
+  the method's own entry); a variant's name is used in ``runs`` and ``report.ablation`` like a
+  method's, and may not be a registered method's;
 - ``train`` / ``evaluate`` / ``report`` / ``scenarios``: their typed configs
   (:func:`~benchmark.config.from_mapping`); ``report.reference`` is a listed run; every name of
   ``scenarios.modalities`` is a modality of every listed data set.
@@ -56,7 +60,8 @@ if TYPE_CHECKING:
     from benchmark.data import DatasetSource
 
 REQUIRED_KEYS = ("datasets", "runs", "seeds", "train")
-OPTIONAL_KEYS = ("method_modules", "method_params", "protocols", "evaluate", "report", "scenarios")
+OPTIONAL_KEYS = ("method_modules", "method_params", "variants", "protocols", "evaluate", "report", "scenarios")
+VARIANT_KEYS = ("method", "params")  # the keys of a variants entry
 PROTOCOL_KEYS = {  # the keys of a protocols entry, per kind
     "bernoulli": ("kind", "drop_prob"),
     "staged": ("kind", "fraction", "first", "then"),
@@ -80,6 +85,7 @@ class ValidatedParams:
     seeds: list[int]
     method_modules: list[str]
     method_params: dict[str, dict[str, Any]]  # every entry of the file (registered methods), null -> {}
+    variants: dict[str, tuple[str, dict[str, Any]]]  # variant name -> (registered method, its params)
     sources: dict[str, DatasetSource]  # listed data set -> its DatasetSource instance (built from its section)
     train: TrainConfig
     evaluate: EvalConfig
@@ -92,6 +98,13 @@ class ValidatedParams:
             raise ParamsKeyError(f"run {run!r} is not listed under runs: {', '.join(self.runs)}")
         method, protocol = parse_run(run)
         return method, self.protocols[protocol]
+
+    def method_spec(self, method: str) -> tuple[str, dict[str, Any]]:
+        """(the registered method that builds ``method``, its constructor parameters): a variant's
+        method and params, or ``method`` itself and its ``method_params`` entry."""
+        if method in self.variants:
+            return self.variants[method]
+        return method, self.method_params.get(method, {})
 
 
 def registered_datasets() -> list[str]:
@@ -231,7 +244,7 @@ def accepted_params(cls: type) -> tuple[dict[str, Any], bool]:
 def _method_params(
     params: Mapping[str, Any], methods: list[str], sources: Mapping[str, Any], where: str
 ) -> dict[str, dict[str, Any]]:
-    from benchmark.methods import get_method_class, list_methods
+    from benchmark.methods import list_methods
 
     entries = params.get("method_params")
     if entries is None:
@@ -252,35 +265,75 @@ def _method_params(
                 f"{where}: method_params.{name}: missing; every listed method needs an entry ({name}: {{}} for "
                 "its defaults)"
             )
-    out: dict[str, dict[str, Any]] = {}
-    for name, values in entries.items():
-        key = f"method_params.{name}"
-        if values is None:
-            values = {}
-        if not isinstance(values, Mapping):
-            raise ParamsTypeError(f"{where}: {key}: {values!r} is not allowed; must be a mapping (or {{}})")
-        accepted, open_ = accepted_params(get_method_class(name))
-        for arg, value in values.items():
-            if arg in DATASET_KEYS:
-                facts = {
-                    "modalities": {d: dict(s.modalities) for d, s in sources.items()},
-                    "num_classes": {d: len(s.classes) for d, s in sources.items()},
-                    "ignore_index": {d: s.ignore_index for d, s in sources.items()},
-                }[arg]
-                raise ParamsValueError(
-                    f"{where}: {key}.{arg}: {value!r} is not allowed; set by the data set ({facts}), "
-                    f"not by method_params; allowed here: {sorted(k for k in accepted if k not in DATASET_KEYS)}"
-                )
-            if arg not in accepted:
-                if open_:
-                    continue
-                allowed = sorted(k for k in accepted if k not in DATASET_KEYS)
-                raise ParamsKeyError(f"{where}: {key}: unknown key(s) [{arg!r}]; allowed: {allowed}")
-            if not _matches(value, accepted[arg]):
-                raise ParamsTypeError(
-                    f"{where}: {key}.{arg}: {value!r} is not allowed; must be {describe(accepted[arg])}"
-                )
-        out[name] = dict(values)
+    return {
+        name: _method_entry(name, values, f"method_params.{name}", sources, where) for name, values in entries.items()
+    }
+
+
+def _method_entry(method: str, values: Any, key: str, sources: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Constructor parameters of registered ``method`` at ``key`` (null -> ``{}``): only keys its
+    constructor takes, with the annotated types, none that the data set sets."""
+    from benchmark.methods import get_method_class
+
+    if values is None:
+        values = {}
+    if not isinstance(values, Mapping):
+        raise ParamsTypeError(f"{where}: {key}: {values!r} is not allowed; must be a mapping (or {{}})")
+    accepted, open_ = accepted_params(get_method_class(method))
+    for arg, value in values.items():
+        if arg in DATASET_KEYS:
+            facts = {
+                "modalities": {d: dict(s.modalities) for d, s in sources.items()},
+                "num_classes": {d: len(s.classes) for d, s in sources.items()},
+                "ignore_index": {d: s.ignore_index for d, s in sources.items()},
+            }[arg]
+            raise ParamsValueError(
+                f"{where}: {key}.{arg}: {value!r} is not allowed; set by the data set ({facts}), "
+                f"not by method_params; allowed here: {sorted(k for k in accepted if k not in DATASET_KEYS)}"
+            )
+        if arg not in accepted:
+            if open_:
+                continue
+            allowed = sorted(k for k in accepted if k not in DATASET_KEYS)
+            raise ParamsKeyError(f"{where}: {key}: unknown key(s) [{arg!r}]; allowed: {allowed}")
+        if not _matches(value, accepted[arg]):
+            raise ParamsTypeError(f"{where}: {key}.{arg}: {value!r} is not allowed; must be {describe(accepted[arg])}")
+    return dict(values)
+
+
+def _variants(
+    params: Mapping[str, Any], known: list[str], sources: Mapping[str, Any], where: str
+) -> dict[str, tuple[str, dict[str, Any]]]:
+    """The ``variants`` section: ``name -> (registered method, its checked params)``."""
+    entries = params.get("variants") or {}
+    if not isinstance(entries, Mapping):
+        raise ParamsTypeError(
+            f"{where}: variants: {entries!r} is not allowed; must be a mapping of name -> {{method, params}}"
+        )
+    out = {}
+    for name, entry in entries.items():
+        at = f"{where}: variants.{name}"
+        if (
+            not isinstance(name, str)
+            or not name
+            or name != name.lower()
+            or not all(c.isalnum() or c in "-_" for c in name)
+        ):
+            raise ParamsValueError(f"{at}: the name is not allowed; use lower-case letters, digits, '-' or '_'")
+        if name in known:
+            raise ParamsValueError(f"{at}: the name is not allowed; it is a registered method's: pick another")
+        if not isinstance(entry, Mapping) or "method" not in entry or set(entry) - set(VARIANT_KEYS):
+            raise ParamsKeyError(
+                f"{at}: {entry!r} is not allowed; must be a mapping with keys {list(VARIANT_KEYS)} (method required)"
+            )
+        if entry["method"] not in known:
+            raise ParamsKeyError(
+                f"{at}.method: {entry['method']!r} is not allowed; must be a registered method: {', '.join(known)}"
+            )
+        out[name] = (
+            entry["method"],
+            _method_entry(entry["method"], entry.get("params"), f"variants.{name}.params", sources, where),
+        )
     return out
 
 
@@ -463,9 +516,6 @@ def validate_params(params: Mapping[str, Any], where: str) -> ValidatedParams:
     method_modules = _name_list(params, "method_modules", where, allow_empty=True)
     _import_modules(method_modules, where)
     protocols = resolve_protocols(params.get("protocols"), where)
-    _check_protocol_names(protocols, list_methods(), where)
-    runs = _runs(params, protocols, list_methods(), where)
-    methods = list(dict.fromkeys(parse_run(run)[0] for run in runs))
     seeds = _seeds(params, where)
 
     for name in datasets:
@@ -481,7 +531,12 @@ def validate_params(params: Mapping[str, Any], where: str) -> ValidatedParams:
                 sources[name] = source
     sources = {name: sources[name] for name in datasets}
 
-    method_params = _method_params(params, methods, sources, where)
+    variants = _variants(params, list_methods(), sources, where)
+    names = [*list_methods(), *variants]  # what a run may train
+    _check_protocol_names(protocols, names, where)
+    runs = _runs(params, protocols, names, where)
+    methods = list(dict.fromkeys(parse_run(run)[0] for run in runs))
+    method_params = _method_params(params, [m for m in methods if m not in variants], sources, where)
     if isinstance(params["train"], Mapping) and "drop_prob" in params["train"]:
         raise ParamsKeyError(
             f"{where}: train.drop_prob: replaced by named training protocols: define one under protocols "
@@ -500,11 +555,11 @@ def validate_params(params: Mapping[str, Any], where: str) -> ValidatedParams:
             f"{where}: report.reference: {report.reference!r}{default} is not one of the runs {runs}; "
             "allowed: a listed run"
         )
-    unknown = [m for m in report.ablation.values() if m not in list_methods()]
+    unknown = [m for m in report.ablation.values() if m not in names]
     if unknown:
         raise ParamsKeyError(
-            f"{where}: report.ablation: method {unknown[0]!r} is not allowed; must be a registered method: "
-            f"{', '.join(list_methods())}"
+            f"{where}: report.ablation: method {unknown[0]!r} is not allowed; must be a registered method or a "
+            f"variant: {', '.join(names)}"
         )
     scenarios = from_mapping(ScenarioConfig, params.get("scenarios"), f"{where}: scenarios")
     _check_scenario_modalities(scenarios, sources, where)
@@ -516,6 +571,7 @@ def validate_params(params: Mapping[str, Any], where: str) -> ValidatedParams:
         seeds=list(seeds),
         method_modules=list(method_modules),
         method_params=method_params,
+        variants=variants,
         sources=sources,
         train=train,
         evaluate=evaluate,

@@ -376,10 +376,13 @@ def train(
     protocol: Protocol | None = None,
     log_path: Path | None = None,
     progress: bool = True,
+    registered: str | None = None,
 ) -> Path:
     """Train and write ``out_dir/model.pt``; resume from ``out_dir/checkpoint.pt`` when it matches.
     The step log goes to ``log_path`` (default ``out_dir/train_log.jsonl``). ``protocol`` draws each
     sample's available modalities per step (default ``uniform``; the pipeline passes the run's own).
+    ``registered``: the registered method that builds ``method_name`` when that is a variant
+    (params.yaml ``variants``; default ``method_name`` itself).
 
     Launched by torchrun with ``WORLD_SIZE`` > 1, every process runs this: it joins the process
     group (NCCL on CUDA, using ``cuda:LOCAL_RANK``; gloo otherwise), trains its rows of each global
@@ -405,9 +408,11 @@ def train(
         train_key = {
             k: v for k, v in vars(config).items() if k not in FINGERPRINT_DEFAULTS or v != FINGERPRINT_DEFAULTS[k]
         }
+        builds = registered or method_name
         run_id = fingerprint(
             {
                 "method": method_name,
+                **({"registered_method": builds} if builds != method_name else {}),
                 "init": init_kwargs,
                 "train": train_key,
                 "protocol": protocol.record(),
@@ -416,7 +421,7 @@ def train(
             }
         )
         seed_everything(seed)
-        method = create_method(method_name, **init_kwargs).to(device)
+        method = create_method(builds, **init_kwargs).to(device)
         if ranks.rank > 0:  # same initial weights; the method's own draws (SGMA's MAS, M3L's masks) must differ
             seed_everything(rank_seed(seed, ranks.rank))
         if config.channels_last:
@@ -580,6 +585,7 @@ def train(
             return model_path
         record = {
             "method": method_name,
+            "registered_method": builds,
             "protocol": protocol.record(),
             "init": init_kwargs,
             "state_dict": method.state_dict(),
@@ -609,7 +615,7 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[torch.nn
     record = load_torch(path, device)
     init = dict(record["init"])
     init["pretrained"] = False  # the weights come from the file
-    method = create_method(record["method"], **init).to(device)
+    method = create_method(record.get("registered_method", record["method"]), **init).to(device)
     method.load_state_dict(record["state_dict"])
     return method.eval(), record
 
@@ -620,19 +626,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     params = load_config(args.params)  # validated: imports method_modules, checks method_params
     method, protocol = params.run_parts(args.run_name)
+    registered, method_params = params.method_spec(method)
     data_root = args.data_dir or prepared_dir(args.dataset)
     out = args.out or run_dir(MODELS_DIR, args.dataset, args.run_name, args.seed)
     log = (args.out / LOG_FILE) if args.out else run_dir(RESULTS_DIR, args.dataset, args.run_name, args.seed) / LOG_FILE
     path = train(
         data_root,
         method,
-        params.method_params.get(method, {}),
+        method_params,
         params.train,
         args.seed,
         out,
         protocol=protocol,
         log_path=log,
         progress=not args.no_progress,
+        registered=registered,
     )
     if launch_ranks().main:
         print(f"wrote {path}")
