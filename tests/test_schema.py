@@ -62,6 +62,14 @@ def staged(fraction: Any, first: str, then: str) -> dict[str, Any]:
     return params
 
 
+def variant(entry: Any, name: str = "sgma-legacy", base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``base`` (default TINY_PARAMS) with ``variants: {name: entry}`` and the one run ``<name>-complete``."""
+    params = mutated(f"variants.{name}" if isinstance(name, str) else "variants", entry, base)
+    if isinstance(name, str):
+        params["runs"], params["report"]["reference"] = [f"{name}-complete"], f"{name}-complete"
+    return params
+
+
 TWO_DATASETS = ["synthetic", "sen1floods11-sample"]  # 3 and 2 modalities
 SAR = {**TINY_PARAMS["synthetic"], "with_sar": True}  # four modalities: rgb, dsm, nir, sar
 
@@ -221,6 +229,42 @@ BAD = [
         mutated("report.ablation", {"none": "muss", "both": "sgmaa"}),
         KeyError,
         ["report.ablation", "'sgmaa'", "registered method"],
+    ),
+    (
+        "variant of an unknown method",
+        variant({"method": "sgmaa", "params": {}}),
+        KeyError,
+        ["variants.sgma-legacy.method", "'sgmaa'", "registered method"],
+    ),
+    (
+        "variant with a bad parameter",
+        variant({"method": "sgma", "params": {"residual": "no"}}),
+        TypeError,
+        ["variants.sgma-legacy.params.residual", "'no'", "true or false"],
+    ),
+    (
+        "variant with an unknown parameter",
+        variant({"method": "sgma", "params": {"residul": False}}),
+        KeyError,
+        ["variants.sgma-legacy.params", "'residul'", "allowed"],
+    ),
+    (
+        "variant named like a registered method",
+        variant({"method": "sgma", "params": {}}, name="sgma-mas"),
+        ValueError,
+        ["variants.sgma-mas", "registered method"],
+    ),
+    (
+        "variant with an unknown key",
+        variant({"method": "sgma", "parameters": {}}),
+        KeyError,
+        ["variants.sgma-legacy", "['method', 'params']"],
+    ),
+    (
+        "protocol named like a variant's last part",
+        mutated("protocols.legacy", {"kind": "complete"}, variant({"method": "sgma"})),
+        ValueError,
+        ["protocols.legacy", "'sgma-legacy'"],
     ),
     (
         "bad evaluation convention",
@@ -421,6 +465,20 @@ def test_valid_files_pass_with_typed_values() -> None:
     assert subset.scenarios.modalities == ["sar", "rgb"]
     null_section = validate_params({**TINY_PARAMS, "synthetic": None, "method_params": {"muss": None}}, WHERE)
     assert null_section.sources["synthetic"].config.num_train == 200 and null_section.method_params == {"muss": {}}
+
+
+def test_variants_run_their_registered_method_with_their_own_params() -> None:
+    params = variant({"method": "sgma", "params": {"residual": False, "zero_init": False}})
+    params["runs"].append("sgma-complete")
+    params["method_params"]["sgma"] = {"lambda_mas": 0.5}
+    params["report"]["ablation"] = {"legacy": "sgma-legacy", "default": "sgma"}
+    checked = validate_params(params, WHERE)
+    assert checked.methods == ["sgma-legacy", "sgma"] and "sgma-legacy" not in checked.method_params
+    assert checked.method_spec("sgma-legacy") == ("sgma", {"residual": False, "zero_init": False})  # nothing inherited
+    assert checked.method_spec("sgma") == ("sgma", {"lambda_mas": 0.5})
+    assert checked.run_parts("sgma-legacy-complete")[0] == "sgma-legacy"
+    for study in sorted((REPO / "studies").glob("*.yaml")):  # the shipped studies are valid files
+        assert validate_params(load_params(study), str(study)).variants
 
 
 def test_per_method_train_overrides_and_subclass_parameters_pass() -> None:

@@ -431,3 +431,18 @@ def test_naive_evaluation_gives_the_shared_paths_scores(tmp_path, tiny_prepared,
     for name, per_modality in shared["robustness"]["subsets"].items():
         for modality, means in per_modality.items():
             assert naive["robustness"]["subsets"][name][modality] == pytest.approx(means, abs=1e-5)
+
+
+def test_a_variant_trains_and_evaluates_as_its_registered_method(tmp_path, tiny_prepared):
+    params = {
+        **TINY_PARAMS,
+        "runs": ["muss-narrow-uniform"],
+        "variants": {"muss-narrow": {"method": "muss", "params": {"decoder_dim": 8}}},
+        "report": {**TINY_PARAMS["report"], "reference": "muss-narrow-uniform"},
+    }
+    path = write_params(tmp_path / "params.yaml", params)
+    metrics = _train_and_evaluate(tmp_path, tiny_prepared, path, method="muss-narrow-uniform")
+    assert (metrics["run"], metrics["method"], metrics["family"]) == ("muss-narrow-uniform", "muss-narrow", "reference")
+    method, record = train.load_model(tmp_path / "models" / "muss-narrow-uniform" / "seed0" / "model.pt")
+    assert type(method) is MuSS and (record["method"], record["registered_method"]) == ("muss-narrow", "muss")
+    assert record["init"]["decoder_dim"] == 8 and method.decoder.classify.in_channels == 8
