@@ -365,6 +365,20 @@ def process_group(ranks: Ranks, device: torch.device) -> Iterator[torch.device]:
             dist.destroy_process_group()
 
 
+def method_init(dataset: PreparedDataset, config: TrainConfig, method_params: Mapping[str, Any]) -> dict[str, Any]:
+    """The constructor arguments of a method on ``dataset``: the data set's facts, the ``train``
+    section's architecture, then the method's own parameters (which may override the architecture)."""
+    return {
+        "modalities": dataset.modalities,
+        "num_classes": len(dataset.classes),
+        "backbone": config.backbone,
+        "pretrained": config.pretrained,
+        "decoder_dim": config.decoder_dim,
+        "ignore_index": dataset.ignore_index,
+        **dict(method_params),
+    }
+
+
 def train(
     data_root: Path,
     method_name: str,
@@ -396,15 +410,7 @@ def train(
     protocol = protocol or builtin_protocol("uniform")
     with process_group(ranks, resolve_device(config.device)) as device:
         dataset = PreparedDataset(data_root, "train")
-        init_kwargs = {
-            "modalities": dataset.modalities,
-            "num_classes": len(dataset.classes),
-            "backbone": config.backbone,
-            "pretrained": config.pretrained,
-            "decoder_dim": config.decoder_dim,
-            "ignore_index": dataset.ignore_index,
-            **dict(method_params),
-        }
+        init_kwargs = method_init(dataset, config, method_params)
         train_key = {
             k: v for k, v in vars(config).items() if k not in FINGERPRINT_DEFAULTS or v != FINGERPRINT_DEFAULTS[k]
         }

@@ -23,6 +23,9 @@ A method is an ``nn.Module`` built as ``Method(modalities, num_classes, **common
 - ``predict(inputs, available) -> dict``: inference, no gradients; ``"logits"`` as in
   ``forward`` and, optionally, ``"robustness"``: a list (one per scale) of
   ``float[B, M, h_i, w_i]`` per-modality weights, which the evaluator averages and exports.
+- optional, for ``python -m benchmark.diagnose``: ``parameter_groups`` (component label -> fnmatch
+  patterns of parameter names) and ``sampling_probabilities(output, available)``: the
+  distribution ``float[B, M]`` a method samples modalities from during training (SGMA's MAS).
 - ``shares_encoder``: True (the default) when the above holds for ``encode``, so that
   ``predict_features(encode(inputs, every), subset, size)`` equals ``predict(inputs, subset)``:
   the evaluator then encodes each modality once per batch and runs only ``decode`` per subset
@@ -64,6 +67,10 @@ class SegmentationMethod(nn.Module):
 
     #: Whether ``encode`` is per-modality, so subsets can share one ``encode`` (see the module docstring).
     shares_encoder: bool = True
+
+    #: Named components for ``python -m benchmark.diagnose``: label -> fnmatch patterns of parameter
+    #: names (first match wins); empty: one component per top-level sub-module.
+    parameter_groups: dict[str, tuple[str, ...]] = {}
 
     def __init__(
         self,
@@ -117,6 +124,11 @@ class SegmentationMethod(nn.Module):
 
     def after_optimizer_step(self) -> None:
         """Hook called after each optimiser step; nothing by default."""
+
+    def sampling_probabilities(self, output: Mapping, available: torch.Tensor) -> torch.Tensor | None:
+        """A method that samples modalities from its own outputs (SGMA's MAS) returns its distribution
+        ``float[B, M]`` for ``output = forward(..., available)``; None (the default) otherwise."""
+        return None
 
     @torch.no_grad()
     def predict(self, inputs: Mapping[str, torch.Tensor], available: torch.Tensor) -> dict[str, torch.Tensor]:

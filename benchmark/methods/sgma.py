@@ -308,6 +308,18 @@ class _SGMABase(SegmentationMethod):
 
     family = "sgma"
     use_mas = True  # add the MAS branch in training
+    parameter_groups = {  # components of python -m benchmark.diagnose (fnmatch patterns of parameter names)
+        "encoder": ("encoder.*",),
+        "MP": ("sgf.*.projectors.*",),
+        "CSF": ("sgf.*.semantic_filter.*",),
+        "keys/values": ("sgf.*.key_value.*", "sgf.*.token_norm.*"),
+        "SP query": ("sgf.*.sp_query.*", "sgf.*.sp_norm.*"),
+        "SP out": ("sgf.*.sp_out.*",),
+        "RP query": ("sgf.*.rp_query.*", "sgf.*.rp_norm.*"),
+        "RP out": ("sgf.*.rp_out.*",),
+        "scorer heads": ("score_heads.*",),
+        "decoder": ("decoder.*",),
+    }
 
     def __init__(
         self,
@@ -395,13 +407,17 @@ class _SGMABase(SegmentationMethod):
         output = self.decode(features, available, size)
         total, parts = self.loss(output, target, available)
         if self.use_mas:
-            probabilities = mas_probabilities(output["robustness"], available)
+            probabilities = self.sampling_probabilities(output, available)
             chosen = torch.multinomial(probabilities, 1).squeeze(1)  # global RNG: seeded, checkpointed
             single = F.one_hot(chosen, len(self.modalities)).bool()
             ce_mas = self.cross_entropy(self.decode_single(features, single, size), target)
             total = total + self.lambda_mas * ce_mas
             parts["ce_mas"] = float(ce_mas.detach())
         return total, parts
+
+    def sampling_probabilities(self, output: Mapping, available: torch.Tensor) -> torch.Tensor | None:
+        """MAS's distribution ``float[B, M]`` over each sample's available modalities (None without MAS)."""
+        return mas_probabilities(output["robustness"], available) if self.use_mas else None
 
     def decode_single(
         self, features: Sequence[torch.Tensor], single: torch.Tensor, size: tuple[int, int]
