@@ -12,7 +12,9 @@
      "efficiency": {"tile_shape", "params", "gflops", "train_steps", "train_batch_size", "train_seconds",
                     "train_seconds_per_step", "train_images_per_s", "train_peak_memory_mb",
                     "train_device", "inference_ms_per_image", "eval_peak_memory_mb", "eval_device"},
-     "robustness": {"scales": [...], "subsets": {subset: {modality: [mean r per scale]}}},
+     "robustness": {"scales": [...], "subsets": {subset: {modality: [mean r per scale]}},
+                    "scenarios": {kind: {"levels": [...],
+                                         "modalities": {corrupted: {modality: [[mean r per scale] per level]}}}}},
      "scenarios": {"seed", "block_size", "clean_miou", "avg",
                    "kinds": {kind: {"levels": [...],
                                     "modalities": {modality: {"miou": [per level], "mf1": [...], "accuracy": [...]}}}}}}
@@ -32,7 +34,10 @@ All scores are percent, from one confusion matrix per subset accumulated over th
 ``mask`` (zeroed and masked out) or ``zero`` (zeroed, every modality marked available).
 ``robustness`` appears only for methods whose ``predict`` (or ``predict_features``) output carries ``"robustness"``
 maps (SGMA): the mean over all test images and pixels of each modality's weight at each
-scale, per subset (exactly 0 for a missing modality). ``scenarios`` (params.yaml ``scenarios``,
+scale, per subset (exactly 0 for a missing modality); its ``scenarios`` entry (only with
+scenario cases) holds the same means for every corrupted-input case, laid out as
+``scenarios.kinds``: per kind its levels and, per corrupted modality, every modality's weights
+(the corrupted one's included), one list over the scales per level. ``scenarios`` (params.yaml ``scenarios``,
 ``benchmark.scenarios``, docs/scenarios.md) scores every corrupted-input case: every modality
 available, one corrupted with one kind at one level, in the same pass over the test split as the
 subsets; kinds in ``SCENARIO_KINDS`` order (only those with levels and a modality they apply to),
@@ -47,7 +52,7 @@ is CUDA's peak allocation on a GPU, the process's peak resident set size on a CP
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,6 +123,7 @@ class SubsetEvaluation:
     modality), only for methods that report them. ``predictions``: uint8[n, H, W] for the kept
     tiles. ``robustness_maps``: per scale float16[n, M, h, w] for the kept tiles. ``scenarios``:
     the split's confusion matrix int64[K, K] of every corrupted-input case, in case order.
+    ``scenario_robustness``: mean maps float64[L, M] of every case, for methods that report them.
     """
 
     confusion: dict[str, torch.Tensor]
@@ -125,6 +131,7 @@ class SubsetEvaluation:
     predictions: dict[str, torch.Tensor] = field(default_factory=dict)
     robustness_maps: dict[str, list[torch.Tensor]] = field(default_factory=dict)
     scenarios: dict[Corruption, torch.Tensor] = field(default_factory=dict)
+    scenario_robustness: dict[Corruption, torch.Tensor] = field(default_factory=dict)
 
     @property
     def matrices(self) -> dict[str, torch.Tensor]:
@@ -158,7 +165,8 @@ def evaluate_subsets(
     """Predict every test tile under every non-empty subset; keep the predictions (and robustness
     maps) of the tiles ``keep``. With ``scenarios``, each batch is also run with every modality
     available once per case of :func:`scenario_cases` (``sar_modalities``: the data set's
-    ``{modality: "db" | "linear"}``), its matrices summed per case.
+    ``{modality: "db" | "linear"}``), its matrices summed per case and its robustness maps (when
+    the output carries them) averaged per case as for the subsets.
 
     With ``shared_encoder`` (the default) a method whose ``shares_encoder`` is True is encoded once
     per batch (every modality) and only decoded per subset (``predict_features``); a scenario case
@@ -192,6 +200,7 @@ def evaluate_subsets(
     if missing:
         raise ValueError(f"{dataset.root / META_FILE}: no normalisation for {missing}, which speckle needs")
     scenario_sums: dict[Corruption, torch.Tensor] = {}
+    scenario_meters = {case: RobustnessMeter() for case in cases}
 
     def score(output: Any, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(int64[B, K, K] per image, predicted classes int64[B, H, W])`` of a prediction; on the
@@ -263,6 +272,8 @@ def evaluate_subsets(
                 output = method.predict({**inputs, m: corrupted}, every)
             matrix = score(output, target)[0].sum(dim=0)
             scenario_sums[case] = matrix if case not in scenario_sums else scenario_sums[case] + matrix
+            if output.get("robustness") is not None:
+                scenario_meters[case].update(output["robustness"])
         offset += batch
     return SubsetEvaluation(
         confusion={name: torch.cat(parts).cpu() for name, parts in confusion.items()},
@@ -270,6 +281,7 @@ def evaluate_subsets(
         predictions={name: torch.cat(parts) for name, parts in predictions.items() if parts},
         robustness_maps={name: [torch.cat(scale) for scale in zip(*parts)] for name, parts in maps.items() if parts},
         scenarios={case: scenario_sums[case].cpu() for case in cases},
+        scenario_robustness={case: meter.mean for case, meter in scenario_meters.items() if meter.count},
     )
 
 
@@ -299,15 +311,57 @@ def predictions_arrays(
     return arrays
 
 
-def robustness_record(robustness: dict[str, torch.Tensor], modalities: list[str]) -> dict[str, Any]:
-    """The metrics.json ``robustness`` entry from :func:`evaluate_subsets`' mean maps."""
-    return {
+def _weights(mean: torch.Tensor, modalities: Sequence[str]) -> dict[str, list[float]]:
+    """``{modality: [mean r per scale]}`` of a mean map float[L, M], rounded to 6 decimals."""
+    return {m: [round(float(v), 6) for v in mean[:, i]] for i, m in enumerate(modalities)}
+
+
+def cases_by_kind(cases: Iterable[Corruption]) -> dict[str, tuple[list[float], dict[str, list[Corruption]]]]:
+    """``{kind: (levels, {corrupted modality: [case per level]})}``: kinds in ``SCENARIO_KINDS``
+    order (those with a case), modalities and levels in the order of ``cases``. Every modality of
+    a kind must list the kind's levels once, in the same order (``ValueError``)."""
+    cases = list(cases)
+    grouped: dict[str, tuple[list[float], dict[str, list[Corruption]]]] = {}
+    for kind in SCENARIO_KINDS:
+        of_kind = [case for case in cases if case.kind == kind]
+        if not of_kind:
+            continue
+        levels = list(dict.fromkeys(case.level for case in of_kind))
+        per_modality: dict[str, list[Corruption]] = {}
+        for case in of_kind:
+            listed = per_modality.setdefault(case.modality, [])
+            if len(listed) >= len(levels) or levels[len(listed)] != case.level:
+                raise ValueError(f"{case.name}: the cases of {kind!r} must list the levels {levels} once per modality")
+            listed.append(case)
+        incomplete = [m for m, listed in per_modality.items() if len(listed) != len(levels)]
+        if incomplete:
+            raise ValueError(f"scenario {kind!r}: modality {incomplete[0]!r} lacks some of the levels {levels}")
+        grouped[kind] = (levels, per_modality)
+    return grouped
+
+
+def robustness_record(
+    robustness: dict[str, torch.Tensor],
+    modalities: list[str],
+    scenarios: Mapping[Corruption, torch.Tensor] | None = None,
+) -> dict[str, Any]:
+    """The metrics.json ``robustness`` entry from :func:`evaluate_subsets`' mean maps float[L, M]
+    per subset (``robustness``) and per corrupted-input case (``scenarios``, its
+    ``scenario_robustness``; the ``"scenarios"`` key only when there is a case): means in [0, 1]
+    rounded to 6 decimals, kinds laid out as :func:`cases_by_kind` groups them."""
+    record: dict[str, Any] = {
         "scales": list(STRIDES),
-        "subsets": {
-            name: {m: [round(float(v), 6) for v in mean[:, i]] for i, m in enumerate(modalities)}
-            for name, mean in robustness.items()
-        },
+        "subsets": {name: _weights(mean, modalities) for name, mean in robustness.items()},
     }
+    if scenarios:
+        record["scenarios"] = {}
+        for kind, (levels, per_modality) in cases_by_kind(scenarios).items():
+            corrupted = {}
+            for modality, cases in per_modality.items():
+                per_level = [_weights(scenarios[case], modalities) for case in cases]
+                corrupted[modality] = {m: [weights[m] for weights in per_level] for m in modalities}
+            record["scenarios"][kind] = {"levels": levels, "modalities": corrupted}
+    return record
 
 
 def scenarios_record(
@@ -320,29 +374,19 @@ def scenarios_record(
 ) -> dict[str, Any] | None:
     """The metrics.json ``scenarios`` entry from the split's confusion matrix ``[K, K]`` per case
     (:attr:`SubsetEvaluation.scenarios`); ``None`` when there is no case. Kinds in
-    ``SCENARIO_KINDS`` order, modalities and levels in the order of the cases; scores in percent."""
+    ``SCENARIO_KINDS`` order, modalities and levels in the order of the cases (:func:`cases_by_kind`);
+    scores in percent."""
     if not matrices:
         return None
     kinds: dict[str, dict[str, Any]] = {}
     mious = []
-    for kind in SCENARIO_KINDS:
-        cases = [case for case in matrices if case.kind == kind]
-        if not cases:
-            continue
-        levels = list(dict.fromkeys(case.level for case in cases))
-        per_modality: dict[str, dict[str, list[float]]] = {}
-        for case in cases:
-            entry = per_modality.setdefault(case.modality, {"miou": [], "mf1": [], "accuracy": []})
-            if len(entry["miou"]) >= len(levels) or levels[len(entry["miou"])] != case.level:
-                raise ValueError(f"{case.name}: the cases of {kind!r} must list the levels {levels} once per modality")
-            scores = segmentation_scores(matrices[case], classes)
-            for key in entry:
-                entry[key].append(scores[key])
-            mious.append(scores["miou"])
-        incomplete = [m for m, entry in per_modality.items() if len(entry["miou"]) != len(levels)]
-        if incomplete:
-            raise ValueError(f"scenario {kind!r}: modality {incomplete[0]!r} lacks some of the levels {levels}")
-        kinds[kind] = {"levels": levels, "modalities": per_modality}
+    for kind, (levels, per_modality) in cases_by_kind(matrices).items():
+        entries: dict[str, dict[str, list[float]]] = {}
+        for modality, cases in per_modality.items():
+            scores = [segmentation_scores(matrices[case], classes) for case in cases]
+            entries[modality] = {key: [s[key] for s in scores] for key in ("miou", "mf1", "accuracy")}
+            mious += entries[modality]["miou"]
+        kinds[kind] = {"levels": levels, "modalities": entries}
     return {
         "seed": seed,
         "block_size": block_size,
@@ -460,7 +504,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     extra: dict[str, Any] = {"family": getattr(method, "family", "reference"), "efficiency": efficiency}
     if evaluation.robustness:
-        extra["robustness"] = robustness_record(evaluation.robustness, list(dataset.modalities))
+        extra["robustness"] = robustness_record(
+            evaluation.robustness, list(dataset.modalities), evaluation.scenario_robustness
+        )
     metrics = metrics_record(
         evaluation.matrices,
         dataset,

@@ -34,13 +34,17 @@ def _merge(params: dict, additions: dict) -> dict:
 
 def test_the_documented_method_trains_evaluates_and_reaches_the_leaderboard(tmp_path: Path):
     (code,) = _blocks("python")
-    (params_block,) = _blocks("yaml")
+    params_block, variant_block = _blocks("yaml")  # step 2, then "A variant instead of a new file"
     path = re.search(r"## 1\. Write the method: `([^`]+\.py)`", DOC.read_text(encoding="utf-8")).group(1)
     assert len(code.splitlines()) <= 40, "the worked example should stay about 30 lines"
     additions = yaml.safe_load(params_block)
     (name,) = additions["method_params"]
     assert additions["runs"] == [f"{name}-complete", f"{name}-uniform"]
     params = _merge(TINY_PARAMS, additions)
+    variant = yaml.safe_load(variant_block)
+    (wide,) = variant["variants"]
+    assert variant["variants"][wide]["method"] == name and variant["runs"] == [f"{wide}-complete"]
+    params = _merge(params, variant)
 
     project = copy_project(tmp_path, params)
     (project / path).write_text(code)
@@ -52,11 +56,12 @@ def test_the_documented_method_trains_evaluates_and_reaches_the_leaderboard(tmp_
         run(project, python, "-m", "benchmark.evaluate", *args)
     overview = run(project, python, "-m", "benchmark.report", "--params", "params.yaml")
     board = (project / "results" / "synthetic" / "leaderboard.md").read_text()
-    for run_, protocol in ((f"{name}-complete", "complete"), (f"{name}-uniform", "uniform")):
+    shown = ((f"{name}-complete", "complete", name), (f"{name}-uniform", "uniform", name))
+    for run_, protocol, method in (*shown, (f"{wide}-complete", "complete", wide)):
         assert f"| {run_} |" in overview
         row = next((line for line in board.splitlines() if line.startswith(f"| {run_} |")), None)
         assert row is not None, board
         assert [c.strip() for c in row.split("|")[2:4]] == [protocol, "reference"]  # protocol and family columns
         metrics = yaml.safe_load((project / "results" / "synthetic" / run_ / "seed0" / "metrics.json").read_text())
-        assert metrics["method"] == name and metrics["protocol"]["name"] == protocol and len(metrics["subsets"]) == 7
+        assert metrics["method"] == method and metrics["protocol"]["name"] == protocol and len(metrics["subsets"]) == 7
         assert (project / "models" / "synthetic" / run_ / "seed0" / "model.pt").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from tiny import TINY_PARAMS
@@ -12,7 +13,7 @@ from benchmark.data.prepared import PreparedDataset
 from benchmark.methods import create_method, list_methods, replace_modality
 from benchmark.methods.contract import ContractError, check_shared_encoder
 from benchmark.protocol import apply_availability, enumerate_subsets, subset_mask
-from benchmark.scenarios import scenario_cases
+from benchmark.scenarios import corrupt, scenario_cases
 
 SUITE = ["muss", "m3l", "imlt", "magic", "sgma", "sgma-sgf", "sgma-mas"]
 CHANNELS = {"rgb": 3, "dsm": 1, "nir": 1}
@@ -101,6 +102,62 @@ def test_evaluation_scores_match_the_naive_path(name, tiny_prepared):
         assert (matrix - naive.scenarios[case]).abs().sum() <= 2 * max(1, pixels // 10_000), case.name
     for name_, mean in naive.robustness.items():
         torch.testing.assert_close(shared.robustness[name_], mean, rtol=1e-5, atol=1e-7)
+    assert list(shared.scenario_robustness) == (list(shared.scenarios) if name == "sgma" else [])
+    assert list(naive.scenario_robustness) == list(shared.scenario_robustness)
+    for case, mean in naive.scenario_robustness.items():
+        torch.testing.assert_close(shared.scenario_robustness[case], mean, rtol=1e-5, atol=1e-7)
+
+
+def test_scenario_robustness_record_is_a_direct_average(tiny_prepared):
+    """``robustness.scenarios`` of metrics.json: for every case, the maps of ``predict`` on the
+    corrupted test split (every modality available), per image the mean over pixels, then the
+    mean over images (numpy, float64), rounded to 6 decimals; laid out as ``scenarios.kinds``."""
+    test = PreparedDataset(tiny_prepared, "test")
+    names = list(test.modalities)
+    method = _method("sgma", dict(test.modalities))
+    settings = {"modalities": ["dsm"], "gaussian": [0.5, 2.0], "pixel_missing": [], "salt_pepper": []}
+    scenarios = ScenarioConfig(**{**TINY_PARAMS["scenarios"], **settings})  # SGMA is slow on a CPU: 3 cases
+    evaluation = evaluate.evaluate_subsets(  # batches of 4 and 2
+        method, test, batch_size=4, scenarios=scenarios, subsets=[names]
+    )
+    record = evaluate.robustness_record(evaluation.robustness, names, evaluation.scenario_robustness)
+    matrices = evaluate.scenarios_record(evaluation.scenarios, test.classes, seed=0, block_size=8, clean_miou=0.0)
+    block = record["scenarios"]
+    assert list(block) == list(matrices["kinds"]) == ["block_missing", "gaussian"]  # no SAR-like modality
+    for kind, entry in block.items():
+        assert entry["levels"] == matrices["kinds"][kind]["levels"] == getattr(scenarios, kind)
+        assert list(entry["modalities"]) == list(matrices["kinds"][kind]["modalities"]) == ["dsm"]
+        assert list(entry["modalities"]["dsm"]) == names  # every modality's weight under the corrupted one
+    n = len(test)
+    inputs = {m: torch.stack([test[i][0][m] for i in range(n)]) for m in names}
+    every = subset_mask(names, names, n)
+    changed = []
+    for case in scenario_cases(scenarios, names, {}):
+        corrupted = corrupt(inputs[case.modality], case, range(n), seed=0, block_size=scenarios.block_size)
+        with torch.no_grad():
+            maps = method.predict({**inputs, case.modality: corrupted}, every)["robustness"]
+        expected = np.stack([r.numpy().astype(np.float64).mean(axis=(2, 3)).mean(axis=0) for r in maps])  # [L, M]
+        weights = block[case.kind]["modalities"][case.modality]
+        level = block[case.kind]["levels"].index(case.level)
+        for j, m in enumerate(names):
+            assert len(weights[m]) == len(block[case.kind]["levels"]), case.name
+            np.testing.assert_allclose(weights[m][level], expected[:, j], rtol=0, atol=2e-6, err_msg=case.name)
+            assert weights[m][level] == [round(v, 6) for v in weights[m][level]]
+        np.testing.assert_allclose(expected.sum(axis=1), 1.0, atol=1e-5)  # the weights of a pixel sum to 1
+        clean = record["subsets"]["+".join(names)][case.modality]
+        changed.append(np.abs(np.array(weights[case.modality][level]) - clean).max())
+    assert max(changed) > 1e-3  # the corruptions do reach the weights
+
+
+def test_scenario_robustness_only_with_cases_and_maps(tiny_prepared):
+    test = PreparedDataset(tiny_prepared, "test")
+    names = list(test.modalities)
+    scenarios = ScenarioConfig(**{**TINY_PARAMS["scenarios"], "pixel_missing": [], "salt_pepper": []})
+    muss = evaluate.evaluate_subsets(_method("muss", dict(test.modalities)), test, batch_size=6, scenarios=scenarios)
+    assert muss.scenarios and not muss.scenario_robustness
+    sgma = evaluate.evaluate_subsets(_method("sgma", dict(test.modalities)), test, batch_size=6, subsets=[names])
+    assert sgma.robustness and not sgma.scenario_robustness
+    assert "scenarios" not in evaluate.robustness_record(sgma.robustness, names, sgma.scenario_robustness)
 
 
 def test_scenario_cases_encode_only_the_corrupted_modality(tiny_prepared, monkeypatch):

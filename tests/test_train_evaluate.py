@@ -190,6 +190,15 @@ def test_sgma_metrics_carry_robustness_size_and_cost(tmp_path, tiny_prepared):
             assert all(v > 0 for v in values) if m in present else values == [0.0] * 4, (subset, m)
         for k in range(4):
             assert sum(per_modality[m][k] for m in present) == pytest.approx(1.0, abs=1e-5)
+    corrupted = robustness["scenarios"]  # the weights under every corrupted-input case, laid out as scenarios.kinds
+    assert {k: (e["levels"], list(e["modalities"])) for k, e in corrupted.items()} == {
+        k: (e["levels"], list(e["modalities"])) for k, e in record["scenarios"]["kinds"].items()
+    }
+    for entry in corrupted.values():
+        for weights in entry["modalities"].values():
+            for k in range(4):
+                assert sum(weights[m][0][k] for m in record["modalities"]) == pytest.approx(1.0, abs=1e-5)
+    assert "scenarios" in muss and "robustness" not in muss
     model, _ = train.load_model(tmp_path / "models" / "sgma-uniform" / "seed0" / "model.pt")
     size, cost = record["efficiency"], muss["efficiency"]
     assert size["params"] == sum(p.numel() for p in model.parameters()) > cost["params"]
@@ -214,6 +223,7 @@ def test_sgma_metrics_carry_robustness_size_and_cost(tmp_path, tiny_prepared):
     plots = tmp_path / "results" / "synthetic" / "plots"
     assert (plots / "robustness_means.png").read_bytes().startswith(b"\x89PNG")
     assert (plots / "robustness_maps_sgma-uniform_tile0.png").exists()
+    assert (plots / "corrupted_weight.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_checkpoint_of_another_configuration_is_not_resumed(tmp_path, tiny_prepared, capsys):

@@ -10,6 +10,7 @@ untouched. Output, for ``results/`` and each data set ``<d>``::
     results/<d>/runs.csv                # the long table of runs (benchmark.report.runs.load_runs)
     results/<d>/scenarios.{csv,md,tex}  # corrupted inputs, when the runs hold a "scenarios" block
     results/<d>/scenarios_long.csv      # the same per run, kind, level and corrupted modality
+    results/<d>/corrupted_weight.csv    # the corrupted modality's robustness weight, with robustness.scenarios
     results/<d>/plots/<figure>.{png,svg}
     results/leaderboard.{csv,md,tex}   # every data set side by side
     results/summary.json               # Avg, Top-1, Last-1, E_p (scenario_avg) per data set and run
@@ -38,6 +39,8 @@ from benchmark.report.leaderboard import (
     SUMMARY_TITLES,
     ablation_table,
     comparison_table,
+    corrupted_weight_table,
+    corrupted_weights,
     efficiency_table,
     expected_key,
     fragility_table,
@@ -68,7 +71,8 @@ PLOTS_DIR = "plots"
 SUMMARY_FILE = "summary.json"
 HTML_FILE = "report.html"
 RUNS_FILE = "runs.csv"  # per data set: the long table of runs
-OPTIONAL_TABLES = ("protocols", "ablation", "scenarios", "scenarios_long")  # written only when they apply
+# written only when they apply
+OPTIONAL_TABLES = ("protocols", "ablation", "scenarios", "scenarios_long", "corrupted_weight")
 SCENARIO_SUMMARY_KEY = "scenario_avg"  # summary.json: mean over seeds of each run's scenarios.avg
 
 SCENARIO_TEXT = (
@@ -92,11 +96,24 @@ class Plot:
 @dataclass
 class ScenarioReport:
     """The corrupted-input part of a data set's report: the wide ``table`` (scenarios.*), its
-    ``long`` machine form (scenarios_long.csv) and the ``plot`` (plots/scenarios.*)."""
+    ``long`` machine form (scenarios_long.csv) and the ``plot`` (plots/scenarios.*); for runs whose
+    records carry ``robustness.scenarios``, the corrupted modality's weight as ``weights``
+    (plots/corrupted_weight.*) and ``weights_long`` (corrupted_weight.csv), else ``None``."""
 
     table: Table
     long: Table
     plot: Plot
+    weights: Plot | None = None
+    weights_long: Table | None = None
+
+    @property
+    def plots(self) -> list[Plot]:
+        return [self.plot, *([self.weights] if self.weights is not None else [])]
+
+    @property
+    def long_tables(self) -> list[Table]:
+        """The CSV-only tables."""
+        return [self.long, *([self.weights_long] if self.weights_long is not None else [])]
 
 
 @dataclass
@@ -395,7 +412,32 @@ def _scenarios(records: list[dict]) -> ScenarioReport | None:
         "mIoU (%) against the corruption level, one row per kind, one column per corrupted modality and their "
         "mean; x = 0: clean (every modality, uncorrupted); error bars: sample std over seeds."
     )
-    return ScenarioReport(scenario_table(records), scenario_long_table(records), _plot("scenarios", caption, figure))
+    report = ScenarioReport(scenario_table(records), scenario_long_table(records), _plot("scenarios", caption, figure))
+    weights = corrupted_weights(records)
+    if weights:
+        report.weights = _corrupted_weight_plot(weights, layout, records[0]["modalities"], dataset)
+        report.weights_long = corrupted_weight_table(records)
+    return report
+
+
+def _corrupted_weight_plot(
+    weights: dict[str, dict], layout: dict[str, tuple[list[float], list[str]]], modalities: list[str], dataset: str
+) -> Plot:
+    """plots/corrupted_weight.*: :func:`plots.corrupted_weight_curves` of :func:`corrupted_weights`."""
+    figure = plots.corrupted_weight_curves(
+        weights,
+        layout,
+        modalities,
+        f"{dataset}: robustness weight of the corrupted modality (mean over scales)",
+        units=SCENARIO_UNITS,
+    )
+    caption = (
+        "Mean robustness weight r of the corrupted modality (mean over the feature scales, the pixels and the test "
+        "images) against the corruption level, one row per kind, one column per corrupted modality; x = 0: every "
+        "modality clean (the full set's weight); error bars: sample std over seeds. A weight that falls with the "
+        "level: the fusion discounts the corrupted modality."
+    )
+    return _plot("corrupted_weight", caption, figure)
 
 
 def overview_table(reports: Sequence[DatasetReport], runs: Sequence[str] | None = None) -> Table:
@@ -450,8 +492,9 @@ def write_dataset(results_dir: Path, report: DatasetReport) -> list[Path]:
     written = []
     if report.scenarios is not None:
         tables.append(report.scenarios.table)
-        figures.append(report.scenarios.plot)
-        written.append(_write_text(out / f"{report.scenarios.long.name}.csv", to_csv(report.scenarios.long)))
+        figures += report.scenarios.plots
+        for long in report.scenarios.long_tables:
+            written.append(_write_text(out / f"{long.name}.csv", to_csv(long)))
     for table in tables:
         for suffix, text in renderings(table).items():
             written.append(_write_text(out / f"{table.name}.{suffix}", text))
@@ -479,12 +522,11 @@ def html_sections(reports: Sequence[DatasetReport], overview: Table) -> list[htm
         figures = [html.Figure(p.name, p.caption, p.files["png"]) for p in report.plots]
         sections.append(html.Section(report.dataset, report.tables, figures, text="\n\n".join(report.notes)))
         if report.scenarios is not None:
-            plot = report.scenarios.plot
             sections.append(
                 html.Section(
                     f"{report.dataset}: corrupted inputs",
                     [report.scenarios.table],
-                    [html.Figure(plot.name, plot.caption, plot.files["png"])],
+                    [html.Figure(p.name, p.caption, p.files["png"]) for p in report.scenarios.plots],
                     text=SCENARIO_TEXT,
                 )
             )

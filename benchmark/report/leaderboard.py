@@ -52,6 +52,11 @@ def _head(run: str, recs: list[dict]) -> dict[str, Any]:
     return {"run": run, "protocol": recs[0]["protocol"]["name"], "family": families[0], "seeds": len(recs)}
 
 
+def _full_subset(record: dict) -> str:
+    """The name of the record's subset holding every modality."""
+    return next(s for s in record["subsets"] if len(s.split("+")) == len(record["modalities"]))
+
+
 HEAD = [
     Column("run", "Run", "text"),
     Column("protocol", "Protocol", "text"),
@@ -180,9 +185,8 @@ def _class_scores(frame: pd.DataFrame, run: str, cls: str, subset: str, seeds: i
 
 def per_class_table(records: list[dict]) -> Table:
     """IoU per class on the full modality set and on each run's worst subset (mean ± std over seeds)."""
-    subsets = list(records[0]["subsets"])
     classes = list(records[0]["classes"])
-    full = next(s for s in subsets if len(s.split("+")) == len(records[0]["modalities"]))
+    full = _full_subset(records[0])
     rows = []
     frame = runs_frame(records)
     for run, recs in by_run(records).items():
@@ -487,6 +491,86 @@ def scenario_long_table(records: list[dict]) -> Table:
             Column("modality", "modality", "text"),
             Column("miou", "miou"),
             Column("miou_std", "miou_std"),
+            Column("seeds", "seeds", "int"),
+        ],
+        rows,
+    )
+
+
+def _scale_mean(weights: Sequence[float | None]) -> float:
+    """The mean over scales of one modality's mean robustness weights (null -> NaN)."""
+    return float(np.mean([num(v) for v in weights]))
+
+
+def _weights(record: dict, kind: str, modality: str) -> list[list[float | None]]:
+    """``modality``'s weights per level (each a list over the scales) with itself corrupted by ``kind``."""
+    return record["robustness"]["scenarios"][kind]["modalities"][modality][modality]
+
+
+def corrupted_weights(records: list[dict]) -> dict[str, dict[str, Any]]:
+    """Mean robustness weight (mean over scales, 0..1) of the corrupted modality, over seeds, of the
+    runs whose records carry ``robustness.scenarios`` (others, e.g. older files, left out)::
+
+        {run: {"seeds": n, "kinds": {kind: {corrupted modality: (float[1 + L] means, float[1 + L] stds)}}}}
+
+    Position 0 is the modality's weight with every modality clean (``robustness.subsets`` of the
+    full set), then one per level of the kind; per seed the mean over scales, then mean ± sample
+    std over the seeds that carry the block. Kinds, levels and modalities as :func:`load_metrics`
+    checked them against the shared ``scenarios`` layout.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for run, recs in by_run([r for r in records if "scenarios" in r.get("robustness", {})]).items():
+        full = _full_subset(recs[0])
+        kinds: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+        for kind, entry in recs[0]["robustness"]["scenarios"].items():
+            kinds[kind] = {}
+            for m in entry["modalities"]:
+                per_seed = np.array(  # [seeds, 1 + L]: clean, then each level
+                    [
+                        [_scale_mean(w) for w in (r["robustness"]["subsets"][full][m], *_weights(r, kind, m))]
+                        for r in recs
+                    ]
+                )
+                pairs = np.array([stats.mean_std(per_seed[:, k]) for k in range(per_seed.shape[1])])  # [1 + L, 2]
+                kinds[kind][m] = (pairs[:, 0], pairs[:, 1])
+        out[run] = {"seeds": len(recs), "kinds": kinds}
+    return out
+
+
+def corrupted_weight_table(records: list[dict]) -> Table:
+    """Machine format of :func:`corrupted_weights` (``corrupted_weight.csv``): one row per run, kind,
+    corrupted modality and level (0 = clean) with the weight's mean and sample std over seeds."""
+    grouped = by_run(records)
+    rows = []
+    for run, entry in corrupted_weights(records).items():
+        rec = next(r for r in grouped[run] if "scenarios" in r.get("robustness", {}))
+        for kind, series in entry["kinds"].items():
+            levels = [0.0, *rec["robustness"]["scenarios"][kind]["levels"]]
+            for modality, (mean, std) in series.items():
+                for k, level in enumerate(levels):
+                    rows.append(
+                        {
+                            "run": run,
+                            "protocol": rec["protocol"]["name"],
+                            "kind": kind,
+                            "modality": modality,
+                            "level": level,
+                            "weight": float(mean[k]),
+                            "weight_std": float(std[k]),
+                            "seeds": entry["seeds"],
+                        }
+                    )
+    return Table(
+        "corrupted_weight",
+        "Mean robustness weight of the corrupted modality per run, corruption kind, modality and level",
+        [
+            Column("run", "run", "text"),
+            Column("protocol", "protocol", "text"),
+            Column("kind", "kind", "text"),
+            Column("modality", "modality", "text"),
+            Column("level", "level", "text"),
+            Column("weight", "weight"),
+            Column("weight_std", "weight_std"),
             Column("seeds", "seeds", "int"),
         ],
         rows,

@@ -641,6 +641,58 @@ def robustness_means(table: dict[str, dict[str, dict[str, list[float]]]], scales
 SCENARIO_MEAN_COLUMN = "mean"
 
 
+def _corrupted_columns(layout: dict[str, tuple[list[float], list[str]]], modalities: Sequence[str]) -> list[str]:
+    """The modalities some kind of ``layout`` (kind -> (levels, corrupted modalities)) corrupts,
+    in the order of ``modalities``; ``ValueError`` for one that is not among them."""
+    columns = [m for m in modalities if any(m in mods for _, mods in layout.values())]
+    stray = sorted({m for _, mods in layout.values() for m in mods} - set(columns))
+    if stray:
+        raise ValueError(f"layout corrupts {stray}, not among the modalities {list(modalities)}")
+    return columns
+
+
+def _level_lines(
+    ax,
+    xs: np.ndarray,
+    series: dict[str, tuple[np.ndarray, np.ndarray]],
+    styles: dict[str, dict],
+    gid: str,
+) -> list[np.ndarray]:
+    """One line per method of ``series`` (method -> (float[X] means, float[X] stds) at ``xs``),
+    shifted by a small fixed x offset per method (at most 2 % of the largest x each way), with
+    error bars; gids ``"<method>|<gid>"``. Returns the extents (means -+ stds, NaN std as 0)."""
+    spread = _dodge(len(series)) * (0.04 / 0.24) * float(xs.max())  # _dodge spans 0.24
+    extent = []
+    for i, (method, (mean, std)) in enumerate(series.items()):
+        y = _check_shape(f"{method} {gid} means", mean, xs.shape)
+        err = _check_shape(f"{method} {gid} stds", std, xs.shape)
+        style = styles[method]
+        ax.plot(
+            xs + spread[i],
+            y,
+            marker=style["marker"],
+            linestyle=style["linestyle"],
+            color=style["color"],
+            markersize=5,
+            linewidth=1.5,
+            gid=f"{method}|{gid}",
+            zorder=3,
+        )
+        _error_bars(ax, xs + spread[i], y, err, ecolor=style["color"], capsize=2, zorder=2)
+        extent += [y - np.where(np.isfinite(err), err, 0.0), y + np.where(np.isfinite(err), err, 0.0)]
+    ax.set_xticks(xs, [f"{v:g}" for v in xs])
+    ax.grid(alpha=0.3)
+    return extent
+
+
+def _run_legend(fig: Figure, styles: dict[str, dict]) -> None:
+    handles = [
+        Line2D([], [], color=s["color"], linestyle=s["linestyle"], marker=s["marker"], label=m)
+        for m, s in styles.items()
+    ]
+    fig.legend(handles=handles, loc="outside right upper", title="run", fontsize=9)
+
+
 def scenario_curves(
     means: dict[str, dict],
     layout: dict[str, tuple[list[float], list[str]]],
@@ -662,21 +714,14 @@ def scenario_curves(
     """
     if not means or not layout:
         raise ValueError("scenario_curves needs at least one method and one kind")
-    methods = list(means)
-    styles = method_styles(methods)
-    columns = [m for m in modalities if any(m in mods for _, mods in layout.values())]
-    stray = sorted({m for _, mods in layout.values() for m in mods} - set(columns))
-    if stray:
-        raise ValueError(f"layout corrupts {stray}, not among the modalities {list(modalities)}")
-    columns.append(SCENARIO_MEAN_COLUMN)
+    styles = method_styles(list(means))
+    columns = [*_corrupted_columns(layout, modalities), SCENARIO_MEAN_COLUMN]
     kinds = list(layout)
     fig = Figure(figsize=(1.6 + 3.1 * len(columns), 0.9 + 2.7 * len(kinds)), layout="constrained")
     axes = fig.subplots(len(kinds), len(columns), squeeze=False)
-    offsets = _dodge(len(methods))
     for r, kind in enumerate(kinds):
         levels, corrupted = layout[kind]
         xs = np.array([0.0, *levels], dtype=float)
-        spread = offsets * (0.04 / 0.24) * float(xs.max())  # _dodge spans 0.24: at most +-2 % of the largest level
         drawn, extent = [], []
         for c, column in enumerate(columns):
             ax = axes[r, c]
@@ -686,29 +731,14 @@ def scenario_curves(
                 _absent_cell(ax, "not corrupted")
                 continue
             drawn.append(ax)
-            for i, method in enumerate(methods):
-                clean_mean, clean_std = means[method]["clean"]
-                mean, std = means[method]["kinds"][kind][column]
-                y = _check_shape(f"{method} {kind} {column} means", np.r_[clean_mean, mean], xs.shape)
-                err = _check_shape(f"{method} {kind} {column} stds", np.r_[clean_std, std], xs.shape)
-                style = styles[method]
-                ax.plot(
-                    xs + spread[i],
-                    y,
-                    marker=style["marker"],
-                    linestyle=style["linestyle"],
-                    color=style["color"],
-                    markersize=5,
-                    linewidth=1.5,
-                    gid=f"{method}|{kind}|{column}",
-                    zorder=3,
-                )
-                _error_bars(ax, xs + spread[i], y, err, ecolor=style["color"], capsize=2, zorder=2)
-                extent += [y - np.where(np.isfinite(err), err, 0.0), y + np.where(np.isfinite(err), err, 0.0)]
-            ax.set_xticks(xs, [f"{v:g}" for v in xs])
+            series = {}
+            for method, entry in means.items():
+                clean_mean, clean_std = entry["clean"]
+                mean, std = entry["kinds"][kind][column]
+                series[method] = (np.r_[clean_mean, mean], np.r_[clean_std, std])
+            extent += _level_lines(ax, xs, series, styles, f"{kind}|{column}")
             ax.set_xlabel((units or {}).get(kind, "level"), fontsize=9)
             ax.set_title(f"{kind} · {column}", fontsize=9)
-            ax.grid(alpha=0.3)
             if len(drawn) > 1:  # y tick labels on the row's first drawn panel only
                 ax.tick_params(labelleft=False)
         values = np.concatenate(extent) if extent else np.zeros(0)
@@ -718,11 +748,53 @@ def scenario_curves(
         for ax in drawn:
             ax.set_ylim(lo - pad, hi + pad)  # one y range per row
         axes[r, 0].set_ylabel(f"{kind}\nmIoU (%)")  # on a "not corrupted" cell too: it names the row
-    handles = [
-        Line2D([], [], color=s["color"], linestyle=s["linestyle"], marker=s["marker"], label=m)
-        for m, s in styles.items()
-    ]
-    fig.legend(handles=handles, loc="outside right upper", title="run", fontsize=9)
+    _run_legend(fig, styles)
+    fig.supxlabel("corruption level (x = 0: clean, every modality uncorrupted)", fontsize=9)
+    fig.suptitle(title)
+    return fig
+
+
+def corrupted_weight_curves(
+    weights: dict[str, dict],
+    layout: dict[str, tuple[list[float], list[str]]],
+    modalities: Sequence[str],
+    title: str,
+    units: dict[str, str] | None = None,
+) -> Figure:
+    """The corrupted modality's mean robustness weight r (0..1) against the corruption level: one
+    row of panels per kind, one column per corrupted modality, one line per method.
+
+    ``weights``: method -> ``{"kinds": {kind: {modality: (float[1 + L] means, float[1 + L] stds)}}}``
+    (:func:`benchmark.report.leaderboard.corrupted_weights`: x = 0 is the clean full-set weight,
+    then one point per level of ``layout``, kind -> (levels, corrupted modalities)); error bars =
+    std over seeds; lines shifted by a small fixed x offset per method. A kind missing from a
+    method's entry draws no line for it. The y axis is 0..1 in every panel; a modality the kind
+    does not corrupt shows a hatched "not corrupted" cell. ``units``: kind -> x axis label. Axes
+    are labelled ``"<kind>|<modality>"``, lines carry gids ``"<method>|<kind>|<modality>"``.
+    """
+    if not weights or not layout:
+        raise ValueError("corrupted_weight_curves needs at least one method and one kind")
+    styles = method_styles(list(weights))
+    columns = _corrupted_columns(layout, modalities)
+    kinds = list(layout)
+    fig = Figure(figsize=(1.6 + 3.1 * len(columns), 0.9 + 2.5 * len(kinds)), layout="constrained")
+    axes = fig.subplots(len(kinds), len(columns), squeeze=False)
+    for r, kind in enumerate(kinds):
+        levels, corrupted = layout[kind]
+        for c, column in enumerate(columns):
+            ax = axes[r, c]
+            ax.set_label(f"{kind}|{column}")
+            if column not in corrupted:
+                _blank(ax)
+                _absent_cell(ax, "not corrupted")
+                continue
+            series = {m: e["kinds"][kind][column] for m, e in weights.items() if kind in e["kinds"]}
+            _level_lines(ax, np.array([0.0, *levels], dtype=float), series, styles, f"{kind}|{column}")
+            ax.set_ylim(-0.03, 1.03)
+            ax.set_xlabel((units or {}).get(kind, "level"), fontsize=9)
+            ax.set_title(f"{kind} · {column} corrupted", fontsize=9)
+        axes[r, 0].set_ylabel(f"{kind}\nr of the corrupted modality")
+    _run_legend(fig, styles)
     fig.supxlabel("corruption level (x = 0: clean, every modality uncorrupted)", fontsize=9)
     fig.suptitle(title)
     return fig

@@ -127,10 +127,10 @@ def _validate(data: object, path: Path, dataset: str, run: str, seed: int) -> di
     for key, value in efficiency.items():
         if key not in ("tile_shape", "train_device", "eval_device") and not is_number(value):
             raise fail(f"efficiency.{key}", f"expected a number, got {value!r}")
+    if "scenarios" in data:  # first: robustness.scenarios must follow its layout
+        _validate_scenarios(data, fail)
     if "robustness" in data:
         _validate_robustness(data, fail)
-    if "scenarios" in data:
-        _validate_scenarios(data, fail)
     return data
 
 
@@ -243,8 +243,18 @@ def _scenario_difference(record: dict, other: dict) -> tuple[str, object, object
     return None
 
 
+def _weights_ok(values: object, count: int) -> bool:
+    """``values`` is a list of ``count`` mean robustness weights: numbers in [0, 1] (or null)."""
+    return (
+        isinstance(values, list)
+        and len(values) == count
+        and all(is_number(v) and (v is None or -ROBUSTNESS_TOL <= v <= 1 + ROBUSTNESS_TOL) for v in values)
+    )
+
+
 def _validate_robustness(data: dict, fail: Callable[[str, str], ValueError]) -> None:
-    """Check ``data["robustness"]``: ``{"scales": [int...], "subsets": {subset: {modality: [float per scale]}}}``."""
+    """Check ``data["robustness"]``: ``{"scales": [int...], "subsets": {subset: {modality: [float per scale]}},
+    "scenarios"?: ...}`` (:func:`_validate_robustness_scenarios`)."""
     rob = data["robustness"]
     if not isinstance(rob, dict):
         raise fail("robustness", f"expected dict, got {type(rob).__name__}")
@@ -264,12 +274,49 @@ def _validate_robustness(data: dict, fail: Callable[[str, str], ValueError]) -> 
             found = list(per_modality) if isinstance(per_modality, dict) else per_modality
             raise fail(f"robustness.subsets.{subset}", f"has modalities {found!r}, expected {modalities}")
         for modality, values in per_modality.items():
-            key = f"robustness.subsets.{subset}.{modality}"
-            if not isinstance(values, list) or len(values) != len(scales):
-                raise fail(key, f"expected a list of {len(scales)} numbers (one per scale), got {values!r}")
-            for v in values:
-                if not is_number(v) or (v is not None and not -ROBUSTNESS_TOL <= v <= 1 + ROBUSTNESS_TOL):
-                    raise fail(key, f"expected numbers in [0, 1], got {values!r}")
+            if not _weights_ok(values, len(scales)):
+                key = f"robustness.subsets.{subset}.{modality}"
+                raise fail(key, f"expected a list of {len(scales)} numbers in [0, 1] (one per scale), got {values!r}")
+    if "scenarios" in rob:
+        _validate_robustness_scenarios(data, fail)
+
+
+def _validate_robustness_scenarios(data: dict, fail: Callable[[str, str], ValueError]) -> None:
+    """Check ``data["robustness"]["scenarios"]``, the mean weights under corrupted inputs::
+
+        {kind: {"levels": [...], "modalities": {corrupted: {modality: [[float per scale] per level]}}}}
+
+    Kinds, levels and corrupted modalities exactly those of ``data["scenarios"]["kinds"]`` (in
+    order), every modality of the run under each corrupted one."""
+    block, where = data["robustness"]["scenarios"], "robustness.scenarios"
+    if "scenarios" not in data:
+        raise fail(where, "present, but the record has no 'scenarios' block")
+    layout = scenario_layout(data)
+    if not isinstance(block, dict) or list(block) != list(layout):
+        found = list(block) if isinstance(block, dict) else block
+        raise fail(where, f"has kinds {found!r}, scenarios.kinds has {list(layout)}")
+    count, modalities = len(data["robustness"]["scales"]), data["modalities"]
+    for kind, (levels, corrupted) in layout.items():
+        entry = block[kind]
+        if not isinstance(entry, dict) or entry.get("levels") != levels:
+            raise fail(f"{where}.{kind}.levels", f"expected the levels of scenarios.kinds.{kind}: {levels}")
+        per_modality = entry.get("modalities")
+        if not isinstance(per_modality, dict) or list(per_modality) != corrupted:
+            raise fail(f"{where}.{kind}.modalities", f"expected the corrupted modalities {corrupted}")
+        for name, weights in per_modality.items():
+            key = f"{where}.{kind}.modalities.{name}"
+            if not isinstance(weights, dict) or set(weights) != set(modalities):
+                raise fail(key, f"expected one entry per modality {modalities}")
+            for modality, values in weights.items():
+                if (
+                    not isinstance(values, list)
+                    or len(values) != len(levels)
+                    or not all(_weights_ok(v, count) for v in values)
+                ):
+                    raise fail(
+                        f"{key}.{modality}",
+                        f"expected {len(levels)} lists (one per level) of {count} numbers in [0, 1], got {values!r}",
+                    )
 
 
 def _metric_files(method_dir: Path) -> list[tuple[int, Path]]:
