@@ -480,19 +480,23 @@ def scenario_long_table(records: list[dict]) -> Table:
                             "seeds": entry["seeds"],
                         }
                     )
-    return Table(
+    return _case_table(
         "scenarios_long",
         "mIoU (%) per run, corruption kind, level and corrupted modality",
-        [
-            Column("run", "run", "text"),
-            Column("protocol", "protocol", "text"),
-            Column("kind", "kind", "text"),
-            Column("level", "level", "text"),
-            Column("modality", "modality", "text"),
-            Column("miou", "miou"),
-            Column("miou_std", "miou_std"),
-            Column("seeds", "seeds", "int"),
-        ],
+        ("level", "modality"),
+        "miou",
+        rows,
+    )
+
+
+def _case_table(name: str, title: str, keys: Sequence[str], value: str, rows: list[dict]) -> Table:
+    """A machine table of one value per run, protocol, kind and the ``keys`` (level, modality),
+    with its sample std over seeds and the number of seeds."""
+    text = [Column(k, k, "text") for k in ("run", "protocol", "kind", *keys)]
+    return Table(
+        name,
+        title,
+        [*text, Column(value, value), Column(f"{value}_std", f"{value}_std"), Column("seeds", "seeds", "int")],
         rows,
     )
 
@@ -560,19 +564,11 @@ def corrupted_weight_table(records: list[dict]) -> Table:
                             "seeds": entry["seeds"],
                         }
                     )
-    return Table(
+    return _case_table(
         "corrupted_weight",
         "Mean robustness weight of the corrupted modality per run, corruption kind, modality and level",
-        [
-            Column("run", "run", "text"),
-            Column("protocol", "protocol", "text"),
-            Column("kind", "kind", "text"),
-            Column("modality", "modality", "text"),
-            Column("level", "level", "text"),
-            Column("weight", "weight"),
-            Column("weight_std", "weight_std"),
-            Column("seeds", "seeds", "int"),
-        ],
+        ("modality", "level"),
+        "weight",
         rows,
     )
 
