@@ -170,7 +170,7 @@ def build_method(args: argparse.Namespace) -> tuple[nn.Module, str, Protocol, Tr
     registered, method_params = params.method_spec(method_name)
     seed_everything(args.seed)
     init = method_init(dataset, params.train, method_params)
-    return create_method(registered, **{**init, "pretrained": False}), "fresh", protocol, params.train, dataset
+    return create_method(registered, **init), "fresh", protocol, params.train, dataset
 
 
 def diagnose(args: argparse.Namespace) -> dict[str, Any]:
