@@ -169,7 +169,7 @@ def build_method(args: argparse.Namespace) -> tuple[nn.Module, str, Protocol, Tr
         return method, str(args.model), protocol, params.train, dataset
     registered, method_params = params.method_spec(method_name)
     seed_everything(args.seed)
-    init = method_init(dataset, params.train, method_params)
+    init = method_init(dataset, params.train, method_params, registered)
     return create_method(registered, **init), "fresh", protocol, params.train, dataset
 
 

@@ -51,6 +51,7 @@ is CUDA's peak allocation on a GPU, the process's peak resident set size on a CP
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -80,7 +81,7 @@ from benchmark.efficiency import device_name, inference_gflops, inference_latenc
 from benchmark.io import atomic_write_json, atomic_write_npz, remove_stale_temps
 from benchmark.methods.base import input_size, replace_modality
 from benchmark.methods.contract import check_logits, check_shared_encoder
-from benchmark.metrics import confusion_matrices, segmentation_scores, summarize
+from benchmark.metrics import NOT_SCORED, confusion_matrices, segmentation_scores, summarize
 from benchmark.models.backbones import STRIDES
 from benchmark.protocol import apply_availability, enumerate_subsets, parse_run, subset_mask, subset_name
 from benchmark.scenarios import Corruption, corrupt, scenario_cases
@@ -127,6 +128,7 @@ class SubsetEvaluation:
     """
 
     confusion: dict[str, torch.Tensor]
+    not_applicable: list[str] = field(default_factory=list)
     robustness: dict[str, torch.Tensor] = field(default_factory=dict)
     predictions: dict[str, torch.Tensor] = field(default_factory=dict)
     robustness_maps: dict[str, list[torch.Tensor]] = field(default_factory=dict)
@@ -192,6 +194,8 @@ def evaluate_subsets(
                 raise ValueError(f"subset {list(subset)}: must name distinct modalities of {modalities}")
         subsets = [tuple(m for m in modalities if m in subset) for subset in subsets]
     names = [subset_name(s) for s in subsets]
+    supports = getattr(method, "supports", lambda subset: True)  # optional in the contract
+    applicable = {name: bool(supports(list(s))) for name, s in zip(names, subsets)}  # others: not scored
     num_classes = len(dataset.classes)
     sar_modalities = dict(sar_modalities or {})
     cases = scenario_cases(scenarios, modalities, sar_modalities) if scenarios is not None else []
@@ -235,6 +239,11 @@ def evaluate_subsets(
             if convention == "zero":  # what a missing modality's all-zero input encodes to
                 blank = method.encode({m: torch.zeros_like(x) for m, x in inputs.items()}, every)
         for mask, name in zip(masks, names):
+            if not applicable[name]:  # nothing counted; its kept tiles hold NOT_SCORED
+                confusion[name].append(torch.zeros(batch, num_classes, num_classes, dtype=torch.int64, device=device))
+                if kept:
+                    predictions[name].append(torch.full((len(kept), *size), NOT_SCORED, dtype=torch.uint8))
+                continue
             told = mask if convention == "mask" else every  # what the method is told is available
             if shares:
                 shown = features
@@ -277,6 +286,7 @@ def evaluate_subsets(
         offset += batch
     return SubsetEvaluation(
         confusion={name: torch.cat(parts).cpu() for name, parts in confusion.items()},
+        not_applicable=[name for name in names if not applicable[name]],
         robustness={name: meter.mean for name, meter in meters.items() if meter.count},
         predictions={name: torch.cat(parts) for name, parts in predictions.items() if parts},
         robustness_maps={name: [torch.cat(scale) for scale in zip(*parts)] for name, parts in maps.items() if parts},
@@ -405,10 +415,18 @@ def metrics_record(
     convention: str,
     seed: int,
     extra: dict[str, Any] | None = None,
+    not_applicable: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The metrics.json record from per-subset confusion matrices; ``protocol`` is the run's
-    :meth:`~benchmark.protocol.Protocol.record`."""
+    :meth:`~benchmark.protocol.Protocol.record`. The subsets ``not_applicable`` (a method that cannot
+    use them) score NaN (null) and are listed under ``"not_applicable"``; the summary is then
+    ``summarize``'s with them (Avg and Last-1 undefined)."""
     subsets = {name: segmentation_scores(cm, dataset.classes) for name, cm in matrices.items()}
+    for name in not_applicable:
+        subsets[name] = {
+            key: (math.nan if key in ("miou", "mf1", "accuracy") else {c: math.nan for c in dataset.classes})
+            for key in subsets[name]
+        }
     return {
         "dataset": dataset.meta["dataset"],
         "run": run,
@@ -420,7 +438,8 @@ def metrics_record(
         "modalities": list(dataset.modalities),
         "classes": list(dataset.classes),
         "subsets": subsets,
-        "summary": summarize({name: scores["miou"] for name, scores in subsets.items()}),
+        **({"not_applicable": list(not_applicable)} if not_applicable else {}),
+        "summary": summarize({name: scores["miou"] for name, scores in subsets.items()}, not_applicable),
     }
 
 
@@ -488,7 +507,9 @@ def main(argv: list[str] | None = None) -> int:
     efficiency = {
         "tile_shape": list(dataset.tile_shape),
         "params": parameter_count(method),
-        "gflops": round(inference_gflops(method, dataset.modalities, dataset.tile_shape, device), 6),
+        "gflops": round(inference_gflops(method, dataset.modalities, dataset.tile_shape, device), 6)
+        if getattr(method, "counts_flops", True)
+        else None,  # computed outside torch: not measured
         "train_steps": record["steps"],
         "train_batch_size": record.get("batch_size"),
         "train_seconds": round(seconds, 3),
@@ -503,6 +524,8 @@ def main(argv: list[str] | None = None) -> int:
         "eval_device": device_name(device),
     }
     extra: dict[str, Any] = {"family": getattr(method, "family", "reference"), "efficiency": efficiency}
+    if record.get("fit"):  # what a fitted method fitted (e.g. a threshold)
+        extra["fit"] = dict(record["fit"])
     if evaluation.robustness:
         extra["robustness"] = robustness_record(
             evaluation.robustness, list(dataset.modalities), evaluation.scenario_robustness
@@ -515,6 +538,7 @@ def main(argv: list[str] | None = None) -> int:
         convention=config.convention,
         seed=args.seed,
         extra=extra,
+        not_applicable=evaluation.not_applicable,
     )
     block = scenarios_record(
         evaluation.scenarios,

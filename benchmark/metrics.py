@@ -12,6 +12,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
+#: The value of every pixel of a kept prediction (predictions.npz) on a subset the method cannot use.
+NOT_SCORED = 255
+
 
 def _check_range(values: torch.Tensor, num_classes: int, what: str) -> None:
     """Raise ``ValueError`` naming the first values of ``values`` outside ``[0, num_classes)``."""
@@ -140,25 +143,33 @@ def segmentation_scores(matrix: np.ndarray | torch.Tensor, classes: Sequence[str
     }
 
 
-def summarize(subset_miou: Mapping[str, float]) -> dict:
+def summarize(subset_miou: Mapping[str, float], not_applicable: Sequence[str] = ()) -> dict:
     """``{"avg", "top1", "last1", "top1_subset", "last1_subset"}`` over subsets (percent).
 
     ``avg`` is the mean mIoU over subsets, ``top1``/``last1`` the best/worst subset; ties go
     to the subset that comes first in ``subset_miou``'s order. A NaN mIoU (a subset with no
-    valid pixel) raises ``ValueError`` rather than silently skewing the summary.
+    valid pixel) raises ``ValueError`` rather than silently skewing the summary, unless the subset
+    is ``not_applicable`` (a method that cannot use it): then Top-1 is the best of the others, and
+    Avg and Last-1, which need every subset, are NaN (``last1_subset`` None).
     """
     if not subset_miou:
         raise ValueError("summarize needs at least one subset")
-    items = [(name, float(v)) for name, v in subset_miou.items()]
+    unknown = [name for name in not_applicable if name not in subset_miou]
+    if unknown or len(set(not_applicable)) == len(subset_miou):
+        raise ValueError(
+            f"not applicable subsets {list(not_applicable)}: must be some, not all, of {list(subset_miou)}"
+        )
+    items = [(name, float(v)) for name, v in subset_miou.items() if name not in not_applicable]
     nan = [name for name, v in items if math.isnan(v)]
     if nan:
         raise ValueError(f"mIoU is NaN for subset(s) {nan}")
     top = max(items, key=lambda kv: kv[1])  # max/min return the first of equal values
     last = min(items, key=lambda kv: kv[1])
+    complete = not not_applicable
     return {
-        "avg": sum(v for _, v in items) / len(items),
+        "avg": sum(v for _, v in items) / len(items) if complete else math.nan,
         "top1": top[1],
-        "last1": last[1],
+        "last1": last[1] if complete else math.nan,
         "top1_subset": top[0],
-        "last1_subset": last[0],
+        "last1_subset": last[0] if complete else None,
     }

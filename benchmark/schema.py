@@ -279,8 +279,14 @@ def _method_entry(method: str, values: Any, key: str, sources: Mapping[str, Any]
         values = {}
     if not isinstance(values, Mapping):
         raise ParamsTypeError(f"{where}: {key}: {values!r} is not allowed; must be a mapping (or {{}})")
-    accepted, open_ = accepted_params(get_method_class(method))
+    cls = get_method_class(method)
+    accepted, open_ = accepted_params(cls)
     for arg, value in values.items():
+        if arg in getattr(cls, "dataset_facts", ()):
+            raise ParamsValueError(
+                f"{where}: {key}.{arg}: {value!r} is not allowed; {method} takes it from the data set, "
+                "not from method_params"
+            )
         if arg in DATASET_KEYS:
             facts = {
                 "modalities": {d: dict(s.modalities) for d, s in sources.items()},
@@ -400,6 +406,45 @@ def resolve_protocols(entries: Any, where: str) -> dict[str, Protocol]:
             stages.append(resolved[value])
         resolved[name] = Protocol(name, "staged", fraction=float(entry["fraction"]), first=stages[0], then=stages[1])
     return resolved
+
+
+def _check_runs_on_datasets(
+    runs: list[str],
+    variants: Mapping[str, tuple[str, dict[str, Any]]],
+    method_params: Mapping[str, dict[str, Any]],
+    sources: Mapping[str, DatasetSource],
+    where: str,
+) -> None:
+    """Build, once per listed data set, every method of ``runs`` that takes facts from the data set
+    (``dataset_facts``: the floors' rules, which are cheap to build), so that one the data set cannot
+    serve (a missing band or class) is refused now, before any compute. The prepared normalisation is
+    not known yet: mean 0 and std 1 stand in for it."""
+    from benchmark.methods import create_method, get_method_class
+
+    for run in runs:
+        method = parse_run(run)[0]
+        registered, own = variants[method] if method in variants else (method, method_params[method])
+        wanted = getattr(get_method_class(registered), "dataset_facts", ())
+        if not wanted:
+            continue
+        for name, source in sources.items():
+            facts = {
+                "dataset": name,
+                "classes": list(source.classes),
+                "bands": {m: list(source.bands.get(m, ())) for m in source.modalities},
+                "normalisation": {m: {"mean": [0.0] * c, "std": [1.0] * c} for m, c in source.modalities.items()},
+            }
+            try:
+                create_method(
+                    registered,
+                    modalities=dict(source.modalities),
+                    num_classes=len(source.classes),
+                    ignore_index=source.ignore_index,
+                    **{key: facts[key] for key in wanted},
+                    **own,
+                )
+            except (TypeError, ValueError) as err:
+                raise ParamsValueError(f"{where}: runs: {run!r} on data set {name!r}: {err}") from None
 
 
 def _check_drop_prob(protocols: Mapping[str, Protocol], sources: Mapping[str, Any], where: str) -> None:
@@ -537,6 +582,7 @@ def validate_params(params: Mapping[str, Any], where: str) -> ValidatedParams:
     runs = _runs(params, protocols, names, where)
     methods = list(dict.fromkeys(parse_run(run)[0] for run in runs))
     method_params = _method_params(params, [m for m in methods if m not in variants], sources, where)
+    _check_runs_on_datasets(runs, variants, method_params, sources, where)
     if isinstance(params["train"], Mapping) and "drop_prob" in params["train"]:
         raise ParamsKeyError(
             f"{where}: train.drop_prob: replaced by named training protocols: define one under protocols "

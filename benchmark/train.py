@@ -47,9 +47,10 @@ from benchmark.config import (
     run_parser,
 )
 from benchmark.data.prepared import PreparedDataset
+from benchmark.data.source import get_dataset
 from benchmark.efficiency import device_name, peak_memory_mb, synchronize
 from benchmark.io import atomic_write, atomic_write_text, remove_stale_temps
-from benchmark.methods import create_method
+from benchmark.methods import create_method, get_method_class
 from benchmark.methods.contract import check_contract, check_step_result
 from benchmark.protocol import Protocol, apply_availability, builtin_protocol
 from benchmark.schema import load_config
@@ -365,18 +366,62 @@ def process_group(ranks: Ranks, device: torch.device) -> Iterator[torch.device]:
             dist.destroy_process_group()
 
 
-def method_init(dataset: PreparedDataset, config: TrainConfig, method_params: Mapping[str, Any]) -> dict[str, Any]:
-    """The constructor arguments of a method on ``dataset``: the data set's facts, the ``train``
-    section's architecture, then the method's own parameters (which may override the architecture)."""
+def dataset_facts(dataset: PreparedDataset) -> dict[str, Any]:
+    """What a method may ask of the data set (``dataset_facts`` of the method contract): ``dataset``
+    (its name), ``classes``, ``bands`` (``{modality: band names}`` its source declares, empty when
+    unknown) and ``normalisation`` (meta.json's)."""
+    name = dataset.meta["dataset"]
+    try:
+        source_bands = get_dataset(name).bands
+    except KeyError:  # prepared by a source that is not registered here
+        source_bands = {}
+    return {
+        "dataset": name,
+        "classes": list(dataset.classes),
+        "bands": {m: list(source_bands.get(m, ())) for m in dataset.modalities},
+        "normalisation": dataset.meta.get("normalisation") or {},
+    }
+
+
+def method_init(
+    dataset: PreparedDataset, config: TrainConfig, method_params: Mapping[str, Any], registered: str
+) -> dict[str, Any]:
+    """The constructor arguments of the registered method ``registered`` on ``dataset``: the data set's
+    facts (the ``dataset_facts`` it declares among them), the ``train`` section's architecture, then
+    the method's own parameters (which may override the architecture)."""
+    facts = dataset_facts(dataset)
+    wanted = getattr(get_method_class(registered), "dataset_facts", ())
     return {
         "modalities": dataset.modalities,
         "num_classes": len(dataset.classes),
+        **{key: facts[key] for key in wanted},
         "backbone": config.backbone,
         "pretrained": config.pretrained,
         "decoder_dim": config.decoder_dim,
         "ignore_index": dataset.ignore_index,
         **dict(method_params),
     }
+
+
+def fit_once(
+    method: nn.Module,
+    dataset: PreparedDataset,
+    protocol: Protocol,
+    seed: int,
+    log_path: Path,
+    progress: bool,
+) -> tuple[dict[str, float], float]:
+    """A ``trained_by = "fit"`` method (the method contract): ``fit`` once on the training split, every
+    tile's modalities drawn by ``protocol`` as at step 0 -> (its figures, seconds). The step log is
+    left empty: there are no gradient steps."""
+    available = protocol.draw(len(dataset), len(dataset.modalities), step_generator(seed, 0), 0, 1)
+    seed_everything(seed)
+    atomic_write_text(log_path, "")
+    if progress:
+        print(f"fitting {getattr(method, 'method_name', type(method).__name__)} seed {seed}", file=sys.stderr)
+    tick = time.perf_counter()
+    figures = method.fit(dataset, available, seed)
+    return {k: float(v) for k, v in figures.items()}, time.perf_counter() - tick
 
 
 def train(
@@ -410,11 +455,11 @@ def train(
     protocol = protocol or builtin_protocol("uniform")
     with process_group(ranks, resolve_device(config.device)) as device:
         dataset = PreparedDataset(data_root, "train")
-        init_kwargs = method_init(dataset, config, method_params)
+        builds = registered or method_name
+        init_kwargs = method_init(dataset, config, method_params, builds)
         train_key = {
             k: v for k, v in vars(config).items() if k not in FINGERPRINT_DEFAULTS or v != FINGERPRINT_DEFAULTS[k]
         }
-        builds = registered or method_name
         run_id = fingerprint(
             {
                 "method": method_name,
@@ -428,6 +473,19 @@ def train(
         )
         seed_everything(seed)
         method = create_method(builds, **init_kwargs).to(device)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        log_path = Path(log_path) if log_path is not None else out_dir / LOG_FILE
+        if getattr(method, "trained_by", "gradient") == "fit":  # fitted in one call: no optimiser or checkpoint
+            record = {
+                "method": method_name,
+                "registered_method": builds,
+                "protocol": protocol.record(),
+                "init": init_kwargs,
+                "fingerprint": run_id,
+                "seed": seed,
+                "dataset": dataset.meta["dataset"],
+            }
+            return fit_run(method, dataset, protocol, record, out_dir, log_path, ranks, progress)
         if ranks.rank > 0:  # same initial weights; the method's own draws (SGMA's MAS, M3L's masks) must differ
             seed_everything(rank_seed(seed, ranks.rank))
         if config.channels_last:
@@ -441,9 +499,7 @@ def train(
             lambda s: poly_schedule(s, steps=config.steps, warmup_steps=config.warmup_steps, power=config.poly_power),
         )
 
-        out_dir.mkdir(parents=True, exist_ok=True)
         checkpoint_path = out_dir / CHECKPOINT_FILE
-        log_path = Path(log_path) if log_path is not None else out_dir / LOG_FILE
         if ranks.main:  # what a killed run may have left
             for path in (checkpoint_path, out_dir / MODEL_FILE, log_path):
                 remove_stale_temps(path)
@@ -612,6 +668,43 @@ def train(
         if ranks.distributed:
             dist.barrier()
         return model_path
+
+
+def fit_run(
+    method: nn.Module,
+    dataset: PreparedDataset,
+    protocol: Protocol,
+    record: dict[str, Any],
+    out_dir: Path,
+    log_path: Path,
+    ranks: Ranks,
+    progress: bool,
+) -> Path:
+    """Fit a ``trained_by = "fit"`` method (:func:`fit_once`) and write ``model.pt`` with the record every
+    run has (``steps`` 0, no step times). A rerun fits again (seconds); under torchrun process 0
+    fits and writes while the others wait."""
+    model_path = out_dir / MODEL_FILE
+    if ranks.main:
+        remove_stale_temps(model_path)
+        figures, seconds = fit_once(method, dataset, protocol, record["seed"], log_path, progress)
+        device = next(iter(method.buffers()), torch.zeros(())).device
+        _save_torch(
+            model_path,
+            {
+                **record,
+                "state_dict": method.state_dict(),
+                "fit": figures,
+                "steps": 0,
+                "batch_size": None,
+                "train_seconds": seconds,
+                "median_step_seconds": None,
+                "peak_memory_mb": peak_memory_mb(device),
+                "device": device_name(device),
+            },
+        )
+    if ranks.distributed:
+        dist.barrier()
+    return model_path
 
 
 def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -112,16 +113,19 @@ def test_two_experiments_compare_with_dvc(tmp_path: Path):
 
 
 SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sen1floods11_sample"
+RULES = {"ndwi-complete": "s1", "sar-otsu-complete": "s2"}  # the water rules and the subset each cannot use
 
 
 @pytest.mark.skipif(not SAMPLE.is_dir(), reason=f"real Sen1Floods11 sample not found at {SAMPLE}")
 def test_real_sample_runs_every_method_through_the_pipeline(tmp_path: Path):
-    """The real two-sensor chip: download (verify) -> prepare -> train -> evaluate -> report, all methods."""
+    """The real two-sensor chip: download (verify) -> prepare -> train -> evaluate -> report, all methods
+    and the floors, the water rules included."""
     shipped = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    runs = [*shipped["runs"], *RULES]
     params = {
         **TINY_PARAMS,
         "datasets": ["sen1floods11-sample"],
-        "runs": shipped["runs"],
+        "runs": runs,
         "protocols": shipped["protocols"],  # moddrop's 3 probabilities are not checked: no run uses it
         "method_params": shipped["method_params"],
         "sen1floods11-sample": {**shipped["sen1floods11-sample"], "source_dir": str(SAMPLE), "tile_size": 32},
@@ -131,11 +135,19 @@ def test_real_sample_runs_every_method_through_the_pipeline(tmp_path: Path):
     project = copy_project(tmp_path, params)
     ran = _ran(run(project, sys.executable, "-m", "dvc", "repro"))
     assert {"download@sen1floods11-sample", "prepare@sen1floods11-sample", "report"} <= ran
-    assert len(ran) == 4 + 2 * len(shipped["runs"])  # configure, download, prepare, report
+    assert len(ran) == 4 + 2 * len(runs)  # configure, download, prepare, report
     board = (project / "results" / "sen1floods11-sample" / "leaderboard.md").read_text()
     assert "| s1 | s2 | s1+s2 |" in board
-    for run_ in shipped["runs"]:
+    for run_ in runs:
         assert f"| {run_} |" in board
+    for rule in RULES:  # a rule's subsets without its sensor: not applicable, not zero
+        metrics = json.loads(
+            (project / "results" / "sen1floods11-sample" / rule / "seed0" / "metrics.json").read_text()
+        )
+        assert metrics["family"] == "floor" and metrics["not_applicable"] == [RULES[rule]]
+        assert metrics["subsets"][RULES[rule]]["miou"] is None and metrics["summary"]["avg"] is None
+        row = next(line for line in board.splitlines() if line.startswith(f"| {rule} |"))
+        assert "n/a" in row
     ablation = (project / "results" / "sen1floods11-sample" / "ablation.csv").read_text()
     assert "complete,MAS,sgma-mas-complete,muss-complete,last1" in ablation
     assert _ran(run(project, sys.executable, "-m", "dvc", "repro")) == set()

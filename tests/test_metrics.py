@@ -147,3 +147,16 @@ def test_summarize():
         summarize({})
     with pytest.raises(ValueError, match="dsm"):
         summarize({"rgb": 1.0, "dsm": float("nan")})
+
+
+def test_summarize_with_subsets_not_applicable():
+    """A floor that cannot use a subset: Top-1 over the others, Avg and Last-1 undefined (never a zero)."""
+    out = summarize({"rgb": 60.0, "dsm": float("nan"), "rgb+dsm": 75.0}, not_applicable=["dsm"])
+    assert (out["top1"], out["top1_subset"]) == (75.0, "rgb+dsm")
+    assert math.isnan(out["avg"]) and math.isnan(out["last1"]) and out["last1_subset"] is None
+    with pytest.raises(ValueError, match="rgb"):  # a NaN elsewhere is still an error
+        summarize({"rgb": float("nan"), "dsm": float("nan"), "rgb+dsm": 75.0}, not_applicable=["dsm"])
+    with pytest.raises(ValueError, match="not all"):
+        summarize({"rgb": float("nan")}, not_applicable=["rgb"])
+    with pytest.raises(ValueError, match="nir"):
+        summarize({"rgb": 1.0}, not_applicable=["nir"])

@@ -30,7 +30,7 @@ def write_params(path: Path, params: dict) -> Path:
 def copy_project(dest: Path, params: dict) -> Path:
     """A copy of the pipeline (code, dvc.yaml, .dvc config, user_methods/) with ``params`` as
     params.yaml, as a fresh git repository: what a user has after cloning."""
-    for name in ("benchmark", "baselines", "user_methods"):
+    for name in ("benchmark", "baselines", "floors", "user_methods"):
         shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
         shutil.copy(REPO / name, dest / name)

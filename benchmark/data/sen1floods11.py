@@ -123,6 +123,7 @@ class _Sen1Floods11Facts(DatasetSource):
     sar_modalities = {"s1": "db"}  # VV, VH backscatter in dB
     homepage = HOMEPAGE
     citation = CITATION
+    bands = {"s1": S1_BANDS, "s2": S2_BANDS}
     display_bands = DISPLAY_BANDS
 
 

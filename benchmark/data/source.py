@@ -59,6 +59,9 @@ class DatasetSource:
     homepage: ClassVar[str] = ""  # where the data set is described and obtained
     citation: ClassVar[str] = ""  # what to cite when using it
     config: Any  # the validated params section (data sets made of scenes need tile_size and stride)
+    bands: ClassVar[
+        Mapping[str, tuple[str, ...]]
+    ] = {}  # band names per modality, in channel order (rules read bands by name)
     display_bands: ClassVar[Mapping[str, tuple[int, ...]]] = {}  # 0-based channels previews show, per modality
     palette: ClassVar[tuple[str, ...] | None] = None  # hex colour per class for maps; None: the report's default
     # SAR-like modalities (the evaluation's speckle scenario) and their units: "db" (10 log10 of

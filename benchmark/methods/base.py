@@ -33,6 +33,20 @@ A method is an ``nn.Module`` built as ``Method(modalities, num_classes, **common
   cross-modal layers inside the encoder) sets it to False, says why in its docstring, and may
   override ``forward`` alone; it is then evaluated by one ``predict`` per subset.
 
+- ``trained_by``: ``"gradient"`` (the default: the trainer's optimiser loop calls ``training_step``) or
+  ``"fit"``: a model fitted in one call, not by gradient steps (a scikit-learn classifier, a
+  threshold rule; :class:`benchmark.methods.floor.FloorMethod`). The trainer then calls
+  ``fit(dataset, available, seed) -> {name: float}`` once on the training split (``dataset[i] ->
+  (inputs, target)``, ``available: bool[N, M]`` drawn by the run's protocol for every tile) and saves
+  the fitted state, which such a method keeps in buffers of its ``state_dict``; no optimiser, steps
+  or checkpoints.
+- ``supports(subset) -> bool``: whether the method can predict from the modalities ``subset`` (default
+  every subset); a subset it cannot use is scored as not applicable, never as zero.
+- ``dataset_facts``: extra constructor arguments taken from the data set (``"dataset"``, ``"classes"``,
+  ``"bands"``: ``{modality: band names}``, ``"normalisation"``: meta.json's ``{modality: {mean, std}}``).
+- ``counts_flops``: False for a method whose inference runs outside torch (torch's FLOP counter would
+  report 0): its GFLOPs are then recorded as not measured.
+
 The trainer and evaluator only call these; they never branch on a method's name.
 """
 
@@ -71,6 +85,15 @@ class SegmentationMethod(nn.Module):
     #: Named components for ``python -m benchmark.diagnose``: label -> fnmatch patterns of parameter
     #: names (first match wins); empty: one component per top-level sub-module.
     parameter_groups: dict[str, tuple[str, ...]] = {}
+
+    #: ``"gradient"``: trained by the optimiser loop (see the module docstring for ``"fit"``).
+    trained_by: str = "gradient"
+
+    #: Constructor arguments taken from the data set besides ``modalities`` and ``num_classes``.
+    dataset_facts: tuple[str, ...] = ()
+
+    #: Whether torch's FLOP counter sees the inference (False: computed outside torch).
+    counts_flops: bool = True
 
     def __init__(
         self,
@@ -124,6 +147,10 @@ class SegmentationMethod(nn.Module):
 
     def after_optimizer_step(self) -> None:
         """Hook called after each optimiser step; nothing by default."""
+
+    def supports(self, subset: Sequence[str]) -> bool:
+        """Whether the method can predict from the modalities ``subset``: every subset by default."""
+        return True
 
     def sampling_probabilities(self, output: Mapping, available: torch.Tensor) -> torch.Tensor | None:
         """A method that samples modalities from its own outputs (SGMA's MAS) returns its distribution

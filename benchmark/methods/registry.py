@@ -12,6 +12,7 @@ _REGISTRY: dict[str, type[nn.Module]] = {}
 _BUILTIN_MODULES = (
     "baselines",
     "benchmark.methods.sgma",
+    "floors",
 )  # imported on first lookup; each module registers its methods
 _discovered = False
 

@@ -33,7 +33,7 @@ from benchmark.config import ReportConfig
 from benchmark.data.prepared import PreparedDataset
 from benchmark.data.source import DatasetSource, get_dataset
 from benchmark.io import atomic_write_dir, atomic_write_json, atomic_write_text, remove_stale_temps
-from benchmark.protocol import parse_run
+from benchmark.protocol import parse_run, subset_name
 from benchmark.report import html, plots
 from benchmark.report.leaderboard import (
     SUMMARY_TITLES,
@@ -43,6 +43,7 @@ from benchmark.report.leaderboard import (
     corrupted_weights,
     efficiency_table,
     expected_key,
+    floor_gap,
     fragility_table,
     leaderboard_table,
     per_class_table,
@@ -127,6 +128,7 @@ class DatasetReport:
     notes: list[str] = field(default_factory=list)  # what could not be drawn and why
     scenarios: ScenarioReport | None = None  # None: the runs hold no "scenarios" block
     runs: pd.DataFrame | None = None  # the long table of runs (runs.csv)
+    floor_gap: str | None = None  # the best deep run against the best floor (leaderboard.floor_gap)
 
 
 def _matrix(rows: list[dict], keys: Sequence[str], suffix: str = "") -> np.ndarray:
@@ -182,7 +184,10 @@ def _check_panel_tiles(inputs: DatasetInputs, results_dir: Path, root: Path) -> 
                 raise ValueError(f"{root}: test tile {index}, kept by the evaluation of {run!r}, does not exist")
             label = test[index][1].numpy()
             valid = label != test.ignore_index
+            not_applicable = set(by_run(inputs.records)[run][0].get("not_applicable", ()))
             for s, pred in enumerate(arrays["pred"][:, position]):
+                if arrays["subsets"][s] in not_applicable:
+                    continue
                 counts = np.bincount(label[valid] * k + pred[valid].astype(np.int64), minlength=k * k)
                 if not np.array_equal(counts.reshape(k, k), inputs.confusions[run][0, s, index]):
                     record = by_run(inputs.records)[run][0]
@@ -372,7 +377,8 @@ def build_dataset(inputs: DatasetInputs, config: ReportConfig) -> DatasetReport:
     else:
         for row in scenarios.table.rows:
             summary[row["run"]][SCENARIO_SUMMARY_KEY] = row["avg"]
-    return DatasetReport(dataset, tables, figures, summary, notes, scenarios, runs_frame(records))
+    gap = floor_gap(board, subset_name(records[0]["modalities"]))
+    return DatasetReport(dataset, tables, figures, summary, notes, scenarios, runs_frame(records), gap)
 
 
 def _protocol_plot(table: Table, dataset: str) -> Plot:
@@ -520,7 +526,8 @@ def html_sections(reports: Sequence[DatasetReport], overview: Table) -> list[htm
     sections = [html.Section("Leaderboard", [overview], [])]
     for report in reports:
         figures = [html.Figure(p.name, p.caption, p.files["png"]) for p in report.plots]
-        sections.append(html.Section(report.dataset, report.tables, figures, text="\n\n".join(report.notes)))
+        text = "\n\n".join([report.floor_gap, *report.notes] if report.floor_gap else report.notes)
+        sections.append(html.Section(report.dataset, report.tables, figures, text=text))
         if report.scenarios is not None:
             sections.append(
                 html.Section(
@@ -565,4 +572,5 @@ def write_report(
 def dataset_markdown(report: DatasetReport) -> str:
     """All tables of a data set as one Markdown document (printed by the CLI)."""
     tables = [*report.tables, *([report.scenarios.table] if report.scenarios is not None else [])]
-    return "\n".join(to_markdown(t, heading=True) for t in tables)
+    text = "\n".join(to_markdown(t, heading=True) for t in tables)
+    return f"{report.floor_gap}\n\n{text}" if report.floor_gap else text

@@ -82,7 +82,10 @@ def leaderboard_table(records: list[dict], failure_probs: Sequence[float]) -> Ta
         # Top-1 / Last-1: the best / worst subset of the means over seeds, with that subset's std
         # (a mean of per-seed maxima would be biased upwards and name no subset)
         for key, subset in (("top1", best_subset(miou)), ("last1", worst_subset(miou))):
-            row[key], row[f"{key}_std"], row[f"{key}_subset"] = row[subset], row[f"{subset}_std"], subset
+            if subset is None:  # a subset without a score: undefined
+                row[key], row[f"{key}_std"], row[f"{key}_subset"] = math.nan, math.nan, ""
+            else:
+                row[key], row[f"{key}_std"], row[f"{key}_subset"] = row[subset], row[f"{subset}_std"], subset
         for p, key in zip(failure_probs, expected):
             _with_std(row, key, [stats.expected_miou(m, modalities, p) for m in per_seed])
         rows.append(row)
@@ -99,6 +102,36 @@ def leaderboard_table(records: list[dict], failure_probs: Sequence[float]) -> Ta
         f"protocol, docs/protocol.md); missing modalities at evaluation: {_convention(records)}.",
         std_columns=_std_columns(keys),
     )
+
+
+FLOOR_FAMILY = "floor"  # the family of the floors (benchmark.methods.floor): no deep learning
+
+
+def _best(rows: Sequence[dict], key: str) -> dict | None:
+    """The row with the highest finite ``key`` (the first of equals), or None."""
+    scored = [r for r in rows if not math.isnan(num(r.get(key)))]
+    return max(scored, key=lambda r: r[key]) if scored else None
+
+
+def floor_gap(board: Table, full: str) -> str | None:
+    """One sentence: how far the best deep run is above or below the best floor on the full set
+    ``full`` and on Avg (leaderboard means over seeds); None without a floor or a deep run."""
+    floors = [r for r in board.rows if r["family"] == FLOOR_FAMILY]
+    deep = [r for r in board.rows if r["family"] != FLOOR_FAMILY]
+    parts = []
+    for key, label in ((full, f"the full set {full}"), ("avg", "Avg")):
+        best_deep, best_floor = _best(deep, key), _best(floors, key)
+        if best_deep is None or best_floor is None:
+            continue
+        gap = best_deep[key] - best_floor[key]
+        side = "above" if gap >= 0 else "below"
+        parts.append(
+            f"{abs(gap):.2f} points {side} the best floor on {label} ({best_deep['run']} {best_deep[key]:.2f} vs "
+            f"{best_floor['run']} {best_floor[key]:.2f} mIoU)"
+        )
+    if not parts:
+        return None
+    return "Floors (family floor, no deep learning; docs/floors.md): the best deep run is " + "; ".join(parts) + "."
 
 
 CONVENTIONS = {
@@ -164,8 +197,12 @@ def _subset_means(miou: pd.DataFrame) -> list[tuple[float, str]]:
     return finite or [(math.nan, miou.columns[0])]
 
 
-def worst_subset(miou: pd.DataFrame) -> str:
-    """The subset with the lowest mean mIoU over a run's seeds (the first of equals): Last-1."""
+def worst_subset(miou: pd.DataFrame, scored_only: bool = False) -> str | None:
+    """The subset with the lowest mean mIoU over a run's seeds (the first of equals): Last-1. None when
+    a subset has no score (a floor that cannot use it: Last-1 is then undefined), unless
+    ``scored_only``, which takes the worst of the subsets with a score."""
+    if not scored_only and any(math.isnan(stats.mean_std(miou[s])[0]) for s in miou.columns):
+        return None
     return min(_subset_means(miou), key=lambda item: item[0])[1]
 
 
@@ -191,7 +228,11 @@ def per_class_table(records: list[dict]) -> Table:
     frame = runs_frame(records)
     for run, recs in by_run(records).items():
         miou = seed_scores(frame, run)
-        for label, subset in (("full", full), ("worst", worst_subset(miou))):
+        worst = worst_subset(miou)
+        for label, subset in (
+            ("full", full),
+            ("worst", worst) if worst else ("worst scored", worst_subset(miou, True)),
+        ):
             row = _head(run, recs) | {"set": label, "subset": subset}
             for c in classes:
                 _with_std(row, c, _class_scores(frame, run, c, subset, len(recs)))
@@ -209,7 +250,8 @@ def per_class_table(records: list[dict]) -> Table:
         "IoU (%) per class on the full modality set and on each run's worst subset",
         columns,
         rows,
-        note=f"{STD_NOTE}. worst = the subset with the lowest mean mIoU for that run (its Last-1 subset).",
+        note=f"{STD_NOTE}. worst = the subset with the lowest mean mIoU for that run (its Last-1 subset); "
+        "worst scored = the lowest of the subsets a floor can use (its Last-1 is undefined).",
         std_columns=_std_columns(keys),
     )
 

@@ -25,6 +25,8 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch, Rectangle  # noqa: E402
 
+from benchmark.metrics import NOT_SCORED  # noqa: E402
+
 OKABE_ITO: tuple[str, ...] = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 """Okabe & Ito (2008) colour-blind safe qualitative palette, one colour per method."""
 
@@ -441,6 +443,7 @@ def qualitative_panel(
     per method, one column per subset. Class colours from ``palette`` (hex, one per class); the
     legend at the bottom lists the classes and "ignored". Axes are labelled (``Axes.get_label``)
     ``"input:<modality>"``, ``"ground truth"`` and ``"pred:<method>:<subset>"``.
+    A prediction of only ``NOT_SCORED`` (a subset the method cannot use) is drawn as an "n/a" cell.
     """
     label = np.asarray(label)
     if label.ndim != 2:
@@ -490,7 +493,10 @@ def qualitative_panel(
             ax = axes[i, j]
             ax.axis("on")
             _blank(ax)
-            ax.imshow(_colourise(pred[j], colours, None, f"{method} {subset}"), interpolation="nearest")
+            if np.all(pred[j] == NOT_SCORED):  # a subset the method cannot use
+                _absent_cell(ax, "n/a", aspect=label.shape[0] / label.shape[1])
+            else:
+                ax.imshow(_colourise(pred[j], colours, None, f"{method} {subset}"), interpolation="nearest")
             ax.set_title(subset, fontsize=8)
             ax.set_label(f"pred:{method}:{subset}")
         axes[i, 0].set_ylabel(method, fontsize=9, fontweight="bold")

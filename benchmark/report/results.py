@@ -23,7 +23,7 @@ import numpy as np
 
 from benchmark.config import EVAL_CONVENTIONS, SCENARIO_KINDS, is_int, run_dir
 from benchmark.io import read_json
-from benchmark.metrics import mean_iou
+from benchmark.metrics import NOT_SCORED, mean_iou
 from benchmark.protocol import enumerate_subsets, parse_run, parse_subset, subset_name
 
 METRICS_FILE = "metrics.json"
@@ -468,8 +468,18 @@ def load_predictions(results_dir: Path, record: dict) -> dict[str, np.ndarray] |
         raise ValueError(f"{path}: key 'pred' must be [S, n, H, W] for {len(data['indices'])} tile(s)")
     if not np.issubdtype(pred.dtype, np.integer) or int(pred.min(initial=0)) < 0:
         raise ValueError(f"{path}: key 'pred' must hold class indices >= 0, got dtype {pred.dtype}")
-    if int(pred.max(initial=0)) >= len(record["classes"]):
-        raise ValueError(f"{path}: key 'pred' holds class {int(pred.max())}, only {len(record['classes'])} classes")
+    not_applicable = set(record.get("not_applicable", ()))
+    for subset, cells in zip(record["subsets"], pred):
+        if subset in not_applicable:
+            if (cells != NOT_SCORED).any():
+                raise ValueError(
+                    f"{path}: key 'pred' of subset {subset!r}, not applicable, must hold only {NOT_SCORED}"
+                )
+        elif int(cells.max(initial=0)) >= len(record["classes"]):
+            raise ValueError(
+                f"{path}: key 'pred' holds class {int(cells.max())} on subset {subset!r}, "
+                f"only {len(record['classes'])} classes"
+            )
     return data
 
 

@@ -79,6 +79,45 @@ def test_top1_is_the_best_mean_not_the_mean_of_per_seed_bests():
     assert row["avg"] == pytest.approx((50.0 + 142 / 3) / 2)
 
 
+def _floor_records() -> list[dict]:
+    """A deep run and two floors, one of which cannot use dsm (hand-made subset mIoUs, one seed)."""
+    base = {"dataset": DATASET, "protocol": {"name": "complete", "kind": "complete"}, "convention": "mask",
+            "modalities": MODALITIES, "classes": CLASSES, "seed": 0}  # fmt: skip
+    nan = {"miou": None, "iou": dict.fromkeys(CLASSES)}
+    return [
+        base | {"run": "deep-complete", "method": "deep", "family": "joint",
+                "subsets": {"rgb": {"miou": 50.0}, "dsm": {"miou": 30.0}, "rgb+dsm": {"miou": 70.0}}},
+        base | {"run": "forest-complete", "method": "forest", "family": "floor",
+                "subsets": {"rgb": {"miou": 40.0}, "dsm": {"miou": 35.0}, "rgb+dsm": {"miou": 80.0}}},
+        base | {"run": "rule-complete", "method": "rule", "family": "floor", "not_applicable": ["dsm"],
+                "subsets": {"rgb": {"miou": 60.0}, "dsm": nan, "rgb+dsm": {"miou": 60.0}}},
+    ]  # fmt: skip
+
+
+def test_a_floors_subset_not_applicable_leaves_avg_last1_and_expectation_undefined():
+    board = leaderboard.leaderboard_table(_floor_records(), [0.1])
+    rule = _row(board, "rule-complete")
+    assert math.isnan(rule["dsm"]) and math.isnan(rule["avg"]) and math.isnan(rule["expected_p0_1"])
+    assert math.isnan(rule["last1"]) and rule["last1_subset"] == ""
+    assert (rule["top1"], rule["top1_subset"]) == (60.0, "rgb")
+    per_class = leaderboard.per_class_table(_floor_records())
+    assert _row(per_class, "rule-complete", set="worst scored")["subset"] == "rgb"  # the first of equals
+    assert _row(per_class, "deep-complete", set="worst")["subset"] == "dsm"
+
+
+def test_floor_gap_names_the_best_deep_run_and_the_best_floor():
+    board = leaderboard.leaderboard_table(_floor_records(), [])
+    text = leaderboard.floor_gap(board, "rgb+dsm")
+    # full set: deep 70 vs forest 80; Avg: deep 50 vs forest 51.67 (the rule has no Avg)
+    assert (
+        "10.00 points below the best floor on the full set rgb+dsm (deep-complete 70.00 vs forest-complete 80.00"
+        in text
+    )
+    assert "1.67 points below the best floor on Avg (deep-complete 50.00 vs forest-complete 51.67" in text
+    no_floor = leaderboard.leaderboard_table(_floor_records()[:1], [])
+    assert leaderboard.floor_gap(no_floor, "rgb+dsm") is None
+
+
 @pytest.mark.parametrize("p", [0.0, 0.05, 0.1, 0.2, 0.5])
 def test_expected_miou_by_enumerating_failure_states(fake, p):
     _, truth, records = fake
