@@ -126,3 +126,24 @@ def test_thresholds_round_down_to_float32():
 def test_bad_parameters_are_named(tiny_prepared, bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         _forest(PreparedDataset(tiny_prepared, "train"), **bad)
+
+
+def test_the_trainer_fits_a_floor_the_same_every_time_and_evaluates_it(tiny_prepared, tmp_path):
+    """Through ``train.train`` (the fit path of the contract): model.pt's record, a rerun gives the
+    same forest, and evaluation scores every subset."""
+    from tiny import TINY_PARAMS
+
+    from benchmark import evaluate, train
+    from benchmark.config import TrainConfig
+    from benchmark.protocol import builtin_protocol
+
+    config = TrainConfig(**TINY_PARAMS["train"])
+    paths = [train.train(tiny_prepared, "pixel-forest", PARAMS, config, 1, tmp_path / name,
+                         protocol=builtin_protocol("complete"), progress=False) for name in ("a", "b")]  # fmt: skip
+    (first, record), (second, _) = (train.load_model(p) for p in paths)
+    assert record["steps"] == 0 and record["fit"] == {"train_pixels": 600.0, "subsets": 7.0}
+    assert record["init"]["trees"] == PARAMS["trees"] and record["median_step_seconds"] is None
+    assert first.state_dict().keys() == second.state_dict().keys()
+    assert all(torch.equal(v, second.state_dict()[k]) for k, v in first.state_dict().items())
+    result = evaluate.evaluate_subsets(first, PreparedDataset(tiny_prepared, "test"), batch_size=4)
+    assert result.not_applicable == [] and len(result.confusion) == 7
