@@ -263,6 +263,10 @@ def _check_device(where: str, value: str) -> None:
 #: "zero": zeroed while the mask says every modality is present (a deployed model not told of the failure).
 EVAL_CONVENTIONS = ("mask", "zero")
 PRECISIONS = ("fp32", "bf16")  # train.precision: full float32, or bfloat16 autocast around the training step
+# train.class_weights: the supervised cross-entropy's per-class weights from the training split's
+# labels (docs/synthetic.md "Rare classes"): none, median-frequency balancing (Eigen & Fergus 2015,
+# SegNet) or ENet's 1 / ln(1.02 + p_c) (Paszke et al. 2016)
+CLASS_WEIGHTS = ("none", "median_frequency", "enet")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -285,6 +289,7 @@ class TrainConfig:
     precision: str = "fp32"  # "fp32" or "bf16": bfloat16 autocast of the training step (weights stay fp32)
     channels_last: bool = False  # the method's weights and the 4-D inputs in channels_last memory format
     compile: bool = False  # torch.compile each direct child module of the method (docs/training.md)
+    class_weights: str = "median_frequency"  # the cross-entropy's class weights: one of CLASS_WEIGHTS
 
     def __post_init__(self) -> None:
         where = "train"
@@ -309,6 +314,13 @@ class TrainConfig:
         for key in ("channels_last", "compile"):
             value = getattr(self, key)
             _require(isinstance(value, bool), where, key, value, "true or false")
+        _require(
+            self.class_weights in CLASS_WEIGHTS,
+            where,
+            "class_weights",
+            self.class_weights,
+            f"one of {list(CLASS_WEIGHTS)}",
+        )
 
 
 @dataclasses.dataclass(frozen=True)

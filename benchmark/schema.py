@@ -68,7 +68,7 @@ PROTOCOL_KEYS = {  # the keys of a protocols entry, per kind
     **{kind: ("kind",) for kind in BUILTIN_PROTOCOLS},
 }
 # constructor arguments the pipeline takes from the data set; a method_params entry may not set them
-DATASET_KEYS = ("modalities", "num_classes", "ignore_index")
+DATASET_KEYS = ("modalities", "num_classes", "ignore_index", "class_weight")  # class_weight: train.class_weights
 # sizes of a data-set section that must be >= 1 (checked before the source's own checks)
 SIZE_KEYS = ("tile_size", "stride", "num_train", "num_test", "block_size", "workers")
 SEED_KEYS = ("seed", "split_seed")  # seeds of a data-set section: ints >= 0 (numpy refuses negative seeds)
@@ -292,6 +292,7 @@ def _method_entry(method: str, values: Any, key: str, sources: Mapping[str, Any]
                 "modalities": {d: dict(s.modalities) for d, s in sources.items()},
                 "num_classes": {d: len(s.classes) for d, s in sources.items()},
                 "ignore_index": {d: s.ignore_index for d, s in sources.items()},
+                "class_weight": "the training labels, by train.class_weights",
             }[arg]
             raise ParamsValueError(
                 f"{where}: {key}.{arg}: {value!r} is not allowed; set by the data set ({facts}), "

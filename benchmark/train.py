@@ -383,22 +383,70 @@ def dataset_facts(dataset: PreparedDataset) -> dict[str, Any]:
     }
 
 
+def median_frequency_weights(labels: np.ndarray, num_classes: int, ignore_index: int) -> list[float]:
+    """Median-frequency balancing (Eigen & Fergus 2015, as SegNet): ``w_c = median(f) / f_c`` with
+    ``f_c`` = pixels of class ``c`` / labelled pixels of the tiles in which ``c`` appears, the median
+    over the classes that appear; a class absent from ``labels`` (int[N, H, W]) gets weight 0. Read
+    tile by tile (a memory-mapped split never loads whole); rounded to 6 decimals."""
+    pixels = np.zeros(num_classes, np.int64)  # of each class
+    exposure = np.zeros(num_classes, np.int64)  # labelled pixels of the tiles holding the class
+    for tile in labels:
+        counts = np.bincount(tile[tile != ignore_index].astype(np.int64), minlength=num_classes)[:num_classes]
+        pixels += counts
+        exposure += np.where(counts > 0, counts.sum(), 0)
+    present = pixels > 0
+    if not present.any():
+        raise ValueError("the training split holds no labelled pixel")
+    frequency = pixels[present] / exposure[present]
+    weights = np.zeros(num_classes)
+    weights[present] = np.median(frequency) / frequency
+    return [round(float(w), 6) for w in weights]
+
+
+def enet_weights(labels: np.ndarray, num_classes: int, ignore_index: int, c: float = 1.02) -> list[float]:
+    """ENet's class weighting (Paszke et al. 2016): ``w_c = 1 / ln(c + p_c)`` with ``p_c`` the share of
+    class ``c`` among the labelled pixels of ``labels`` (int[N, H, W]), ``c = 1.02`` (bounds the
+    weight of a rare class at 1 / ln(1.02) ~ 50); read tile by tile; rounded to 6 decimals."""
+    pixels = np.zeros(num_classes, np.int64)
+    for tile in labels:
+        pixels += np.bincount(tile[tile != ignore_index].astype(np.int64), minlength=num_classes)[:num_classes]
+    if not pixels.sum():
+        raise ValueError("the training split holds no labelled pixel")
+    return [round(float(w), 6) for w in 1.0 / np.log(c + pixels / pixels.sum())]
+
+
+CLASS_WEIGHT_SCHEMES = {"median_frequency": median_frequency_weights, "enet": enet_weights}
+
+
+def class_weight(dataset: PreparedDataset, config: TrainConfig) -> list[float] | None:
+    """The cross-entropy's class weights of ``train.class_weights`` on the training split ``dataset``."""
+    if config.class_weights == "none":
+        return None
+    return CLASS_WEIGHT_SCHEMES[config.class_weights](dataset.labels, len(dataset.classes), dataset.ignore_index)
+
+
 def method_init(
     dataset: PreparedDataset, config: TrainConfig, method_params: Mapping[str, Any], registered: str
 ) -> dict[str, Any]:
-    """The constructor arguments of the registered method ``registered`` on ``dataset``: the data set's
-    facts (the ``dataset_facts`` it declares among them), the ``train`` section's architecture, then
-    the method's own parameters (which may override the architecture)."""
+    """The constructor arguments of the registered method ``registered`` on the training split
+    ``dataset``: the data set's facts (the ``dataset_facts`` it declares among them), the ``train``
+    section's architecture and class weights (for a method whose constructor takes ``class_weight``),
+    then the method's own parameters (which may override the architecture)."""
+    from benchmark.schema import accepted_params
+
+    cls = get_method_class(registered)
     facts = dataset_facts(dataset)
-    wanted = getattr(get_method_class(registered), "dataset_facts", ())
+    accepted, open_ = accepted_params(cls)
+    weights = class_weight(dataset, config) if "class_weight" in accepted or open_ else None
     return {
         "modalities": dataset.modalities,
         "num_classes": len(dataset.classes),
-        **{key: facts[key] for key in wanted},
+        **{key: facts[key] for key in getattr(cls, "dataset_facts", ())},
         "backbone": config.backbone,
         "pretrained": config.pretrained,
         "decoder_dim": config.decoder_dim,
         "ignore_index": dataset.ignore_index,
+        **({"class_weight": weights} if weights is not None else {}),
         **dict(method_params),
     }
 

@@ -6,12 +6,14 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from tiny import TINY_PARAMS
 
 from benchmark import train
 from benchmark.config import FieldError, ParamsTypeError, TrainConfig, from_mapping
+from benchmark.data.prepared import PreparedDataset
 from benchmark.faults.common import expect_error
 from benchmark.methods import create_method
 
@@ -181,3 +183,40 @@ def test_channels_last_converts_4d_tensors_only():
     train.to_channels_last(module)
     assert module[0].weight.is_contiguous(memory_format=torch.channels_last) and not module[0].weight.is_contiguous()
     assert module[1].weight.is_contiguous()  # a 5-D weight is left as it is (channels_last needs rank 4)
+
+
+def test_median_frequency_weights_against_a_direct_count():
+    """Eigen & Fergus's median-frequency balancing on hand-built labels: f_c = pixels of c / labelled
+    pixels of the tiles holding c; w_c = median(f) / f_c; a class that never appears weighs 0."""
+    labels = np.array(
+        [
+            [[0, 0, 1, 255]],  # 3 labelled pixels: class 0 twice, class 1 once
+            [[0, 2, 2, 2]],  # 4: class 0 once, class 2 three times
+        ],
+        dtype=np.uint8,
+    )
+    f0, f1, f2 = 3 / 7, 1 / 3, 3 / 4  # class 0 is in both tiles (7 labelled pixels), 1 in the first, 2 in the second
+    median = np.median([f0, f1, f2])
+    expected = [median / f0, median / f1, median / f2, 0.0]
+    assert train.median_frequency_weights(labels, 4, 255) == pytest.approx(expected, abs=1e-6)
+    with pytest.raises(ValueError, match="no labelled pixel"):
+        train.median_frequency_weights(np.full((1, 2, 2), 255, np.uint8), 4, 255)
+
+
+def test_class_weights_reach_the_cross_entropy_of_every_gradient_method(tiny_prepared):
+    data = PreparedDataset(tiny_prepared, "train")
+    weighted = train.method_init(data, TrainConfig(**BASE), {}, "muss")
+    plain = train.method_init(data, TrainConfig(**{**BASE, "class_weights": "none"}), {}, "muss")
+    assert (
+        weighted["class_weight"] == train.median_frequency_weights(data.labels, 6, 255) and "class_weight" not in plain
+    )
+    assert "class_weight" not in train.method_init(data, TrainConfig(**BASE), {}, "pixel-forest")  # no cross-entropy
+    method = create_method("muss", **weighted)
+    logits, target = torch.randn(2, 6, 4, 4), torch.randint(0, 6, (2, 4, 4))
+    target[0, 0] = 255
+    weight = torch.tensor(weighted["class_weight"])
+    expected = torch.nn.functional.cross_entropy(logits, target, weight=weight, ignore_index=255)
+    assert torch.allclose(method.cross_entropy(logits, target), expected)
+    assert "class_weight" not in method.state_dict()  # rebuilt from the init arguments
+    expect_error(lambda: TrainConfig(class_weights="balanced"), FieldError, ["train.class_weights", "'balanced'",
+                                                                             "'median_frequency'"])  # fmt: skip

@@ -71,6 +71,8 @@ class SegmentationMethod(nn.Module):
         pretrained: load ImageNet weights for a timm backbone.
         decoder_dim: embedding width of the all-MLP decoder.
         ignore_index: target value excluded from the losses.
+        class_weight: ``K`` weights of the supervised cross-entropy (the recipe's ``train.class_weights``,
+            computed by the trainer from the training labels); None: unweighted.
     """
 
     #: ``"reference"``, ``"contrastive"``, ``"joint"`` or ``"sgma"``: a leaderboard column.
@@ -104,11 +106,19 @@ class SegmentationMethod(nn.Module):
         pretrained: bool = False,
         decoder_dim: int = 64,
         ignore_index: int = 255,
+        class_weight: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         self.modalities = list(modalities)
         self.num_classes = num_classes
         self.ignore_index = ignore_index
+        if class_weight is not None:
+            check_param("class_weight", class_weight, len(class_weight) == num_classes and min(class_weight) >= 0,
+                        f"{num_classes} weights >= 0")  # fmt: skip
+            weight = torch.tensor([float(w) for w in class_weight], dtype=torch.float32)
+            self.register_buffer("class_weight", weight, persistent=False)  # from the init arguments, not the state
+        else:
+            self.class_weight = None
         self.encoder = MultiModalEncoder(modalities, backbone=backbone, pretrained=pretrained)
         self.decoder = AllMLPDecoder(self.encoder.channels, num_classes, embed_dim=decoder_dim)
 
@@ -135,10 +145,12 @@ class SegmentationMethod(nn.Module):
         return ce, {"ce": float(ce.detach())}
 
     def cross_entropy(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Mean CE over non-ignored pixels; 0 (with a graph) if every pixel is ignored."""
+        """CE over non-ignored pixels, weighted by ``class_weight`` when set (PyTorch's weighted mean:
+        divided by the sum of the pixels' weights); 0 (with a graph) if every pixel is ignored."""
         if bool((target == self.ignore_index).all()):
             return logits.sum() * 0.0
-        return F.cross_entropy(logits, target, ignore_index=self.ignore_index)
+        weight = None if self.class_weight is None else self.class_weight.to(logits.dtype)
+        return F.cross_entropy(logits, target, weight=weight, ignore_index=self.ignore_index)
 
     def training_step(
         self, inputs: Mapping[str, torch.Tensor], target: torch.Tensor, available: torch.Tensor

@@ -29,7 +29,8 @@ class FloorMethod(nn.Module):
         modalities: ``{name: channels}`` in the data set's order.
         num_classes: ``K``.
         ignore_index: target value of unlabelled pixels (left out of every fit).
-        backbone, pretrained, decoder_dim: the shared recipe's architecture, accepted and unused.
+        backbone, pretrained, decoder_dim: the shared recipe's architecture, accepted and unused (the
+            recipe's ``class_weights`` are not passed: a floor has no cross-entropy).
     """
 
     family = "floor"
