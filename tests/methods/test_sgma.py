@@ -300,7 +300,11 @@ def test_gradients_reach_every_parameter(name, options):
 
 
 def test_short_seeded_training_run_lowers_the_loss(tmp_path, tiny_prepared):
-    config = TrainConfig(**{**TINY_PARAMS["train"], "steps": 60, "warmup_steps": 5, "checkpoint_every": 60})
+    # the unweighted loss: on 16 tiny tiles the class-weighted one is dominated by the few rare-class pixels
+    # of each batch and too noisy over 60 steps for a fixed threshold
+    config = TrainConfig(
+        **{**TINY_PARAMS["train"], "steps": 60, "warmup_steps": 5, "checkpoint_every": 60, "class_weights": "none"}
+    )
     train.train(tiny_prepared, "sgma", {}, config, 0, tmp_path, progress=False)
     log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     first = np.mean([r["loss"] for r in log[:15]])
