@@ -504,12 +504,14 @@ def main(argv: list[str] | None = None) -> int:
         convention=config.convention,
     )
     seconds, step = float(record["train_seconds"]), record.get("median_step_seconds")
+    torch_measured = bool(getattr(method, "counts_flops", True))
     efficiency = {
         "tile_shape": list(dataset.tile_shape),
-        "params": parameter_count(method),
+        # a method computed outside torch (a floor) has neither torch parameters nor countable FLOPs: not measured
+        "params": parameter_count(method) if torch_measured else None,
         "gflops": round(inference_gflops(method, dataset.modalities, dataset.tile_shape, device), 6)
-        if getattr(method, "counts_flops", True)
-        else None,  # computed outside torch: not measured
+        if torch_measured
+        else None,
         "train_steps": record["steps"],
         "train_batch_size": record.get("batch_size"),
         "train_seconds": round(seconds, 3),

@@ -146,6 +146,7 @@ def test_real_sample_runs_every_method_through_the_pipeline(tmp_path: Path):
         )
         assert metrics["family"] == "floor" and metrics["not_applicable"] == [RULES[rule]]
         assert metrics["subsets"][RULES[rule]]["miou"] is None and metrics["summary"]["avg"] is None
+        assert metrics["efficiency"]["params"] is None and metrics["efficiency"]["gflops"] is None  # not torch
         row = next(line for line in board.splitlines() if line.startswith(f"| {rule} |"))
         assert "n/a" in row
     ablation = (project / "results" / "sen1floods11-sample" / "ablation.csv").read_text()

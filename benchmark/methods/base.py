@@ -45,7 +45,7 @@ A method is an ``nn.Module`` built as ``Method(modalities, num_classes, **common
 - ``dataset_facts``: extra constructor arguments taken from the data set (``"dataset"``, ``"classes"``,
   ``"bands"``: ``{modality: band names}``, ``"normalisation"``: meta.json's ``{modality: {mean, std}}``).
 - ``counts_flops``: False for a method whose inference runs outside torch (torch's FLOP counter would
-  report 0): its GFLOPs are then recorded as not measured.
+  report 0): its parameters and GFLOPs are then recorded as not measured (null).
 
 The trainer and evaluator only call these; they never branch on a method's name.
 """
