@@ -44,7 +44,7 @@ from benchmark.methods import create_method
 from benchmark.models.backbones import STRIDES
 from benchmark.protocol import Protocol, apply_availability, enumerate_subsets, subset_mask, subset_name
 from benchmark.schema import load_config
-from benchmark.train import adamw, load_model, method_init, poly_schedule, seed_everything, step_generator
+from benchmark.train import load_model, method_init, poly_schedule, seed_everything, step_generator
 
 
 def component_of(name: str, groups: Mapping[str, Sequence[str]]) -> str:
@@ -78,7 +78,7 @@ def gradient_steps(
     """Take ``steps`` training steps (the trainer's optimiser and schedule, no augmentation) and return
     :func:`gradient_norms` before each optimiser update."""
     trainable = [p for p in method.parameters() if p.requires_grad]
-    optimiser = adamw(trainable, config)
+    optimiser = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser,
         lambda s: poly_schedule(s, steps=config.steps, warmup_steps=config.warmup_steps, power=config.poly_power),
