@@ -383,20 +383,26 @@ def dataset_facts(dataset: PreparedDataset) -> dict[str, Any]:
     }
 
 
+def tile_class_counts(labels: np.ndarray, num_classes: int, ignore_index: int) -> np.ndarray:
+    """Labelled pixels of each class in each tile, ``int64[N, K]``, of ``labels`` (int[N, H, W]), read
+    tile by tile (a memory-mapped split never loads whole); ValueError when no pixel is labelled."""
+    counts = np.stack(
+        [np.bincount(t[t != ignore_index].astype(np.int64), minlength=num_classes)[:num_classes] for t in labels]
+    )
+    if not counts.any():
+        raise ValueError("the training split holds no labelled pixel")
+    return counts
+
+
 def median_frequency_weights(labels: np.ndarray, num_classes: int, ignore_index: int) -> list[float]:
     """Median-frequency balancing (Eigen & Fergus 2015, as SegNet): ``w_c = median(f) / f_c`` with
     ``f_c`` = pixels of class ``c`` / labelled pixels of the tiles in which ``c`` appears, the median
-    over the classes that appear; a class absent from ``labels`` (int[N, H, W]) gets weight 0. Read
-    tile by tile (a memory-mapped split never loads whole); rounded to 6 decimals."""
-    pixels = np.zeros(num_classes, np.int64)  # of each class
-    exposure = np.zeros(num_classes, np.int64)  # labelled pixels of the tiles holding the class
-    for tile in labels:
-        counts = np.bincount(tile[tile != ignore_index].astype(np.int64), minlength=num_classes)[:num_classes]
-        pixels += counts
-        exposure += np.where(counts > 0, counts.sum(), 0)
+    over the classes that appear; a class absent from ``labels`` (int[N, H, W]) gets weight 0;
+    rounded to 6 decimals."""
+    counts = tile_class_counts(labels, num_classes, ignore_index)
+    pixels = counts.sum(axis=0)
+    exposure = np.where(counts > 0, counts.sum(axis=1, keepdims=True), 0).sum(axis=0)  # of the tiles holding c
     present = pixels > 0
-    if not present.any():
-        raise ValueError("the training split holds no labelled pixel")
     frequency = pixels[present] / exposure[present]
     weights = np.zeros(num_classes)
     weights[present] = np.median(frequency) / frequency
@@ -406,12 +412,8 @@ def median_frequency_weights(labels: np.ndarray, num_classes: int, ignore_index:
 def enet_weights(labels: np.ndarray, num_classes: int, ignore_index: int, c: float = 1.02) -> list[float]:
     """ENet's class weighting (Paszke et al. 2016): ``w_c = 1 / ln(c + p_c)`` with ``p_c`` the share of
     class ``c`` among the labelled pixels of ``labels`` (int[N, H, W]), ``c = 1.02`` (bounds the
-    weight of a rare class at 1 / ln(1.02) ~ 50); read tile by tile; rounded to 6 decimals."""
-    pixels = np.zeros(num_classes, np.int64)
-    for tile in labels:
-        pixels += np.bincount(tile[tile != ignore_index].astype(np.int64), minlength=num_classes)[:num_classes]
-    if not pixels.sum():
-        raise ValueError("the training split holds no labelled pixel")
+    weight of a rare class at 1 / ln(1.02) ~ 50); rounded to 6 decimals."""
+    pixels = tile_class_counts(labels, num_classes, ignore_index).sum(axis=0)
     return [round(float(w), 6) for w in 1.0 / np.log(c + pixels / pixels.sum())]
 
 
