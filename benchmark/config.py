@@ -21,10 +21,6 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 PARAMS_FILE = Path("params.yaml")
-DATA_DIR = Path("data")
-MODELS_DIR = Path("models")
-RESULTS_DIR = Path("results")
-CONFIGS_DIR = Path("configs")  # configs/<run>.json: each run's training configuration (benchmark.configure)
 
 C = TypeVar("C")
 
@@ -74,15 +70,6 @@ def is_int(value: Any) -> bool:
 
 
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|(cuda|xpu)(:\d+)?")
-
-
-def prepared_dir(dataset: str, data_dir: Path = DATA_DIR) -> Path:
-    return data_dir / "prepared" / dataset
-
-
-def run_dir(base: Path, dataset: str, run: str, seed: int) -> Path:
-    """``<base>/<dataset>/<run>/seed<k>``: where one (dataset, run = <method>-<protocol>, seed) lives."""
-    return base / dataset / run / f"seed{seed}"
 
 
 def run_parser(description: str) -> argparse.ArgumentParser:

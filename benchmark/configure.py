@@ -17,8 +17,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmark.config import CONFIGS_DIR, PARAMS_FILE
+from benchmark.config import PARAMS_FILE
 from benchmark.io import atomic_write_json
+from benchmark.layout import CONFIGS_DIR
 from benchmark.schema import ValidatedParams, load_config
 
 

@@ -37,14 +37,16 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from benchmark.config import PARAMS_FILE, TrainConfig, prepared_dir
+from benchmark.checkpoint import load_model
+from benchmark.config import PARAMS_FILE, TrainConfig
 from benchmark.data.prepared import PreparedDataset
 from benchmark.io import atomic_write_json
+from benchmark.layout import prepared_dir
 from benchmark.methods import create_method
 from benchmark.models.backbones import STRIDES
 from benchmark.protocol import Protocol, apply_availability, enumerate_subsets, subset_mask, subset_name
 from benchmark.schema import load_config
-from benchmark.train import load_model, method_init, poly_schedule, seed_everything, step_generator
+from benchmark.train import method_init, poly_schedule, seed_everything, step_generator
 
 
 def component_of(name: str, groups: Mapping[str, Sequence[str]]) -> str:

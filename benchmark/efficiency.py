@@ -3,6 +3,9 @@
 FLOPs come from torch's own counter (``torch.utils.flop_counter.FlopCounterMode``) on one
 ``method.predict`` call with every modality available, so every method is measured the same way.
 
+:func:`efficiency_record` builds the ``efficiency`` entry of metrics.json (``benchmark.evaluate``):
+these figures, the inference latency and the training figures of ``model.pt``.
+
 CLI: ``python -m benchmark.efficiency [--backbone tiny] [--size 64] [--classes 6]
 [--channels rgb=3 dsm=1 nir=1] [--decoder-dim 64] [--methods muss ...]`` prints a markdown
 table, then one ``params_<method>=<int>`` and one ``gflops_<method>=<float>`` line per method.
@@ -18,6 +21,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import nn
@@ -130,6 +134,38 @@ def device_name(device: str | torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     return f"{device.type} ({platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def efficiency_record(
+    method: nn.Module,
+    channels: Mapping[str, int],
+    tile_shape: tuple[int, int],
+    trained: Mapping[str, Any],
+    device: str | torch.device,
+) -> dict[str, Any]:
+    """The metrics.json ``efficiency`` entry of a trained ``method`` on tiles of ``tile_shape`` (H, W)
+    with ``channels`` per modality: its size and cost (:func:`parameter_count`, :func:`inference_gflops`;
+    ``None`` for a method computed outside torch, ``counts_flops = False``), the training figures of
+    its ``model.pt`` record ``trained`` (seconds per step and images/s from the median step time),
+    its inference latency (:func:`inference_latency_ms`) and this process's peak memory so far."""
+    seconds, step = float(trained["train_seconds"]), trained.get("median_step_seconds")
+    torch_measured = bool(getattr(method, "counts_flops", True))
+    return {
+        "tile_shape": list(tile_shape),
+        # a method computed outside torch (a floor) has neither torch parameters nor countable FLOPs: not measured
+        "params": parameter_count(method) if torch_measured else None,
+        "gflops": round(inference_gflops(method, channels, tile_shape, device), 6) if torch_measured else None,
+        "train_steps": trained["steps"],
+        "train_batch_size": trained.get("batch_size"),
+        "train_seconds": round(seconds, 3),
+        "train_seconds_per_step": round(step, 6) if step else None,
+        "train_images_per_s": round(trained["batch_size"] / step, 3) if step and trained.get("batch_size") else None,
+        "train_peak_memory_mb": trained.get("peak_memory_mb"),
+        "train_device": trained.get("device"),
+        "inference_ms_per_image": round(inference_latency_ms(method, channels, tile_shape, device), 4),
+        "eval_peak_memory_mb": round(peak_memory_mb(device), 1),
+        "eval_device": device_name(device),
+    }
 
 
 def _channel_item(item: str) -> tuple[str, int]:

@@ -1,7 +1,7 @@
 """Evaluate a trained method on every non-empty modality subset of a data set's test split.
 
 ``python -m benchmark.evaluate --dataset synthetic --run-name muss-complete --seed 0`` reads
-``models/<dataset>/<run>/seed<k>/model.pt`` and writes, in ``results/<dataset>/<run>/seed<k>/``:
+``models/<dataset>/<run>/seed<k>/model.pt`` and writes, in ``results/runs/<dataset>/<run>/seed<k>/``:
 
 - ``metrics.json`` (the DVC metrics)::
 
@@ -63,36 +63,29 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from benchmark.config import (
-    EVAL_CONVENTIONS,
-    MODELS_DIR,
-    RESULTS_DIR,
-    SCENARIO_KINDS,
-    FieldError,
-    ScenarioConfig,
-    prepared_dir,
-    resolve_device,
-    run_dir,
-    run_parser,
-)
+from benchmark.checkpoint import load_model
+from benchmark.config import EVAL_CONVENTIONS, SCENARIO_KINDS, FieldError, ScenarioConfig, resolve_device, run_parser
 from benchmark.data.prepared import META_FILE, PreparedDataset
 from benchmark.data.source import get_dataset
-from benchmark.efficiency import device_name, inference_gflops, inference_latency_ms, parameter_count, peak_memory_mb
+from benchmark.efficiency import efficiency_record
 from benchmark.io import atomic_write_json, atomic_write_npz, remove_stale_temps
+from benchmark.layout import (
+    IMAGE_SCORES_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    MODELS_DIR,
+    PREDICTIONS_FILE,
+    RUNS_DIR,
+    prepared_dir,
+    run_dir,
+)
 from benchmark.methods.base import input_size, replace_modality
 from benchmark.methods.contract import check_logits, check_shared_encoder
 from benchmark.metrics import NOT_SCORED, confusion_matrices, segmentation_scores, summarize
 from benchmark.models.backbones import STRIDES
-from benchmark.protocol import apply_availability, enumerate_subsets, parse_run, subset_mask, subset_name
+from benchmark.protocol import Protocol, apply_availability, enumerate_subsets, parse_run, subset_mask, subset_name
 from benchmark.scenarios import Corruption, corrupt, scenario_cases
 from benchmark.schema import load_config
-from benchmark.train import MODEL_FILE, load_model
-
-METRICS_FILE = "metrics.json"
-
-
-PREDICTIONS_FILE = "predictions.npz"
-IMAGE_SCORES_FILE = "image_scores.npz"
 
 
 class RobustnessMeter:
@@ -149,6 +142,201 @@ def sample_tiles(num_tiles: int, count: int) -> list[int]:
     return sorted({round(i * (num_tiles - 1) / max(count - 1, 1)) for i in range(count)})
 
 
+def ordered_subsets(subsets: Sequence[Sequence[str]] | None, modalities: list[str]) -> list[tuple[str, ...]]:
+    """The subsets to score, each in the data set's modality order as :func:`enumerate_subsets` lists
+    them (default: every non-empty one); a ``ValueError`` for one that names a modality twice, none,
+    or one the data set lacks."""
+    if subsets is None:
+        return enumerate_subsets(modalities)
+    for subset in subsets:
+        if not subset or len(set(subset)) != len(subset) or not set(subset) <= set(modalities):
+            raise ValueError(f"subset {list(subset)}: must name distinct modalities of {modalities}")
+    return [tuple(m for m in modalities if m in subset) for subset in subsets]
+
+
+def corruption_cases(
+    scenarios: ScenarioConfig | None, dataset: PreparedDataset, sar_modalities: Mapping[str, str]
+) -> list[Corruption]:
+    """The corrupted-input cases of :func:`scenario_cases` (none without ``scenarios``); a
+    ``ValueError`` naming meta.json when speckle needs a modality's normalisation it lacks."""
+    if scenarios is None:
+        return []
+    cases = scenario_cases(scenarios, list(dataset.modalities), dict(sar_modalities))
+    norms = dataset.meta.get("normalisation") or {}
+    missing = sorted({c.modality for c in cases if c.kind == "speckle" and c.modality not in norms})
+    if missing:
+        raise ValueError(f"{dataset.root / META_FILE}: no normalisation for {missing}, which speckle needs")
+    return cases
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """Scores the predictions of ``method_name`` made by its hook ``where`` against their targets."""
+
+    method_name: str
+    num_classes: int
+    ignore_index: int
+    where: str
+
+    def __call__(self, output: Any, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(int64[B, K, K] per image, predicted classes int64[B, H, W])`` of a prediction; on the
+        device: no host sync per batch (moved to the CPU once, at the end)."""
+        expected = (target.shape[0], self.num_classes, *target.shape[-2:])
+        logits = check_logits(self.method_name, output, expected, self.where)
+        if logits.device.type == "cpu":  # argmax over classes is ~10x faster with the class axis innermost
+            logits = logits.contiguous(memory_format=torch.channels_last)
+        pred = logits.argmax(dim=1)
+        return confusion_matrices(pred, target, self.num_classes, self.ignore_index), pred
+
+
+class NaivePath:
+    """One batch on the naive path: the whole model (``predict``) once per subset and per case.
+    ``inputs``: ``{modality: float[B, C, H, W]}``; ``every``: bool[B, M], all true."""
+
+    where = "predict()"
+
+    def __init__(
+        self, method: torch.nn.Module, inputs: dict[str, torch.Tensor], modalities: list[str], every: torch.Tensor
+    ) -> None:
+        self.method, self.inputs, self.modalities, self.every = method, inputs, modalities, every
+        self.size = input_size(inputs)
+
+    def subset(self, mask: torch.Tensor, told: torch.Tensor) -> Any:
+        """The output with the modalities outside ``mask`` (bool[B, M]) missing, the method told ``told``."""
+        return self.method.predict(apply_availability(self.inputs, mask, self.modalities), told)
+
+    def case(self, case: Corruption, corrupted: torch.Tensor) -> Any:
+        """The output with every modality available and ``case.modality`` replaced by ``corrupted``."""
+        return self.method.predict({**self.inputs, case.modality: corrupted}, self.every)
+
+
+class SharedPath(NaivePath):
+    """One batch on the shared-encoder path: every modality encoded once (``encode``), each subset
+    only decoded (``predict_features``); under the ``zero`` convention a missing modality takes the
+    features of an all-zero input. A case encodes just its corrupted modality."""
+
+    where = "predict_features()"
+
+    def __init__(
+        self,
+        method: torch.nn.Module,
+        inputs: dict[str, torch.Tensor],
+        modalities: list[str],
+        every: torch.Tensor,
+        convention: str,
+    ) -> None:
+        super().__init__(method, inputs, modalities, every)
+        self.features = method.encode(inputs, every)
+        self.blank = None
+        if convention == "zero":  # what a missing modality's all-zero input encodes to
+            self.blank = method.encode({m: torch.zeros_like(x) for m, x in inputs.items()}, every)
+
+    def subset(self, mask: torch.Tensor, told: torch.Tensor) -> Any:
+        shown = self.features
+        if self.blank is not None:
+            for index in (~mask[0]).nonzero().flatten().tolist():
+                shown = replace_modality(shown, self.blank, index)
+        return self.method.predict_features(shown, told, self.size)
+
+    def case(self, case: Corruption, corrupted: torch.Tensor) -> Any:
+        # encode the corrupted modality only; the others' features are the clean ones
+        alone = subset_mask([case.modality], self.modalities, self.every.shape[0]).to(self.every.device)
+        encoded = self.method.encode(
+            apply_availability({**self.inputs, case.modality: corrupted}, alone, self.modalities), alone
+        )
+        features = replace_modality(self.features, encoded, case.modality_index)
+        return self.method.predict_features(features, self.every, self.size)
+
+
+def kept_rows(keep: Sequence[int], offset: int, batch: int) -> list[int]:
+    """The rows of a batch of ``batch`` tiles from tile ``offset`` on that hold the kept tiles ``keep``."""
+    return [i - offset for i in keep if offset <= i < offset + batch]
+
+
+class Tally:
+    """What :func:`evaluate_subsets` accumulates batch by batch, per subset name and per case; on
+    the device until :meth:`result`."""
+
+    def __init__(self, names: Sequence[str], cases: Sequence[Corruption]) -> None:
+        self.confusion: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+        self.meters = {name: RobustnessMeter() for name in names}
+        self.predictions: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+        self.maps: dict[str, list[list[torch.Tensor]]] = {name: [] for name in names}
+        self.cases = list(cases)
+        self.scenario_sums: dict[Corruption, torch.Tensor] = {}
+        self.scenario_meters = {case: RobustnessMeter() for case in cases}
+
+    def not_scored(
+        self, name: str, target: torch.Tensor, num_classes: int, kept: list[int], size: tuple[int, int]
+    ) -> None:
+        """A subset the method cannot use: nothing counted; its kept tiles (of ``size`` pixels) hold ``NOT_SCORED``."""
+        batch = target.shape[0]
+        self.confusion[name].append(
+            torch.zeros(batch, num_classes, num_classes, dtype=torch.int64, device=target.device)
+        )
+        if kept:
+            self.predictions[name].append(torch.full((len(kept), *size), NOT_SCORED, dtype=torch.uint8))
+
+    def add_subset(self, name: str, output: Any, matrices: torch.Tensor, pred: torch.Tensor, kept: list[int]) -> None:
+        """One batch of subset ``name``: its per-image matrices, its robustness maps (when the output
+        carries them) and the kept tiles' predictions and maps."""
+        self.confusion[name].append(matrices)
+        if kept:
+            self.predictions[name].append(pred[kept].to("cpu", torch.uint8))
+        if output.get("robustness") is not None:
+            self.meters[name].update(output["robustness"])
+            if kept:
+                self.maps[name].append([r[kept].detach().to("cpu", torch.float16) for r in output["robustness"]])
+
+    def add_case(self, case: Corruption, output: Any, matrices: torch.Tensor) -> None:
+        """One batch of a corrupted-input case: its matrices summed, its robustness maps averaged."""
+        matrix = matrices.sum(dim=0)
+        self.scenario_sums[case] = matrix if case not in self.scenario_sums else self.scenario_sums[case] + matrix
+        if output.get("robustness") is not None:
+            self.scenario_meters[case].update(output["robustness"])
+
+    def result(self, not_applicable: list[str]) -> SubsetEvaluation:
+        """The evaluation, on the CPU."""
+        return SubsetEvaluation(
+            confusion={name: torch.cat(parts).cpu() for name, parts in self.confusion.items()},
+            not_applicable=not_applicable,
+            robustness={name: meter.mean for name, meter in self.meters.items() if meter.count},
+            predictions={name: torch.cat(parts) for name, parts in self.predictions.items() if parts},
+            robustness_maps={
+                name: [torch.cat(scale) for scale in zip(*parts)] for name, parts in self.maps.items() if parts
+            },
+            scenarios={case: self.scenario_sums[case].cpu() for case in self.cases},
+            scenario_robustness={case: meter.mean for case, meter in self.scenario_meters.items() if meter.count},
+        )
+
+
+def score_cases(
+    path: NaivePath,
+    scorer: Scorer,
+    target: torch.Tensor,
+    tiles: range,
+    cases: Sequence[Corruption],
+    scenarios: ScenarioConfig,
+    norms: Mapping[str, Any],
+    sar_modalities: Mapping[str, str],
+    tally: Tally,
+) -> None:
+    """Score one batch (the test tiles ``tiles``) under every corrupted-input case of ``cases``."""
+    for case in cases:
+        m = case.modality
+        corrupted = corrupt(
+            path.inputs[m],
+            case,
+            tiles,
+            seed=scenarios.seed,
+            block_size=scenarios.block_size,
+            norm=norms.get(m),
+            sar_units=sar_modalities.get(m),
+        )
+        output = path.case(case, corrupted)
+        tally.add_case(case, output, scorer(output, target)[0])
+
+
 @torch.no_grad()
 def evaluate_subsets(
     method: torch.nn.Module,
@@ -172,10 +360,10 @@ def evaluate_subsets(
 
     With ``shared_encoder`` (the default) a method whose ``shares_encoder`` is True is encoded once
     per batch (every modality) and only decoded per subset (``predict_features``); a scenario case
-    encodes just its corrupted modality and reuses the others' clean features. The first batch is
-    checked against the naive path on one tile, with every modality and with the first subset
-    (:func:`check_shared_encoder`). ``shared_encoder=False``, or a method that cannot share, runs
-    ``predict`` once per subset and case: the naive path.
+    encodes just its corrupted modality and reuses the others' clean features (:class:`SharedPath`).
+    The first batch is checked against the naive path on one tile, with every modality and with the
+    first subset (:func:`check_shared_encoder`). ``shared_encoder=False``, or a method that cannot
+    share, runs ``predict`` once per subset and case: the naive path (:class:`NaivePath`).
     ``subsets``: the subsets to score (default every non-empty one, :func:`enumerate_subsets`).
     ``convention``: ``"mask"`` (a missing modality is zeroed and masked out) or ``"zero"`` (zeroed,
     and the method is told every modality is present: on the shared path the missing modalities
@@ -186,40 +374,16 @@ def evaluate_subsets(
     method_name = getattr(method, "method_name", type(method).__name__)
     shares = shared_encoder and bool(getattr(method, "shares_encoder", False))
     modalities = list(dataset.modalities)
-    if subsets is None:
-        subsets = enumerate_subsets(modalities)
-    else:  # each in the data set's modality order, as enumerate_subsets lists them
-        for subset in subsets:
-            if not subset or len(set(subset)) != len(subset) or not set(subset) <= set(modalities):
-                raise ValueError(f"subset {list(subset)}: must name distinct modalities of {modalities}")
-        subsets = [tuple(m for m in modalities if m in subset) for subset in subsets]
+    subsets = ordered_subsets(subsets, modalities)
     names = [subset_name(s) for s in subsets]
     supports = getattr(method, "supports", lambda subset: True)  # optional in the contract
     applicable = {name: bool(supports(list(s))) for name, s in zip(names, subsets)}  # others: not scored
     num_classes = len(dataset.classes)
     sar_modalities = dict(sar_modalities or {})
-    cases = scenario_cases(scenarios, modalities, sar_modalities) if scenarios is not None else []
+    cases = corruption_cases(scenarios, dataset, sar_modalities)
     norms = dataset.meta.get("normalisation") or {}
-    missing = sorted({c.modality for c in cases if c.kind == "speckle" and c.modality not in norms})
-    if missing:
-        raise ValueError(f"{dataset.root / META_FILE}: no normalisation for {missing}, which speckle needs")
-    scenario_sums: dict[Corruption, torch.Tensor] = {}
-    scenario_meters = {case: RobustnessMeter() for case in cases}
-
-    def score(output: Any, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(int64[B, K, K] per image, predicted classes int64[B, H, W])`` of a prediction; on the
-        device: no host sync per batch (moved to the CPU once, at the end)."""
-        expected = (target.shape[0], num_classes, *target.shape[-2:])
-        logits = check_logits(method_name, output, expected, "predict_features()" if shares else "predict()")
-        if logits.device.type == "cpu":  # argmax over classes is ~10x faster with the class axis innermost
-            logits = logits.contiguous(memory_format=torch.channels_last)
-        pred = logits.argmax(dim=1)
-        return confusion_matrices(pred, target, num_classes, dataset.ignore_index), pred
-
-    confusion: dict[str, list[torch.Tensor]] = {name: [] for name in names}
-    meters = {name: RobustnessMeter() for name in names}
-    predictions: dict[str, list[torch.Tensor]] = {name: [] for name in names}
-    maps: dict[str, list[list[torch.Tensor]]] = {name: [] for name in names}
+    scorer = Scorer(method_name, num_classes, dataset.ignore_index, SharedPath.where if shares else NaivePath.where)
+    tally = Tally(names, cases)
     keep = sorted(set(keep))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     method.eval()
@@ -227,72 +391,27 @@ def evaluate_subsets(
     for inputs, target in tqdm(loader, desc="evaluate", disable=not progress, mininterval=1.0):
         inputs = {m: x.to(device) for m, x in inputs.items()}
         target = target.to(device)
-        batch, size = target.shape[0], input_size(inputs)
-        kept = [i - offset for i in keep if offset <= i < offset + batch]
+        batch = target.shape[0]
+        kept = kept_rows(keep, offset, batch)
         every = subset_mask(modalities, modalities, batch).to(device)
         masks = [subset_mask(subset, modalities, batch).to(device) for subset in subsets]
-        if shares:
-            if offset == 0:  # the shared path against predict() on one tile: every modality, the first subset
-                head = {m: x[:1] for m, x in inputs.items()}
-                check_shared_encoder(method_name, method, head, every[:1], [every[:1], masks[0][:1]])
-            features = method.encode(inputs, every)
-            if convention == "zero":  # what a missing modality's all-zero input encodes to
-                blank = method.encode({m: torch.zeros_like(x) for m, x in inputs.items()}, every)
+        if shares and offset == 0:  # the shared path against predict() on one tile: every modality, the first subset
+            head = {m: x[:1] for m, x in inputs.items()}
+            check_shared_encoder(method_name, method, head, every[:1], [every[:1], masks[0][:1]])
+        path = (
+            SharedPath(method, inputs, modalities, every, convention)
+            if shares
+            else NaivePath(method, inputs, modalities, every)
+        )
         for mask, name in zip(masks, names):
-            if not applicable[name]:  # nothing counted; its kept tiles hold NOT_SCORED
-                confusion[name].append(torch.zeros(batch, num_classes, num_classes, dtype=torch.int64, device=device))
-                if kept:
-                    predictions[name].append(torch.full((len(kept), *size), NOT_SCORED, dtype=torch.uint8))
+            if not applicable[name]:
+                tally.not_scored(name, target, num_classes, kept, path.size)
                 continue
-            told = mask if convention == "mask" else every  # what the method is told is available
-            if shares:
-                shown = features
-                if convention == "zero":
-                    for index in (~mask[0]).nonzero().flatten().tolist():
-                        shown = replace_modality(shown, blank, index)
-                output = method.predict_features(shown, told, size)
-            else:
-                output = method.predict(apply_availability(inputs, mask, modalities), told)
-            matrices, pred = score(output, target)
-            confusion[name].append(matrices)
-            if kept:
-                predictions[name].append(pred[kept].to("cpu", torch.uint8))
-            if output.get("robustness") is not None:
-                meters[name].update(output["robustness"])
-                if kept:
-                    maps[name].append([r[kept].detach().to("cpu", torch.float16) for r in output["robustness"]])
-        tiles = range(offset, offset + batch)
-        for case in cases:
-            m = case.modality
-            corrupted = corrupt(
-                inputs[m],
-                case,
-                tiles,
-                seed=scenarios.seed,
-                block_size=scenarios.block_size,
-                norm=norms.get(m),
-                sar_units=sar_modalities.get(m),
-            )
-            if shares:  # encode the corrupted modality only; the others' features are the clean ones
-                alone = subset_mask([m], modalities, batch).to(device)
-                encoded = method.encode(apply_availability({**inputs, m: corrupted}, alone, modalities), alone)
-                output = method.predict_features(replace_modality(features, encoded, case.modality_index), every, size)
-            else:
-                output = method.predict({**inputs, m: corrupted}, every)
-            matrix = score(output, target)[0].sum(dim=0)
-            scenario_sums[case] = matrix if case not in scenario_sums else scenario_sums[case] + matrix
-            if output.get("robustness") is not None:
-                scenario_meters[case].update(output["robustness"])
+            output = path.subset(mask, mask if convention == "mask" else every)  # told: what the method is told
+            tally.add_subset(name, output, *scorer(output, target), kept)
+        score_cases(path, scorer, target, range(offset, offset + batch), cases, scenarios, norms, sar_modalities, tally)
         offset += batch
-    return SubsetEvaluation(
-        confusion={name: torch.cat(parts).cpu() for name, parts in confusion.items()},
-        not_applicable=[name for name in names if not applicable[name]],
-        robustness={name: meter.mean for name, meter in meters.items() if meter.count},
-        predictions={name: torch.cat(parts) for name, parts in predictions.items() if parts},
-        robustness_maps={name: [torch.cat(scale) for scale in zip(*parts)] for name, parts in maps.items() if parts},
-        scenarios={case: scenario_sums[case].cpu() for case in cases},
-        scenario_robustness={case: meter.mean for case, meter in scenario_meters.items() if meter.count},
-    )
+    return tally.result([name for name in names if not applicable[name]])
 
 
 def image_scores_arrays(evaluation: SubsetEvaluation, classes: Sequence[str]) -> dict[str, np.ndarray]:
@@ -443,42 +562,30 @@ def metrics_record(
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = run_parser(__doc__.splitlines()[0])
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--model", type=Path, default=None, help="default models/<dataset>/<run>/seed<k>/model.pt")
-    parser.add_argument("--out", type=Path, default=None, help="default results/<dataset>/<run>/seed<k>/metrics.json")
-    parser.add_argument(
-        "--naive",
-        action="store_true",
-        help="run the whole model once per subset and case instead of sharing each batch's encoder features "
-        "(the reference the shared path is checked against; the scores agree up to float rounding)",
-    )
-    args = parser.parse_args(argv)
-    params = load_config(args.params)  # validated: imports method_modules
-    config, scenarios = params.evaluate, params.scenarios
-    device = resolve_device(config.device)
-    dataset = PreparedDataset(args.data_dir or prepared_dir(args.dataset), args.split)
+def sar_modalities_of(dataset: PreparedDataset) -> dict[str, str]:
+    """The SAR-like modalities ``{modality: "db" | "linear"}`` of the source that prepared ``dataset``
+    (none known for a source that is not registered here)."""
     try:
-        sar_modalities = dict(get_dataset(dataset.meta["dataset"]).sar_modalities)
-    except KeyError:  # a data set prepared by a source that is not registered here: no SAR-like modality known
-        sar_modalities = {}
-    try:
-        scenario_cases(
-            scenarios, list(dataset.modalities), sar_modalities, str(dataset.root)
-        )  # bad names fail before any work
-    except FieldError as err:
-        raise err.at(f"{args.params}: scenarios") from None
-    method_name, protocol = params.run_parts(args.run_name)
-    model_path = args.model or run_dir(MODELS_DIR, args.dataset, args.run_name, args.seed) / MODEL_FILE
-    method, record = load_model(model_path, device)
+        return dict(get_dataset(dataset.meta["dataset"]).sar_modalities)
+    except KeyError:
+        return {}
+
+
+def check_model(
+    model_path: Path,
+    record: Mapping[str, Any],
+    method_name: str,
+    run_name: str,
+    protocol: Protocol,
+    dataset: PreparedDataset,
+) -> None:
+    """The ``model.pt`` record must be of run ``run_name`` (its method and training protocol) and of
+    the data's modalities and classes: a ``ValueError`` naming the file and both values otherwise."""
     if record["method"] != method_name:
-        raise ValueError(
-            f"{model_path}: holds method {record['method']!r}, not {method_name!r} (run {args.run_name!r})"
-        )
+        raise ValueError(f"{model_path}: holds method {record['method']!r}, not {method_name!r} (run {run_name!r})")
     if record.get("protocol") != protocol.record():
         raise ValueError(
-            f"{model_path}: trained under protocol {record.get('protocol')}, run {args.run_name!r} is "
+            f"{model_path}: trained under protocol {record.get('protocol')}, run {run_name!r} is "
             f"{protocol.record()} (rerun the train stage)"
         )
     if dict(record["init"]["modalities"]) != dataset.modalities:
@@ -490,6 +597,94 @@ def main(argv: list[str] | None = None) -> int:
             f"{model_path}: trained for {record['init'].get('num_classes')} classes, "
             f"data {dataset.root} has {len(dataset.classes)} ({dataset.classes})"
         )
+
+
+def assemble_metrics(
+    evaluation: SubsetEvaluation,
+    dataset: PreparedDataset,
+    method: torch.nn.Module,
+    record: Mapping[str, Any],
+    efficiency: dict[str, Any],
+    *,
+    run: str,
+    protocol: Protocol,
+    convention: str,
+    seed: int,
+    scenarios: ScenarioConfig,
+) -> dict[str, Any]:
+    """The metrics.json record of an evaluation: :func:`metrics_record` with the method's family,
+    ``efficiency``, what a fitted method fitted (``record``: its model.pt), the ``robustness`` entry
+    (methods that report maps) and the ``scenarios`` entry (when a case applies)."""
+    extra: dict[str, Any] = {"family": getattr(method, "family", "reference"), "efficiency": efficiency}
+    if record.get("fit"):  # what a fitted method fitted (e.g. a threshold)
+        extra["fit"] = dict(record["fit"])
+    if evaluation.robustness:
+        extra["robustness"] = robustness_record(
+            evaluation.robustness, list(dataset.modalities), evaluation.scenario_robustness
+        )
+    metrics = metrics_record(
+        evaluation.matrices,
+        dataset,
+        run=run,
+        protocol=protocol.record(),
+        convention=convention,
+        seed=seed,
+        extra=extra,
+        not_applicable=evaluation.not_applicable,
+    )
+    block = scenarios_record(
+        evaluation.scenarios,
+        dataset.classes,
+        seed=scenarios.seed,
+        block_size=scenarios.block_size,
+        clean_miou=metrics["subsets"][subset_name(list(dataset.modalities))]["miou"],
+    )
+    if block is not None:
+        metrics["scenarios"] = block
+    return metrics
+
+
+def write_results(
+    out: Path, evaluation: SubsetEvaluation, indices: Sequence[int], dataset: PreparedDataset, metrics: dict[str, Any]
+) -> None:
+    """``image_scores.npz`` and ``predictions.npz`` next to ``out``, then ``out`` (metrics.json, what
+    DVC and the report look for) last; a killed run's leftovers removed first."""
+    for path in (out.parent / IMAGE_SCORES_FILE, out.parent / PREDICTIONS_FILE, out):
+        remove_stale_temps(path)
+    atomic_write_npz(out.parent / IMAGE_SCORES_FILE, image_scores_arrays(evaluation, dataset.classes))
+    atomic_write_npz(out.parent / PREDICTIONS_FILE, predictions_arrays(evaluation, indices, list(dataset.modalities)))
+    atomic_write_json(out, metrics)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = run_parser(__doc__.splitlines()[0])
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--model", type=Path, default=None, help="default models/<dataset>/<run>/seed<k>/model.pt")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="default results/runs/<dataset>/<run>/seed<k>/metrics.json"
+    )
+    parser.add_argument(
+        "--naive",
+        action="store_true",
+        help="run the whole model once per subset and case instead of sharing each batch's encoder features "
+        "(the reference the shared path is checked against; the scores agree up to float rounding)",
+    )
+    args = parser.parse_args(argv)
+    params = load_config(args.params)  # validated: imports method_modules
+    config, scenarios = params.evaluate, params.scenarios
+    device = resolve_device(config.device)
+    dataset = PreparedDataset(args.data_dir or prepared_dir(args.dataset), args.split)
+    sar_modalities = sar_modalities_of(dataset)
+    try:
+        scenario_cases(
+            scenarios, list(dataset.modalities), sar_modalities, str(dataset.root)
+        )  # bad names fail before any work
+    except FieldError as err:
+        raise err.at(f"{args.params}: scenarios") from None
+    method_name, protocol = params.run_parts(args.run_name)
+    model_path = args.model or run_dir(MODELS_DIR, args.dataset, args.run_name, args.seed) / MODEL_FILE
+    method, record = load_model(model_path, device)
+    check_model(model_path, record, method_name, args.run_name, protocol, dataset)
     indices = sample_tiles(len(dataset), config.sample_tiles)
     evaluation = evaluate_subsets(
         method,
@@ -503,61 +698,21 @@ def main(argv: list[str] | None = None) -> int:
         shared_encoder=not args.naive,
         convention=config.convention,
     )
-    seconds, step = float(record["train_seconds"]), record.get("median_step_seconds")
-    torch_measured = bool(getattr(method, "counts_flops", True))
-    efficiency = {
-        "tile_shape": list(dataset.tile_shape),
-        # a method computed outside torch (a floor) has neither torch parameters nor countable FLOPs: not measured
-        "params": parameter_count(method) if torch_measured else None,
-        "gflops": round(inference_gflops(method, dataset.modalities, dataset.tile_shape, device), 6)
-        if torch_measured
-        else None,
-        "train_steps": record["steps"],
-        "train_batch_size": record.get("batch_size"),
-        "train_seconds": round(seconds, 3),
-        "train_seconds_per_step": round(step, 6) if step else None,
-        "train_images_per_s": round(record["batch_size"] / step, 3) if step and record.get("batch_size") else None,
-        "train_peak_memory_mb": record.get("peak_memory_mb"),
-        "train_device": record.get("device"),
-        "inference_ms_per_image": round(
-            inference_latency_ms(method, dataset.modalities, dataset.tile_shape, device), 4
-        ),
-        "eval_peak_memory_mb": round(peak_memory_mb(device), 1),
-        "eval_device": device_name(device),
-    }
-    extra: dict[str, Any] = {"family": getattr(method, "family", "reference"), "efficiency": efficiency}
-    if record.get("fit"):  # what a fitted method fitted (e.g. a threshold)
-        extra["fit"] = dict(record["fit"])
-    if evaluation.robustness:
-        extra["robustness"] = robustness_record(
-            evaluation.robustness, list(dataset.modalities), evaluation.scenario_robustness
-        )
-    metrics = metrics_record(
-        evaluation.matrices,
+    efficiency = efficiency_record(method, dataset.modalities, dataset.tile_shape, record, device)
+    metrics = assemble_metrics(
+        evaluation,
         dataset,
+        method,
+        record,
+        efficiency,
         run=args.run_name,
-        protocol=protocol.record(),
+        protocol=protocol,
         convention=config.convention,
         seed=args.seed,
-        extra=extra,
-        not_applicable=evaluation.not_applicable,
+        scenarios=scenarios,
     )
-    block = scenarios_record(
-        evaluation.scenarios,
-        dataset.classes,
-        seed=scenarios.seed,
-        block_size=scenarios.block_size,
-        clean_miou=metrics["subsets"][subset_name(list(dataset.modalities))]["miou"],
-    )
-    if block is not None:
-        metrics["scenarios"] = block
-    out = args.out or run_dir(RESULTS_DIR, args.dataset, args.run_name, args.seed) / METRICS_FILE
-    # the arrays first, metrics.json (what DVC and the report look for) last
-    for path in (out.parent / IMAGE_SCORES_FILE, out.parent / PREDICTIONS_FILE, out):  # a killed run's leftovers
-        remove_stale_temps(path)
-    atomic_write_npz(out.parent / IMAGE_SCORES_FILE, image_scores_arrays(evaluation, dataset.classes))
-    atomic_write_npz(out.parent / PREDICTIONS_FILE, predictions_arrays(evaluation, indices, list(dataset.modalities)))
-    atomic_write_json(out, metrics)
+    out = args.out or run_dir(RUNS_DIR, args.dataset, args.run_name, args.seed) / METRICS_FILE
+    write_results(out, evaluation, indices, dataset, metrics)
     summary = metrics["summary"]
     print(
         f"{args.dataset} {args.run_name} seed{args.seed}: avg {summary['avg']:.2f}  top1 {summary['top1']:.2f}  "

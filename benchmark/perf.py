@@ -44,13 +44,14 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmark.checkpoint import load_torch
 from benchmark.config import PRECISIONS, TrainConfig, resolve_device
 from benchmark.data import PreparedDataset, build_source
 from benchmark.efficiency import device_name, inference_gflops, peak_memory_mb, synchronize
 from benchmark.evaluate import evaluate_subsets
 from benchmark.methods import create_method, import_method_modules
 from benchmark.protocol import apply_availability, draw_available
-from benchmark.train import load_torch, precision_context, train, training_loader
+from benchmark.train import precision_context, train, training_loader
 
 METHODS = ("muss", "m3l", "imlt", "magic", "sgma", "sgma-sgf", "sgma-mas")
 #: Constructor arguments of the timed training runs: M3L is timed in its mean-teacher phase (teacher

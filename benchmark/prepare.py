@@ -11,8 +11,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmark.config import PARAMS_FILE, load_params, prepared_dir, section
+from benchmark.config import PARAMS_FILE, load_params, section
 from benchmark.data import PreparedDataset, build_source, read_meta
+from benchmark.layout import prepared_dir
 
 PREVIEW_FILE = "preview.png"  # a few training tiles, every modality and the label
 

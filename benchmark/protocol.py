@@ -48,9 +48,14 @@ def subset_name(subset: Sequence[str]) -> str:
     return SUBSET_SEPARATOR.join(subset)
 
 
+def subset_parts(name: str) -> list[str]:
+    """``"rgb+nir" -> ["rgb", "nir"]``: split a subset name as written, unvalidated."""
+    return name.split(SUBSET_SEPARATOR)
+
+
 def parse_subset(name: str, modalities: Sequence[str]) -> tuple[str, ...]:
     """``"nir+rgb" -> ("rgb", "nir")``: validate a subset name and put it in data set order."""
-    parts = name.split(SUBSET_SEPARATOR)
+    parts = subset_parts(name)
     unknown = [p for p in parts if p not in modalities]
     if unknown or not parts or len(set(parts)) != len(parts):
         raise ValueError(f"subset {name!r}: expected distinct names from {list(modalities)}")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from benchmark.metrics import mean_iou
+from benchmark.protocol import subset_name, subset_parts
 
 __all__ = [
     "BootstrapResult",
@@ -70,7 +71,7 @@ def _parse_subsets(subsets: Sequence[str], modalities: Sequence[str]) -> list[fr
     parsed: list[frozenset[str]] = []
     seen: dict[frozenset[str], str] = {}
     for name in subsets:
-        parts = str(name).split("+")
+        parts = subset_parts(str(name))
         unknown = [m for m in parts if m not in known]
         if unknown:
             raise ValueError(f"subset {name!r} has unknown modality {unknown[0]!r} (modalities: {mods})")
@@ -86,7 +87,7 @@ def _parse_subsets(subsets: Sequence[str], modalities: Sequence[str]) -> list[fr
         for mask in range(1, 2 ** len(mods)):
             key = frozenset(m for i, m in enumerate(mods) if mask >> i & 1)
             if key not in seen:
-                missing = "+".join(m for m in mods if m in key)
+                missing = subset_name([m for m in mods if m in key])
                 raise ValueError(f"subset {missing!r} is missing ({len(parsed)} of {expected} subsets given)")
     return parsed
 
@@ -149,7 +150,7 @@ def by_size(subset_miou: Mapping[str, float]) -> dict[int, float]:
         raise ValueError("by_size needs at least one subset")
     groups: dict[int, list[float]] = {}
     for name, value in subset_miou.items():
-        groups.setdefault(len(str(name).split("+")), []).append(float(value))
+        groups.setdefault(len(subset_parts(str(name))), []).append(float(value))
     return {k: float(np.mean(groups[k])) for k in sorted(groups)}
 
 

@@ -4,7 +4,7 @@
 writes ``models/<dataset>/<run>/seed<k>/``: ``model.pt`` (the DVC output) and
 ``checkpoint.pt`` (resumable state, kept between runs, used only when its fingerprint of data,
 method, parameters, protocol and seed matches the current configuration); and
-``results/<dataset>/<run>/seed<k>/train_log.jsonl`` (one JSON
+``results/runs/<dataset>/<run>/seed<k>/train_log.jsonl`` (one JSON
 object per step: ``step``, ``loss`` and its parts, ``lr``, ``images_per_s``), which the report
 plots as training curves.
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import json
 import os
 import random
@@ -26,7 +27,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import torch
@@ -36,28 +37,23 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from benchmark.config import (
-    MODELS_DIR,
-    RESULTS_DIR,
-    FieldError,
-    TrainConfig,
-    prepared_dir,
-    resolve_device,
-    run_dir,
-    run_parser,
+from benchmark.checkpoint import (
+    load_torch,
+    restore_rng,
+    restore_training,
+    rng_state,
+    save_torch,
 )
+from benchmark.config import FieldError, TrainConfig, resolve_device, run_parser
 from benchmark.data.prepared import PreparedDataset
 from benchmark.data.source import get_dataset
 from benchmark.efficiency import device_name, peak_memory_mb, synchronize
-from benchmark.io import atomic_write, atomic_write_text, remove_stale_temps
+from benchmark.io import atomic_write_text, remove_stale_temps
+from benchmark.layout import CHECKPOINT_FILE, LOG_FILE, MODEL_FILE, MODELS_DIR, RUNS_DIR, prepared_dir, run_dir
 from benchmark.methods import create_method, get_method_class
 from benchmark.methods.contract import check_contract, check_step_result
 from benchmark.protocol import Protocol, apply_availability, builtin_protocol
 from benchmark.schema import load_config
-
-MODEL_FILE = "model.pt"
-CHECKPOINT_FILE = "checkpoint.pt"
-LOG_FILE = "train_log.jsonl"
 
 #: Throughput options (docs/training.md) left out of the run's fingerprint at these defaults, so a
 #: checkpoint written before they existed still resumes; any other value is part of it.
@@ -302,24 +298,6 @@ def fingerprint(payload: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _save_torch(path: Path, obj: Any) -> None:
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
-
-
-def load_torch(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """``torch.load(path, weights_only=True)`` (tensors, numbers, strings and containers only: a file
-    cannot run code); an unreadable or truncated file is a ``ValueError`` naming it."""
-    try:
-        record = torch.load(path, map_location=device, weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for a damaged file
-        raise ValueError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err}); delete it") from None
-    if not isinstance(record, dict):
-        raise ValueError(f"{path}: expected a dict, got {type(record).__name__}; delete it")
-    return record
-
-
 def read_log(path: Path, before: int) -> list[str]:
     """The lines of the step log ``path`` for steps ``< before``. A last line cut short by a killed
     process is dropped; a damaged line elsewhere is a ``ValueError`` naming the file and line."""
@@ -474,6 +452,417 @@ def fit_once(
     return {k: float(v) for k, v in figures.items()}, time.perf_counter() - tick
 
 
+@dataclasses.dataclass
+class Run:
+    """One run set up to train (:func:`set_up`): its data, its method (built and seeded) and where
+    its files go. ``builds``: the registered method that builds ``method_name``; ``run_id``: the
+    fingerprint a checkpoint must carry to be resumed."""
+
+    method_name: str
+    builds: str
+    init_kwargs: dict[str, Any]
+    run_id: str
+    dataset: PreparedDataset
+    method: nn.Module
+    config: TrainConfig
+    protocol: Protocol
+    seed: int
+    ranks: Ranks
+    device: torch.device
+    out_dir: Path
+    log_path: Path
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / CHECKPOINT_FILE
+
+    @property
+    def model_path(self) -> Path:
+        return self.out_dir / MODEL_FILE
+
+    @property
+    def rows(self) -> slice | None:
+        """This process's rows of each global batch under DDP; ``None`` (all) in one process."""
+        return self.ranks.rows(self.config.batch_size) if self.ranks.distributed else None
+
+    @property
+    def fitted(self) -> bool:
+        """A ``trained_by = "fit"`` method: fitted in one call, no optimiser or checkpoint."""
+        return getattr(self.method, "trained_by", "gradient") == "fit"
+
+
+@dataclasses.dataclass
+class Optimisation:
+    """What updates a gradient-trained run's weights: AdamW over its trainable parameters, the poly
+    schedule, and ``step_fn`` (:class:`TrainingStep`, wrapped in DDP under torchrun)."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    step_fn: nn.Module
+
+
+@dataclasses.dataclass
+class TrainingState:
+    """Where a gradient-trained run stands: ``step`` (the next step to take), ``train_seconds`` (the
+    steps' time so far, s), ``peak_mb`` (the peak memory of the processes before this one, MiB) and
+    ``step_seconds`` (each step's time, s). Restored from a checkpoint on resume."""
+
+    step: int = 0
+    train_seconds: float = 0.0
+    peak_mb: float = 0.0
+    step_seconds: list[float] = dataclasses.field(default_factory=list)
+
+
+def run_fingerprint(
+    method_name: str,
+    builds: str,
+    init_kwargs: Mapping[str, Any],
+    config: TrainConfig,
+    protocol: Protocol,
+    seed: int,
+    dataset: PreparedDataset,
+) -> str:
+    """The run's :func:`fingerprint`: method, constructor arguments, ``train`` section (throughput
+    options at their :data:`FINGERPRINT_DEFAULTS` left out), protocol, seed and data."""
+    train_key = {k: v for k, v in vars(config).items() if k not in FINGERPRINT_DEFAULTS or v != FINGERPRINT_DEFAULTS[k]}
+    return fingerprint(
+        {
+            "method": method_name,
+            **({"registered_method": builds} if builds != method_name else {}),
+            "init": init_kwargs,
+            "train": train_key,
+            "protocol": protocol.record(),
+            "seed": seed,
+            "data": dataset.meta,
+        }
+    )
+
+
+def set_up(
+    data_root: Path,
+    method_name: str,
+    method_params: Mapping[str, Any],
+    config: TrainConfig,
+    seed: int,
+    out_dir: Path,
+    *,
+    protocol: Protocol,
+    log_path: Path | None,
+    registered: str | None,
+    ranks: Ranks,
+    device: torch.device,
+) -> Run:
+    """The training split, the method built on ``device`` from seed ``seed`` (every process the
+    same initial weights) and the output folder (created): the part of a run that fitted and
+    gradient-trained methods share."""
+    dataset = PreparedDataset(data_root, "train")
+    builds = registered or method_name
+    init_kwargs = method_init(dataset, config, method_params, builds)
+    run_id = run_fingerprint(method_name, builds, init_kwargs, config, protocol, seed, dataset)
+    seed_everything(seed)
+    method = create_method(builds, **init_kwargs).to(device)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log_path = Path(log_path) if log_path is not None else out_dir / LOG_FILE
+    return Run(
+        method_name=method_name,
+        builds=builds,
+        init_kwargs=init_kwargs,
+        run_id=run_id,
+        dataset=dataset,
+        method=method,
+        config=config,
+        protocol=protocol,
+        seed=seed,
+        ranks=ranks,
+        device=device,
+        out_dir=out_dir,
+        log_path=log_path,
+    )
+
+
+def run_record(run: Run) -> dict[str, Any]:
+    """The ``model.pt`` fields a fitted run starts with (the gradient-trained record of :func:`finish`
+    holds the same ones, its ``state_dict`` among them)."""
+    return {
+        "method": run.method_name,
+        "registered_method": run.builds,
+        "protocol": run.protocol.record(),
+        "init": run.init_kwargs,
+        "fingerprint": run.run_id,
+        "seed": run.seed,
+        "dataset": run.dataset.meta["dataset"],
+    }
+
+
+def set_up_optimisation(run: Run) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """After the shared initial weights: process ``rank`` > 0 reseeds (its method-internal draws, SGMA's
+    MAS and M3L's masks, must differ), the ``train`` throughput options apply, then AdamW over the
+    trainable parameters (an EMA teacher is not optimised) with the warm-up + poly schedule."""
+    config, method = run.config, run.method
+    if run.ranks.rank > 0:
+        seed_everything(rank_seed(run.seed, run.ranks.rank))
+    if config.channels_last:
+        to_channels_last(method)
+    if config.compile:
+        compile_parts(method)
+    trainable = [p for p in method.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: poly_schedule(s, steps=config.steps, warmup_steps=config.warmup_steps, power=config.poly_power),
+    )
+    return optimizer, scheduler
+
+
+def restore_checkpoint(
+    run: Run,
+    saved: dict[str, Any],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+) -> TrainingState:
+    """Resume from the checkpoint ``saved`` of this run: weights, optimiser and schedule, and each
+    process's own random state (a fresh seed for a process the checkpoint holds none of: one written
+    by another number of processes) -> the state it was saved in."""
+    ranks = run.ranks
+    restore_training(saved, run.method, optimizer, scheduler)
+    saved_world = saved.get("world_size", 1)
+    if ranks.main or saved_world == ranks.world_size:  # each process's own random state
+        restore_rng(saved if ranks.main else saved["rank_rng"][ranks.rank])
+    else:  # no saved state for this rank: a fresh seed, as at the start
+        seed_everything(rank_seed(run.seed, ranks.rank, saved["step"]))
+    state = TrainingState(
+        step=saved["step"],
+        train_seconds=saved["train_seconds"],
+        peak_mb=saved.get("peak_memory_mb", 0.0),  # the peak of the processes before this one
+        step_seconds=list(saved.get("step_seconds", [])),
+    )
+    if ranks.main:
+        print(f"resuming {run.method_name} seed {run.seed} from step {state.step}", file=sys.stderr)
+        if saved_world != ranks.world_size:
+            print(
+                f"note: {run.checkpoint_path} was written by {saved_world} process(es), resumed by "
+                f"{ranks.world_size}: processes 1..{ranks.world_size - 1} reseed their random draws, "
+                "so the result is not bit-identical to an uninterrupted run",
+                file=sys.stderr,
+            )
+    return state
+
+
+def resume(
+    run: Run, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler
+) -> TrainingState:
+    """The state training starts from: the checkpoint's when its fingerprint is this run's
+    (:func:`restore_checkpoint`), else step 0. Process 0 first removes what a killed run left
+    and afterwards cuts the step log to the steps before the start."""
+    ranks = run.ranks
+    if ranks.main:  # what a killed run may have left
+        for path in (run.checkpoint_path, run.model_path, run.log_path):
+            remove_stale_temps(path)
+    state = TrainingState()
+    if run.checkpoint_path.exists():
+        saved = load_torch(run.checkpoint_path, run.device)
+        if saved.get("fingerprint") == run.run_id:
+            state = restore_checkpoint(run, saved, optimizer, scheduler)
+    if ranks.distributed:  # every process must resume from the same step (one checkpoint file for all)
+        starts = gather(state.step, ranks)
+        if len(set(starts)) > 1:
+            raise RuntimeError(
+                f"{run.checkpoint_path}: the processes would resume from different steps {starts} (by rank); every "
+                "process must read the same checkpoint: put the output folder on a file system all nodes share"
+            )
+    if ranks.main:
+        log_lines = read_log(run.log_path, state.step) if state.step else []
+        atomic_write_text(run.log_path, "".join(line + "\n" for line in log_lines))
+    return state
+
+
+def step_module(run: Run) -> nn.Module:
+    """What the steps call: :class:`TrainingStep` (which looks ``training_step`` up when called),
+    wrapped in DistributedDataParallel under torchrun."""
+    step_fn: nn.Module = TrainingStep(run.method)
+    if run.ranks.distributed:
+        # DDP averages the gradients over the processes: with equal shards and per-sample-mean losses,
+        # the global batch's gradient. find_unused_parameters: some steps leave parameters out (the
+        # stem of a modality no sample of a shard has, a method's branch that runs on some steps only).
+        step_fn = DistributedDataParallel(
+            step_fn,
+            device_ids=[run.device.index] if run.device.type == "cuda" else None,
+            find_unused_parameters=True,
+        )
+    return step_fn
+
+
+#: One step's ``(inputs {modality: float[B, C, H, W]}, target int64[B, H, W], available bool[B, M])``.
+Batch = tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]
+
+
+def prepare_batch(run: Run, inputs: Mapping[str, torch.Tensor], target: torch.Tensor, step: int) -> Batch:
+    """A loaded batch as step ``step`` trains on it: on the device, flipped (``train.augment``), the
+    protocol's modality draw applied, channels_last (``train.channels_last``). Every draw comes from
+    :func:`step_generator` and is made for the global batch, so each process's rows get what a
+    1-process run gives them; the global RNG is not touched."""
+    config, rows, device = run.config, run.rows, run.device
+    generator = step_generator(run.seed, step)
+    inputs = {m: x.to(device, non_blocking=True) for m, x in inputs.items()}
+    target = target.to(device, non_blocking=True)
+    if config.augment:
+        inputs, target = random_flips(inputs, target, generator, batch_size=config.batch_size, rows=rows)
+    modalities = list(run.dataset.modalities)
+    available = run.protocol.draw(config.batch_size, len(modalities), generator, step, config.steps)
+    available = (available if rows is None else available[rows]).to(device)
+    inputs = apply_availability(inputs, available, modalities)
+    if config.channels_last:
+        inputs = {m: x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x for m, x in inputs.items()}
+    return inputs, target, available
+
+
+def timed_batches(run: Run, loader: DataLoader, start: int) -> Iterator[tuple[int, float, Batch]]:
+    """``(step, clock, batch)`` for each loaded batch from step ``start`` on: the clock
+    (``time.perf_counter``) is read before the batch is prepared (:func:`prepare_batch`), so a
+    step's time counts its preparation, not its loading."""
+    for step, (inputs, target) in enumerate(loader, start):
+        tick = time.perf_counter()
+        yield step, tick, prepare_batch(run, inputs, target, step)
+
+
+def check_first_batch(run: Run, batch: Batch, step: int) -> None:
+    """The method contract (:func:`check_contract`) on the first batch, before any step. The check
+    leaves no trace: the random state (CPU and the training CUDA device) and the buffers (e.g.
+    BatchNorm statistics) are as they were, so the steps draw what they would without it."""
+    method = run.method
+    cuda_devices = [run.device] if run.device.type == "cuda" else []
+    buffers = {name: b.clone() for name, b in method.named_buffers()}
+    with torch.no_grad(), torch.random.fork_rng(devices=cuda_devices):
+        check_contract(run.method_name, method, *batch, len(run.dataset.classes), step)
+        for name, b in method.named_buffers():
+            b.copy_(buffers[name])
+
+
+def optimiser_step(
+    run: Run, optimisation: Optimisation, batch: Batch, step: int
+) -> tuple[torch.Tensor, dict[str, float], float]:
+    """One step on ``batch``: the loss (:func:`check_step_result`), its gradient, the AdamW and
+    schedule updates, the method's after-step hook (an EMA teacher) -> ``(total, parts, lr)`` of this
+    process: the loss (a scalar tensor), its parts, the rate the step used. Returns once the device
+    has done the work."""
+    optimizer = optimisation.optimizer
+    with precision_context(run.config.precision, run.device):
+        result = optimisation.step_fn(*batch)
+    total, parts = check_step_result(run.method_name, result, step), result[1]
+    lr = optimizer.param_groups[0]["lr"]  # the rate this step uses
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    # gradient clipping goes here: between the backward pass and optimizer.step()
+    optimizer.step()
+    optimisation.scheduler.step()
+    run.method.after_optimizer_step()
+    synchronize(run.device)  # on CUDA the step is queued work until here
+    return total, parts, lr
+
+
+def step_record(
+    run: Run, step: int, loss: float, parts: Mapping[str, float], lr: float, images: int, seconds: float
+) -> dict[str, Any]:
+    """The step log's line of ``step`` (``images`` rows of this process in ``seconds``): loss and parts
+    averaged over the processes, lr, and the model throughput of the global batch, data loading excluded."""
+    if run.ranks.distributed:
+        loss, parts = mean_over_ranks(loss, parts, run.ranks)
+    return {"step": step, "loss": loss, **parts, "lr": lr, "images_per_s": images * run.ranks.world_size / seconds}
+
+
+def save_checkpoint(run: Run, optimisation: Optimisation, state: TrainingState, log: TextIO) -> None:
+    """Write ``checkpoint.pt`` (process 0, after flushing the step log ``log``): the state to resume
+    ``state`` from, every process's random state among it under DDP; the processes then wait for it."""
+    ranks = run.ranks
+    peak = max(gather(max(state.peak_mb, peak_memory_mb(run.device)), ranks))  # over the processes
+    rng = rng_state(run.device)
+    rank_rng = gather(rng, ranks)
+    if ranks.main:
+        log.flush()
+        saved = {
+            "fingerprint": run.run_id,
+            "step": state.step,
+            "train_seconds": state.train_seconds,
+            "peak_memory_mb": peak,
+            "step_seconds": state.step_seconds,
+            "model": run.method.state_dict(),
+            "optimizer": optimisation.optimizer.state_dict(),
+            "scheduler": optimisation.scheduler.state_dict(),
+            **rng,
+        }
+        if ranks.distributed:  # every process's random state, restored by a resume with as many
+            saved.update(world_size=ranks.world_size, rank_rng=rank_rng)
+        save_torch(run.checkpoint_path, saved)
+    if ranks.distributed:
+        dist.barrier()
+
+
+def train_steps(run: Run, optimisation: Optimisation, state: TrainingState, progress: bool) -> None:
+    """Steps ``state.step .. train.steps - 1``, updating ``state``: the contract check on the first
+    batch, then per step the update, its log line (process 0's ``log_path``) and a checkpoint every
+    ``train.checkpoint_every`` steps and at the end."""
+    config, ranks = run.config, run.ranks
+    loader = training_loader(run.dataset, config, run.seed, run.device, state.step, config.steps, run.rows)
+    run.method.train()
+    bar = tqdm(
+        total=config.steps,
+        initial=state.step,
+        desc=f"train {run.method_name} s{run.seed}",
+        disable=not (progress and ranks.main),
+        mininterval=1.0,
+    )
+    batches = timed_batches(run, loader, state.step)
+    first = next(batches, None)
+    if first is not None:  # before the first step, on its batch
+        check_first_batch(run, first[2], first[0])
+        batches = itertools.chain([first], batches)
+    # line-buffered: `tail -f` shows each step; only process 0 writes the log
+    with run.log_path.open("a", encoding="utf-8", buffering=1) if ranks.main else open(os.devnull, "w") as log:
+        for step, tick, batch in batches:
+            total, parts, lr = optimiser_step(run, optimisation, batch, step)
+            seconds = time.perf_counter() - tick
+            state.train_seconds += seconds
+            state.step_seconds.append(seconds)
+            state.step = step + 1
+            record = step_record(run, step, float(total.detach()), parts, lr, batch[1].shape[0], seconds)
+            log.write(json.dumps(record) + "\n")
+            bar.set_postfix(loss=f"{record['loss']:.3f}", img_s=f"{record['images_per_s']:.0f}", refresh=False)
+            bar.update(1)
+            # a validation pass goes here: every k steps, under torch.no_grad() and run.method.eval()
+            if state.step % config.checkpoint_every == 0 or state.step == config.steps:
+                save_checkpoint(run, optimisation, state, log)
+    bar.close()
+
+
+def finish(run: Run, state: TrainingState) -> Path:
+    """Write ``model.pt`` (process 0; the others wait for it): the record of :func:`run_record`, the
+    trained ``state_dict`` and the training figures -> its path."""
+    ranks, config = run.ranks, run.config
+    peak = max(gather(max(state.peak_mb, peak_memory_mb(run.device)), ranks))
+    if not ranks.main:
+        dist.barrier()  # returns once process 0 has written model.pt
+        return run.model_path
+    identity = run_record(run)
+    record = {
+        **{key: identity[key] for key in ("method", "registered_method", "protocol", "init")},
+        "state_dict": run.method.state_dict(),
+        **{key: identity[key] for key in ("fingerprint", "seed", "dataset")},
+        "steps": config.steps,
+        "batch_size": config.batch_size,
+        "train_seconds": state.train_seconds,
+        # the median step: robust to the first steps' warm-up and to other processes' hiccups
+        "median_step_seconds": statistics.median(state.step_seconds) if state.step_seconds else None,
+        "peak_memory_mb": peak,
+        "device": device_name(run.device),
+    }
+    if ranks.distributed:
+        record["world_size"] = ranks.world_size
+    save_torch(run.model_path, record)
+    if ranks.distributed:
+        dist.barrier()
+    return run.model_path
+
+
 def train(
     data_root: Path,
     method_name: str,
@@ -499,225 +888,34 @@ def train(
     on one process only (the contract check or a non-finite loss on its rows) ends that process;
     torchrun then stops the others, which would otherwise wait in the next collective: a caller
     that set up its own process group needs the backend's timeout or its own watchdog.
+
+    The parts: :func:`set_up`, then :func:`fit_run` for a fitted method, else
+    :func:`set_up_optimisation`, :func:`resume`, :func:`train_steps` (:func:`optimiser_step`,
+    :func:`save_checkpoint`) and :func:`finish`.
     """
     ranks = launch_ranks()
     check_global_batch(config.batch_size, ranks)  # before any compute
     protocol = protocol or builtin_protocol("uniform")
     with process_group(ranks, resolve_device(config.device)) as device:
-        dataset = PreparedDataset(data_root, "train")
-        builds = registered or method_name
-        init_kwargs = method_init(dataset, config, method_params, builds)
-        train_key = {
-            k: v for k, v in vars(config).items() if k not in FINGERPRINT_DEFAULTS or v != FINGERPRINT_DEFAULTS[k]
-        }
-        run_id = fingerprint(
-            {
-                "method": method_name,
-                **({"registered_method": builds} if builds != method_name else {}),
-                "init": init_kwargs,
-                "train": train_key,
-                "protocol": protocol.record(),
-                "seed": seed,
-                "data": dataset.meta,
-            }
+        run = set_up(
+            data_root,
+            method_name,
+            method_params,
+            config,
+            seed,
+            out_dir,
+            protocol=protocol,
+            log_path=log_path,
+            registered=registered,
+            ranks=ranks,
+            device=device,
         )
-        seed_everything(seed)
-        method = create_method(builds, **init_kwargs).to(device)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        log_path = Path(log_path) if log_path is not None else out_dir / LOG_FILE
-        if getattr(method, "trained_by", "gradient") == "fit":  # fitted in one call: no optimiser or checkpoint
-            record = {
-                "method": method_name,
-                "registered_method": builds,
-                "protocol": protocol.record(),
-                "init": init_kwargs,
-                "fingerprint": run_id,
-                "seed": seed,
-                "dataset": dataset.meta["dataset"],
-            }
-            return fit_run(method, dataset, protocol, record, out_dir, log_path, ranks, progress)
-        if ranks.rank > 0:  # same initial weights; the method's own draws (SGMA's MAS, M3L's masks) must differ
-            seed_everything(rank_seed(seed, ranks.rank))
-        if config.channels_last:
-            to_channels_last(method)
-        if config.compile:
-            compile_parts(method)
-        trainable = [p for p in method.parameters() if p.requires_grad]  # an EMA teacher is not optimised
-        optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer,
-            lambda s: poly_schedule(s, steps=config.steps, warmup_steps=config.warmup_steps, power=config.poly_power),
-        )
-
-        checkpoint_path = out_dir / CHECKPOINT_FILE
-        if ranks.main:  # what a killed run may have left
-            for path in (checkpoint_path, out_dir / MODEL_FILE, log_path):
-                remove_stale_temps(path)
-        start, train_seconds, peak_mb, step_seconds = 0, 0.0, 0.0, []
-        if checkpoint_path.exists():
-            state = load_torch(checkpoint_path, device)
-            if state.get("fingerprint") == run_id:
-                method.load_state_dict(state["model"])
-                optimizer.load_state_dict(state["optimizer"])
-                scheduler.load_state_dict(state["scheduler"])
-                saved_world = state.get("world_size", 1)
-                if ranks.main or saved_world == ranks.world_size:  # each process's own random state
-                    rng = state if ranks.main else state["rank_rng"][ranks.rank]
-                    torch.set_rng_state(rng["torch_rng"].cpu())
-                    if rng.get("cuda_rng"):
-                        torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda_rng"]])
-                else:  # no saved state for this rank: a fresh seed, as at the start
-                    seed_everything(rank_seed(seed, ranks.rank, state["step"]))
-                start, train_seconds = state["step"], state["train_seconds"]
-                peak_mb = state.get("peak_memory_mb", 0.0)  # the peak of the processes before this one
-                step_seconds = list(state.get("step_seconds", []))
-                if ranks.main:
-                    print(f"resuming {method_name} seed {seed} from step {start}", file=sys.stderr)
-                    if saved_world != ranks.world_size:
-                        print(
-                            f"note: {checkpoint_path} was written by {saved_world} process(es), resumed by "
-                            f"{ranks.world_size}: processes 1..{ranks.world_size - 1} reseed their random draws, "
-                            "so the result is not bit-identical to an uninterrupted run",
-                            file=sys.stderr,
-                        )
-        if ranks.distributed:  # every process must resume from the same step (one checkpoint file for all)
-            starts = gather(start, ranks)
-            if len(set(starts)) > 1:
-                raise RuntimeError(
-                    f"{checkpoint_path}: the processes would resume from different steps {starts} (by rank); every "
-                    "process must read the same checkpoint: put the output folder on a file system all nodes share"
-                )
-        if ranks.main:
-            log_lines = read_log(log_path, start) if start else []
-            atomic_write_text(log_path, "".join(line + "\n" for line in log_lines))
-        step_fn: nn.Module = TrainingStep(method)  # looks training_step up when called: after the contract check
-        if ranks.distributed:
-            # DDP averages the gradients over the processes: with equal shards and per-sample-mean losses,
-            # the global batch's gradient. find_unused_parameters: some steps leave parameters out (the
-            # stem of a modality no sample of a shard has, a method's branch that runs on some steps only).
-            step_fn = DistributedDataParallel(
-                step_fn,
-                device_ids=[device.index] if device.type == "cuda" else None,
-                find_unused_parameters=True,
-            )
-        rows = ranks.rows(config.batch_size) if ranks.distributed else None
-
-        loader = training_loader(dataset, config, seed, device, start, config.steps, rows)
-        modalities = list(dataset.modalities)
-        method.train()
-        bar = tqdm(
-            total=config.steps,
-            initial=start,
-            desc=f"train {method_name} s{seed}",
-            disable=not (progress and ranks.main),
-            mininterval=1.0,
-        )
-        step = start
-        # line-buffered: `tail -f` shows each step; only process 0 writes the log
-        with log_path.open("a", encoding="utf-8", buffering=1) if ranks.main else open(os.devnull, "w") as log:
-            for inputs, target in loader:
-                tick = time.perf_counter()
-                generator = step_generator(seed, step)
-                inputs = {m: x.to(device, non_blocking=True) for m, x in inputs.items()}
-                target = target.to(device, non_blocking=True)
-                if config.augment:
-                    inputs, target = random_flips(inputs, target, generator, batch_size=config.batch_size, rows=rows)
-                # drawn for the global batch, so each process's rows get the masks of a 1-process run
-                available = protocol.draw(config.batch_size, len(modalities), generator, step, config.steps)
-                available = (available if rows is None else available[rows]).to(device)
-                inputs = apply_availability(inputs, available, modalities)
-                if config.channels_last:
-                    inputs = {
-                        m: x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
-                        for m, x in inputs.items()
-                    }
-                if step == start:  # the check must leave no trace: random state and buffers as they were
-                    cuda_devices = [device] if device.type == "cuda" else []
-                    buffers = {name: b.clone() for name, b in method.named_buffers()}  # e.g. BatchNorm statistics
-                    with torch.no_grad(), torch.random.fork_rng(devices=cuda_devices):
-                        check_contract(method_name, method, inputs, target, available, len(dataset.classes), step)
-                        for name, b in method.named_buffers():
-                            b.copy_(buffers[name])
-                with precision_context(config.precision, device):
-                    result = step_fn(inputs, target, available)
-                total, parts = check_step_result(method_name, result, step), result[1]
-                lr = optimizer.param_groups[0]["lr"]  # the rate this step uses
-                optimizer.zero_grad(set_to_none=True)
-                total.backward()
-                optimizer.step()
-                scheduler.step()
-                method.after_optimizer_step()
-                synchronize(device)  # on CUDA the step is queued work until here
-                seconds = time.perf_counter() - tick
-                train_seconds += seconds
-                step_seconds.append(seconds)
-                step += 1
-                loss = float(total.detach())
-                if ranks.distributed:
-                    loss, parts = mean_over_ranks(loss, parts, ranks)
-                record = {
-                    "step": step - 1,
-                    "loss": loss,
-                    **parts,
-                    "lr": lr,
-                    # model throughput of the global batch, data loading excluded
-                    "images_per_s": target.shape[0] * ranks.world_size / seconds,
-                }
-                log.write(json.dumps(record) + "\n")
-                bar.set_postfix(loss=f"{record['loss']:.3f}", img_s=f"{record['images_per_s']:.0f}", refresh=False)
-                bar.update(1)
-                if step % config.checkpoint_every == 0 or step == config.steps:
-                    peak = max(gather(max(peak_mb, peak_memory_mb(device)), ranks))  # over the processes
-                    cuda_rng = torch.cuda.get_rng_state_all() if device.type == "cuda" else []
-                    rank_rng = gather({"torch_rng": torch.get_rng_state(), "cuda_rng": cuda_rng}, ranks)
-                    if ranks.main:
-                        log.flush()
-                        state = {
-                            "fingerprint": run_id,
-                            "step": step,
-                            "train_seconds": train_seconds,
-                            "peak_memory_mb": peak,
-                            "step_seconds": step_seconds,
-                            "model": method.state_dict(),
-                            "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(),
-                            "torch_rng": torch.get_rng_state(),
-                            "cuda_rng": cuda_rng,
-                        }
-                        if ranks.distributed:  # every process's random state, restored by a resume with as many
-                            state.update(world_size=ranks.world_size, rank_rng=rank_rng)
-                        _save_torch(checkpoint_path, state)
-                    if ranks.distributed:
-                        dist.barrier()
-        bar.close()
-        model_path = out_dir / MODEL_FILE
-        peak = max(gather(max(peak_mb, peak_memory_mb(device)), ranks))
-        if not ranks.main:
-            dist.barrier()  # returns once process 0 has written model.pt
-            return model_path
-        record = {
-            "method": method_name,
-            "registered_method": builds,
-            "protocol": protocol.record(),
-            "init": init_kwargs,
-            "state_dict": method.state_dict(),
-            "fingerprint": run_id,
-            "seed": seed,
-            "dataset": dataset.meta["dataset"],
-            "steps": config.steps,
-            "batch_size": config.batch_size,
-            "train_seconds": train_seconds,
-            # the median step: robust to the first steps' warm-up and to other processes' hiccups
-            "median_step_seconds": statistics.median(step_seconds) if step_seconds else None,
-            "peak_memory_mb": peak,
-            "device": device_name(device),
-        }
-        if ranks.distributed:
-            record["world_size"] = ranks.world_size
-        _save_torch(model_path, record)
-        if ranks.distributed:
-            dist.barrier()
-        return model_path
+        if run.fitted:
+            return fit_run(run.method, run.dataset, protocol, run_record(run), out_dir, run.log_path, ranks, progress)
+        optimizer, scheduler = set_up_optimisation(run)
+        state = resume(run, optimizer, scheduler)
+        train_steps(run, Optimisation(optimizer, scheduler, step_module(run)), state, progress)
+        return finish(run, state)
 
 
 def fit_run(
@@ -738,7 +936,7 @@ def fit_run(
         remove_stale_temps(model_path)
         figures, seconds = fit_once(method, dataset, protocol, record["seed"], log_path, progress)
         device = next(iter(method.buffers()), torch.zeros(())).device
-        _save_torch(
+        save_torch(
             model_path,
             {
                 **record,
@@ -757,18 +955,6 @@ def fit_run(
     return model_path
 
 
-def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild a trained method from ``model.pt`` -> (method in eval mode, the saved record)."""
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: trained model not found (run the train stage)")
-    record = load_torch(path, device)
-    init = dict(record["init"])
-    init["pretrained"] = False  # the weights come from the file
-    method = create_method(record.get("registered_method", record["method"]), **init).to(device)
-    method.load_state_dict(record["state_dict"])
-    return method.eval(), record
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = run_parser(__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None, help="output folder (default models/<dataset>/<run>/seed<k>)")
@@ -778,7 +964,7 @@ def main(argv: list[str] | None = None) -> int:
     registered, method_params = params.method_spec(method)
     data_root = args.data_dir or prepared_dir(args.dataset)
     out = args.out or run_dir(MODELS_DIR, args.dataset, args.run_name, args.seed)
-    log = (args.out / LOG_FILE) if args.out else run_dir(RESULTS_DIR, args.dataset, args.run_name, args.seed) / LOG_FILE
+    log = (args.out / LOG_FILE) if args.out else run_dir(RUNS_DIR, args.dataset, args.run_name, args.seed) / LOG_FILE
     path = train(
         data_root,
         method,

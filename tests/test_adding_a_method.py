@@ -55,13 +55,14 @@ def test_the_documented_method_trains_evaluates_and_reaches_the_leaderboard(tmp_
         run(project, python, "-m", "benchmark.train", *args)
         run(project, python, "-m", "benchmark.evaluate", *args)
     overview = run(project, python, "-m", "benchmark.report", "--params", "params.yaml")
-    board = (project / "results" / "synthetic" / "leaderboard.md").read_text()
+    board = (project / "results" / "report" / "synthetic" / "leaderboard.md").read_text()
     shown = ((f"{name}-complete", "complete", name), (f"{name}-uniform", "uniform", name))
     for run_, protocol, method in (*shown, (f"{wide}-complete", "complete", wide)):
         assert f"| {run_} |" in overview
         row = next((line for line in board.splitlines() if line.startswith(f"| {run_} |")), None)
         assert row is not None, board
         assert [c.strip() for c in row.split("|")[2:4]] == [protocol, "reference"]  # protocol and family columns
-        metrics = yaml.safe_load((project / "results" / "synthetic" / run_ / "seed0" / "metrics.json").read_text())
+        metrics_file = project / "results" / "runs" / "synthetic" / run_ / "seed0" / "metrics.json"
+        metrics = yaml.safe_load(metrics_file.read_text())
         assert metrics["method"] == method and metrics["protocol"]["name"] == protocol and len(metrics["subsets"]) == 7
         assert (project / "models" / "synthetic" / run_ / "seed0" / "model.pt").exists()

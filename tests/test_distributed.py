@@ -19,7 +19,7 @@ import pytest
 import torch
 from tiny import REPO, TINY_PARAMS, write_params
 
-from benchmark import train
+from benchmark import checkpoint, train
 from benchmark.config import FieldError, TrainConfig
 
 # 6 steps of a global batch of 4 (2 rows per process), a checkpoint every 2 steps
@@ -144,8 +144,8 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, ti
     loss_two = [json.loads(line)["loss"] for line in log_two]
     assert [json.loads(line)["step"] for line in log_two] == list(range(6))
     assert loss_two == pytest.approx(loss_one, rel=1e-4)
-    checkpoint = train.load_torch(tmp_path / "two" / "checkpoint.pt")
-    assert checkpoint["world_size"] == 2 and len(checkpoint["rank_rng"]) == 2
+    state = checkpoint.load_torch(tmp_path / "two" / "checkpoint.pt")
+    assert state["world_size"] == 2 and len(state["rank_rng"]) == 2
 
     # The tolerance is meaningful: the same launch with each process training alone on its
     # rows (no gradient averaging) ends far outside it.
@@ -169,14 +169,14 @@ def test_sgma_trains_under_two_processes_and_resumes_exactly(tmp_path, tiny_prep
     record = torch.load(tmp_path / "full" / "model.pt", weights_only=True)
     assert record["world_size"] == 2 and record["steps"] == 6
     assert all(torch.isfinite(v).all() for v in record["state_dict"].values() if v.is_floating_point())
-    ranks_rng = train.load_torch(tmp_path / "full" / "checkpoint.pt")["rank_rng"]
+    ranks_rng = checkpoint.load_torch(tmp_path / "full" / "checkpoint.pt")["rank_rng"]
     assert not torch.equal(ranks_rng[0]["torch_rng"], ranks_rng[1]["torch_rng"])  # own draws per process
 
     script = tmp_path / "crash.py"
     script.write_text(CRASH_SCRIPT)
     resumed = tmp_path / "resumed"
     proc = _torchrun([str(script)], _train_args(params, tiny_prepared, resumed, "sgma"))
-    assert proc.returncode != 0 and train.load_torch(resumed / "checkpoint.pt")["step"] == 2
+    assert proc.returncode != 0 and checkpoint.load_torch(resumed / "checkpoint.pt")["step"] == 2
     shutil.copytree(resumed, tmp_path / "other_world")
     proc = _torchrun(["-m", "benchmark.train"], _train_args(params, tiny_prepared, resumed, "sgma"))
     assert proc.returncode == 0 and "resuming sgma seed 0 from step 2" in proc.stderr, proc.stderr
@@ -192,7 +192,7 @@ def test_sgma_trains_under_two_processes_and_resumes_exactly(tmp_path, tiny_prep
     path = train.train(tiny_prepared, "sgma", {}, config, 0, tmp_path / "other_world", progress=False)
     err = capsys.readouterr().err
     assert "from step 2" in err and "written by 2 process(es), resumed by 1" in err
-    saved = train.load_torch(path)
+    saved = checkpoint.load_torch(path)
     assert saved["steps"] == 6 and all(bool(torch.isfinite(v).all()) for v in saved["state_dict"].values())
     steps = [
         json.loads(line)["step"] for line in (tmp_path / "other_world" / "train_log.jsonl").read_text().splitlines()

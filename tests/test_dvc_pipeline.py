@@ -29,6 +29,17 @@ def _ran(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
+def _plotted(project: Path) -> set[str]:
+    """The files `dvc plots show` shows (its JSON: ``{"data": {path: [one per revision, none if missing]}}``)."""
+    shown, _ = json.JSONDecoder().raw_decode(run(project, sys.executable, "-m", "dvc", "plots", "show", "--json"))
+    return {path for path, renderings in shown["data"].items() if renderings}
+
+
+def _report_pngs(project: Path, dataset: str) -> set[str]:
+    pngs = (project / "results" / "report" / "png" / dataset).glob("*.png")
+    return {p.relative_to(project).as_posix() for p in pngs}
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A copy of the pipeline with the tiny params: a second method from a module of its own, and a
@@ -55,23 +66,31 @@ def test_repro_then_noop_then_minimal_reruns(project: Path):
         *(f"{stage}@synthetic-{r}-0" for stage in ("train", "evaluate") for r in runs),
         "report",
     }
-    board = (project / "results" / "synthetic" / "leaderboard.csv").read_text()
+    report = project / "results" / "report"
+    board = (report / "synthetic" / "leaderboard.csv").read_text()
     assert board.splitlines()[0].startswith("run,protocol") and "muss-copy-complete,complete" in board
     assert "muss-moddrop,moddrop" in board
-    protocols = (project / "results" / "synthetic" / "protocols.csv").read_text()
+    protocols = (report / "synthetic" / "protocols.csv").read_text()
     assert protocols.splitlines()[0].startswith("method,family,complete_avg")
-    assert (project / "results" / "synthetic" / "plots" / "miou_heatmap.png").stat().st_size > 1000
-    assert (project / "results" / "synthetic" / "plots" / "protocols.png").stat().st_size > 1000
-    assert (project / "results" / "report.html").stat().st_size > 10_000
+    assert (report / "png" / "synthetic" / "miou_heatmap.png").stat().st_size > 1000
+    assert (report / "png" / "synthetic" / "protocols.png").stat().st_size > 1000
+    assert (report / "report.html").stat().st_size > 10_000
     assert sorted(p.name for p in (project / "configs").iterdir()) == sorted(f"{r}.json" for r in runs)
     metrics = run(project, sys.executable, "-m", "dvc", "metrics", "show")
-    assert "results/summary.json" in metrics and "synthetic.muss-copy-complete.avg" in metrics
+    assert "results/report/summary.json" in metrics and "synthetic.muss-copy-complete.avg" in metrics
     plots = run(project, sys.executable, "-m", "dvc", "plots", "show", "-o", "dvc_plots")
     assert "index.html" in plots and list((project / "dvc_plots" / "static").glob("*miou_heatmap.png"))
+    # every PNG of the report (dvc.yaml's plots name their folder), not the SVGs, and the preview
+    assert _plotted(project) == {*_report_pngs(project, "synthetic"), "data/prepared/synthetic/preview.png"}
+    assert "results/report/png/synthetic/protocols.png" in _report_pngs(project, "synthetic")
 
     second = run(project, sys.executable, "-m", "dvc", "repro")
     assert _ran(second) == set()
     assert "up to date" in run(project, sys.executable, "-m", "dvc", "status")
+    (report / "synthetic" / "leaderboard.csv").unlink()  # the report is the stage's output: DVC sees it go
+    status = run(project, sys.executable, "-m", "dvc", "status")
+    assert re.search(r"^report:\n\s+changed outs:\n\s+\w+:\s+results/report$", status, re.M), status
+    assert "up to date" not in status and "train@" not in status
 
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["method_params"]["muss"] = {"decoder_dim": 8}  # both runs of muss, not muss-copy
@@ -102,13 +121,16 @@ def test_two_experiments_compare_with_dvc(tmp_path: Path):
     run(project, "git", "add", "-A")
     run(project, "git", "-c", "user.name=test", "-c", "user.email=test@example.org", "commit", "-qm", "baseline")
     tracked = run(project, "git", "ls-files", "results")
-    assert set(tracked.split()) == {"results/summary.json", "results/synthetic/muss-uniform/seed0/metrics.json"}
+    assert set(tracked.split()) == {
+        "results/report/summary.json",
+        "results/runs/synthetic/muss-uniform/seed0/metrics.json",
+    }
     dvc = [sys.executable, "-m", "dvc"]
     run(project, *dvc, "exp", "run", "-n", "longer", "-S", "train.steps=8")
     table = run(project, *dvc, "exp", "show", "--md", "--only-changed", "--drop", "^(subsets|efficiency)")
     assert "longer" in table and "synthetic.muss-uniform.avg" in table and "train.steps" in table
     assert "subsets.rgb.miou" not in table
-    diff = run(project, *dvc, "metrics", "diff", "--targets", "results/summary.json", "--md")
+    diff = run(project, *dvc, "metrics", "diff", "--targets", "results/report/summary.json", "--md")
     assert "synthetic.muss-uniform.avg" in diff and "synthetic.muss-uniform.expected_p0_1" in diff
 
 
@@ -136,19 +158,21 @@ def test_real_sample_runs_every_method_through_the_pipeline(tmp_path: Path):
     ran = _ran(run(project, sys.executable, "-m", "dvc", "repro"))
     assert {"download@sen1floods11-sample", "prepare@sen1floods11-sample", "report"} <= ran
     assert len(ran) == 4 + 2 * len(runs)  # configure, download, prepare, report
-    board = (project / "results" / "sen1floods11-sample" / "leaderboard.md").read_text()
+    board = (project / "results" / "report" / "sen1floods11-sample" / "leaderboard.md").read_text()
     assert "| s1 | s2 | s1+s2 |" in board
     for run_ in runs:
         assert f"| {run_} |" in board
     for rule in RULES:  # a rule's subsets without its sensor: not applicable, not zero
         metrics = json.loads(
-            (project / "results" / "sen1floods11-sample" / rule / "seed0" / "metrics.json").read_text()
+            (project / "results" / "runs" / "sen1floods11-sample" / rule / "seed0" / "metrics.json").read_text()
         )
         assert metrics["family"] == "floor" and metrics["not_applicable"] == [RULES[rule]]
         assert metrics["subsets"][RULES[rule]]["miou"] is None and metrics["summary"]["avg"] is None
         assert metrics["efficiency"]["params"] is None and metrics["efficiency"]["gflops"] is None  # not torch
         row = next(line for line in board.splitlines() if line.startswith(f"| {rule} |"))
         assert "n/a" in row
-    ablation = (project / "results" / "sen1floods11-sample" / "ablation.csv").read_text()
+    ablation = (project / "results" / "report" / "sen1floods11-sample" / "ablation.csv").read_text()
     assert "complete,MAS,sgma-mas-complete,muss-complete,last1" in ablation
+    pngs = _report_pngs(project, "sen1floods11-sample")
+    assert "results/report/png/sen1floods11-sample/miou_heatmap.png" in pngs and pngs <= _plotted(project)
     assert _ran(run(project, sys.executable, "-m", "dvc", "repro")) == set()

@@ -11,7 +11,7 @@ import torch
 from tiny import TINY_PARAMS, write_params
 
 from baselines.muss import MuSS
-from benchmark import evaluate, train
+from benchmark import checkpoint, evaluate, train
 from benchmark.config import ReportConfig, ScenarioConfig, TrainConfig
 from benchmark.data.prepared import PreparedDataset
 from benchmark.methods import register_method
@@ -77,8 +77,9 @@ def test_end_to_end_writes_schema_and_leaderboard(tmp_path, tiny_prepared, tiny_
     config = ReportConfig(reference="muss-uniform", bootstrap_samples=20)
     write_report(tmp_path / "results", ["synthetic"], ["muss-uniform"], [0], config, prepared_root=tiny_prepared.parent)
     assert "muss" in (tmp_path / "results" / "synthetic" / "leaderboard.md").read_text()
-    plots = tmp_path / "results" / "synthetic" / "plots"
-    assert (plots / "miou_heatmap.png").exists() and (plots / "qualitative_tile0.svg").exists()
+    plots = tmp_path / "results"
+    assert (plots / "png" / "synthetic" / "miou_heatmap.png").exists()
+    assert (plots / "svg" / "synthetic" / "qualitative_tile0.svg").exists()
 
 
 def test_image_scores_and_predictions_are_what_the_model_gives(tmp_path, tiny_prepared, tiny_params):
@@ -94,7 +95,7 @@ def test_image_scores_and_predictions_are_what_the_model_gives(tmp_path, tiny_pr
         )
     kept = np.load(folder / "predictions.npz")
     assert kept["indices"].tolist() == evaluate.sample_tiles(len(test), 3) == [0, 2, 5]
-    model, _ = train.load_model(tmp_path / "models" / "muss-uniform" / "seed0" / "model.pt")
+    model, _ = checkpoint.load_model(tmp_path / "models" / "muss-uniform" / "seed0" / "model.pt")
     modalities = list(test.modalities)
     for j, index in enumerate(kept["indices"]):
         inputs, target = test[int(index)]
@@ -163,7 +164,7 @@ def test_resume_after_interruption_gives_the_same_model(tmp_path, tiny_prepared,
     monkeypatch.setattr(torch.optim.AdamW, "step", crashing_step)
     with pytest.raises(KeyboardInterrupt):
         train.train(tiny_prepared, method, method_params, TRAIN, 0, tmp_path / "resumed", progress=False)
-    assert train.load_torch(tmp_path / "resumed" / "checkpoint.pt")["step"] == 2
+    assert checkpoint.load_torch(tmp_path / "resumed" / "checkpoint.pt")["step"] == 2
     monkeypatch.setattr(torch.optim.AdamW, "step", original)
     resumed = train.train(tiny_prepared, method, method_params, TRAIN, 0, tmp_path / "resumed", progress=False)
     a = torch.load(full, weights_only=True)["state_dict"]
@@ -199,7 +200,7 @@ def test_sgma_metrics_carry_robustness_size_and_cost(tmp_path, tiny_prepared):
             for k in range(4):
                 assert sum(weights[m][0][k] for m in record["modalities"]) == pytest.approx(1.0, abs=1e-5)
     assert "scenarios" in muss and "robustness" not in muss
-    model, _ = train.load_model(tmp_path / "models" / "sgma-uniform" / "seed0" / "model.pt")
+    model, _ = checkpoint.load_model(tmp_path / "models" / "sgma-uniform" / "seed0" / "model.pt")
     size, cost = record["efficiency"], muss["efficiency"]
     assert size["params"] == sum(p.numel() for p in model.parameters()) > cost["params"]
     assert size["gflops"] > cost["gflops"] > 0
@@ -220,7 +221,7 @@ def test_sgma_metrics_carry_robustness_size_and_cost(tmp_path, tiny_prepared):
         config,
         prepared_root=tiny_prepared.parent,
     )
-    plots = tmp_path / "results" / "synthetic" / "plots"
+    plots = tmp_path / "results" / "png" / "synthetic"
     assert (plots / "robustness_means.png").read_bytes().startswith(b"\x89PNG")
     assert (plots / "robustness_maps_sgma-uniform_tile0.png").exists()
     assert (plots / "corrupted_weight.png").read_bytes().startswith(b"\x89PNG")
@@ -300,7 +301,7 @@ def test_scenario_scores_are_an_independent_recount(tmp_path, tiny_prepared, tin
     assert block["seed"] == 0 and block["block_size"] == 8 and list(block["kinds"]) == kinds
     assert block["clean_miou"] == record["subsets"]["rgb+dsm+nir"]["miou"]
     test = PreparedDataset(tiny_prepared, "test")
-    model, _ = train.load_model(tmp_path / "models" / "muss-uniform" / "seed0" / "model.pt")
+    model, _ = checkpoint.load_model(tmp_path / "models" / "muss-uniform" / "seed0" / "model.pt")
     every = torch.ones(1, 3, dtype=torch.bool)
     mious = []
     for kind in kinds:
@@ -453,6 +454,6 @@ def test_a_variant_trains_and_evaluates_as_its_registered_method(tmp_path, tiny_
     path = write_params(tmp_path / "params.yaml", params)
     metrics = _train_and_evaluate(tmp_path, tiny_prepared, path, method="muss-narrow-uniform")
     assert (metrics["run"], metrics["method"], metrics["family"]) == ("muss-narrow-uniform", "muss-narrow", "reference")
-    method, record = train.load_model(tmp_path / "models" / "muss-narrow-uniform" / "seed0" / "model.pt")
+    method, record = checkpoint.load_model(tmp_path / "models" / "muss-narrow-uniform" / "seed0" / "model.pt")
     assert type(method) is MuSS and (record["method"], record["registered_method"]) == ("muss-narrow", "muss")
     assert record["init"]["decoder_dim"] == 8 and method.decoder.classify.in_channels == 8

@@ -12,9 +12,11 @@ import torch
 from tiny import TINY_PARAMS
 
 from benchmark import train
+from benchmark.checkpoint import load_model
 from benchmark.config import FieldError, ParamsTypeError, TrainConfig, from_mapping
 from benchmark.data.prepared import PreparedDataset
 from benchmark.faults.common import expect_error
+from benchmark.layout import LOG_FILE, MODEL_FILE
 from benchmark.methods import create_method
 
 BASE = {**TINY_PARAMS["train"], "steps": 3, "warmup_steps": 1, "checkpoint_every": 3}
@@ -70,7 +72,7 @@ class ConvProbe:
 def _run(prepared: Path, out: Path, **options) -> dict:
     config = TrainConfig(**{**BASE, **options})
     record = torch.load(train.train(prepared, "muss", {}, config, 0, out, progress=False), weights_only=True)
-    record["log"] = [json.loads(line) for line in (out / train.LOG_FILE).read_text().splitlines()]
+    record["log"] = [json.loads(line) for line in (out / LOG_FILE).read_text().splitlines()]
     return record
 
 
@@ -139,7 +141,7 @@ def test_channels_last_trains_like_contiguous_memory(fp32_run, tiny_prepared, tm
     # (lr 3e-3, so each step moves a weight by up to ~3e-3)
     for key, value in reference.items():
         torch.testing.assert_close(record["state_dict"][key], value, rtol=1e-4, atol=1e-4)
-    method, _ = train.load_model(tmp_path / "cl" / train.MODEL_FILE)  # loads into a contiguous model
+    method, _ = load_model(tmp_path / "cl" / MODEL_FILE)  # loads into a contiguous model
     for key, value in method.state_dict().items():
         assert torch.equal(value, record["state_dict"][key])
 
@@ -165,7 +167,7 @@ def test_compile_trains_each_child_and_keeps_state_dict_keys(fp32_run, tiny_prep
     assert all(math.isfinite(line["loss"]) for line in record["log"]) and len(record["log"]) == 2
     reference = fp32_run[0]["state_dict"]
     assert record["state_dict"].keys() == reference.keys()  # no "_orig_mod." prefix: checkpoints interchange
-    method, _ = train.load_model(tmp_path / "compiled" / train.MODEL_FILE)
+    method, _ = load_model(tmp_path / "compiled" / MODEL_FILE)
     assert method.state_dict().keys() == reference.keys()
 
 

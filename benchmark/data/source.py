@@ -20,6 +20,7 @@ from typing import Any, ClassVar, TypeVar
 from benchmark.data.download import MANIFEST_NAME
 from benchmark.data.raster import Scene, write_scenes
 from benchmark.io import atomic_write_json
+from benchmark.layout import RAW_DIR
 
 __all__ = [
     "MANIFEST_NAME",
@@ -38,7 +39,6 @@ _BUILTIN_MODULES = (
     "benchmark.data.isprs",
     "benchmark.data.dfc2023",
 )
-RAW_DIR = Path("data") / "raw"  # every raw folder holds MANIFEST_NAME: what the download stage verified
 
 D = TypeVar("D", bound="type[DatasetSource]")
 

@@ -40,6 +40,7 @@ import yaml
 
 from benchmark.faults import common
 from benchmark.faults.common import NotSurvived, expect_error
+from benchmark.layout import LOG_FILE, MODEL_FILE
 from benchmark.protocol import run_name
 
 # The tiny pipeline, trained a little longer so that kills land between checkpoints (every 3 steps).
@@ -116,13 +117,13 @@ class _Project:
             out = self.root / "reference" / method
             params = self.params_file(out / "params.yaml", method)
             _run(self.train_command(params, method, out))
-            self.references[method] = (out / "model.pt", self.confusion(out / "model.pt"))
+            self.references[method] = (out / MODEL_FILE, self.confusion(out / MODEL_FILE))
         return self.references[method]
 
     def confusion(self, model: Path) -> dict[str, np.ndarray]:
+        from benchmark.checkpoint import load_model
         from benchmark.data.prepared import PreparedDataset
         from benchmark.evaluate import evaluate_subsets
-        from benchmark.train import load_model
 
         method, _ = load_model(model)
         evaluation = evaluate_subsets(method, PreparedDataset(self.prepared, "test"), batch_size=6)
@@ -210,7 +211,7 @@ def kill_and_resume(method: str, kill_at: int, workdir: Path) -> int:
     just after), run it again, compare with the uninterrupted run; return the step it resumed from."""
     import torch
 
-    from benchmark.train import load_torch
+    from benchmark.checkpoint import load_torch
 
     p = project()
     steps = TINY_PARAMS["train"]["steps"]
@@ -218,9 +219,9 @@ def kill_and_resume(method: str, kill_at: int, workdir: Path) -> int:
     out = workdir / "run"
     params = p.params_file(workdir / "params.yaml", method)
     command = p.train_command(params, method, out)
-    log = out / "train_log.jsonl"
+    log = out / LOG_FILE
     _kill_when(command, lambda: _log_steps(log) >= kill_at)
-    if (out / "model.pt").exists():
+    if (out / MODEL_FILE).exists():
         raise NotSurvived(f"model.pt exists after a kill at step {kill_at} of {steps}")
     checkpoint = out / "checkpoint.pt"
     resumed_from = int(load_torch(checkpoint)["step"]) if checkpoint.exists() else 0  # must load: never truncated
@@ -233,11 +234,11 @@ def kill_and_resume(method: str, kill_at: int, workdir: Path) -> int:
     if _temps(out):
         raise NotSurvived(f"{out}: temporary files left: {_temps(out)}")
     a = load_torch(reference_model)["state_dict"]
-    b = load_torch(out / "model.pt")["state_dict"]
+    b = load_torch(out / MODEL_FILE)["state_dict"]
     differ = [k for k in a if not torch.equal(a[k], b[k])]
     if differ or set(a) != set(b):
         raise NotSurvived(f"{method} killed at step {kill_at}: weights differ from the uninterrupted run: {differ[:5]}")
-    confusion = p.confusion(out / "model.pt")
+    confusion = p.confusion(out / MODEL_FILE)
     if any(not np.array_equal(confusion[k], reference_confusion[k]) for k in reference_confusion):
         raise NotSurvived(f"{method} killed at step {kill_at}: test confusion matrices differ")
     return resumed_from
@@ -272,7 +273,7 @@ def _check_complete(kind: str, path: Path) -> None:
     """``path`` must hold one complete version written by ``_WRITER``."""
     try:
         if kind == "torch":
-            from benchmark.train import load_torch
+            from benchmark.checkpoint import load_torch
 
             record = load_torch(path)
             ok = bool((record["blob"] == float(record["version"])).all())
@@ -331,7 +332,7 @@ def nonfinite_loss(rng: np.random.Generator, workdir: Path) -> str:
 def nan_at_step(nan_step: int, workdir: Path) -> None:
     """Train ``nan-muss`` whose ``aux`` loss part is NaN at ``nan_step``; check the error and the files."""
     from benchmark import train
-    from benchmark.train import load_torch
+    from benchmark.checkpoint import load_torch
 
     p = project()
     params = p.params_file(
@@ -343,12 +344,12 @@ def nan_at_step(nan_step: int, workdir: Path) -> None:
     out = workdir / "run"
     argv = p.train_command(params, "nan-muss", out)[3:]
     expect_error(lambda: train.main(argv), FloatingPointError, ["'nan-muss'", f"step {nan_step}", "aux="])
-    if (out / "model.pt").exists():
+    if (out / MODEL_FILE).exists():
         raise NotSurvived("model.pt was written although training failed")
     checkpoint = out / "checkpoint.pt"
     if checkpoint.exists() and load_torch(checkpoint)["step"] > nan_step:
         raise NotSurvived(f"checkpoint of a step after the failure at step {nan_step}")
-    logged = [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()]
+    logged = [json.loads(line)["step"] for line in (out / LOG_FILE).read_text().splitlines()]
     if logged != list(range(nan_step)):
         raise NotSurvived(f"log holds steps {logged}, expected 0..{nan_step - 1}")
     if _temps(out):

@@ -1,4 +1,4 @@
-"""The report stage: tables, statistics, plots and an HTML page from ``results/**``.
+"""The report stage: tables, statistics, plots and an HTML page in ``results/report/`` from ``results/runs/**``.
 
 ``python -m benchmark.report [--params params.yaml]`` reads every data set, run and seed listed
 in params.yaml (``datasets``, ``runs``, ``seeds``; the ``report`` section sets the reference
@@ -16,6 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from benchmark.layout import HTML_FILE, LEADERBOARD, PREPARED_DIR, RAW_DIR, REPORT_DIR, RUNS_DIR
 from benchmark.report import provenance
 from benchmark.report.build import write_report
 from benchmark.report.runs import load_runs
@@ -25,11 +26,12 @@ __all__ = ["load_runs", "main", "write_report"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI entry point; prints ``results/leaderboard.md``."""
+    """CLI entry point; prints ``results/report/leaderboard.md``."""
     parser = argparse.ArgumentParser(prog="python -m benchmark.report", description=__doc__.split("\n")[0])
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--results", type=Path, default=Path("results"))
-    parser.add_argument("--prepared", type=Path, default=Path("data") / "prepared", help="prepared data (panels)")
+    parser.add_argument("--results", type=Path, default=RUNS_DIR, help="the runs' files (default results/runs)")
+    parser.add_argument("--out", type=Path, default=REPORT_DIR, help="the report's folder (default results/report)")
+    parser.add_argument("--prepared", type=Path, default=PREPARED_DIR, help="prepared data (panels)")
     parser.add_argument("--datasets", nargs="+", default=None, help="default: params' datasets")
     parser.add_argument("--runs", nargs="+", default=None, help="default: params' runs (<method>-<protocol>)")
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help="default: params' seeds")
@@ -43,14 +45,21 @@ def main(argv: list[str] | None = None) -> int:
         config = params.report
         if config.reference not in runs:
             raise ValueError(f"{where}: report.reference: {config.reference!r} is not one of the runs {runs}")
-        record = provenance.collect(args.params, datasets, args.prepared, Path("data") / "raw", Path("."))
+        record = provenance.collect(args.params, datasets, args.prepared, RAW_DIR, Path("."))
         paths = write_report(
-            args.results, datasets, runs, seeds, config, prepared_root=args.prepared, provenance=record
+            args.results,
+            datasets,
+            runs,
+            seeds,
+            config,
+            prepared_root=args.prepared,
+            provenance=record,
+            report_dir=args.out,
         )
     except (FileNotFoundError, KeyError, TypeError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    board = next(p for p in paths if p.name == "leaderboard.md" and p.parent == args.results)
+    board = next(p for p in paths if p.name == f"{LEADERBOARD}.md" and p.parent == args.out)
     sys.stdout.write(board.read_text(encoding="utf-8"))
-    print(f"wrote {len(paths)} files; open {args.results / 'report.html'}")
+    print(f"wrote {len(paths)} files; open {args.out / HTML_FILE}")
     return 0

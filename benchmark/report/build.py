@@ -2,25 +2,27 @@
 leaderboard, ``summary.json`` (DVC metrics) and ``report.html``.
 
 Everything is computed and rendered in memory first, then written (each file atomically; each
-data set's ``plots/`` folder is replaced as a whole), so a failure leaves the previous report
-untouched. Output, for ``results/`` and each data set ``<d>``::
+data set's folder of figures per format is replaced as a whole), so a failure leaves the previous
+report untouched. It reads the runs under ``results/runs/`` and writes, for the report folder
+``results/report/`` (:mod:`benchmark.layout`) and each data set ``<d>``::
 
-    results/<d>/{leaderboard,fragility,per_class,efficiency,comparison}.{csv,md,tex}
-    results/<d>/{protocols,ablation}.{csv,md,tex}  # with runs under 2+ protocols / the report.ablation rows
-    results/<d>/runs.csv                # the long table of runs (benchmark.report.runs.load_runs)
-    results/<d>/scenarios.{csv,md,tex}  # corrupted inputs, when the runs hold a "scenarios" block
-    results/<d>/scenarios_long.csv      # the same per run, kind, level and corrupted modality
-    results/<d>/corrupted_weight.csv    # the corrupted modality's robustness weight, with robustness.scenarios
-    results/<d>/plots/<figure>.{png,svg}
-    results/leaderboard.{csv,md,tex}   # every data set side by side
-    results/summary.json               # Avg, Top-1, Last-1, E_p (scenario_avg) per data set and run
-    results/report.html                # one self-contained page with all of the above
+    <d>/{leaderboard,fragility,per_class,efficiency,comparison}.{csv,md,tex}
+    <d>/{protocols,ablation}.{csv,md,tex}  # with runs under 2+ protocols / the report.ablation rows
+    <d>/runs.csv                # the long table of runs (benchmark.report.runs.load_runs)
+    <d>/scenarios.{csv,md,tex}  # corrupted inputs, when the runs hold a "scenarios" block
+    <d>/scenarios_long.csv      # the same per run, kind, level and corrupted modality
+    <d>/corrupted_weight.csv    # the corrupted modality's robustness weight, with robustness.scenarios
+    png/<d>/<figure>.png        # every figure, as PNG (dvc plots show) and as SVG
+    svg/<d>/<figure>.svg
+    leaderboard.{csv,md,tex}    # every data set side by side
+    summary.json                # Avg, Top-1, Last-1, E_p (scenario_avg) per data set and run
+    report.html                 # one self-contained page with all of the above
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +35,8 @@ from benchmark.config import ReportConfig
 from benchmark.data.prepared import PreparedDataset
 from benchmark.data.source import DatasetSource, get_dataset
 from benchmark.io import atomic_write_dir, atomic_write_json, atomic_write_text, remove_stale_temps
-from benchmark.protocol import parse_run, subset_name
+from benchmark.layout import HTML_FILE, LEADERBOARD, PREDICTIONS_FILE, PREPARED_DIR, RUNS_FILE, SUMMARY_FILE, figure_dir
+from benchmark.protocol import parse_run, subset_name, subset_parts
 from benchmark.report import html, plots
 from benchmark.report.leaderboard import (
     SUMMARY_TITLES,
@@ -68,10 +71,6 @@ from benchmark.report.results import (
 from benchmark.report.runs import runs_frame
 from benchmark.report.tables import Column, Table, renderings, to_csv, to_markdown
 
-PLOTS_DIR = "plots"
-SUMMARY_FILE = "summary.json"
-HTML_FILE = "report.html"
-RUNS_FILE = "runs.csv"  # per data set: the long table of runs
 # written only when they apply
 OPTIONAL_TABLES = ("protocols", "ablation", "scenarios", "scenarios_long", "corrupted_weight")
 SCENARIO_SUMMARY_KEY = "scenario_avg"  # summary.json: mean over seeds of each run's scenarios.avg
@@ -97,9 +96,9 @@ class Plot:
 @dataclass
 class ScenarioReport:
     """The corrupted-input part of a data set's report: the wide ``table`` (scenarios.*), its
-    ``long`` machine form (scenarios_long.csv) and the ``plot`` (plots/scenarios.*); for runs whose
+    ``long`` machine form (scenarios_long.csv) and the ``plot`` (figure scenarios); for runs whose
     records carry ``robustness.scenarios``, the corrupted modality's weight as ``weights``
-    (plots/corrupted_weight.*) and ``weights_long`` (corrupted_weight.csv), else ``None``."""
+    (figure corrupted_weight) and ``weights_long`` (corrupted_weight.csv), else ``None``."""
 
     table: Table
     long: Table
@@ -191,7 +190,7 @@ def _check_panel_tiles(inputs: DatasetInputs, results_dir: Path, root: Path) -> 
                 counts = np.bincount(label[valid] * k + pred[valid].astype(np.int64), minlength=k * k)
                 if not np.array_equal(counts.reshape(k, k), inputs.confusions[run][0, s, index]):
                     record = by_run(inputs.records)[run][0]
-                    path = run_folder(results_dir, inputs.dataset, run, record["seed"]) / "predictions.npz"
+                    path = run_folder(results_dir, inputs.dataset, run, record["seed"]) / PREDICTIONS_FILE
                     raise ValueError(
                         f"{path}: tile {index} does not score as evaluated against {root}/test "
                         "(was the data prepared again since? rerun the evaluate stage)"
@@ -204,7 +203,7 @@ def load_inputs(
     runs: Sequence[str] | None,
     seeds: Sequence[int] | None,
     config: ReportConfig,
-    prepared_root: Path = Path("data") / "prepared",
+    prepared_root: Path = PREPARED_DIR,
 ) -> DatasetInputs:
     """Read and check every input of one data set's report (errors name the file and key)."""
     records = load_metrics(results_dir, dataset, runs, seeds)
@@ -332,7 +331,7 @@ def build_dataset(inputs: DatasetInputs, config: ReportConfig) -> DatasetReport:
         figures.append(_protocol_plot(protocols, dataset))
     curves = size_curves(records)
     sizes = sorted({k for c in curves.values() for k in c})
-    points = {m: [(len(s.split("+")), row[s]) for s in subsets] for m, row in zip(names, board.rows)}
+    points = {m: [(len(subset_parts(s)), row[s]) for s in subsets] for m, row in zip(names, board.rows)}
     figures.append(
         _plot(
             "fragility",
@@ -429,7 +428,7 @@ def _scenarios(records: list[dict]) -> ScenarioReport | None:
 def _corrupted_weight_plot(
     weights: dict[str, dict], layout: dict[str, tuple[list[float], list[str]]], modalities: list[str], dataset: str
 ) -> Plot:
-    """plots/corrupted_weight.*: :func:`plots.corrupted_weight_curves` of :func:`corrupted_weights`."""
+    """Figure corrupted_weight: :func:`plots.corrupted_weight_curves` of :func:`corrupted_weights`."""
     figure = plots.corrupted_weight_curves(
         weights,
         layout,
@@ -471,17 +470,17 @@ def overview_table(reports: Sequence[DatasetReport], runs: Sequence[str] | None 
     columns.append(Column("mean_rank", "Mean rank (Avg)", best="min"))
     corrupted = (
         " Corrupted Avg = mean mIoU with one modality corrupted, over every corruption kind, level and modality "
-        "(results/<dataset>/scenarios.*)."
+        "(results/report/<dataset>/scenarios.*)."
         if any(r.scenarios is not None for r in reports)
         else ""
     )
     return Table(
-        "leaderboard",
+        LEADERBOARD,
         "Leaderboard across data sets: mIoU (%) Avg and Last-1 (mean over seeds)",
         columns,
         rows,
         note="Avg = mean mIoU over all modality subsets, Last-1 = the worst subset; mean rank by Avg over the data "
-        f"sets (n/a when a run lacks one).{corrupted} Per data set details in results/<dataset>/.",
+        f"sets (n/a when a run lacks one).{corrupted} Per data set details in results/report/<dataset>/.",
     )
 
 
@@ -491,9 +490,9 @@ def _write_text(path: Path, text: str) -> Path:
     return atomic_write_text(path, text)
 
 
-def write_dataset(results_dir: Path, report: DatasetReport) -> list[Path]:
+def write_dataset(report_dir: Path, report: DatasetReport) -> list[Path]:
     """Write one data set's tables and plots; return the paths written."""
-    out = Path(results_dir) / report.dataset
+    out = Path(report_dir) / report.dataset
     tables, figures = list(report.tables), list(report.plots)
     written = []
     if report.scenarios is not None:
@@ -511,14 +510,18 @@ def write_dataset(results_dir: Path, report: DatasetReport) -> list[Path]:
             if stale not in written:
                 stale.unlink()
 
-    def write_plots(folder: Path) -> None:
-        for plot in figures:
-            for suffix, data in plot.files.items():
-                (folder / f"{plot.name}.{suffix}").write_bytes(data)
+    def write_plots(suffix: str) -> Callable[[Path], None]:
+        def write(folder: Path) -> None:
+            for plot in figures:
+                (folder / f"{plot.name}.{suffix}").write_bytes(plot.files[suffix])
 
-    remove_stale_temps(out / PLOTS_DIR)
-    atomic_write_dir(out / PLOTS_DIR, write_plots)
-    written += [out / PLOTS_DIR / f"{p.name}.{s}" for p in figures for s in p.files]
+        return write
+
+    for suffix in dict.fromkeys(s for p in figures for s in p.files):  # "png", "svg"
+        folder = figure_dir(Path(report_dir), suffix, report.dataset)
+        remove_stale_temps(folder)
+        atomic_write_dir(folder, write_plots(suffix))
+        written += [folder / f"{p.name}.{suffix}" for p in figures]
     return written
 
 
@@ -547,12 +550,16 @@ def write_report(
     seeds: Sequence[int] | None = None,
     config: ReportConfig | None = None,
     *,
-    prepared_root: Path = Path("data") / "prepared",
+    prepared_root: Path = PREPARED_DIR,
     provenance: Mapping[str, Any] | None = None,
+    report_dir: Path | None = None,
 ) -> list[Path]:
-    """Build every data set's report, then write everything; return the paths written."""
+    """Build every data set's report from the runs under ``results_dir``, then write everything
+    into ``report_dir`` (default ``results_dir``; the pipeline: results/runs -> results/report);
+    return the paths written."""
     config = config or ReportConfig()
     results_dir = Path(results_dir)
+    out = Path(report_dir) if report_dir is not None else results_dir
     inputs = [load_inputs(results_dir, d, runs, seeds, config, prepared_root) for d in datasets]
     reports = [build_dataset(i, config) for i in inputs]  # only once every input has been read and checked
     overview = overview_table(reports, runs)
@@ -560,12 +567,12 @@ def write_report(
     summary = {r.dataset: r.summary for r in reports}
     written = []
     for report in reports:
-        written += write_dataset(results_dir, report)
+        written += write_dataset(out, report)
     for suffix, text in renderings(overview).items():
-        written.append(_write_text(results_dir / f"leaderboard.{suffix}", text))
-    remove_stale_temps(results_dir / SUMMARY_FILE)
-    written.append(atomic_write_json(results_dir / SUMMARY_FILE, summary))
-    written.append(_write_text(results_dir / HTML_FILE, page))
+        written.append(_write_text(out / f"{LEADERBOARD}.{suffix}", text))
+    remove_stale_temps(out / SUMMARY_FILE)
+    written.append(atomic_write_json(out / SUMMARY_FILE, summary))
+    written.append(_write_text(out / HTML_FILE, page))
     return written
 
 

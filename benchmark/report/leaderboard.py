@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark import stats
-from benchmark.protocol import parse_run, run_name
+from benchmark.protocol import parse_run, run_name, subset_parts
 from benchmark.report.results import SCENARIO_UNITS, SUMMARY_KEYS, by_run, num, scenario_layout
 from benchmark.report.runs import runs_frame, seed_scores
 from benchmark.report.tables import Column, Table
@@ -54,7 +54,7 @@ def _head(run: str, recs: list[dict]) -> dict[str, Any]:
 
 def _full_subset(record: dict) -> str:
     """The name of the record's subset holding every modality."""
-    return next(s for s in record["subsets"] if len(s.split("+")) == len(record["modalities"]))
+    return next(s for s in record["subsets"] if len(subset_parts(s)) == len(record["modalities"]))
 
 
 HEAD = [
@@ -678,69 +678,46 @@ def _protocol_definitions(names: Sequence[str], records: list[dict] | None) -> s
     return "; ".join(f"{name} = {_describe_protocol(recorded.get(name, {'kind': name}))}" for name in names)
 
 
-def ablation_table(
-    records: list[dict],
-    board: Table,
+def _ablation_difference(
+    row: dict[str, Any],
+    key: str,
+    run: str,
+    base: str,
     confusions: Mapping[str, np.ndarray],
-    ablation: Mapping[str, str],
     *,
     samples: int,
     confidence: float,
     seed: int,
-) -> Table | None:
-    """The ablation (``ablation``: row label -> method, the first row the base) under each protocol:
-    Avg and Last-1 (mean ± std over seeds) and their differences to the base row's run under the
-    same protocol with a paired bootstrap interval (:func:`benchmark.stats.paired_bootstrap`,
-    statistic ``avg`` or ``last1``). A protocol appears when its base run and another row's run
-    exist; ``None`` when none does. ``confusions``: run -> int64[R, S, N, K, K]."""
-    if not ablation:
-        return None
-    seeds = {run: [r["seed"] for r in recs] for run, recs in by_run(records).items()}
-    labels, methods = list(ablation), list(ablation.values())
-    runs = {row["run"]: row for row in board.rows}
-    level = f"{100 * confidence:g}%"
-    shown, long = [], []
-    for protocol in dict.fromkeys(row["protocol"] for row in board.rows):
-        base = run_name(methods[0], protocol)
-        present = [(label, run_name(m, protocol)) for label, m in ablation.items() if run_name(m, protocol) in runs]
-        if base not in runs or len(present) < 2:
-            continue
-        for label, run in present:
-            row: dict[str, Any] = {"protocol": protocol, "row": label, "run": run, "_bold": set()}
-            for key in ("avg", "last1"):
-                row[key], row[f"{key}_std"] = runs[run][key], runs[run][f"{key}_std"]
-                if run == base:
-                    row[f"d_{key}"] = "(base)"
-                    continue
-                if seeds[run] != seeds[base]:
-                    raise ValueError(
-                        f"run {run!r} has seeds {seeds[run]}, {base!r} has {seeds[base]}: cannot pair for the ablation"
-                    )
-                result = stats.paired_bootstrap(
-                    confusions[run], confusions[base], samples=samples, confidence=confidence, seed=seed, statistic=key
-                )
-                row[f"d_{key}"] = f"{result.diff:+.2f} [{result.low:+.2f}, {result.high:+.2f}]" + (
-                    " †" if result.significant else ""
-                )
-                if result.significant:
-                    row["_bold"].add(f"d_{key}")
-                long.append(
-                    {
-                        "protocol": protocol,
-                        "row": label,
-                        "run": run,
-                        "base": base,
-                        "statistic": key,
-                        "value": runs[run][key],
-                        "diff": result.diff,
-                        "low": result.low,
-                        "high": result.high,
-                        "significant": int(result.significant),
-                    }
-                )
-            shown.append(row)
-    if not shown:
-        return None
+) -> dict[str, Any]:
+    """Fill ``row``'s ``d_<key>`` (statistic ``key``: ``avg`` or ``last1``) with ``run`` minus ``base``
+    and its paired bootstrap interval (bold when significant) -> the machine table's record of it."""
+    result = stats.paired_bootstrap(
+        confusions[run], confusions[base], samples=samples, confidence=confidence, seed=seed, statistic=key
+    )
+    row[f"d_{key}"] = f"{result.diff:+.2f} [{result.low:+.2f}, {result.high:+.2f}]" + (
+        " †" if result.significant else ""
+    )
+    if result.significant:
+        row["_bold"].add(f"d_{key}")
+    return {
+        "protocol": row["protocol"],
+        "row": row["row"],
+        "run": run,
+        "base": base,
+        "statistic": key,
+        "value": row[key],
+        "diff": result.diff,
+        "low": result.low,
+        "high": result.high,
+        "significant": int(result.significant),
+    }
+
+
+def _ablation_tables(
+    shown: list[dict[str, Any]], long: list[dict[str, Any]], ablation: Mapping[str, str], samples: int, level: str
+) -> Table:
+    """The ablation table of the rows ``shown``, with the machine table of the differences ``long``."""
+    labels = list(ablation)
     machine = Table(
         "ablation",
         "",
@@ -771,3 +748,48 @@ def ablation_table(
         "from report.ablation in params.yaml.",
         machine=machine,
     )
+
+
+def ablation_table(
+    records: list[dict],
+    board: Table,
+    confusions: Mapping[str, np.ndarray],
+    ablation: Mapping[str, str],
+    *,
+    samples: int,
+    confidence: float,
+    seed: int,
+) -> Table | None:
+    """The ablation (``ablation``: row label -> method, the first row the base) under each protocol:
+    Avg and Last-1 (mean ± std over seeds) and their differences to the base row's run under the
+    same protocol with a paired bootstrap interval (:func:`benchmark.stats.paired_bootstrap`,
+    statistic ``avg`` or ``last1``). A protocol appears when its base run and another row's run
+    exist; ``None`` when none does. ``confusions``: run -> int64[R, S, N, K, K]."""
+    if not ablation:
+        return None
+    seeds = {run: [r["seed"] for r in recs] for run, recs in by_run(records).items()}
+    methods = list(ablation.values())
+    runs = {row["run"]: row for row in board.rows}
+    shown, long = [], []
+    for protocol in dict.fromkeys(row["protocol"] for row in board.rows):
+        base = run_name(methods[0], protocol)
+        present = [(label, run_name(m, protocol)) for label, m in ablation.items() if run_name(m, protocol) in runs]
+        if base not in runs or len(present) < 2:
+            continue
+        for label, run in present:
+            row: dict[str, Any] = {"protocol": protocol, "row": label, "run": run, "_bold": set()}
+            for key in ("avg", "last1"):
+                row[key], row[f"{key}_std"] = runs[run][key], runs[run][f"{key}_std"]
+                if run == base:
+                    row[f"d_{key}"] = "(base)"
+                    continue
+                if seeds[run] != seeds[base]:
+                    raise ValueError(
+                        f"run {run!r} has seeds {seeds[run]}, {base!r} has {seeds[base]}: cannot pair for the ablation"
+                    )
+                bootstrap = {"samples": samples, "confidence": confidence, "seed": seed}
+                long.append(_ablation_difference(row, key, run, base, confusions, **bootstrap))
+            shown.append(row)
+    if not shown:
+        return None
+    return _ablation_tables(shown, long, ablation, samples, f"{100 * confidence:g}%")

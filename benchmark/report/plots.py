@@ -26,6 +26,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch, Rectangle  # noqa: E402
 
 from benchmark.metrics import NOT_SCORED  # noqa: E402
+from benchmark.protocol import subset_parts
 
 OKABE_ITO: tuple[str, ...] = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 """Okabe & Ito (2008) colour-blind safe qualitative palette, one colour per method."""
@@ -551,7 +552,7 @@ def robustness_maps(maps: dict[int, np.ndarray], subsets: list[str], modalities:
     norm = Normalize(0.0, 1.0)
     used = []
     for r, subset in enumerate(subsets):
-        present = set(subset.split("+"))
+        present = set(subset_parts(subset))
         for k, stride in enumerate(strides):
             for j, modality in enumerate(modalities):
                 ax = axes[r, k * (m + 1) + j]
@@ -619,7 +620,7 @@ def robustness_means(table: dict[str, dict[str, dict[str, list[float]]]], scales
                 if row.shape != (len(scales),):
                     raise ValueError(f"{method} {subset} {mod}: {row.size} values for {len(scales)} scales")
                 grid[r] = row
-            present = set(subset.split("+"))
+            present = set(subset_parts(subset))
             missing = np.array([[mod not in present] for mod in modalities]) & (grid == 0.0)
             shown = np.where(missing, np.nan, grid)
             ax.imshow(np.ma.masked_invalid(shown), cmap=_VIRIDIS, norm=norm, aspect="auto")

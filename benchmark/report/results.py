@@ -1,6 +1,6 @@
 """Read and check what the train and evaluate stages wrote for one data set.
 
-``results/<dataset>/<run>/seed<k>/`` (a run is ``<method>-<protocol>``) holds ``metrics.json``
+``results/runs/<dataset>/<run>/seed<k>/`` (a run is ``<method>-<protocol>``) holds ``metrics.json``
 (required; its ``scenarios`` block, the corrupted-input scores, is optional but then present in
 every run of the data set), ``image_scores.npz``
 (per-image confusion matrices, required for the comparison's bootstrap), ``predictions.npz``
@@ -21,15 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.config import EVAL_CONVENTIONS, SCENARIO_KINDS, is_int, run_dir
+from benchmark.config import EVAL_CONVENTIONS, SCENARIO_KINDS, is_int
 from benchmark.io import read_json
+from benchmark.layout import IMAGE_SCORES_FILE, LOG_FILE, METRICS_FILE, PREDICTIONS_FILE, run_dir
 from benchmark.metrics import NOT_SCORED, mean_iou
-from benchmark.protocol import enumerate_subsets, parse_run, parse_subset, subset_name
+from benchmark.protocol import enumerate_subsets, parse_run, parse_subset, subset_name, subset_parts
 
-METRICS_FILE = "metrics.json"
-IMAGE_SCORES_FILE = "image_scores.npz"
-PREDICTIONS_FILE = "predictions.npz"
-LOG_FILE = "train_log.jsonl"
 SUMMARY_KEYS = ("avg", "top1", "last1")
 ROBUSTNESS_TOL = 1e-4  # rounding slack on the [0, 1] range of a mean robustness weight
 MIOU_TOL = 1e-6  # percent: metrics.json's mIoU against the one recomputed from image_scores.npz
@@ -102,11 +99,11 @@ def _validate(data: object, path: Path, dataset: str, run: str, seed: int) -> di
     if not modalities or not all(isinstance(m, str) for m in modalities) or len(set(modalities)) != len(modalities):
         raise fail("modalities", f"expected distinct names, got {modalities!r}")
     for name in data["subsets"]:
-        unknown = [m for m in name.split("+") if m not in modalities]
+        unknown = [m for m in subset_parts(name) if m not in modalities]
         if unknown:
             raise fail(f"subsets.{name}", f"names modality {unknown[0]!r}, not one of {modalities}")
     expected = {frozenset(subset) for subset in enumerate_subsets(modalities)}
-    found = {frozenset(name.split("+")) for name in data["subsets"]}
+    found = {frozenset(subset_parts(name)) for name in data["subsets"]}
     if found != expected or len(data["subsets"]) != len(expected):
         missing = sorted(subset_name(s) for s in enumerate_subsets(modalities) if frozenset(s) not in found)
         raise fail("subsets", f"expected the {len(expected)} non-empty subsets of {modalities}, missing {missing}")

@@ -4,7 +4,7 @@ The report's tables of scores over subsets (leaderboard, fragility, per class, p
 take their per-seed values from it, and a user builds their own from a notebook::
 
     from benchmark.report import load_runs
-    runs = load_runs("results")                      # every data set, run and seed found
+    runs = load_runs("results/runs")                 # every data set, run and seed found
     miou = runs[(runs.score == "miou")]
     miou.groupby(["dataset", "protocol", "method", "subset"], sort=False).value.agg(["mean", "std"])
 
@@ -23,7 +23,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark.report.results import METRICS_FILE, load_metrics, num
+from benchmark.layout import METRICS_FILE, RUNS_DIR
+from benchmark.protocol import subset_parts
+from benchmark.report.results import load_metrics, num
 
 COLUMNS = (
     "dataset",
@@ -57,7 +59,7 @@ def runs_frame(records: Sequence[dict]) -> pd.DataFrame:
             rec["seed"],
         )
         for subset, scores in rec["subsets"].items():
-            size = len(subset.split("+"))
+            size = len(subset_parts(subset))
             rows += [(*head, subset, size, key, "", num(scores[key])) for key in SUBSET_SCORES if key in scores]
             for key in CLASS_SCORES:
                 rows += [(*head, subset, size, key, c, num(v)) for c, v in (scores.get(key) or {}).items()]
@@ -65,7 +67,7 @@ def runs_frame(records: Sequence[dict]) -> pd.DataFrame:
 
 
 def load_runs(
-    results_dir: str | Path = "results",
+    results_dir: str | Path = RUNS_DIR,
     datasets: Sequence[str] | None = None,
     runs: Sequence[str] | None = None,
     seeds: Sequence[int] | None = None,

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from benchmark.checkpoint import load_torch
 from benchmark.faults import training_cases
 from benchmark.faults.common import NotSurvived
-from benchmark.train import load_torch, read_log
+from benchmark.train import read_log
 
 pytestmark = pytest.mark.slow
 

@@ -133,14 +133,14 @@ def test_the_trainer_fits_a_floor_the_same_every_time_and_evaluates_it(tiny_prep
     same forest, and evaluation scores every subset."""
     from tiny import TINY_PARAMS
 
-    from benchmark import evaluate, train
+    from benchmark import checkpoint, evaluate, train
     from benchmark.config import TrainConfig
     from benchmark.protocol import builtin_protocol
 
     config = TrainConfig(**TINY_PARAMS["train"])
     paths = [train.train(tiny_prepared, "pixel-forest", PARAMS, config, 1, tmp_path / name,
                          protocol=builtin_protocol("complete"), progress=False) for name in ("a", "b")]  # fmt: skip
-    (first, record), (second, _) = (train.load_model(p) for p in paths)
+    (first, record), (second, _) = (checkpoint.load_model(p) for p in paths)
     assert record["steps"] == 0 and record["fit"] == {"train_pixels": 600.0, "subsets": 7.0}
     assert record["init"]["trees"] == PARAMS["trees"] and record["median_step_seconds"] is None
     assert first.state_dict().keys() == second.state_dict().keys()

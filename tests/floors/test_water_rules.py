@@ -11,7 +11,7 @@ import pytest
 import torch
 from tiny import TINY_PARAMS
 
-from benchmark import evaluate, train
+from benchmark import checkpoint, evaluate, train
 from benchmark.config import ParamsValueError, TrainConfig
 from benchmark.data.prepared import PreparedDataset, PreparedWriter
 from benchmark.data.sen1floods11 import S1_BANDS, S2_BANDS
@@ -115,7 +115,7 @@ def test_rules_train_and_evaluate_with_subsets_not_applicable(flood, tmp_path):
     for name, missing in (("ndwi", "s1"), ("sar-otsu", "s2")):
         path = train.train(flood, name, {}, TrainConfig(**TINY_PARAMS["train"]), 0, tmp_path / name,
                            protocol=builtin_protocol("complete"), progress=False)  # fmt: skip
-        method, record = train.load_model(path)
+        method, record = checkpoint.load_model(path)
         assert record["steps"] == 0 and record["registered_method"] == name and set(record["fit"]) == {"threshold"}
         assert (tmp_path / name / "train_log.jsonl").read_text() == ""
         test = PreparedDataset(flood, "test")

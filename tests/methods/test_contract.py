@@ -8,9 +8,10 @@ import torch
 from method_checks import parameters_without_gradient
 from tiny import REPO, TINY_PARAMS
 
-from benchmark import evaluate, train
+from benchmark import checkpoint, evaluate, train
 from benchmark.config import TrainConfig, load_params
 from benchmark.data.prepared import PreparedDataset
+from benchmark.layout import CHECKPOINT_FILE, MODEL_FILE
 from benchmark.methods import (
     SegmentationMethod,
     create_method,
@@ -212,13 +213,13 @@ class UnfrozenTeacher(NanLoss):
 def test_broken_method_is_stopped_at_its_first_step_naming_it(tmp_path, tiny_prepared, name, error, match):
     with pytest.raises(error, match=match):
         train.train(tiny_prepared, name, {}, TRAIN, 0, tmp_path / "run", progress=False)
-    assert not (tmp_path / "run" / train.MODEL_FILE).exists()
-    assert not (tmp_path / "run" / train.CHECKPOINT_FILE).exists()
+    assert not (tmp_path / "run" / MODEL_FILE).exists()
+    assert not (tmp_path / "run" / CHECKPOINT_FILE).exists()
 
 
 def test_broken_prediction_is_stopped_by_the_evaluator_naming_it(tmp_path, tiny_prepared):
     path = train.train(tiny_prepared, "test-bad-predict", {}, TRAIN, 0, tmp_path / "run", progress=False)
-    method, _ = train.load_model(path)
+    method, _ = checkpoint.load_model(path)
     with pytest.raises(ContractError, match=r"'test-bad-predict'.*predict\(\)\['logits'\] has shape \(\d+, 2, "):
         evaluate.evaluate_subsets(method, PreparedDataset(tiny_prepared, "test"))
 
@@ -304,7 +305,7 @@ class EarlyFusion(torch.nn.Module):
 def test_a_method_that_cannot_share_its_encoder_is_stopped_at_its_first_step(tmp_path, tiny_prepared, name, match):
     with pytest.raises(ContractError, match=match):
         train.train(tiny_prepared, name, {}, TRAIN, 0, tmp_path / "run", progress=False)
-    assert not (tmp_path / "run" / train.MODEL_FILE).exists()
+    assert not (tmp_path / "run" / MODEL_FILE).exists()
 
 
 def test_the_evaluator_stops_a_method_whose_shared_path_disagrees(tiny_prepared):
@@ -318,7 +319,7 @@ def test_the_evaluator_stops_a_method_whose_shared_path_disagrees(tiny_prepared)
 
 def test_a_method_that_opts_out_is_evaluated_by_one_predict_per_subset(tmp_path, tiny_prepared):
     path = train.train(tiny_prepared, "test-early-fusion", {}, TRAIN, 0, tmp_path / "run", progress=False)
-    method, _ = train.load_model(path)
+    method, _ = checkpoint.load_model(path)
     test = PreparedDataset(tiny_prepared, "test")
     evaluation = evaluate.evaluate_subsets(method, test, batch_size=len(test))
     assert method.calls == 7 and len(evaluation.confusion) == 7

@@ -34,12 +34,12 @@ def test_writes_every_table_plot_and_page(results: Path, tmp_path: Path):
             assert f"{DATASET}/{table}.{suffix}" in names
     for plot in ("miou_heatmap", "miou_bars", "fragility", "training_curves"):
         for suffix, magic in (("png", b"\x89PNG"), ("svg", b"<?xml")):
-            path = results / DATASET / "plots" / f"{plot}.{suffix}"
+            path = results / suffix / DATASET / f"{plot}.{suffix}"
             assert path.read_bytes().startswith(magic), path
     assert {"leaderboard.md", "leaderboard.csv", "leaderboard.tex", "summary.json", "report.html"} <= names
     page = (results / "report.html").read_text()
     assert "No predictions.npz" in page  # the panel's absence is said, not silent
-    assert not list(results.rglob("*.tmp")) and not list((results / DATASET).glob(".plots.*"))
+    assert not list(results.rglob("*.tmp")) and not list(results.glob(f"*/.{DATASET}.*"))
 
 
 def test_summary_json_matches_the_leaderboard(results: Path):
@@ -79,7 +79,7 @@ def test_a_failure_leaves_the_previous_report_untouched(results: Path):
 
 def test_stale_plots_are_removed(results: Path):
     build.write_report(results, [DATASET], list(METHODS), [0, 1], CONFIG)
-    stale = results / DATASET / "plots" / "qualitative_tile9.png"
+    stale = results / "png" / DATASET / "qualitative_tile9.png"
     stale.write_bytes(b"old")
     build.write_report(results, [DATASET], list(METHODS), [0, 1], CONFIG)
     assert not stale.exists()
@@ -105,7 +105,8 @@ def _params(tmp_path: Path, **changes) -> Path:
 
 
 def _cli(params: Path, results: Path, *extra: str) -> list[str]:
-    return ["--params", str(params), "--results", str(results), "--datasets", DATASET, "--runs", *METHODS, *extra]
+    return ["--params", str(params), "--results", str(results), "--out", str(results), "--datasets", DATASET,
+            "--runs", *METHODS, *extra]  # fmt: skip
 
 
 def test_cli_prints_the_leaderboard(results: Path, tmp_path: Path, capsys):

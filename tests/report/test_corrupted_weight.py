@@ -178,8 +178,8 @@ def _build(root: Path) -> set[str]:
 def test_report_with_corrupted_weights_then_without(tmp_path: Path):
     root = _results(tmp_path)
     names = _build(root)
-    for name in ("corrupted_weight.csv", "plots/corrupted_weight.png", "plots/corrupted_weight.svg"):
-        assert f"{DATASET}/{name}" in names
+    for name in (f"{DATASET}/corrupted_weight.csv", *(f"{s}/{DATASET}/corrupted_weight.{s}" for s in ("png", "svg"))):
+        assert name in names
     page = (root / "report.html").read_text()
     section = page[page.index(f'<section id="{DATASET}-corrupted-inputs">') :]
     assert f'id="{DATASET}-corrupted-inputs-fig-corrupted-weight"' in section
@@ -190,8 +190,8 @@ def test_report_with_corrupted_weights_then_without(tmp_path: Path):
             _edit(root, run, seed, lambda r: r["robustness"].pop("scenarios"))
     names = _build(root)
     assert not [n for n in names if "corrupted_weight" in n]
-    assert not list((root / DATASET).rglob("corrupted_weight*"))
-    assert f"{DATASET}/plots/scenarios.png" in names and f"{DATASET}/plots/robustness_means.png" in names
+    assert not list(root.rglob("corrupted_weight*"))
+    assert f"png/{DATASET}/scenarios.png" in names and f"png/{DATASET}/robustness_means.png" in names
     assert "corrupted-weight" not in (root / "report.html").read_text()
 
 

@@ -496,8 +496,8 @@ def test_provenance_dirty_means_changed_tracked_files(tmp_path: Path) -> None:
         ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c"],
     ):
         subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
-    (repo / "results" / "toy").mkdir(parents=True)
-    (repo / "results" / "toy" / "metrics.json").write_text("{}")  # what the pipeline writes
+    (repo / "results" / "runs" / "toy").mkdir(parents=True)
+    (repo / "results" / "runs" / "toy" / "metrics.json").write_text("{}")  # what the pipeline writes
     (repo / "dvc.lock").write_text("schema: '2.0'\n")
     info = prov.git_info(repo)
     assert len(info["commit"]) == 40 and info["dirty"] is False

@@ -435,7 +435,7 @@ def test_report_with_scenarios(results: Path, tmp_path: Path):
         assert f"{DATASET}/scenarios.{suffix}" in names
     assert f"{DATASET}/scenarios_long.csv" in names
     for suffix, magic in (("png", b"\x89PNG"), ("svg", b"<?xml")):
-        assert (results / DATASET / "plots" / f"scenarios.{suffix}").read_bytes().startswith(magic)
+        assert (results / suffix / DATASET / f"scenarios.{suffix}").read_bytes().startswith(magic)
     long = list(csv.DictReader(io.StringIO((results / DATASET / "scenarios_long.csv").read_text())))
     assert len(long) == len(METHODS) * sum(len(lv) * len(m) for lv, m in SCENARIOS.values())
 
