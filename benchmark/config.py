@@ -1,9 +1,11 @@
-"""params.yaml: loading, validation into typed configs, and the pipeline's fixed paths.
+"""params.yaml: reading it, and its typed sections.
 
-:func:`load_params` reads the file with a safe YAML loader that refuses duplicated keys and, by
-default, validates the whole file (:func:`benchmark.schema.validate_params`) so every stage rejects
-a bad configuration before any compute. Every error names the file, the key, the value and what is
-allowed; all are :class:`ParamsError` (and a ``KeyError``, ``TypeError`` or ``ValueError``).
+:func:`load_params` reads the file with a safe YAML loader that refuses duplicated keys; it checks
+nothing else, so a module that reads params.yaml imports no method, model or data set. The checks
+live beside what they check: the whole file in :mod:`benchmark.schema` (the configure stage, then
+train, evaluate and report), one data set's section in :mod:`benchmark.data.section` (download,
+prepare). Every error names the file, the key, the value and what is allowed; all are
+:class:`ParamsError` (and a ``KeyError``, ``TypeError`` or ``ValueError``).
 """
 
 from __future__ import annotations
@@ -113,9 +115,10 @@ class UniqueKeySafeLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def load_params(path: str | Path = PARAMS_FILE, *, validate: bool = True) -> dict[str, Any]:
-    """Read params.yaml (safe YAML, no duplicated keys) and, with ``validate``, check the whole
-    file (:func:`benchmark.schema.validate_params`). Errors name the file, key, value and what is allowed."""
+def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
+    """Read params.yaml: safe YAML, no duplicated keys, a mapping at the top. Reads only; the whole
+    file's check is :func:`benchmark.schema.load_config`'s (one data set's section:
+    :func:`benchmark.data.section.load_source`). Errors name the file, line and key."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: params file not found")
@@ -134,10 +137,6 @@ def load_params(path: str | Path = PARAMS_FILE, *, validate: bool = True) -> dic
         raise ParamsValueError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(params, dict):
         raise ParamsTypeError(f"{path}: {type(params).__name__} at the top level is not allowed; must be a mapping")
-    if validate:
-        from benchmark.schema import validate_params  # benchmark.schema imports this module
-
-        validate_params(params, str(path))
     return params
 
 

@@ -10,8 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmark.config import PARAMS_FILE, load_params, section
-from benchmark.data import MANIFEST_NAME, build_source
+from benchmark.config import PARAMS_FILE
+from benchmark.data import MANIFEST_NAME
+from benchmark.data.section import load_source
 from benchmark.io import remove_stale_temps
 
 
@@ -21,8 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", type=Path, default=PARAMS_FILE)
     parser.add_argument("--raw-dir", type=Path, default=None, help="default data/raw/<dataset>")
     args = parser.parse_args(argv)
-    params = load_params(args.params)
-    source = build_source(args.dataset, section(params, args.dataset, str(args.params)), args.raw_dir)
+    source = load_source(args.params, args.dataset, args.raw_dir)  # its section only: configure checks the rest
     remove_stale_temps(source.raw_dir / MANIFEST_NAME)  # what a killed download stage left
     raw = source.download()
     print(f"{args.dataset}: raw files verified in {raw}")

@@ -1,8 +1,8 @@
 """Prepare one data set: ``python -m benchmark.prepare --dataset synthetic``.
 
-Reads the data set's section of params.yaml and its raw files (``data/raw/<dataset>/``, put
-there by ``python -m benchmark.download``) and writes ``data/prepared/<dataset>/`` with a
-``preview.png`` of the first training tiles.
+Reads the data set's section of params.yaml (only that: the configure stage checks the whole
+file) and its raw files (``data/raw/<dataset>/``, put there by ``python -m benchmark.download``)
+and writes ``data/prepared/<dataset>/`` with a ``preview.png`` of the first training tiles.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmark.config import PARAMS_FILE, load_params, section
-from benchmark.data import PreparedDataset, build_source, read_meta
+from benchmark.config import PARAMS_FILE
+from benchmark.data import PreparedDataset, read_meta
+from benchmark.data.section import load_source
 from benchmark.layout import prepared_dir
 
 PREVIEW_FILE = "preview.png"  # a few training tiles, every modality and the label
@@ -25,8 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--raw-dir", type=Path, default=None, help="default data/raw/<dataset>")
     parser.add_argument("--out", type=Path, default=None, help="default data/prepared/<dataset>")
     args = parser.parse_args(argv)
-    params = load_params(args.params)
-    source = build_source(args.dataset, section(params, args.dataset, str(args.params)), args.raw_dir)
+    source = load_source(args.params, args.dataset, args.raw_dir)  # its section only: configure checks the rest
     out = source.prepare(args.out or prepared_dir(args.dataset))
     meta = read_meta(out)
     preview = PreparedDataset(out, "train")

@@ -1,8 +1,9 @@
 """The whole params.yaml checked at once, before any compute (:func:`validate_params`).
 
-:func:`benchmark.config.load_params` calls it, so every stage (download, prepare, train, evaluate,
-report) refuses a bad file at start; :func:`load_config` returns its typed result, which the
-train, evaluate and report stages use instead of building their sections again. The first problem raises a
+:func:`load_config` reads and checks the file and returns the typed result. The configure stage
+calls it first, before every other stage of ``dvc repro``, so a bad file is refused before any
+compute; train, evaluate and report call it too and use its typed sections. (download and
+prepare check only their data set's section: :mod:`benchmark.data.section`.) The first problem raises a
 :class:`~benchmark.config.ParamsError` (also a ``KeyError``, ``TypeError`` or ``ValueError``) whose
 message reads ``<file>: <dotted.key>: <value> ... <what is allowed>``. Checked:
 
@@ -42,7 +43,6 @@ from typing import TYPE_CHECKING, Any
 from benchmark.config import (
     EvalConfig,
     FieldError,
-    ParamsError,
     ParamsKeyError,
     ParamsTypeError,
     ParamsValueError,
@@ -69,9 +69,6 @@ PROTOCOL_KEYS = {  # the keys of a protocols entry, per kind
 }
 # constructor arguments the pipeline takes from the data set; a method_params entry may not set them
 DATASET_KEYS = ("modalities", "num_classes", "ignore_index", "class_weight")  # class_weight: train.class_weights
-# sizes of a data-set section that must be >= 1 (checked before the source's own checks)
-SIZE_KEYS = ("tile_size", "stride", "num_train", "num_test", "block_size", "workers")
-SEED_KEYS = ("seed", "split_seed")  # seeds of a data-set section: ints >= 0 (numpy refuses negative seeds)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,60 +155,6 @@ def _import_modules(modules: list[Any], where: str) -> None:
             raise ParamsValueError(
                 f"{where}: method_modules[{i}]: {module!r} is not allowed; must be an importable module ({err})"
             ) from None
-
-
-def _reraise_from_source(err: Exception, name: str, where: str) -> ParamsError:
-    """A data-set source's own error, located in this file (its messages say ``params.yaml: <name>``)."""
-    message = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
-    message = message.removeprefix("params.yaml: ")
-    if not message.startswith(name):
-        message = f"{name}: {message}"
-    kind = ParamsKeyError if isinstance(err, KeyError) else ParamsTypeError if isinstance(err, TypeError) else None
-    return (kind or ParamsValueError)(f"{where}: {message}")
-
-
-def build_source(name: str, values: Any, where: str) -> DatasetSource:
-    """The data set ``name``'s source built from its params section ``values`` (null: defaults), after
-    checking that no size is <= 0 and no seed < 0; errors name ``<where>: <name>.<key>``. Builds only: reads no file."""
-    from benchmark.data import build_source as build_data_source
-
-    if values is None:
-        values = {}
-    if not isinstance(values, Mapping):
-        raise ParamsTypeError(f"{where}: {name}: {values!r} is not allowed; must be a mapping (or null: defaults)")
-    for key in SIZE_KEYS:
-        value = values.get(key)
-        if _matches(value, int) and value < 1:
-            raise ParamsValueError(f"{where}: {name}.{key}: {value!r} is not allowed; must be an int >= 1")
-    for key in SEED_KEYS:
-        value = values.get(key)
-        if _matches(value, int) and value < 0:
-            raise ParamsValueError(f"{where}: {name}.{key}: {value!r} is not allowed; must be an int >= 0")
-    try:
-        source = build_data_source(name, values)
-    except (KeyError, TypeError, ValueError) as err:
-        raise _reraise_from_source(err, name, where) from None
-    check_source_facts(source, where)
-    return source
-
-
-def check_source_facts(source: DatasetSource, where: str) -> None:
-    """A data set's class attributes agree: one palette colour per class, display bands within the
-    modality's channels (a mismatch is a bug of the data-set class, reported before any compute)."""
-    name, classes = source.name, list(source.classes)
-    if source.palette is not None and len(source.palette) != len(classes):
-        raise ParamsValueError(
-            f"{where}: {name}: palette {list(source.palette)!r} has {len(source.palette)} colours for "
-            f"{len(classes)} classes {classes}; allowed: one colour per class"
-        )
-    every = {**type(source).modalities, **source.modalities}  # before a `modalities` selection
-    for modality, bands in source.display_bands.items():
-        channels = every.get(modality)
-        if channels is None or any(not 0 <= b < channels for b in bands):
-            raise ParamsValueError(
-                f"{where}: {name}: display bands {modality!r}: {list(bands)!r} are not allowed; must be channels "
-                f"of one of the modalities {every}"
-            )
 
 
 def accepted_params(cls: type) -> tuple[dict[str, Any], bool]:
@@ -529,13 +472,14 @@ def _check_scenario_modalities(scenarios: ScenarioConfig, sources: Mapping[str, 
 def load_config(path: str | Path) -> ValidatedParams:
     """Read params.yaml (:func:`~benchmark.config.load_params`) and validate it once: the typed
     configuration the train, evaluate and report stages start from."""
-    return validate_params(load_params(path, validate=False), str(path))
+    return validate_params(load_params(path), str(path))
 
 
 def validate_params(params: Mapping[str, Any], where: str) -> ValidatedParams:
     """Check the whole params mapping (see the module docstring); the first problem raises a
     :class:`~benchmark.config.ParamsError` naming ``where`` (the file), the key, the value and
     what is allowed. Imports ``method_modules``; builds each data-set source (reads no data file)."""
+    from benchmark.data.section import checked_source
     from benchmark.methods import list_methods
 
     if not isinstance(params, Mapping):
@@ -572,7 +516,7 @@ def validate_params(params: Mapping[str, Any], where: str) -> ValidatedParams:
     sources = {}
     for name in known_datasets:  # every section present, listed or not: a typo fails now, not on first use
         if name in params:
-            source = build_source(name, params[name], where)
+            source = checked_source(name, params[name], where)
             if name in datasets:
                 sources[name] = source
     sources = {name: sources[name] for name in datasets}

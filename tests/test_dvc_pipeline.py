@@ -40,6 +40,18 @@ def _report_pngs(project: Path, dataset: str) -> set[str]:
     return {p.relative_to(project).as_posix() for p in pngs}
 
 
+def _stale_after_edit(project: Path, file: str) -> set[str]:
+    """The stages ``dvc status`` lists once a comment is appended to ``file`` (then put back as it was)."""
+    path = project / file
+    text = path.read_text()
+    path.write_text(text + "\n# an edit\n")
+    try:
+        shown = run(project, sys.executable, "-m", "dvc", "status", "--json")
+    finally:
+        path.write_text(text)
+    return set(json.JSONDecoder().raw_decode(shown)[0])
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A copy of the pipeline with the tiny params: a second method from a module of its own, and a
@@ -87,6 +99,13 @@ def test_repro_then_noop_then_minimal_reruns(project: Path):
     second = run(project, sys.executable, "-m", "dvc", "repro")
     assert _ran(second) == set()
     assert "up to date" in run(project, sys.executable, "-m", "dvc", "status")
+    # code deps (tests/test_dvc_deps.py): a method's code reruns the runs, never the data stages; the
+    # FLOP count (efficiency.py) reruns every evaluation
+    stale = _stale_after_edit(project, "baselines/muss.py")
+    assert {"configure", "train@synthetic-muss-complete-0", "evaluate@synthetic-muss-complete-0"} <= stale
+    assert not {s for s in stale if s.startswith(("download@", "prepare@"))}, stale
+    assert {f"evaluate@synthetic-{r}-0" for r in runs} <= _stale_after_edit(project, "benchmark/efficiency.py")
+    assert "up to date" in run(project, sys.executable, "-m", "dvc", "status")  # each file put back
     (report / "synthetic" / "leaderboard.csv").unlink()  # the report is the stage's output: DVC sees it go
     status = run(project, sys.executable, "-m", "dvc", "status")
     assert re.search(r"^report:\n\s+changed outs:\n\s+\w+:\s+results/report$", status, re.M), status

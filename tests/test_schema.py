@@ -25,7 +25,7 @@ from benchmark.config import (
 )
 from benchmark.data.synthetic import Synthetic
 from benchmark.protocol import builtin_protocol
-from benchmark.schema import ValidatedParams, accepted_params, validate_params
+from benchmark.schema import ValidatedParams, accepted_params, load_config, validate_params
 
 WHERE = "cfg.yaml"
 
@@ -444,7 +444,7 @@ def test_valid_files_pass_with_typed_values() -> None:
     assert list(checked.sources) == ["synthetic"] and checked.sources["synthetic"].config.num_train == 16
     assert checked.method_params == {"muss": {}}
 
-    shipped = load_params(REPO / "params.yaml")  # validates
+    shipped = load_params(REPO / "params.yaml")
     checked = validate_params(shipped, "params.yaml")
     assert checked.runs == shipped["runs"] and checked.report.reference == "sgma-complete"
     assert checked.run_parts("sgma-uniform") == ("sgma", builtin_protocol("uniform"))
@@ -526,24 +526,24 @@ def test_duplicated_yaml_keys_are_refused_with_their_lines(tmp_path: Path) -> No
     no_scenarios = yaml.safe_dump({k: v for k, v in TINY_PARAMS.items() if k != "scenarios"}, sort_keys=False)
     modalities.write_text(no_scenarios + "scenarios:\n  modalities: [rgb]\n  block_size: 4\n  modalities: [nir]\n")
     with pytest.raises(ValueError, match=r"key 'modalities' is duplicated"):
-        load_params(modalities, validate=False)
+        load_params(modalities)
 
 
 def test_yaml_is_loaded_safely(tmp_path: Path) -> None:
     path = tmp_path / "params.yaml"
     path.write_text("datasets: !!python/object/apply:os.getcwd []\n")
     with pytest.raises(ValueError, match=rf"{re.escape(str(path))}: not valid YAML"):
-        load_params(path, validate=False)
+        load_params(path)
     path.write_text("- a list\n")
     with pytest.raises(TypeError, match="at the top level is not allowed; must be a mapping"):
-        load_params(path, validate=False)
+        load_params(path)
 
 
-def test_load_params_validates_unless_told_not_to(tmp_path: Path) -> None:
+def test_load_params_only_reads_and_load_config_checks_the_whole_file(tmp_path: Path) -> None:
     partial = write_params(tmp_path / "params.yaml", {"synthetic": {"num_train": 4}})
-    assert load_params(partial, validate=False) == {"synthetic": {"num_train": 4}}
+    assert load_params(partial) == {"synthetic": {"num_train": 4}}
     with pytest.raises(KeyError, match=rf"{re.escape(str(partial))}: datasets: missing"):
-        load_params(partial)
+        load_config(partial)
 
 
 def test_from_mapping_types_literals_and_messages() -> None:

@@ -51,6 +51,7 @@ def _train_and_evaluate(tmp: Path, prepared: Path, params: Path, seed: int = 0, 
     return json.loads(metrics.read_text())
 
 
+@pytest.mark.slow  # trains, evaluates and builds a whole report (~8 s)
 def test_end_to_end_writes_schema_and_leaderboard(tmp_path, tiny_prepared, tiny_params):
     record = _train_and_evaluate(tmp_path, tiny_prepared, tiny_params)
     names = [subset_name(s) for s in enumerate_subsets(["rgb", "dsm", "nir"])]
@@ -175,6 +176,7 @@ def test_resume_after_interruption_gives_the_same_model(tmp_path, tiny_prepared,
     assert steps == list(range(TRAIN.steps))
 
 
+@pytest.mark.slow  # trains two methods and builds a whole report (~20 s)
 def test_sgma_metrics_carry_robustness_size_and_cost(tmp_path, tiny_prepared):
     params = write_params(
         tmp_path / "params.yaml",
@@ -272,6 +274,7 @@ def test_schedule_warmup_then_poly_decay_in_the_log(tmp_path, tiny_prepared):
     assert all({"step", "loss", "ce", "lr", "images_per_s"} <= set(line) for line in lines)
 
 
+@pytest.mark.slow  # starts loader worker processes
 def test_loader_workers_do_not_change_the_result(tmp_path, tiny_prepared):
     workers = TrainConfig(**{**TINY_PARAMS["train"], "steps": 3, "num_workers": 2})
     single = TrainConfig(**{**TINY_PARAMS["train"], "steps": 3, "num_workers": 0})

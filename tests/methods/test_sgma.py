@@ -299,6 +299,7 @@ def test_gradients_reach_every_parameter(name, options):
     assert parameters_without_gradient(_method(name, **options), _batch(), num_classes=6) == []
 
 
+@pytest.mark.slow  # trains 60 steps
 def test_short_seeded_training_run_lowers_the_loss(tmp_path, tiny_prepared):
     # the unweighted loss: on 16 tiny tiles the class-weighted one is dominated by the few rare-class pixels
     # of each batch and too noisy over 60 steps for a fixed threshold

@@ -77,6 +77,7 @@ def test_a_failure_leaves_the_previous_report_untouched(results: Path):
     assert after == before
 
 
+@pytest.mark.slow  # builds a whole report twice (~6 s)
 def test_stale_plots_are_removed(results: Path):
     build.write_report(results, [DATASET], list(METHODS), [0, 1], CONFIG)
     stale = results / "png" / DATASET / "qualitative_tile9.png"

@@ -175,6 +175,7 @@ def _build(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in paths}
 
 
+@pytest.mark.slow  # builds a whole report twice (~13 s)
 def test_report_with_corrupted_weights_then_without(tmp_path: Path):
     root = _results(tmp_path)
     names = _build(root)

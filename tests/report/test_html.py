@@ -398,6 +398,7 @@ def test_provenance_collect(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert [k for k in changed if changed[k] != ds["prepared"][k]] == ["meta.json"]
 
 
+@pytest.mark.slow  # starts git
 def test_provenance_git_fields(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """git output is parsed (a stand-in ``git`` on PATH), and a missing git gives None values."""
     bindir = tmp_path / "bin"
@@ -449,6 +450,7 @@ def _run_browser(binary: str, profile: Path, *args: str) -> subprocess.Completed
     return subprocess.run([binary, *flags, *args], capture_output=True, timeout=60, check=False)
 
 
+@pytest.mark.slow  # starts a browser
 def test_in_chromium(page_input, tmp_path: Path) -> None:
     binary = _chromium()
     if binary is None:
@@ -483,6 +485,7 @@ def test_in_chromium(page_input, tmp_path: Path) -> None:
     assert not math.isnan(pixels.mean())
 
 
+@pytest.mark.slow  # starts git
 def test_provenance_dirty_means_changed_tracked_files(tmp_path: Path) -> None:
     """With real git: what the pipeline writes is not an "uncommitted change"; new or edited code is."""
     if shutil.which("git") is None:
@@ -508,6 +511,7 @@ def test_provenance_dirty_means_changed_tracked_files(tmp_path: Path) -> None:
     assert prov.git_info(repo)["dirty"] is True
 
 
+@pytest.mark.slow  # starts a browser
 def test_the_pipeline_report_in_chromium(tmp_path: Path) -> None:
     """The page ``write_report`` builds from a results folder: the browser shows each leaderboard
     with one row per run, in order, with the numbers of the CSV."""

@@ -424,6 +424,7 @@ def test_robustness_means_annotations():
 # --- every builder renders -----------------------------------------------------------------------
 
 
+@pytest.mark.slow  # renders every plot twice (~6 s)
 def test_every_builder_renders_deterministically():
     images, label, preds, classes, palette, ignore = _qualitative_inputs()
     log = {"step": np.arange(30), "loss": np.linspace(2, 1, 30), "images_per_s": np.full(30, 12.0)}
