@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from benchmark.errors import DamagedFileError
 from benchmark.io import atomic_write
 from benchmark.methods import create_method
 
@@ -31,9 +32,9 @@ def load_torch(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]
     except FileNotFoundError:
         raise
     except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for a damaged file
-        raise ValueError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err}); delete it") from None
+        raise DamagedFileError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err}); delete it") from None
     if not isinstance(record, dict):
-        raise ValueError(f"{path}: expected a dict, got {type(record).__name__}; delete it")
+        raise DamagedFileError(f"{path}: expected a dict, got {type(record).__name__}; delete it")
     return record
 
 

@@ -22,16 +22,15 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from benchmark.errors import UserError
+
 PARAMS_FILE = Path("params.yaml")
 
 C = TypeVar("C")
 
 
-class ParamsError(Exception):
+class ParamsError(UserError):
     """A bad params.yaml; the message names the file, the key, the value and what is allowed."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0]) if self.args else ""
 
 
 class ParamsKeyError(ParamsError, KeyError):

@@ -17,9 +17,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from benchmark import errors
 from benchmark.config import PARAMS_FILE
 from benchmark.io import atomic_write_json
-from benchmark.layout import CONFIGS_DIR
+from benchmark.layout import CONFIGS_DIR, REPORT_DIR, RESULTS_DIR, RUNS_DIR, legacy_results
 from benchmark.schema import ValidatedParams, load_config
 
 
@@ -47,6 +48,20 @@ def write_configs(params: ValidatedParams, folder: Path = CONFIGS_DIR) -> list[P
     return written
 
 
+def legacy_note(results_dir: Path = RESULTS_DIR) -> str | None:
+    """One line about files of the old results layout in ``results_dir`` (:func:`legacy_results`), or
+    ``None``: what they are and what to do. Nothing is moved or deleted."""
+    old = legacy_results(results_dir)
+    if not old:
+        return None
+    names = ", ".join(p.name + ("/" if p.is_dir() else "") for p in old[:6]) + (", ..." if len(old) > 6 else "")
+    return (
+        f"note: {results_dir}/ holds {names}: files of the layout before {RUNS_DIR}/ and {REPORT_DIR}/, "
+        f"which the pipeline no longer reads or writes (dvc repro computes the runs and the report there); "
+        f"move them out of {results_dir}/ to keep them (nothing was moved or deleted)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark.configure", description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=PARAMS_FILE)
@@ -54,8 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     paths = write_configs(load_config(args.params), args.out)
     print(f"{args.params}: valid; wrote {len(paths)} run configuration(s) to {args.out}/")
+    if note := legacy_note():
+        print(note, file=sys.stderr)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    errors.run(main)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import math
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from benchmark import errors
 from benchmark.checkpoint import load_model
 from benchmark.config import PARAMS_FILE, TrainConfig
 from benchmark.data.prepared import PreparedDataset
@@ -241,4 +241,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    errors.run(main)

@@ -7,9 +7,9 @@ archives are checked, verified and extracted. Writes ``data/raw/<dataset>/manife
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from benchmark import errors
 from benchmark.config import PARAMS_FILE
 from benchmark.data import MANIFEST_NAME
 from benchmark.data.section import load_source
@@ -30,4 +30,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    errors.run(main)

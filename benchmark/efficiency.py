@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmark import errors
 from benchmark.methods import create_method, get_method_class, is_training_only, list_methods
 
 DEFAULT_CHANNELS = {"rgb": 3, "dsm": 1, "nir": 1}
@@ -265,4 +266,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    errors.run(main)

@@ -52,7 +52,6 @@ is CUDA's peak allocation on a GPU, the process's peak resident set size on a CP
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,11 +62,13 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from benchmark import errors
 from benchmark.checkpoint import load_model
 from benchmark.config import EVAL_CONVENTIONS, SCENARIO_KINDS, FieldError, ScenarioConfig, resolve_device, run_parser
 from benchmark.data.prepared import META_FILE, PreparedDataset
 from benchmark.data.source import get_dataset
 from benchmark.efficiency import efficiency_record
+from benchmark.errors import DamagedFileError
 from benchmark.io import atomic_write_json, atomic_write_npz, remove_stale_temps
 from benchmark.layout import (
     IMAGE_SCORES_FILE,
@@ -580,20 +581,23 @@ def check_model(
     dataset: PreparedDataset,
 ) -> None:
     """The ``model.pt`` record must be of run ``run_name`` (its method and training protocol) and of
-    the data's modalities and classes: a ``ValueError`` naming the file and both values otherwise."""
+    the data's modalities and classes: a :class:`~benchmark.errors.DamagedFileError` (a ``ValueError``)
+    naming the file and both values otherwise."""
     if record["method"] != method_name:
-        raise ValueError(f"{model_path}: holds method {record['method']!r}, not {method_name!r} (run {run_name!r})")
+        raise DamagedFileError(
+            f"{model_path}: holds method {record['method']!r}, not {method_name!r} (run {run_name!r})"
+        )
     if record.get("protocol") != protocol.record():
-        raise ValueError(
+        raise DamagedFileError(
             f"{model_path}: trained under protocol {record.get('protocol')}, run {run_name!r} is "
             f"{protocol.record()} (rerun the train stage)"
         )
     if dict(record["init"]["modalities"]) != dataset.modalities:
-        raise ValueError(
+        raise DamagedFileError(
             f"{model_path}: trained on modalities {record['init']['modalities']}, data has {dataset.modalities}"
         )
     if record["init"].get("num_classes") != len(dataset.classes):
-        raise ValueError(
+        raise DamagedFileError(
             f"{model_path}: trained for {record['init'].get('num_classes')} classes, "
             f"data {dataset.root} has {len(dataset.classes)} ({dataset.classes})"
         )
@@ -722,4 +726,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    errors.run(main)

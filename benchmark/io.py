@@ -23,6 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmark.errors import DamagedFileError
+
 
 def default_mode(kind: str) -> int:
     """Permissions a plain ``open()``/``mkdir()`` would give under the current umask."""
@@ -169,7 +171,7 @@ def read_json(path: str | Path) -> Any:
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: file not found") from None
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
+        raise DamagedFileError(f"{path}: not valid JSON ({err})") from None
 
 
 def atomic_write_dir(path: str | Path, write: Callable[[Path], None]) -> Path:

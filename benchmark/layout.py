@@ -61,3 +61,12 @@ def run_dir(base: Path, dataset: str, run: str, seed: int) -> Path:
 def figure_dir(report_dir: Path, suffix: str, dataset: str) -> Path:
     """``<report_dir>/<suffix>/<dataset>``: one data set's figures in one format (``"png"``, ``"svg"``)."""
     return report_dir / suffix / dataset
+
+
+def legacy_results(results_dir: Path = RESULTS_DIR) -> list[Path]:
+    """What ``results_dir`` holds beside ``runs/`` and ``report/``, sorted: in a workspace made before
+    those two folders existed, each data set's folder (runs and report files mixed),
+    ``leaderboard.*``, ``summary.json`` and ``report.html``. The pipeline never reads or writes them."""
+    if not results_dir.is_dir():
+        return []
+    return sorted(p for p in results_dir.iterdir() if p.name not in {RUNS_DIR.name, REPORT_DIR.name})

@@ -33,7 +33,6 @@ at ``--size`` pixels, prepared into a temporary folder. The paper's setting on a
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -44,6 +43,7 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmark import errors
 from benchmark.checkpoint import load_torch
 from benchmark.config import PRECISIONS, TrainConfig, resolve_device
 from benchmark.data import PreparedDataset, build_source
@@ -265,4 +265,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    errors.run(main)

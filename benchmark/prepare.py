@@ -8,9 +8,9 @@ and writes ``data/prepared/<dataset>/`` with a ``preview.png`` of the first trai
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from benchmark import errors
 from benchmark.config import PARAMS_FILE
 from benchmark.data import PreparedDataset, read_meta
 from benchmark.data.section import load_source
@@ -36,4 +36,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    errors.run(main)

@@ -37,6 +37,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
+from benchmark import errors
 from benchmark.checkpoint import (
     load_torch,
     restore_rng,
@@ -48,6 +49,7 @@ from benchmark.config import FieldError, TrainConfig, resolve_device, run_parser
 from benchmark.data.prepared import PreparedDataset
 from benchmark.data.source import get_dataset
 from benchmark.efficiency import device_name, peak_memory_mb, synchronize
+from benchmark.errors import DamagedFileError
 from benchmark.io import atomic_write_text, remove_stale_temps
 from benchmark.layout import CHECKPOINT_FILE, LOG_FILE, MODEL_FILE, MODELS_DIR, RUNS_DIR, prepared_dir, run_dir
 from benchmark.methods import create_method, get_method_class
@@ -311,7 +313,7 @@ def read_log(path: Path, before: int) -> list[str]:
         except (json.JSONDecodeError, KeyError, TypeError) as err:
             if number == len(lines):  # written when the process was killed
                 break
-            raise ValueError(f"{path}: line {number} is not a step record ({err})") from None
+            raise DamagedFileError(f"{path}: line {number} is not a step record ({err}); delete it") from None
         if step < before:
             kept.append(line)
     return kept
@@ -983,4 +985,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    errors.run(main)

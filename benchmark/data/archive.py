@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO
 
 from benchmark.data.download import ChecksumError, md5_file, sha256_file
+from benchmark.errors import UserError
 from benchmark.io import atomic_write_dir, remove_stale_temps
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
@@ -33,7 +34,7 @@ _Member = tuple[str, str | None, bool, Callable[[], IO[bytes]]]
 _CORRUPT = (zipfile.BadZipFile, zipfile.LargeZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError)
 
 
-class UnsafeArchiveError(ValueError):
+class UnsafeArchiveError(UserError, ValueError):
     """An archive member that would write outside the target or is not a plain file or folder."""
 
 

@@ -28,6 +28,7 @@ from urllib.request import Request, urlopen
 
 from tqdm import tqdm
 
+from benchmark.errors import UserError
 from benchmark.io import atomic_write_json, fsync_file, read_json
 
 GCS_API = "https://storage.googleapis.com"
@@ -38,11 +39,11 @@ _HEADERS = {"User-Agent": "benchmark-download/1", "Accept-Encoding": "identity"}
 _NETWORK_ERRORS = (OSError, http.client.HTTPException)
 
 
-class DownloadError(OSError):
+class DownloadError(UserError, OSError):
     """A network, HTTP or truncated-transfer failure; the message names the URL and the file."""
 
 
-class ChecksumError(ValueError):
+class ChecksumError(UserError, ValueError):
     """A file whose MD5 (or size) differs from the expected one; the message names both."""
 
 

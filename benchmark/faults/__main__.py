@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmark import errors
 from benchmark.faults.common import NotSurvived
 
 CASE_MODULES = ("training_cases", "input_cases", "config_cases")
@@ -97,4 +98,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    errors.run(main)

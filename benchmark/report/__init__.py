@@ -16,6 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from benchmark.config import ParamsValueError
 from benchmark.layout import HTML_FILE, LEADERBOARD, PREPARED_DIR, RAW_DIR, REPORT_DIR, RUNS_DIR
 from benchmark.report import provenance
 from benchmark.report.build import write_report
@@ -37,28 +38,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help="default: params' seeds")
     args = parser.parse_args(argv)
     where = str(args.params)
-    try:
-        params = load_config(args.params)
-        datasets = args.datasets or params.datasets
-        runs = args.runs or params.runs
-        seeds = args.seeds or params.seeds
-        config = params.report
-        if config.reference not in runs:
-            raise ValueError(f"{where}: report.reference: {config.reference!r} is not one of the runs {runs}")
-        record = provenance.collect(args.params, datasets, args.prepared, RAW_DIR, Path("."))
-        paths = write_report(
-            args.results,
-            datasets,
-            runs,
-            seeds,
-            config,
-            prepared_root=args.prepared,
-            provenance=record,
-            report_dir=args.out,
-        )
-    except (FileNotFoundError, KeyError, TypeError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    params = load_config(args.params)
+    datasets = args.datasets or params.datasets
+    runs = args.runs or params.runs
+    seeds = args.seeds or params.seeds
+    config = params.report
+    if config.reference not in runs:
+        raise ParamsValueError(f"{where}: report.reference: {config.reference!r} is not one of the runs {runs}")
+    record = provenance.collect(args.params, datasets, args.prepared, RAW_DIR, Path("."))
+    paths = write_report(
+        args.results,
+        datasets,
+        runs,
+        seeds,
+        config,
+        prepared_root=args.prepared,
+        provenance=record,
+        report_dir=args.out,
+    )
     board = next(p for p in paths if p.name == f"{LEADERBOARD}.md" and p.parent == args.out)
     sys.stdout.write(board.read_text(encoding="utf-8"))
     print(f"wrote {len(paths)} files; open {args.out / HTML_FILE}")

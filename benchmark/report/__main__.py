@@ -1,5 +1,6 @@
 """``python -m benchmark.report``: see :mod:`benchmark.report`."""
 
+from benchmark import errors
 from benchmark.report import main
 
-raise SystemExit(main())
+errors.run(main)

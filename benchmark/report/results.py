@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.config import EVAL_CONVENTIONS, SCENARIO_KINDS, is_int
+from benchmark.errors import DamagedFileError
 from benchmark.io import read_json
 from benchmark.layout import IMAGE_SCORES_FILE, LOG_FILE, METRICS_FILE, PREDICTIONS_FILE, run_dir
 from benchmark.metrics import NOT_SCORED, mean_iou
@@ -57,13 +58,14 @@ def run_folder(results_dir: Path, dataset: str, run: str, seed: int) -> Path:
 
 
 def _validate(data: object, path: Path, dataset: str, run: str, seed: int) -> dict:
-    """Check one metrics file; ``ValueError`` names the file and the key."""
+    """Check one metrics file; a :class:`~benchmark.errors.DamagedFileError` (``ValueError``) names the
+    file and the key."""
 
     def fail(key: str, why: str) -> ValueError:
-        return ValueError(f"{path}: key {key!r}: {why}")
+        return DamagedFileError(f"{path}: key {key!r}: {why} (rerun its evaluate stage)")
 
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object")
+        raise DamagedFileError(f"{path}: expected a JSON object (rerun its evaluate stage)")
     types = {
         "dataset": str,
         "run": str,

@@ -9,6 +9,7 @@ import pytest
 import yaml
 from report.fake_results import DATASET, METHODS, SUBSETS, write_results
 
+from benchmark import errors
 from benchmark.config import ReportConfig
 from benchmark.report import build, main
 
@@ -132,8 +133,11 @@ def test_cli_prints_the_leaderboard(results: Path, tmp_path: Path, capsys):
 )
 def test_cli_errors_name_the_key_or_file(results: Path, tmp_path: Path, capsys, changes, extra, message):
     params = _params(tmp_path, **changes)
-    assert main(_cli(params, results, *extra)) == 1
-    assert pytest.importorskip("re").search(message, capsys.readouterr().err)
+    with pytest.raises(SystemExit) as exited:
+        errors.run(main, _cli(params, results, *extra))
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1
+    assert pytest.importorskip("re").search(message, err)
     assert not (results / "report.html").exists()
 
 
