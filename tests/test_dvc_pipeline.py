@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -38,6 +39,14 @@ def _plotted(project: Path) -> set[str]:
 def _report_pngs(project: Path, dataset: str) -> set[str]:
     pngs = (project / "results" / "report" / "png" / dataset).glob("*.png")
     return {p.relative_to(project).as_posix() for p in pngs}
+
+
+def _readme_command(start: str, section: str = "### Comparing two experiments") -> list[str]:
+    """The arguments of the command line of README.md's ``section`` that starts with ``start`` (comment cut off)."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    text = text.split(section + "\n", 1)[1].split("\n#", 1)[0]
+    (line,) = [line for line in text.splitlines() if line.startswith(start + " ")]
+    return shlex.split(line, comments=True)
 
 
 def _stale_after_edit(project: Path, file: str) -> set[str]:
@@ -106,10 +115,15 @@ def test_repro_then_noop_then_minimal_reruns(project: Path):
     assert not {s for s in stale if s.startswith(("download@", "prepare@"))}, stale
     assert {f"evaluate@synthetic-{r}-0" for r in runs} <= _stale_after_edit(project, "benchmark/efficiency.py")
     assert "up to date" in run(project, sys.executable, "-m", "dvc", "status")  # each file put back
-    (report / "synthetic" / "leaderboard.csv").unlink()  # the report is the stage's output: DVC sees it go
+    removed, edited = report / "synthetic" / "leaderboard.csv", report / "synthetic" / "per_class.md"
+    kept = {removed: removed.read_bytes(), edited: edited.read_bytes()}
+    removed.unlink()  # the report is the stage's output: DVC sees one of its files go, or change
+    edited.write_text("edited by hand\n")
     status = run(project, sys.executable, "-m", "dvc", "status")
     assert re.search(r"^report:\n\s+changed outs:\n\s+\w+:\s+results/report$", status, re.M), status
     assert "up to date" not in status and "train@" not in status
+    assert _ran(run(project, sys.executable, "-m", "dvc", "repro")) == {"report"}  # restores both, same bytes
+    assert {path: path.read_bytes() for path in kept} == kept
 
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["method_params"]["muss"] = {"decoder_dim": 8}  # both runs of muss, not muss-copy
@@ -135,21 +149,23 @@ def test_repro_then_noop_then_minimal_reruns(project: Path):
 
 def test_two_experiments_compare_with_dvc(tmp_path: Path):
     """README's recipe: commit, run an experiment with a longer schedule, compare the metrics."""
-    project = copy_project(tmp_path, TINY_PARAMS)
+    project = copy_project(tmp_path, {**TINY_PARAMS, "seeds": [0, 1]})  # 2 metrics.json: DVC prefixes their keys
     run(project, sys.executable, "-m", "dvc", "repro")
     run(project, "git", "add", "-A")
     run(project, "git", "-c", "user.name=test", "-c", "user.email=test@example.org", "commit", "-qm", "baseline")
     tracked = run(project, "git", "ls-files", "results")
     assert set(tracked.split()) == {
         "results/report/summary.json",
-        "results/runs/synthetic/muss-uniform/seed0/metrics.json",
+        *(f"results/runs/synthetic/muss-uniform/seed{k}/metrics.json" for k in (0, 1)),
     }
     dvc = [sys.executable, "-m", "dvc"]
     run(project, *dvc, "exp", "run", "-n", "longer", "-S", "train.steps=8")
-    table = run(project, *dvc, "exp", "show", "--md", "--only-changed", "--drop", "^(subsets|efficiency)")
-    assert "longer" in table and "synthetic.muss-uniform.avg" in table and "train.steps" in table
-    assert "subsets.rgb.miou" not in table
-    diff = run(project, *dvc, "metrics", "diff", "--targets", "results/report/summary.json", "--md")
+    table = run(project, *dvc, *_readme_command("dvc exp show")[1:])  # as README prints it
+    header = [cell.strip() for cell in table.splitlines()[0].strip("|").split("|")]
+    scores = [f"synthetic.muss-uniform.{k}" for k in ("avg", "last1")]
+    assert header == ["Experiment", "Created", *scores, "train.steps"]  # the 5 columns, nothing else
+    assert "longer" in table
+    diff = run(project, *dvc, *_readme_command("dvc metrics diff")[1:])
     assert "synthetic.muss-uniform.avg" in diff and "synthetic.muss-uniform.expected_p0_1" in diff
 
 

@@ -91,15 +91,21 @@ def leaderboard_table(records: list[dict], failure_probs: Sequence[float]) -> Ta
         rows.append(row)
     titles = {**SUMMARY_TITLES, **{k: f"E[mIoU] p={p:g}" for p, k in zip(failure_probs, expected)}}
     keys = [*subsets, *SUMMARY_KEYS, *expected]
+    columns = []
+    for column in _columns(keys, titles):  # Top-1 and Last-1 each followed by the subset they are
+        columns.append(column)
+        if column.key in ("top1", "last1"):
+            columns.append(Column(f"{column.key}_subset", f"{column.title} subset", "text"))
     return Table(
         "leaderboard",
         "mIoU (%) per available-modality subset",
-        [*HEAD, *_columns(keys, titles)],
+        [*HEAD, *columns],
         rows,
         note=f"{STD_NOTE}; best in bold. Avg = mean over subsets; Top-1/Last-1 = the subset with the "
-        "best/worst mean (± its std); E[mIoU] p = expected mIoU when each modality fails independently "
-        "with probability p (renormalised over non-empty subsets). Run = <method>-<protocol> (the training "
-        f"protocol, docs/protocol.md); missing modalities at evaluation: {_convention(records)}.",
+        "best/worst mean (± its std), named in the next column; E[mIoU] p = expected mIoU when each modality "
+        "fails independently with probability p (renormalised over non-empty subsets). Run = "
+        "<method>-<protocol> (the training protocol, docs/protocol.md); missing modalities at evaluation: "
+        f"{_convention(records)}.",
         std_columns=_std_columns(keys),
     )
 
@@ -266,6 +272,8 @@ EFFICIENCY_COLUMNS = (
     ("train_peak_memory_mb", "Train peak MiB", 1.0, 0, None),  # on a CPU the whole process: not bolded
     ("eval_peak_memory_mb", "Eval peak MiB", 1.0, 0, None),
 )
+# timings that move with the machine's load when measured on a CPU: never bolded there
+LOAD_DEPENDENT = ("train_seconds_per_step", "train_images_per_s", "inference_ms_per_image")
 
 
 def efficiency_table(records: list[dict]) -> Table:
@@ -284,13 +292,26 @@ def efficiency_table(records: list[dict]) -> Table:
     shape = records[0].get("efficiency", {}).get("tile_shape")
     if isinstance(shape, list) and len(shape) == 2:
         height, width = shape
+    on_cpu = not devices or any(d.startswith("cpu") for d in devices)
     columns = [
         *HEAD,
         *[
-            Column(k, title, decimals=d, std_key=None if k in FIXED else f"{k}_std", best=b)  # type: ignore[arg-type]
+            Column(
+                k,
+                title,
+                decimals=d,
+                std_key=None if k in FIXED else f"{k}_std",
+                best=None if on_cpu and k in LOAD_DEPENDENT else b,  # type: ignore[arg-type]
+            )
             for k, title, _, d, b in EFFICIENCY_COLUMNS
         ],
     ]
+    load = (
+        " Timings on a CPU depend on the machine's load (another job on the same cores can slow them 3x): "
+        "compare them within one report only; they are not bolded."
+        if on_cpu
+        else ""
+    )
     return Table(
         "efficiency",
         "Model size, cost and speed",
@@ -299,7 +320,7 @@ def efficiency_table(records: list[dict]) -> Table:
         note=f"{STD_NOTE}. GFLOPs (torch's count, 1 multiply-add = 2 FLOPs) and latency: one inference on one "
         f"{height}x{width} tile with every modality; train img/s: images per second of optimiser steps "
         "(data loading excluded); peak memory: CUDA's peak allocation on a GPU, the process's peak resident "
-        f"set on a CPU. Measured on: {', '.join(sorted(devices)) or 'unknown'}.",
+        f"set on a CPU. Measured on: {', '.join(sorted(devices)) or 'unknown'}.{load}",
         std_columns=_std_columns([k for k, *_ in EFFICIENCY_COLUMNS]),
     )
 

@@ -198,6 +198,31 @@ def test_efficiency_columns(fake):
     assert "8x8" in table.note and "cpu (test)" in table.note
 
 
+def test_cpu_timings_carry_a_load_note_and_are_never_bolded(fake):
+    _, _, records = fake
+    best = {c.key: c.best for c in leaderboard.efficiency_table(records).columns}
+    assert best["gflops"] == "min" and all(best[k] is None for k in leaderboard.LOAD_DEPENDENT)
+    assert "depend on the machine's load" in leaderboard.efficiency_table(records).note
+    gpu = [
+        {**r, "efficiency": {**r["efficiency"], "train_device": "cuda (H100)", "eval_device": "cuda (H100)"}}
+        for r in records
+    ]
+    table = leaderboard.efficiency_table(gpu)
+    assert {c.key: c.best for c in table.columns}["inference_ms_per_image"] == "min"
+    assert "machine's load" not in table.note
+
+
+def test_the_leaderboard_names_the_top1_and_last1_subsets_beside_them(fake):
+    _, _, records = fake
+    table = leaderboard.leaderboard_table(records, [0.1])
+    keys = [c.key for c in table.columns]
+    assert keys[keys.index("top1") + 1] == "top1_subset" and keys[keys.index("last1") + 1] == "last1_subset"
+    titles = {c.key: c.title for c in table.columns}
+    assert (titles["top1_subset"], titles["last1_subset"]) == ("Top-1 subset", "Last-1 subset")
+    for row in table.rows:
+        assert row["top1"] == row[row["top1_subset"]] and row["last1"] == row[row["last1_subset"]]
+
+
 def test_comparison_differences_and_intervals(fake):
     root, truth, records = fake
     confusions = {m: np.stack([load_confusion(root, r) for r in records if r["run"] == m]) for m in METHODS}
