@@ -246,6 +246,7 @@ def test_bad_params_are_named_before_training(tmp_path, tiny_prepared):
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.slow  # prepares, trains and evaluates 15 subsets (~3 s)
 def test_four_modalities_evaluate_fifteen_subsets(tmp_path):
     params = {**TINY_PARAMS, "synthetic": {**TINY_PARAMS["synthetic"], "with_sar": True}}
     params_path = write_params(tmp_path / "params.yaml", params)
@@ -414,6 +415,7 @@ def test_a_modality_selection_prepares_trains_and_evaluates_only_those(tmp_path)
         assert list(kind["modalities"]) == ["rgb", "dsm"]
 
 
+@pytest.mark.slow  # trains and evaluates twice (~4 s)
 @pytest.mark.parametrize("convention", ["mask", "zero"])
 def test_naive_evaluation_gives_the_shared_paths_scores(tmp_path, tiny_prepared, convention):
     params = write_params(

@@ -56,6 +56,7 @@ def test_summary_json_matches_the_leaderboard(results: Path):
             assert entry[key] == pytest.approx(float(row[key]), abs=5e-5)  # the CSV keeps 4 decimals
 
 
+@pytest.mark.slow  # builds a whole report twice
 def test_report_is_deterministic(results: Path):
     build.write_report(results, [DATASET], list(METHODS), [0, 1], CONFIG)
     first = _snapshot(results)
@@ -149,6 +150,7 @@ def test_subsets_reach_every_table(results: Path):
             assert f"| {subset} |" in header
 
 
+@pytest.mark.slow  # builds a whole report twice
 def test_tables_that_no_longer_apply_are_removed(tmp_path: Path):
     """Runs under two protocols write protocols.*; a later report of one protocol removes them."""
     results = tmp_path / "results"

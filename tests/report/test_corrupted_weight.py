@@ -109,6 +109,7 @@ def test_corrupted_weights_over_seeds(fake):
                 np.testing.assert_allclose(std, per_seed.std(axis=0, ddof=1), rtol=1e-9)
 
 
+@pytest.mark.slow  # renders every corrupted-weight curve (~4 s)
 def test_corrupted_weight_curves(fake):
     _, records = fake
     layout = scenario_layout(records[0])

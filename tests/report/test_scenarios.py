@@ -362,6 +362,7 @@ def _error_segments(ax) -> dict[float, tuple[float, float]]:
     return out
 
 
+@pytest.mark.slow  # renders every scenario curve (~4 s)
 def test_scenario_curves(fake):
     _, truth, records = fake
     layout = scenario_layout(records[0])
@@ -428,6 +429,7 @@ def test_scenario_curves_rejects_bad_input(fake):
 # --- the built report --------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # builds a whole report
 def test_report_with_scenarios(results: Path, tmp_path: Path):
     paths = build.write_report(results, [DATASET], list(METHODS), [0, 1], CONFIG, prepared_root=tmp_path / "none")
     names = {str(p.relative_to(results)) for p in paths}
@@ -460,6 +462,7 @@ def test_report_with_scenarios(results: Path, tmp_path: Path):
         assert float(line["toy_scenario_avg"]) == pytest.approx(summary[DATASET][line["run"]]["scenario_avg"], abs=5e-5)
 
 
+@pytest.mark.slow  # builds a whole report
 def test_report_without_scenarios(tmp_path: Path):
     """Runs evaluated before the scenarios existed: the report builds, says so, writes none of their files."""
     write_results(tmp_path, with_logs=False)
@@ -473,6 +476,7 @@ def test_report_without_scenarios(tmp_path: Path):
     assert "Corrupted Avg" not in (tmp_path / "leaderboard.md").read_text()
 
 
+@pytest.mark.slow  # builds a whole report
 def test_scenarios_in_the_cli_markdown(results: Path):
     inputs = build.load_inputs(results, DATASET, list(METHODS), [0, 1], CONFIG, prepared_root=results / "none")
     report = build.build_dataset(inputs, CONFIG)
