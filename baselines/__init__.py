@@ -1,3 +1,2 @@
-"""Baseline methods, one module each. Importing this package registers them all."""
-
-from baselines import imlt, m3l, magic, muss  # noqa: F401
+"""Baseline methods, one module each (baselines/<name>.py registers <name>; the list of
+built-in methods is benchmark/methods/catalog.py)."""

@@ -16,7 +16,7 @@ from torch import nn
 
 from benchmark.errors import DamagedFileError
 from benchmark.io import atomic_write
-from benchmark.methods import create_method
+from benchmark.methods import build_method
 
 
 def save_torch(path: Path, obj: Any) -> None:
@@ -39,10 +39,12 @@ def load_torch(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]
 
 
 def rebuild_method(record: dict[str, Any], device: torch.device | str = "cpu") -> nn.Module:
-    """The method of a ``model.pt`` record with its trained weights, on ``device`` (the mode it is built in)."""
+    """The method of a ``model.pt`` record with its trained weights, on ``device`` (the mode it is built in);
+    the record's ``method_module`` (the module that registers it) is imported first."""
     init = dict(record["init"])
     init["pretrained"] = False  # the weights come from the file
-    method = create_method(record.get("registered_method", record["method"]), **init).to(device)
+    name = record.get("registered_method", record["method"])
+    method = build_method(name, record.get("method_module"), **init).to(device)
     method.load_state_dict(record["state_dict"])
     return method
 

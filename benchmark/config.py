@@ -73,13 +73,15 @@ def is_int(value: Any) -> bool:
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|(cuda|xpu)(:\d+)?")
 
 
-def run_parser(description: str) -> argparse.ArgumentParser:
-    """Command-line parser with the arguments every per-run stage takes (train, evaluate)."""
+def run_parser(description: str, params: bool = True) -> argparse.ArgumentParser:
+    """Command-line parser with the arguments every per-run stage takes (train, evaluate);
+    ``--params`` where the stage reads params.yaml."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--run-name", required=True, help="<method>-<protocol>, as listed under runs in params.yaml")
     parser.add_argument("--seed", type=int, required=True)
-    parser.add_argument("--params", type=Path, default=PARAMS_FILE)
+    if params:
+        parser.add_argument("--params", type=Path, default=PARAMS_FILE)
     parser.add_argument("--data-dir", type=Path, default=None, help="prepared data (default data/prepared/<dataset>)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser

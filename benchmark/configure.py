@@ -1,48 +1,68 @@
 """Check params.yaml and write each run's training configuration: ``configs/<run>.json``.
 
 ``python -m benchmark.configure`` validates the whole file (:func:`benchmark.schema.load_config`)
-and writes, for every run listed under ``runs``, what its training depends on besides the data:
-the method (a registered one or a ``variants`` entry, with the registered method that builds it) and
-its parameters (its ``method_params`` entry, or the variant's ``params``), the protocol (resolved: a
-staged protocol holds its two stages), ``method_modules`` and the ``train`` section. Each train stage
-of ``dvc.yaml`` depends on its own file, so DVC retrains exactly the runs whose method parameters or protocol changed
-(a change to ``train`` changes every file). Files of runs no longer listed are removed.
+and writes, for every run listed under ``runs``, what its training depends on besides the data
+(:class:`benchmark.run_config.RunConfig`): the method (a registered one or a ``variants`` entry,
+with the registered method that builds it, the module that registers that and the digest of the
+module's code with every project file it imports) and its parameters (its ``method_params`` entry,
+or the variant's ``params``), the protocol (resolved: a staged protocol holds its two stages) and
+the ``train`` section. Each train and evaluate stage of ``dvc.yaml`` depends on its own file and on
+no method's code, so DVC reruns exactly the runs whose method code, method parameters or protocol
+changed (a change to ``train`` or to shared code changes every file). Files of runs no longer
+listed are removed.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import hashlib
+import importlib
 import sys
 from pathlib import Path
-from typing import Any
 
 from benchmark import errors
 from benchmark.config import PARAMS_FILE
+from benchmark.imports import code_digest
 from benchmark.io import atomic_write_json
-from benchmark.layout import CONFIGS_DIR, REPORT_DIR, RESULTS_DIR, RUNS_DIR, legacy_results
+from benchmark.layout import CONFIGS_DIR, REPORT_DIR, RESULTS_DIR, RUNS_DIR, legacy_results, run_config_file
+from benchmark.methods.catalog import method_module
+from benchmark.run_config import RunConfig
 from benchmark.schema import ValidatedParams, load_config
 
 
-def run_config(params: ValidatedParams, run: str) -> dict[str, Any]:
-    """What run ``run`` (``<method>-<protocol>``) trains with, as JSON-ready values."""
+def method_code(module: str) -> tuple[str, list[str]]:
+    """(sha256, files) of method module ``module``: the module and every project file it imports
+    (:func:`benchmark.imports.code_digest`); a module from outside the project: its own file."""
+    try:
+        return code_digest(module)
+    except KeyError:
+        path = Path(importlib.import_module(module).__file__ or module)
+        return hashlib.sha256(path.read_bytes()).hexdigest(), [str(path)]
+
+
+def run_config(params: ValidatedParams, run: str) -> RunConfig:
+    """What run ``run`` (``<method>-<protocol>``) trains with."""
     method, protocol = params.run_parts(run)
     registered, method_params = params.method_spec(method)
-    return {
-        "run": run,
-        "method": method,
-        "registered_method": registered,
-        "method_params": method_params,
-        "protocol": protocol.record(),
-        "method_modules": list(params.method_modules),
-        "train": dataclasses.asdict(params.train),
-    }
+    module = method_module(registered)
+    digest, files = method_code(module)
+    return RunConfig(
+        run=run,
+        method=method,
+        registered_method=registered,
+        method_module=module,
+        method_code=digest,
+        method_files=files,
+        method_params=method_params,
+        protocol=protocol,
+        train=params.train,
+    )
 
 
 def write_configs(params: ValidatedParams, folder: Path = CONFIGS_DIR) -> list[Path]:
     """Write ``folder/<run>.json`` for every listed run (atomically) and remove the others' files."""
     folder.mkdir(parents=True, exist_ok=True)
-    written = [atomic_write_json(folder / f"{run}.json", run_config(params, run)) for run in params.runs]
+    written = [atomic_write_json(run_config_file(run, folder), run_config(params, run).record()) for run in params.runs]
     for stale in set(folder.glob("*.json")) - set(written):
         stale.unlink()
     return written

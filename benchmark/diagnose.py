@@ -42,7 +42,7 @@ from benchmark.config import PARAMS_FILE, TrainConfig
 from benchmark.data.prepared import PreparedDataset
 from benchmark.io import atomic_write_json
 from benchmark.layout import prepared_dir
-from benchmark.methods import create_method
+from benchmark.methods.catalog import create_method
 from benchmark.models.backbones import STRIDES
 from benchmark.protocol import Protocol, apply_availability, enumerate_subsets, subset_mask, subset_name
 from benchmark.schema import load_config

@@ -64,7 +64,17 @@ from tqdm import tqdm
 
 from benchmark import errors
 from benchmark.checkpoint import load_model
-from benchmark.config import EVAL_CONVENTIONS, SCENARIO_KINDS, FieldError, ScenarioConfig, resolve_device, run_parser
+from benchmark.config import (
+    EVAL_CONVENTIONS,
+    SCENARIO_KINDS,
+    EvalConfig,
+    FieldError,
+    ScenarioConfig,
+    from_mapping,
+    load_params,
+    resolve_device,
+    run_parser,
+)
 from benchmark.data.prepared import META_FILE, PreparedDataset
 from benchmark.data.source import get_dataset
 from benchmark.efficiency import efficiency_record
@@ -78,6 +88,7 @@ from benchmark.layout import (
     PREDICTIONS_FILE,
     RUNS_DIR,
     prepared_dir,
+    run_config_file,
     run_dir,
 )
 from benchmark.methods.base import input_size, replace_modality
@@ -85,8 +96,8 @@ from benchmark.methods.contract import check_logits, check_shared_encoder
 from benchmark.metrics import NOT_SCORED, confusion_matrices, segmentation_scores, summarize
 from benchmark.models.backbones import STRIDES
 from benchmark.protocol import Protocol, apply_availability, enumerate_subsets, parse_run, subset_mask, subset_name
+from benchmark.run_config import read_run_config
 from benchmark.scenarios import Corruption, corrupt, scenario_cases
-from benchmark.schema import load_config
 
 
 class RobustnessMeter:
@@ -662,6 +673,9 @@ def write_results(
 
 def main(argv: list[str] | None = None) -> int:
     parser = run_parser(__doc__.splitlines()[0])
+    parser.add_argument(
+        "--config", type=Path, default=None, help="the run's configuration (default configs/<run>.json)"
+    )
     parser.add_argument("--split", default="test")
     parser.add_argument("--model", type=Path, default=None, help="default models/<dataset>/<run>/seed<k>/model.pt")
     parser.add_argument(
@@ -674,8 +688,10 @@ def main(argv: list[str] | None = None) -> int:
         "(the reference the shared path is checked against; the scores agree up to float rounding)",
     )
     args = parser.parse_args(argv)
-    params = load_config(args.params)  # validated: imports method_modules
-    config, scenarios = params.evaluate, params.scenarios
+    params = load_params(args.params)  # its two sections (configure checked the whole file)
+    config = from_mapping(EvalConfig, params.get("evaluate"), f"{args.params}: evaluate")
+    scenarios = from_mapping(ScenarioConfig, params.get("scenarios"), f"{args.params}: scenarios")
+    run = read_run_config(args.config or run_config_file(args.run_name), args.run_name)
     device = resolve_device(config.device)
     dataset = PreparedDataset(args.data_dir or prepared_dir(args.dataset), args.split)
     sar_modalities = sar_modalities_of(dataset)
@@ -685,7 +701,7 @@ def main(argv: list[str] | None = None) -> int:
         )  # bad names fail before any work
     except FieldError as err:
         raise err.at(f"{args.params}: scenarios") from None
-    method_name, protocol = params.run_parts(args.run_name)
+    method_name, protocol = run.method, run.protocol
     model_path = args.model or run_dir(MODELS_DIR, args.dataset, args.run_name, args.seed) / MODEL_FILE
     method, record = load_model(model_path, device)
     check_model(model_path, record, method_name, args.run_name, protocol, dataset)

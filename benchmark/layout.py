@@ -53,6 +53,11 @@ def prepared_dir(dataset: str, data_dir: Path = DATA_DIR) -> Path:
     return data_dir / PREPARED_DIR.name / dataset
 
 
+def run_config_file(run: str, folder: Path = CONFIGS_DIR) -> Path:
+    """``configs/<run>.json``: what run ``run`` (``<method>-<protocol>``) trains with (benchmark.configure)."""
+    return folder / f"{run}.json"
+
+
 def run_dir(base: Path, dataset: str, run: str, seed: int) -> Path:
     """``<base>/<dataset>/<run>/seed<k>``: where one (dataset, run = <method>-<protocol>, seed) lives."""
     return base / dataset / run / f"seed{seed}"

@@ -49,7 +49,8 @@ from benchmark.config import PRECISIONS, TrainConfig, resolve_device
 from benchmark.data import PreparedDataset, build_source
 from benchmark.efficiency import device_name, inference_gflops, peak_memory_mb, synchronize
 from benchmark.evaluate import evaluate_subsets
-from benchmark.methods import create_method, import_method_modules
+from benchmark.methods import import_method_modules
+from benchmark.methods.catalog import create_method
 from benchmark.protocol import apply_availability, draw_available
 from benchmark.train import precision_context, train, training_loader
 

@@ -162,6 +162,19 @@ class Protocol:
             out.update(fraction=self.fraction, first=self.first.record(), then=self.then.record())
         return out
 
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Protocol:
+        """The protocol :meth:`record` described (``KeyError`` / ``ValueError`` for a bad record)."""
+        stages = {key: cls.from_record(record[key]) for key in ("first", "then") if key in record}
+        drop = record.get("drop_prob")
+        return cls(
+            record["name"],
+            record["kind"],
+            drop_prob=None if drop is None else tuple(float(p) for p in drop),
+            fraction=record.get("fraction"),
+            **stages,
+        )
+
     def switch_step(self, steps: int) -> int:
         """``staged``: the first step drawn by ``then`` (of ``steps`` in all)."""
         assert self.fraction is not None

@@ -34,8 +34,6 @@ message reads ``<file>: <dotted.key>: <value> ... <what is allowed>``. Checked:
 from __future__ import annotations
 
 import dataclasses
-import inspect
-import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,6 +52,7 @@ from benchmark.config import (
     from_mapping,
     load_params,
 )
+from benchmark.methods.registry import accepted_params
 from benchmark.protocol import BUILTIN_PROTOCOLS, PROTOCOL_KINDS, PROTOCOL_NAME, Protocol, builtin_protocol, parse_run
 
 if TYPE_CHECKING:
@@ -157,37 +156,10 @@ def _import_modules(modules: list[Any], where: str) -> None:
             ) from None
 
 
-def accepted_params(cls: type) -> tuple[dict[str, Any], bool]:
-    """Keyword arguments the constructor of method class ``cls`` takes -> ({name: annotation}, open).
-
-    Follows ``**kwargs`` up the class hierarchy (a subclass passing them on to ``super().__init__``)
-    until an ``__init__`` without ``**kwargs``. ``open`` is True when ``**kwargs`` reach
-    ``torch.nn.Module`` or ``object``, which take no keyword arguments: the method consumes them
-    itself, so any key is accepted."""
-    names: dict[str, Any] = {}
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        if klass is object or klass.__module__.split(".")[0] == "torch":
-            return names, True
-        try:
-            hints = typing.get_type_hints(init)
-        except Exception:  # an annotation that does not resolve: check names only
-            hints = {}
-        params = list(inspect.signature(init).parameters.values())[1:]
-        for p in params:
-            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in names:
-                names[p.name] = hints.get(p.name, Any)
-        if not any(p.kind is p.VAR_KEYWORD for p in params):
-            return names, False
-    return names, True
-
-
 def _method_params(
     params: Mapping[str, Any], methods: list[str], sources: Mapping[str, Any], where: str
 ) -> dict[str, dict[str, Any]]:
-    from benchmark.methods import list_methods
+    from benchmark.methods.catalog import list_methods
 
     entries = params.get("method_params")
     if entries is None:
@@ -216,7 +188,7 @@ def _method_params(
 def _method_entry(method: str, values: Any, key: str, sources: Mapping[str, Any], where: str) -> dict[str, Any]:
     """Constructor parameters of registered ``method`` at ``key`` (null -> ``{}``): only keys its
     constructor takes, with the annotated types, none that the data set sets."""
-    from benchmark.methods import get_method_class
+    from benchmark.methods.catalog import get_method_class
 
     if values is None:
         values = {}
@@ -363,7 +335,7 @@ def _check_runs_on_datasets(
     (``dataset_facts``: the floors' rules, which are cheap to build), so that one the data set cannot
     serve (a missing band or class) is refused now, before any compute. The prepared normalisation is
     not known yet: mean 0 and std 1 stand in for it."""
-    from benchmark.methods import create_method, get_method_class
+    from benchmark.methods.catalog import create_method, get_method_class
 
     for run in runs:
         method = parse_run(run)[0]
@@ -480,7 +452,7 @@ def validate_params(params: Mapping[str, Any], where: str) -> ValidatedParams:
     :class:`~benchmark.config.ParamsError` naming ``where`` (the file), the key, the value and
     what is allowed. Imports ``method_modules``; builds each data-set source (reads no data file)."""
     from benchmark.data.section import checked_source
-    from benchmark.methods import list_methods
+    from benchmark.methods.catalog import list_methods
 
     if not isinstance(params, Mapping):
         raise ParamsTypeError(f"{where}: {type(params).__name__} at the top level is not allowed; must be a mapping")

@@ -1,9 +1,11 @@
 """Train one run (a method under a training protocol) on one data set with one seed.
 
-``python -m benchmark.train --dataset synthetic --run-name muss-complete --seed 0`` reads params.yaml and
-writes ``models/<dataset>/<run>/seed<k>/``: ``model.pt`` (the DVC output) and
-``checkpoint.pt`` (resumable state, kept between runs, used only when its fingerprint of data,
-method, parameters, protocol and seed matches the current configuration); and
+``python -m benchmark.train --dataset synthetic --run-name muss-complete --seed 0`` reads the run's
+configuration ``configs/<run>.json`` (written by ``python -m benchmark.configure``, which checks
+params.yaml; it imports the run's own method module and no other), and writes
+``models/<dataset>/<run>/seed<k>/``: ``model.pt`` (the DVC output) and ``checkpoint.pt``
+(resumable state, kept between runs, used only when its fingerprint of data, method, parameters,
+protocol and seed matches the current configuration); and
 ``results/runs/<dataset>/<run>/seed<k>/train_log.jsonl`` (one JSON
 object per step: ``step``, ``loss`` and its parts, ``lr``, ``images_per_s``), which the report
 plots as training curves.
@@ -51,11 +53,20 @@ from benchmark.data.source import get_dataset
 from benchmark.efficiency import device_name, peak_memory_mb, synchronize
 from benchmark.errors import DamagedFileError
 from benchmark.io import atomic_write_text, remove_stale_temps
-from benchmark.layout import CHECKPOINT_FILE, LOG_FILE, MODEL_FILE, MODELS_DIR, RUNS_DIR, prepared_dir, run_dir
-from benchmark.methods import create_method, get_method_class
+from benchmark.layout import (
+    CHECKPOINT_FILE,
+    LOG_FILE,
+    MODEL_FILE,
+    MODELS_DIR,
+    RUNS_DIR,
+    prepared_dir,
+    run_config_file,
+    run_dir,
+)
+from benchmark.methods import accepted_params, build_method, registered_class
 from benchmark.methods.contract import check_contract, check_step_result
 from benchmark.protocol import Protocol, apply_availability, builtin_protocol
-from benchmark.schema import load_config
+from benchmark.run_config import read_run_config
 
 #: Throughput options (docs/training.md) left out of the run's fingerprint at these defaults, so a
 #: checkpoint written before they existed still resumes; any other value is part of it.
@@ -414,9 +425,7 @@ def method_init(
     ``dataset``: the data set's facts (the ``dataset_facts`` it declares among them), the ``train``
     section's architecture and class weights (for a method whose constructor takes ``class_weight``),
     then the method's own parameters (which may override the architecture)."""
-    from benchmark.schema import accepted_params
-
-    cls = get_method_class(registered)
+    cls = registered_class(registered)
     facts = dataset_facts(dataset)
     accepted, open_ = accepted_params(cls)
     weights = class_weight(dataset, config) if "class_weight" in accepted or open_ else None
@@ -562,7 +571,7 @@ def set_up(
     init_kwargs = method_init(dataset, config, method_params, builds)
     run_id = run_fingerprint(method_name, builds, init_kwargs, config, protocol, seed, dataset)
     seed_everything(seed)
-    method = create_method(builds, **init_kwargs).to(device)
+    method = build_method(builds, **init_kwargs).to(device)
     out_dir.mkdir(parents=True, exist_ok=True)
     log_path = Path(log_path) if log_path is not None else out_dir / LOG_FILE
     return Run(
@@ -588,6 +597,7 @@ def run_record(run: Run) -> dict[str, Any]:
     return {
         "method": run.method_name,
         "registered_method": run.builds,
+        "method_module": type(run.method).__module__,  # what evaluate imports to rebuild it
         "protocol": run.protocol.record(),
         "init": run.init_kwargs,
         "fingerprint": run.run_id,
@@ -846,7 +856,7 @@ def finish(run: Run, state: TrainingState) -> Path:
         return run.model_path
     identity = run_record(run)
     record = {
-        **{key: identity[key] for key in ("method", "registered_method", "protocol", "init")},
+        **{key: identity[key] for key in ("method", "registered_method", "method_module", "protocol", "init")},
         "state_dict": run.method.state_dict(),
         **{key: identity[key] for key in ("fingerprint", "seed", "dataset")},
         "steps": config.steps,
@@ -958,26 +968,28 @@ def fit_run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = run_parser(__doc__.splitlines()[0])
+    parser = run_parser(__doc__.splitlines()[0], params=False)
+    parser.add_argument(
+        "--config", type=Path, default=None, help="the run's configuration (default configs/<run>.json)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="output folder (default models/<dataset>/<run>/seed<k>)")
     args = parser.parse_args(argv)
-    params = load_config(args.params)  # validated: imports method_modules, checks method_params
-    method, protocol = params.run_parts(args.run_name)
-    registered, method_params = params.method_spec(method)
+    config = read_run_config(args.config or run_config_file(args.run_name), args.run_name)
+    registered_class(config.registered_method, config.method_module)  # imports the run's method, no other
     data_root = args.data_dir or prepared_dir(args.dataset)
     out = args.out or run_dir(MODELS_DIR, args.dataset, args.run_name, args.seed)
     log = (args.out / LOG_FILE) if args.out else run_dir(RUNS_DIR, args.dataset, args.run_name, args.seed) / LOG_FILE
     path = train(
         data_root,
-        method,
-        method_params,
-        params.train,
+        config.method,
+        config.method_params,
+        config.train,
         args.seed,
         out,
-        protocol=protocol,
+        protocol=config.protocol,
         log_path=log,
         progress=not args.no_progress,
-        registered=registered,
+        registered=config.registered_method,
     )
     if launch_ranks().main:
         print(f"wrote {path}")

@@ -7,6 +7,12 @@ from pathlib import Path
 import pytest
 from tiny import TINY_PARAMS, write_params
 
+from benchmark.methods.catalog import list_methods
+
+# Every built-in method registered, for the tests that call benchmark.train.train(...) or rebuild a
+# model in this process (the train stage imports its run's method module itself).
+list_methods()
+
 
 @pytest.fixture
 def tiny_params(tmp_path: Path) -> Path:

@@ -14,7 +14,7 @@ from tiny import TINY_PARAMS, write_params
 from benchmark import diagnose
 from benchmark.config import TrainConfig
 from benchmark.data.prepared import PreparedDataset
-from benchmark.methods import create_method
+from benchmark.methods.catalog import create_method
 from benchmark.protocol import apply_availability, builtin_protocol, subset_mask
 
 CHANNELS = {"rgb": 3, "dsm": 1, "nir": 1}

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny import REPO, TINY_PARAMS, write_params
+from tiny import REPO, TINY_PARAMS, configure_runs, write_params
 
 from benchmark import checkpoint, train
 from benchmark.config import FieldError, TrainConfig
@@ -79,7 +79,8 @@ def _torchrun(target: list[str], args: list[str], nproc: int = 2) -> subprocess.
 
 
 def _train_args(params: Path, prepared: Path, out: Path, method: str) -> list[str]:
-    return ["--dataset", "synthetic", "--run-name", f"{method}-uniform", "--seed", "0", "--params", str(params)] + [
+    config = configure_runs(params) / f"{method}-uniform.json"
+    return ["--dataset", "synthetic", "--run-name", f"{method}-uniform", "--seed", "0", "--config", str(config)] + [
         "--data-dir",
         str(prepared),
         "--out",

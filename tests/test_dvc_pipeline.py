@@ -6,11 +6,12 @@ import json
 import re
 import shlex
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
-from tiny import TINY_PARAMS, copy_project, run, write_params
+from tiny import TINY_PARAMS, columns, copy_project, doc_lines, run, shell, write_params
 
 from benchmark.config import load_params
 
@@ -65,16 +66,17 @@ def _stale_after_edit(project: Path, file: str) -> set[str]:
 def project(tmp_path: Path) -> Path:
     """A copy of the pipeline with the tiny params: a second method from a module of its own, and a
     protocol of its own beside the built-in complete."""
-    (tmp_path / "my_methods.py").write_text(PLUGIN)
     params = {
         **TINY_PARAMS,
         "runs": ["muss-complete", "muss-copy-complete", "muss-moddrop"],
         "protocols": {"moddrop": {"kind": "bernoulli", "drop_prob": [0.5, 0.5, 0.5]}},
-        "method_modules": ["my_methods"],
+        "method_modules": ["user_methods.my_methods"],
         "method_params": {"muss": {}, "muss-copy": {}},
         "report": {**TINY_PARAMS["report"], "reference": "muss-complete"},
     }
-    return copy_project(tmp_path, params)
+    project = copy_project(tmp_path, params)
+    (project / "user_methods" / "my_methods.py").write_text(PLUGIN)
+    return project
 
 
 def test_repro_then_noop_then_minimal_reruns(project: Path):
@@ -108,13 +110,20 @@ def test_repro_then_noop_then_minimal_reruns(project: Path):
     second = run(project, sys.executable, "-m", "dvc", "repro")
     assert _ran(second) == set()
     assert "up to date" in run(project, sys.executable, "-m", "dvc", "status")
-    # code deps (tests/test_dvc_deps.py): a method's code reruns the runs, never the data stages; the
-    # FLOP count (efficiency.py) reruns every evaluation
-    stale = _stale_after_edit(project, "baselines/muss.py")
-    assert {"configure", "train@synthetic-muss-complete-0", "evaluate@synthetic-muss-complete-0"} <= stale
-    assert not {s for s in stale if s.startswith(("download@", "prepare@"))}, stale
-    assert {f"evaluate@synthetic-{r}-0" for r in runs} <= _stale_after_edit(project, "benchmark/efficiency.py")
+    # code deps (tests/test_dvc_deps.py): a method's code is a dep of configure alone, which writes its
+    # digest into the configs of the runs that use it; the FLOP count (efficiency) reruns every evaluation
+    assert _stale_after_edit(project, "baselines/muss.py") == {"configure", "report"}  # both check params.yaml
+    assert {f"evaluate@synthetic-{r}-0" for r in runs} <= _stale_after_edit(project, "benchmark/efficiency/__init__.py")
     assert "up to date" in run(project, sys.executable, "-m", "dvc", "status")  # each file put back
+    plugin = project / "user_methods" / "my_methods.py"
+    plugin.write_text(PLUGIN + "\n# an edit of the user's method: its runs rerun, no other\n")
+    edited = _ran(run(project, sys.executable, "-m", "dvc", "repro"))
+    assert edited == {
+        "configure",
+        "train@synthetic-muss-copy-complete-0",
+        "evaluate@synthetic-muss-copy-complete-0",
+        "report",
+    }
     removed, edited = report / "synthetic" / "leaderboard.csv", report / "synthetic" / "per_class.md"
     kept = {removed: removed.read_bytes(), edited: edited.read_bytes()}
     removed.unlink()  # the report is the stage's output: DVC sees one of its files go, or change
@@ -146,6 +155,17 @@ def test_repro_then_noop_then_minimal_reruns(project: Path):
     # the report reruns only if a metrics file changed (batch size may not change any number)
     assert fifth - {"report"} == {"configure", *(f"evaluate@synthetic-{r}-0" for r in runs)}
 
+    # a method added as docs/adding_a_method.md says: its own stages run, and the report; no other
+    (project / "user_methods" / "muss_twin.py").write_text(PLUGIN.replace("copy", "twin").replace("Copy", "Twin"))
+    params["method_modules"].append("user_methods.muss_twin")
+    params["method_params"]["muss-twin"] = {}
+    params["runs"].append("muss-twin-complete")
+    write_params(project / "params.yaml", params)
+    added = {"train@synthetic-muss-twin-complete-0", "evaluate@synthetic-muss-twin-complete-0", "report"}
+    status = run(project, sys.executable, "-m", "dvc", "status", "--json")
+    assert set(json.JSONDecoder().raw_decode(status)[0]) == {"configure", *added}
+    assert _ran(run(project, sys.executable, "-m", "dvc", "repro")) == {"configure", *added}
+
 
 def test_two_experiments_compare_with_dvc(tmp_path: Path):
     """README's recipe: commit, run an experiment with a longer schedule, compare the metrics."""
@@ -167,6 +187,44 @@ def test_two_experiments_compare_with_dvc(tmp_path: Path):
     assert "longer" in table
     diff = run(project, *dvc, *_readme_command("dvc metrics diff")[1:])
     assert "synthetic.muss-uniform.avg" in diff and "synthetic.muss-uniform.expected_p0_1" in diff
+
+
+def test_the_queue_recipe_runs_as_printed(tmp_path: Path):
+    """docs/parallel.md's worked example (README's too), line by line on the tiny workspace: two
+    queued experiments on two workers, then its comparison commands, each table with its columns."""
+    recipe = doc_lines("docs/parallel.md", "## Worked example")
+    assert recipe == doc_lines("README.md", "### Running the matrix in parallel")
+    params = {
+        **TINY_PARAMS,
+        "runs": ["muss-complete", "sgma-complete"],
+        "method_params": {"muss": {}, "sgma": {}},
+        "report": {**TINY_PARAMS["report"], "reference": "sgma-complete"},
+    }
+    project = copy_project(tmp_path, params)
+    run(project, "git", "add", "-A")
+    run(project, "git", "-c", "user.name=test", "-c", "user.email=test@example.org", "commit", "-qm", "tiny")
+    queue, start, status, logs, show = (recipe[:2], recipe[2], recipe[3], recipe[4], recipe[5])
+    for line in (*queue, start):
+        shell(project, line)
+    deadline = time.monotonic() + 900
+    while re.search(r"\b(Queued|Running)\b", state := shell(project, status)) and time.monotonic() < deadline:
+        time.sleep(5)
+    assert len(re.findall(r"\bSuccess\b", state)) == 2, state
+    assert "Running stage 'train@synthetic-sgma-complete-0'" in shell(project, logs)
+    scores = [f"synthetic.{r}-complete.{k}" for r in ("muss", "sgma") for k in ("avg", "last1")]
+    assert sorted(columns(shell(project, show))) == sorted(["Experiment", "State", *scores, "runs"])
+
+    compare, metrics_diff, exp_diff, apply, branch, remove = doc_lines(
+        "docs/parallel.md", "## Results: compare, keep, clean up"
+    )
+    assert sorted(columns(shell(project, compare))) == sorted(["Experiment", "State", *scores, "runs", "seeds"])
+    diff = shell(project, metrics_diff)
+    assert "synthetic.sgma-complete.avg" in diff and "synthetic.muss-complete.avg" in diff
+    assert "runs" in shell(project, exp_diff)
+    for line in (apply, branch, remove):
+        shell(project, line)
+    assert load_params(project / "params.yaml")["runs"] == ["sgma-complete"]  # the applied experiment's
+    assert "sgma-50-steps" in run(project, "git", "branch")
 
 
 SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sen1floods11_sample"

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from benchmark import efficiency
+from benchmark.efficiency import __main__ as efficiency_table
 
 
 class ConvOnly(nn.Module):
@@ -73,7 +74,7 @@ def test_training_modes_restored_and_no_gradients():
 
 
 def test_registered_method_is_measured():
-    from benchmark.methods import create_method
+    from benchmark.methods.catalog import create_method
 
     method = create_method("muss", modalities={"rgb": 3, "dsm": 1}, num_classes=4)
     small = efficiency.inference_gflops(method, {"rgb": 3, "dsm": 1}, (32, 32))
@@ -83,7 +84,7 @@ def test_registered_method_is_measured():
 
 
 def test_cli_table_and_key_values(capsys):
-    assert efficiency.main(["--size", "32", "--methods", "muss"]) == 0
+    assert efficiency_table.main(["--size", "32", "--methods", "muss"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("| Method | Params (M) |") and "GFLOPs at 32x32" in out[0]
     row = next(line for line in out if line.startswith("| muss |"))
@@ -95,6 +96,6 @@ def test_cli_table_and_key_values(capsys):
 
 def test_cli_bad_channels_names_the_item(capsys):
     with pytest.raises(SystemExit) as err:
-        efficiency.main(["--channels", "rgb=3", "dsm:1", "--methods", "muss"])
+        efficiency_table.main(["--channels", "rgb=3", "dsm:1", "--methods", "muss"])
     assert err.value.code == 2
     assert "'dsm:1'" in capsys.readouterr().err

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tiny import TINY_PARAMS, write_params
+from tiny import TINY_PARAMS, configure_runs, write_params
 
 from benchmark import errors
 from benchmark.config import ParamsKeyError
@@ -67,6 +67,10 @@ def _bad_steps(tmp_path: Path) -> None:
     write_params(tmp_path / "params.yaml", params)
 
 
+def _configured(tmp_path: Path) -> None:
+    configure_runs(tmp_path / "params.yaml")  # the runs' configs/<run>.json, as dvc repro's first stage
+
+
 def _potsdam_listed(tmp_path: Path) -> None:
     write_params(tmp_path / "params.yaml", {**TINY_PARAMS, "datasets": ["potsdam"], "potsdam": None})
 
@@ -77,8 +81,8 @@ CASES = {  # case: (command, its arguments, how to break the workspace first, wh
     "download-unknown": ("download", ["--dataset", "mars"], None, "params.yaml: missing key 'mars'"),
     "download-archive": ("download", ["--dataset", "potsdam"], _potsdam_listed, "potsdam: 3 archive(s) missing: | "),
     "prepare": ("prepare", ["--dataset", "potsdam"], None, "params.yaml: missing key 'potsdam'"),
-    "train": ("train", [*RUN, "--run-name", "sgmaa-complete"], None, "run 'sgmaa-complete' is not listed under runs"),
-    "evaluate": ("evaluate", [*RUN, "--run-name", "muss-uniform"], None, "prepared data set not found"),
+    "train": ("train", [*RUN, "--run-name", "sgmaa-complete"], None, "run 'sgmaa-complete' is not configured; list"),
+    "evaluate": ("evaluate", [*RUN, "--run-name", "muss-uniform"], _configured, "prepared data set not found"),
     "report": ("report", [], None, "metrics.json: not found"),
     "diagnose": ("diagnose", ["--dataset", "synthetic", "--run-name", "muss-complete"], None, "is not listed"),
 }

@@ -10,7 +10,8 @@ from tiny import TINY_PARAMS
 from benchmark import evaluate
 from benchmark.config import ScenarioConfig
 from benchmark.data.prepared import PreparedDataset
-from benchmark.methods import create_method, list_methods, replace_modality
+from benchmark.methods import replace_modality
+from benchmark.methods.catalog import create_method, list_methods
 from benchmark.methods.contract import ContractError, check_shared_encoder
 from benchmark.protocol import apply_availability, enumerate_subsets, subset_mask
 from benchmark.scenarios import corrupt, scenario_cases

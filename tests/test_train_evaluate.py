@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny import TINY_PARAMS, write_params
+from tiny import TINY_PARAMS, configure_runs, write_params
 
 from baselines.muss import MuSS
 from benchmark import checkpoint, evaluate, train
 from benchmark.config import ReportConfig, ScenarioConfig, TrainConfig
 from benchmark.data.prepared import PreparedDataset
+from benchmark.errors import DamagedFileError
 from benchmark.methods import register_method
 from benchmark.metrics import segmentation_scores
 from benchmark.protocol import apply_availability, enumerate_subsets, subset_mask, subset_name
@@ -36,9 +37,13 @@ class BatchNormMuSS(MuSS):
         return {**output, "logits": self.norm(output["logits"])}
 
 
-def _run_args(params: Path, prepared: Path, method: str = "muss-uniform", seed: int = 0) -> list[str]:
-    """Command-line arguments shared by the train and evaluate entry points."""
-    return ["--dataset", "synthetic", "--run-name", method, "--seed", str(seed), "--params", str(params),
+def _run_args(
+    params: Path, prepared: Path, method: str = "muss-uniform", seed: int = 0, configs: Path | None = None
+) -> list[str]:
+    """Command-line arguments shared by the train and evaluate entry points: the run's configuration
+    from ``configs`` (default: the configure stage run on ``params``)."""
+    config = (configs or configure_runs(params)) / f"{method}.json"
+    return ["--dataset", "synthetic", "--run-name", method, "--seed", str(seed), "--config", str(config),
             "--data-dir", str(prepared), "--no-progress"]  # fmt: skip
 
 
@@ -47,7 +52,10 @@ def _train_and_evaluate(tmp: Path, prepared: Path, params: Path, seed: int = 0, 
     metrics = tmp / "results" / "synthetic" / method / f"seed{seed}" / "metrics.json"
     common = _run_args(params, prepared, method, seed)
     assert train.main([*common, "--out", str(models)]) == 0
-    assert evaluate.main([*common, "--model", str(models / "model.pt"), "--out", str(metrics)]) == 0
+    assert (
+        evaluate.main([*common, "--params", str(params), "--model", str(models / "model.pt"), "--out", str(metrics)])
+        == 0
+    )
     return json.loads(metrics.read_text())
 
 
@@ -236,13 +244,21 @@ def test_checkpoint_of_another_configuration_is_not_resumed(tmp_path, tiny_prepa
     assert "resuming" not in capsys.readouterr().err
 
 
-def test_bad_params_are_named_before_training(tmp_path, tiny_prepared):
-    params = write_params(tmp_path / "params.yaml", {**TINY_PARAMS, "train": {**TINY_PARAMS["train"], "stepz": 3}})
-    with pytest.raises(KeyError, match=r"params.yaml: train.*stepz"):
-        train.main([*_run_args(params, tiny_prepared), "--out", str(tmp_path / "m")])
-    bad_lr = write_params(tmp_path / "p2.yaml", {**TINY_PARAMS, "train": {"lr": "fast"}})
-    with pytest.raises(TypeError, match=r"train.lr"):
-        train.main([*_run_args(bad_lr, tiny_prepared), "--out", str(tmp_path / "m")])
+def test_a_damaged_or_missing_run_configuration_is_named_before_training(tmp_path, tiny_prepared, tiny_params):
+    args = _run_args(tiny_params, tiny_prepared)
+    config = Path(args[args.index("--config") + 1])
+    record = json.loads(config.read_text())
+    config.write_text(json.dumps({**record, "train": {**record["train"], "stepz": 3}}))
+    with pytest.raises(DamagedFileError, match=rf"{config}: train.*stepz"):
+        train.main([*args, "--out", str(tmp_path / "m")])
+    config.write_text(json.dumps({**record, "run": "sgma-uniform"}))
+    with pytest.raises(DamagedFileError, match=rf"{config}: holds run 'sgma-uniform', not 'muss-uniform'"):
+        train.main([*args, "--out", str(tmp_path / "m")])
+    config.unlink()
+    with pytest.raises(
+        FileNotFoundError, match=rf"{config}: run 'muss-uniform' is not configured.*benchmark.configure"
+    ):
+        train.main([*args, "--out", str(tmp_path / "m")])
     assert not (tmp_path / "m").exists()
 
 
@@ -382,12 +398,15 @@ def test_evaluate_refuses_other_class_count_and_unknown_scenario_modality(tmp_pa
     meta["classes"] = meta["classes"][:5]
     (prepared / "meta.json").write_text(json.dumps(meta))
     out = tmp_path / "results" / "metrics.json"
-    args = [*_run_args(tiny_params, prepared), "--model", str(model), "--out", str(out)]
+    configs = configure_runs(tiny_params)
+    args = [*_run_args(tiny_params, prepared, configs=configs), "--params", str(tiny_params), "--model", str(model)]
+    args += ["--out", str(out)]
     with pytest.raises(ValueError, match=rf"{model}: trained for 6 classes, data .* has 5"):
         evaluate.main(args)
     bad = write_params(tmp_path / "bad.yaml", {**TINY_PARAMS, "scenarios": {"modalities": ["rgb", "lidar"]}})
     missing_model = tmp_path / "none" / "model.pt"  # the configuration is refused before the model is read
-    args = [*_run_args(bad, tiny_prepared), "--model", str(missing_model), "--out", str(out)]
+    args = [*_run_args(bad, tiny_prepared, configs=configs), "--params", str(bad), "--model", str(missing_model)]
+    args += ["--out", str(out)]
     with pytest.raises(ValueError, match=r"bad.yaml: scenarios.modalities.*'lidar'.*\['rgb', 'dsm', 'nir'\]"):
         evaluate.main(args)
     assert not out.parent.exists()
@@ -434,6 +453,8 @@ def test_naive_evaluation_gives_the_shared_paths_scores(tmp_path, tiny_prepared,
     out = tmp_path / "naive" / "metrics.json"
     args = [
         *_run_args(params, tiny_prepared, "sgma-uniform", 0),
+        "--params",
+        str(params),
         "--model",
         str(models / "model.pt"),
         "--out",

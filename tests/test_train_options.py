@@ -17,7 +17,7 @@ from benchmark.config import FieldError, ParamsTypeError, TrainConfig, from_mapp
 from benchmark.data.prepared import PreparedDataset
 from benchmark.faults.common import expect_error
 from benchmark.layout import LOG_FILE, MODEL_FILE
-from benchmark.methods import create_method
+from benchmark.methods.catalog import create_method
 
 BASE = {**TINY_PARAMS["train"], "steps": 3, "warmup_steps": 1, "checkpoint_every": 3}
 NEW_KEYS = ("precision", "channels_last", "compile")
@@ -46,13 +46,13 @@ def test_options_are_checked_when_built_directly_too():
 
 
 class ConvProbe:
-    """Wraps ``train.create_method``: records ``(output dtype, output is channels_last)`` of every
+    """Wraps ``train.build_method``: records ``(output dtype, output is channels_last)`` of every
     Conv2d call made with gradients on (the training steps; the contract check runs without).
     Outputs with one channel or one pixel, whose two formats are the same strides, are skipped."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls: list[tuple[torch.dtype, bool]] = []
-        original = train.create_method
+        original = train.build_method
 
         def create(*args, **kwargs):
             method = original(*args, **kwargs)
@@ -61,7 +61,7 @@ class ConvProbe:
                     module.register_forward_hook(self.hook)
             return method
 
-        monkeypatch.setattr(train, "create_method", create)
+        monkeypatch.setattr(train, "build_method", create)
 
     def hook(self, module: torch.nn.Module, args: tuple, output: torch.Tensor) -> None:
         if torch.is_grad_enabled() and output.shape[1] > 1 and output.shape[-2:].numel() > 1:

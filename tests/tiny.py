@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -10,9 +12,19 @@ from pathlib import Path
 
 import yaml
 
-from benchmark.faults.common import TINY_PARAMS  # lives in the package: the fault cases run it too
+from benchmark.faults.common import TINY_PARAMS, configure_runs  # in the package: the fault cases use them too
 
-__all__ = ["TINY_PARAMS", "copy_project", "dataset_params", "run", "write_params"]
+__all__ = [
+    "TINY_PARAMS",
+    "columns",
+    "configure_runs",
+    "copy_project",
+    "dataset_params",
+    "doc_lines",
+    "run",
+    "shell",
+    "write_params",
+]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,10 +53,39 @@ def copy_project(dest: Path, params: dict) -> Path:
     return dest
 
 
-def run(cwd: Path, *args: str) -> str:
-    """Run a command in ``cwd`` with this interpreter's scripts on PATH; its output, or a failed assert."""
-    env = dict(os.environ, DVC_NO_ANALYTICS="1", PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+def run(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    """Run a command in ``cwd`` with this interpreter's scripts on PATH (and ``env`` added to the
+    environment); its output, or a failed assert."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": path, **(env or {})}
     env.pop("PYTHONPATH", None)  # imports resolve from cwd, as for a user (python -m puts cwd first)
     proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout + proc.stderr
+
+
+WIDE = {"COLUMNS": "400"}  # DVC's tables fit the terminal: wide enough that no column name is cut
+
+
+def doc_lines(doc: str, heading: str) -> list[str]:
+    """The lines of the first ``bash`` block after ``heading`` in ``doc`` (a path under the repository)."""
+    text = (REPO / doc).read_text(encoding="utf-8").split(heading + "\n", 1)[1]
+    return [line for line in text.split("```bash\n", 1)[1].split("```", 1)[0].splitlines() if line.strip()]
+
+
+def shell(project: Path, line: str) -> str:
+    """One documented command line as a shell runs it: leading ``NAME=value`` words set the
+    environment, ``#`` starts a comment, ``dvc`` is this interpreter's."""
+    words, env = shlex.split(line, comments=True), dict(WIDE)
+    while re.match(r"^[A-Z_]+=", words[0]):
+        name, _, value = words.pop(0).partition("=")
+        env[name] = value
+    if words[0] == "dvc":
+        words = [sys.executable, "-m", "dvc", *words[1:]]
+    return run(project, *words, env=env)
+
+
+def columns(table: str) -> list[str]:
+    """The column names of a table DVC printed (Markdown or its plain format): its header row's words."""
+    header = next(line for line in table.splitlines() if "Experiment" in line)
+    return re.findall(r"[^\s|│┃]+", header)

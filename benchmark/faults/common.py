@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 # A complete tiny configuration of the whole pipeline that runs in seconds on a CPU: what the fault
@@ -27,6 +30,18 @@ TINY_PARAMS: dict[str, Any] = {
     },
     "report": {"reference": "muss-uniform", "bootstrap_samples": 200},
 }
+
+
+def configure_runs(params: Path) -> Path:
+    """Run the configure stage on ``params`` into ``<its folder>/configs``: that folder (one
+    ``<run>.json`` per listed run, what ``train --config`` and ``evaluate --config`` read)."""
+    from benchmark import configure
+
+    out = params.parent / "configs"
+    with contextlib.redirect_stdout(io.StringIO()):
+        if configure.main(["--params", str(params), "--out", str(out)]) != 0:
+            raise RuntimeError(f"{params}: the configure stage failed")
+    return out
 
 
 class NotSurvived(AssertionError):

@@ -1,9 +1,10 @@
-"""Fault kind ``bad_config``: a params.yaml with one mistake must stop the train stage before any compute.
+"""Fault kind ``bad_config``: a params.yaml with one mistake must stop the pipeline before any compute.
 
 Each :data:`MUTATIONS` entry turns a valid tiny configuration (:data:`BASE_PARAMS`) into a bad
-params.yaml. The case writes it, runs ``benchmark.train.main`` and survives when the stage raises
-the expected error type naming the key and the value (and what is allowed), and the run's output
-folder was never created: nothing computed, nothing written besides the params file itself.
+params.yaml. The case writes it, runs ``benchmark.configure.main`` (the first stage of ``dvc
+repro``: the train and evaluate stages read only the run files it writes) and survives when the
+stage raises the expected error type naming the key and the value (and what is allowed), and no
+run file was written: nothing computed, nothing written besides the params file itself.
 """
 
 from __future__ import annotations
@@ -162,17 +163,17 @@ MUTATIONS: tuple[Mutation, ...] = (
 
 
 def run_mutation(mutation: Mutation, workdir: Path) -> BaseException:
-    """Write the mutated params.yaml in ``workdir``, run the train stage on it and require the
-    expected error and that nothing else was written. Returns the error; raises
+    """Write the mutated params.yaml in ``workdir``, run the configure stage on it (the first stage
+    of ``dvc repro``; the run stages read only what it writes) and require the expected error and
+    that nothing else was written. Returns the error; raises
     :class:`~benchmark.faults.common.NotSurvived` otherwise."""
-    from benchmark import train
+    from benchmark import configure
 
     params_path = workdir / "params.yaml"
     params_path.write_text(mutation.text(copy.deepcopy(BASE_PARAMS)), encoding="utf-8")
-    out = workdir / "run"
-    argv = ["--dataset", "synthetic", "--run-name", "muss-uniform", "--seed", "0", "--params", str(params_path)]
-    argv += ["--out", str(out), "--data-dir", str(workdir / "prepared"), "--no-progress"]
-    err = expect_error(lambda: train.main(argv), mutation.error, [str(params_path), *mutation.must_name])
+    out = workdir / "configs"
+    argv = ["--params", str(params_path), "--out", str(out)]
+    err = expect_error(lambda: configure.main(argv), mutation.error, [str(params_path), *mutation.must_name])
     left = sorted(p.name for p in workdir.iterdir() if p != params_path)
     if out.exists() or left:
         raise NotSurvived(f"{mutation.name}: the stage wrote {left} before rejecting the params")

@@ -39,7 +39,7 @@ import numpy as np
 import yaml
 
 from benchmark.faults import common
-from benchmark.faults.common import NotSurvived, expect_error
+from benchmark.faults.common import NotSurvived, configure_runs, expect_error
 from benchmark.layout import LOG_FILE, MODEL_FILE
 from benchmark.protocol import run_name
 
@@ -96,8 +96,8 @@ class _Project:
             run_name(method, PROTOCOL),
             "--seed",
             "0",
-            "--params",
-            str(params),
+            "--config",
+            str(configure_runs(params) / f"{run_name(method, PROTOCOL)}.json"),
         ]
         return [
             sys.executable,

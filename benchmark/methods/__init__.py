@@ -1,4 +1,4 @@
-"""Method contract and registry."""
+"""Method contract and registry (every built-in method: :mod:`benchmark.methods.catalog`)."""
 
 from benchmark.methods.base import (
     SegmentationMethod,
@@ -10,24 +10,24 @@ from benchmark.methods.base import (
     restrict_features,
 )
 from benchmark.methods.registry import (
-    create_method,
-    get_method_class,
+    accepted_params,
+    build_method,
     import_method_modules,
-    list_methods,
     register_method,
+    registered_class,
 )
 
 __all__ = [
     "SegmentationMethod",
+    "accepted_params",
+    "build_method",
     "check_param",
-    "create_method",
-    "get_method_class",
     "import_method_modules",
     "input_size",
     "is_training_only",
-    "list_methods",
     "masked_mean",
     "register_method",
+    "registered_class",
     "replace_modality",
     "restrict_features",
 ]

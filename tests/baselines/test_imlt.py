@@ -12,7 +12,7 @@ from method_checks import parameters_without_gradient
 
 import baselines.imlt  # noqa: F401  (registers "imlt")
 from baselines.imlt import ModalityFusionBlock, choose_hidden, info_nce, num_heads
-from benchmark.methods import create_method
+from benchmark.methods.catalog import create_method
 
 CHANNELS = {"rgb": 3, "dsm": 1, "nir": 1}
 # one sample per non-empty subset of the 3 modalities, then the full set again

@@ -8,7 +8,7 @@ from method_checks import parameters_without_gradient
 
 import baselines.m3l  # noqa: F401  (registers "m3l")
 from benchmark.efficiency import parameter_count
-from benchmark.methods import create_method
+from benchmark.methods.catalog import create_method
 
 CHANNELS = {"rgb": 3, "dsm": 1, "nir": 1}
 MIXED = torch.tensor([[1, 0, 1], [0, 1, 0], [1, 1, 1], [0, 0, 1]], dtype=torch.bool)

@@ -9,7 +9,7 @@ from method_checks import parameters_without_gradient
 
 import baselines.magic  # noqa: F401  (registers "magic")
 from baselines.magic import MultiModalAggregation, modality_similarity, split_robust_fragile
-from benchmark.methods import create_method
+from benchmark.methods.catalog import create_method
 
 CHANNELS = {"rgb": 3, "dsm": 1, "nir": 1}
 MIXED = torch.tensor([[1, 0, 1], [0, 1, 0], [1, 1, 1], [0, 0, 1]], dtype=torch.bool)

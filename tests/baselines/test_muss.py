@@ -3,7 +3,7 @@
 import torch
 from method_checks import parameters_without_gradient
 
-from benchmark.methods import create_method
+from benchmark.methods.catalog import create_method
 from benchmark.protocol import apply_availability, enumerate_subsets, subset_mask
 
 CHANNELS = {"rgb": 3, "dsm": 1, "nir": 1}

@@ -8,7 +8,7 @@ import torch
 from sklearn.ensemble import RandomForestClassifier
 
 from benchmark.data.prepared import PreparedDataset
-from benchmark.methods import create_method
+from benchmark.methods.catalog import create_method
 from benchmark.protocol import enumerate_subsets, subset_mask, subset_name
 from floors.pixel_forest import (
     feature_columns,

@@ -15,7 +15,7 @@ from benchmark import checkpoint, evaluate, train
 from benchmark.config import ParamsValueError, TrainConfig
 from benchmark.data.prepared import PreparedDataset, PreparedWriter
 from benchmark.data.sen1floods11 import S1_BANDS, S2_BANDS
-from benchmark.methods import create_method
+from benchmark.methods.catalog import create_method
 from benchmark.protocol import builtin_protocol, subset_mask
 from benchmark.schema import validate_params
 from floors.sar_otsu import otsu_threshold

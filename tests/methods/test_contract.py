@@ -14,14 +14,12 @@ from benchmark.data.prepared import PreparedDataset
 from benchmark.layout import CHECKPOINT_FILE, MODEL_FILE
 from benchmark.methods import (
     SegmentationMethod,
-    create_method,
-    get_method_class,
     import_method_modules,
     is_training_only,
-    list_methods,
     masked_mean,
     register_method,
 )
+from benchmark.methods.catalog import create_method, get_method_class, list_methods
 from benchmark.methods.contract import ContractError, check_contract, check_step_result
 from benchmark.protocol import apply_availability, enumerate_subsets, subset_mask
 

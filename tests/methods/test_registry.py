@@ -3,7 +3,8 @@
 import pytest
 from torch import nn
 
-from benchmark.methods import SegmentationMethod, create_method, list_methods, register_method
+from benchmark.methods import SegmentationMethod, register_method
+from benchmark.methods.catalog import create_method, list_methods
 
 
 def test_muss_is_registered_and_builds():

@@ -12,7 +12,7 @@ from tiny import TINY_PARAMS
 
 from benchmark import train
 from benchmark.config import TrainConfig
-from benchmark.methods import create_method
+from benchmark.methods.catalog import create_method
 from benchmark.methods.sgma import ModalityProjector, SemanticGuidedFusion, grouped_projection, mas_probabilities
 from benchmark.models.backbones import STRIDES
 from benchmark.protocol import apply_availability, enumerate_subsets, subset_mask
