@@ -52,7 +52,7 @@ def rebuild_method(record: dict[str, Any], device: torch.device | str = "cpu") -
 def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild a trained method from ``model.pt`` -> (method in eval mode, the saved record)."""
     if not path.exists():
-        raise FileNotFoundError(f"{path}: trained model not found (run the train stage)")
+        raise FileNotFoundError(f"{path}: trained model not found (run dvc repro: its train stage writes it)")
     record = load_torch(path, device)
     return rebuild_method(record, device).eval(), record
 

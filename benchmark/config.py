@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import math
 import re
 import types
@@ -85,6 +86,20 @@ def run_parser(description: str, params: bool = True) -> argparse.ArgumentParser
     parser.add_argument("--data-dir", type=Path, default=None, help="prepared data (default data/prepared/<dataset>)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
+
+
+def stage_label(kind: str, dataset: str, run: str, seed: int, params: Path = PARAMS_FILE) -> str:
+    """``"train 5/20: synthetic muss-complete seed 0"``: a per-run stage's position among the
+    pipeline's stages of its kind, in dvc.yaml's matrix order (datasets x runs x seeds of ``params``).
+    For the progress line only (it changes no output, so the lists are no dep of the stage): without
+    the file, or a run it does not list, the label has no position."""
+    what = f"{dataset} {run} seed {seed}"
+    try:
+        lists = load_params(params)
+        order = list(itertools.product(lists["datasets"], lists["runs"], lists["seeds"]))
+        return f"{kind} {order.index((dataset, run, seed)) + 1}/{len(order)}: {what}"
+    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
+        return f"{kind}: {what}"
 
 
 class DuplicateKeyError(yaml.YAMLError):

@@ -13,9 +13,10 @@ so does a user mistake with ``--debug`` on the command line or ``IMSS_DEBUG=1`` 
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import NoReturn
 
 DEBUG_FLAG = "--debug"
@@ -35,6 +36,13 @@ class DamagedFileError(UserError, ValueError):
 
 
 USER_ERRORS: tuple[type[BaseException], ...] = (UserError, FileNotFoundError)
+
+
+def did_you_mean(value: object, known: Iterable[str]) -> str:
+    """``"; did you mean 'sgma-complete'?"`` for the closest of ``known`` to a misspelt ``value``
+    (:func:`difflib.get_close_matches`, its default cutoff 0.6), else ``""``: to end a message."""
+    close = difflib.get_close_matches(str(value), list(known), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def one_line(err: BaseException) -> str:

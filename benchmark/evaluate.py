@@ -52,6 +52,7 @@ is CUDA's peak allocation on a GPU, the process's peak resident set size on a CP
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +75,7 @@ from benchmark.config import (
     load_params,
     resolve_device,
     run_parser,
+    stage_label,
 )
 from benchmark.data.prepared import META_FILE, PreparedDataset
 from benchmark.data.source import get_dataset
@@ -601,7 +603,7 @@ def check_model(
     if record.get("protocol") != protocol.record():
         raise DamagedFileError(
             f"{model_path}: trained under protocol {record.get('protocol')}, run {run_name!r} is "
-            f"{protocol.record()} (rerun the train stage)"
+            f"{protocol.record()} (run dvc repro: it retrains the run)"
         )
     if dict(record["init"]["modalities"]) != dataset.modalities:
         raise DamagedFileError(
@@ -692,6 +694,7 @@ def main(argv: list[str] | None = None) -> int:
     config = from_mapping(EvalConfig, params.get("evaluate"), f"{args.params}: evaluate")
     scenarios = from_mapping(ScenarioConfig, params.get("scenarios"), f"{args.params}: scenarios")
     run = read_run_config(args.config or run_config_file(args.run_name), args.run_name)
+    print(stage_label("evaluate", args.dataset, args.run_name, args.seed, args.params), file=sys.stderr, flush=True)
     device = resolve_device(config.device)
     dataset = PreparedDataset(args.data_dir or prepared_dir(args.dataset), args.split)
     sar_modalities = sar_modalities_of(dataset)

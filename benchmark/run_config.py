@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.config import TrainConfig, from_mapping
-from benchmark.errors import DamagedFileError
+from benchmark.errors import DamagedFileError, did_you_mean
 from benchmark.io import read_json
 from benchmark.protocol import Protocol
 
@@ -48,7 +48,7 @@ class RunConfig:
         names = [f.name for f in dataclasses.fields(cls)]
         missing = [name for name in names if name not in record]
         if missing:
-            raise DamagedFileError(f"{where}: missing {missing}; rerun python -m benchmark.configure (dvc repro does)")
+            raise DamagedFileError(f"{where}: missing {missing}; run dvc repro (its configure stage rewrites it)")
         try:
             return cls(
                 **{name: record[name] for name in names if name not in ("protocol", "train")},
@@ -56,15 +56,16 @@ class RunConfig:
                 train=from_mapping(TrainConfig, record["train"], f"{where}: train"),
             )
         except (KeyError, TypeError, ValueError) as err:
-            raise DamagedFileError(f"{where}: {err}; rerun python -m benchmark.configure (dvc repro does)") from None
+            raise DamagedFileError(f"{where}: {err}; run dvc repro (its configure stage rewrites it)") from None
 
 
 def read_run_config(path: Path, run: str) -> RunConfig:
     """Read ``path`` (``configs/<run>.json``) and check that it is run ``run``'s."""
     if not path.is_file():
+        configured = sorted(p.stem for p in path.parent.glob("*.json"))
         raise FileNotFoundError(
             f"{path}: run {run!r} is not configured; list it under runs in params.yaml and run "
-            "python -m benchmark.configure (dvc repro runs it first)"
+            f"dvc repro (or python -m benchmark.configure){did_you_mean(run, configured)}"
         )
     config = RunConfig.from_record(read_json(path), str(path))
     if config.run != run:

@@ -52,6 +52,7 @@ from benchmark.config import (
     from_mapping,
     load_params,
 )
+from benchmark.errors import did_you_mean
 from benchmark.methods.registry import accepted_params
 from benchmark.protocol import BUILTIN_PROTOCOLS, PROTOCOL_KINDS, PROTOCOL_NAME, Protocol, builtin_protocol, parse_run
 
@@ -91,7 +92,9 @@ class ValidatedParams:
     def run_parts(self, run: str) -> tuple[str, Protocol]:
         """``"muss-complete" -> ("muss", the complete Protocol)`` for a listed run (``KeyError`` otherwise)."""
         if run not in self.runs:
-            raise ParamsKeyError(f"run {run!r} is not listed under runs: {', '.join(self.runs)}")
+            raise ParamsKeyError(
+                f"run {run!r} is not listed under runs: {', '.join(self.runs)}" + did_you_mean(run, self.runs)
+            )
         method, protocol = parse_run(run)
         return method, self.protocols[protocol]
 
@@ -128,7 +131,10 @@ def _name_list(params: Mapping[str, Any], key: str, where: str, allow_empty: boo
 def _registered_names(values: list[Any], key: str, where: str, known: list[str], what: str) -> list[str]:
     for i, value in enumerate(values):
         if not isinstance(value, str) or value not in known:
-            raise ParamsKeyError(f"{where}: {key}[{i}]: {value!r} is not allowed; must be {what}: {', '.join(known)}")
+            raise ParamsKeyError(
+                f"{where}: {key}[{i}]: {value!r} is not allowed; must be {what}: {', '.join(known)}"
+                + did_you_mean(value, known)
+            )
     return values
 
 
@@ -173,6 +179,7 @@ def _method_params(
         if name not in known:
             raise ParamsKeyError(
                 f"{where}: method_params: {name!r} is not allowed; must be a registered method: {', '.join(known)}"
+                + did_you_mean(name, known)
             )
     for name in methods:
         if name not in entries:
@@ -251,6 +258,7 @@ def _variants(
         if entry["method"] not in known:
             raise ParamsKeyError(
                 f"{at}.method: {entry['method']!r} is not allowed; must be a registered method: {', '.join(known)}"
+                + did_you_mean(entry["method"], known)
             )
         out[name] = (
             entry["method"],
@@ -421,11 +429,12 @@ def _runs(params: Mapping[str, Any], protocols: Mapping[str, Protocol], known: l
         if method not in known:
             raise ParamsKeyError(
                 f"{at}: {run!r} is not allowed; method {method!r} is not registered: {', '.join(known)}"
+                + did_you_mean(method, known)
             )
         if protocol not in protocols:
             raise ParamsKeyError(
                 f"{at}: {run!r} is not allowed; protocol {protocol!r} is neither built in nor defined under "
-                f"protocols: {', '.join(protocols)}"
+                f"protocols: {', '.join(protocols)}" + did_you_mean(protocol, protocols)
             )
     return runs
 
@@ -470,6 +479,7 @@ def validate_params(params: Mapping[str, Any], where: str) -> ValidatedParams:
         raise ParamsKeyError(
             f"{where}: unknown key(s) {unknown}; allowed: {list(REQUIRED_KEYS + OPTIONAL_KEYS)} "
             f"or a data set's section ({', '.join(known_datasets)})"
+            + did_you_mean(unknown[0], [*REQUIRED_KEYS, *OPTIONAL_KEYS, *known_datasets])
         )
 
     datasets = _registered_names(
@@ -516,13 +526,13 @@ def validate_params(params: Mapping[str, Any], where: str) -> ValidatedParams:
         default = "" if (params.get("report") or {}).get("reference") else " (the default)"
         raise ParamsValueError(
             f"{where}: report.reference: {report.reference!r}{default} is not one of the runs {runs}; "
-            "allowed: a listed run"
+            "allowed: a listed run" + did_you_mean(report.reference, runs)
         )
     unknown = [m for m in report.ablation.values() if m not in names]
     if unknown:
         raise ParamsKeyError(
             f"{where}: report.ablation: method {unknown[0]!r} is not allowed; must be a registered method or a "
-            f"variant: {', '.join(names)}"
+            f"variant: {', '.join(names)}" + did_you_mean(unknown[0], names)
         )
     scenarios = from_mapping(ScenarioConfig, params.get("scenarios"), f"{where}: scenarios")
     _check_scenario_modalities(scenarios, sources, where)

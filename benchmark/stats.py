@@ -9,7 +9,7 @@ sets. Definitions and caveats: docs/statistics.md.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,6 +25,9 @@ __all__ = [
     "mean_std",
     "paired_bootstrap",
     "subset_probabilities",
+    "LossTrend",
+    "loss_trend",
+    "tied_ranks",
 ]
 
 # Replicates drawn per block. Fixed (never derived from K or memory) so that the random draws
@@ -194,6 +197,60 @@ def _check_confusions(confusion_a: np.ndarray, confusion_b: np.ndarray) -> tuple
         if (x < 0).any():
             raise ValueError(f"{name} has negative counts")
     return a, b
+
+
+TREND_WINDOW = 0.25  # share of a run's logged steps, the last ones, that loss_trend fits a line to
+TREND_Z = 2.0  # a slope this many standard errors from 0 is "falling" or "rising", else "flat"
+
+
+@dataclass(frozen=True)
+class LossTrend:
+    """The training loss at the end of a run: the least-squares slope of loss against step over the
+    last :data:`TREND_WINDOW` of the logged steps, in loss units per 100 steps, and its standard error."""
+
+    slope: float
+    stderr: float
+    last_step: int
+
+    @property
+    def verdict(self) -> str:
+        """``"falling"`` (the slope is more than :data:`TREND_Z` standard errors below 0: still learning),
+        ``"rising"`` (as far above) or ``"flat"``."""
+        if self.slope + TREND_Z * self.stderr < 0:
+            return "falling"
+        return "rising" if self.slope - TREND_Z * self.stderr > 0 else "flat"
+
+
+def loss_trend(steps: np.ndarray, loss: np.ndarray, window: float = TREND_WINDOW) -> LossTrend | None:
+    """:class:`LossTrend` of a step log (``steps`` and ``loss``, one entry per logged step, in order):
+    ordinary least squares over its last ``ceil(window * T)`` entries (at least 3); ``None`` with
+    fewer than 3 entries. The per-step losses are noisy (one batch each), hence the standard error:
+    ``sqrt(RSS / (n - 2) / Σ (x - x̄)²)``, the textbook one for a slope."""
+    steps, loss = np.asarray(steps, dtype=np.float64), np.asarray(loss, dtype=np.float64)
+    if len(steps) < 3:
+        return None
+    take = max(3, math.ceil(window * len(steps)))
+    x, y = steps[-take:], loss[-take:]
+    dx = x - x.mean()
+    spread = float(dx @ dx)
+    slope = float(dx @ (y - y.mean())) / spread
+    residuals = y - (y.mean() + slope * dx)
+    stderr = math.sqrt(float(residuals @ residuals) / (take - 2) / spread)
+    return LossTrend(100.0 * slope, 100.0 * stderr, int(steps[-1]))
+
+
+def tied_ranks(scores: Mapping[str, float], tied: Callable[[str, str], bool]) -> dict[str, int]:
+    """Ranks (1 = best) by ``scores`` (higher is better; a NaN score gets no rank) that respect ties:
+    walking down the sorted runs, a run shares the rank of the run just above it when
+    ``tied(above, run)``, and otherwise takes its position (competition ranking: 1, 2, 2, 4).
+    Equal scores keep the order of ``scores``. The chain is not transitive: A tied with B and B with
+    C share one rank even when A and C are not tied (docs/statistics.md)."""
+    ordered = sorted((run for run, score in scores.items() if not math.isnan(score)), key=lambda run: -scores[run])
+    ranks: dict[str, int] = {}
+    for position, run in enumerate(ordered, 1):
+        above = ordered[position - 2] if position > 1 else None
+        ranks[run] = ranks[above] if above is not None and tied(above, run) else position
+    return ranks
 
 
 #: How :func:`paired_bootstrap` reduces each side's per-subset mIoU (mean over seeds) to one number.

@@ -47,7 +47,7 @@ from benchmark.checkpoint import (
     rng_state,
     save_torch,
 )
-from benchmark.config import FieldError, TrainConfig, resolve_device, run_parser
+from benchmark.config import FieldError, TrainConfig, resolve_device, run_parser, stage_label
 from benchmark.data.prepared import PreparedDataset
 from benchmark.data.source import get_dataset
 from benchmark.efficiency import device_name, peak_memory_mb, synchronize
@@ -451,16 +451,17 @@ def fit_once(
     progress: bool,
 ) -> tuple[dict[str, float], float]:
     """A ``trained_by = "fit"`` method (the method contract): ``fit`` once on the training split, every
-    tile's modalities drawn by ``protocol`` as at step 0 -> (its figures, seconds). The step log is
-    left empty: there are no gradient steps."""
+    tile's modalities drawn by ``protocol`` as at step 0 -> (its figures, seconds). The log gets one
+    line, ``{"fit": {figures}, "seconds": s, "tiles": n}``: there are no gradient steps (no curve)."""
     available = protocol.draw(len(dataset), len(dataset.modalities), step_generator(seed, 0), 0, 1)
     seed_everything(seed)
-    atomic_write_text(log_path, "")
     if progress:
         print(f"fitting {getattr(method, 'method_name', type(method).__name__)} seed {seed}", file=sys.stderr)
     tick = time.perf_counter()
-    figures = method.fit(dataset, available, seed)
-    return {k: float(v) for k, v in figures.items()}, time.perf_counter() - tick
+    figures = {k: float(v) for k, v in method.fit(dataset, available, seed).items()}
+    seconds = time.perf_counter() - tick
+    atomic_write_text(log_path, json.dumps({"fit": figures, "seconds": seconds, "tiles": len(dataset)}) + "\n")
+    return figures, seconds
 
 
 @dataclasses.dataclass
@@ -976,6 +977,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = read_run_config(args.config or run_config_file(args.run_name), args.run_name)
     registered_class(config.registered_method, config.method_module)  # imports the run's method, no other
+    if launch_ranks().main:
+        print(stage_label("train", args.dataset, args.run_name, args.seed), file=sys.stderr, flush=True)
     data_root = args.data_dir or prepared_dir(args.dataset)
     out = args.out or run_dir(MODELS_DIR, args.dataset, args.run_name, args.seed)
     log = (args.out / LOG_FILE) if args.out else run_dir(RUNS_DIR, args.dataset, args.run_name, args.seed) / LOG_FILE

@@ -80,8 +80,13 @@ def project(tmp_path: Path) -> Path:
 
 
 def test_repro_then_noop_then_minimal_reruns(project: Path):
-    first = _ran(run(project, sys.executable, "-m", "dvc", "repro"))
+    output = run(project, sys.executable, "-m", "dvc", "repro")
+    first = _ran(output)
     runs = ("muss-complete", "muss-copy-complete", "muss-moddrop")
+    for kind in ("train", "evaluate"):  # each stage's progress line, in the order DVC runs them
+        assert re.findall(rf"^{kind} (\d/\d): synthetic ([\w-]+) seed 0$", output, re.M) == [
+            (f"{i}/3", r) for i, r in enumerate(runs, 1)
+        ], output
     assert first == {
         "configure",
         "download@synthetic",
@@ -109,6 +114,15 @@ def test_repro_then_noop_then_minimal_reruns(project: Path):
 
     second = run(project, sys.executable, "-m", "dvc", "repro")
     assert _ran(second) == set()
+    assert "up to date" in run(project, sys.executable, "-m", "dvc", "status")
+    # a typo refused by configure leaves every run's config as it was: once fixed, nothing is stale
+    good = (project / "params.yaml").read_text()
+    typo = yaml.safe_load(good)
+    typo["train"]["steps"] = -5
+    write_params(project / "params.yaml", typo)
+    refused = run(project, sys.executable, "-m", "dvc", "repro", check=False)
+    assert "error: params.yaml: train.steps: -5 is not allowed" in refused and _ran(refused) == {"configure"}
+    (project / "params.yaml").write_text(good)
     assert "up to date" in run(project, sys.executable, "-m", "dvc", "status")
     # code deps (tests/test_dvc_deps.py): a method's code is a dep of configure alone, which writes its
     # digest into the configs of the runs that use it; the FLOP count (efficiency) reruns every evaluation

@@ -103,3 +103,10 @@ def test_every_stage_command_prints_a_user_mistake_as_one_line(tmp_path: Path, c
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_did_you_mean_names_the_closest_known_name_or_nothing() -> None:
+    assert errors.did_you_mean("smga", ["muss", "sgma", "magic"]) == "; did you mean 'sgma'?"
+    assert errors.did_you_mean("sgma-complete", ["sgma-complete", "sgma-uniform"]) == "; did you mean 'sgma-complete'?"
+    assert errors.did_you_mean("potsdam", ["muss", "sgma"]) == ""
+    assert errors.did_you_mean(3, []) == ""

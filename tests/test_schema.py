@@ -75,6 +75,31 @@ SAR = {**TINY_PARAMS["synthetic"], "with_sar": True}  # four modalities: rgb, ds
 
 # (kind, params, error type, strings the message must hold: the key, the value, what is allowed)
 BAD = [
+    (  # "did you mean" (difflib) for misspelt names: a run's method, a protocol, a data set, a top-level key
+        "misspelt method of a run",
+        mutated("runs", ["muss-uniform", "smga-complete"]),
+        KeyError,
+        ["runs[1]", "'smga-complete'", "method 'smga' is not registered", "did you mean 'sgma'?"],
+    ),
+    (
+        "misspelt protocol of a run",
+        mutated("runs", ["muss-unifrom"]),
+        KeyError,
+        ["runs[0]", "protocol 'unifrom'", "did you mean 'uniform'?"],
+    ),
+    (
+        "misspelt data set",
+        mutated("datasets", ["synthetc"]),
+        KeyError,
+        ["datasets[0]", "'synthetc'", "did you mean 'synthetic'?"],
+    ),
+    ("misspelt top-level key", mutated("trian", {}), KeyError, ["unknown key(s) ['trian']", "did you mean 'train'?"]),
+    (
+        "misspelt report reference",
+        mutated("report.reference", "muss-unifrom"),
+        ValueError,
+        ["report.reference", "'muss-unifrom'", "did you mean 'muss-uniform'?"],
+    ),
     (
         "unknown modality selected",
         mutated("synthetic.modalities", ["rgb", "lidar"]),

@@ -12,9 +12,11 @@ from benchmark.stats import (
     by_size,
     expected_miou,
     fragility,
+    loss_trend,
     mean_std,
     paired_bootstrap,
     subset_probabilities,
+    tied_ranks,
 )
 
 # --------------------------------------------------------------------------- helpers
@@ -382,3 +384,38 @@ def test_bootstrap_last1_with_one_subset_equals_avg():
     np.testing.assert_allclose(first.replicates, second.replicates, rtol=0, atol=1e-12)
     with pytest.raises(ValueError, match="statistic must be one of"):
         paired_bootstrap(a, b, statistic="median")
+
+
+# --- ranks that respect ties ---------------------------------------------------------------------
+
+
+def test_tied_ranks_share_the_rank_of_the_run_just_above():
+    scores = {"a": 50.0, "b": 49.0, "c": 40.0, "d": 39.9, "e": math.nan, "f": 10.0}
+    ties = {("a", "b"), ("c", "d")}
+    ranks = tied_ranks(scores, lambda above, run: (above, run) in ties)
+    assert ranks == {"a": 1, "b": 1, "c": 3, "d": 3, "f": 5}  # competition ranking; e has no Avg
+    assert tied_ranks(scores, lambda above, run: False) == {"a": 1, "b": 2, "c": 3, "d": 4, "f": 5}
+    chain = tied_ranks({"a": 3.0, "b": 2.0, "c": 1.0}, lambda above, run: True)
+    assert chain == {"a": 1, "b": 1, "c": 1}  # a~b and b~c: one rank, though a and c may differ
+    assert tied_ranks({"x": 1.0, "y": 1.0}, lambda above, run: False) == {"x": 1, "y": 2}  # listed order
+
+
+# --- the training loss at the end of a run -----------------------------------------------------
+
+
+def test_loss_trend_is_the_least_squares_slope_of_the_last_quarter():
+    """Against scipy.stats.linregress on the same window (slope and its standard error, per 100 steps)."""
+    from scipy.stats import linregress
+
+    rng = np.random.default_rng(0)
+    steps = np.arange(0, 300, dtype=float)
+    loss = 2.0 * np.exp(-steps / 120) + rng.normal(0, 0.05, len(steps))
+    trend = loss_trend(steps, loss)
+    fit = linregress(steps[-75:], loss[-75:])  # ceil(0.25 * 300) = 75
+    assert trend.slope == pytest.approx(100 * fit.slope) and trend.stderr == pytest.approx(100 * fit.stderr)
+    assert trend.last_step == 299 and trend.verdict == "falling"
+    flat = loss_trend(steps, 0.3 + 0.05 * (-1.0) ** steps)  # batch-to-batch noise around a constant
+    assert flat.verdict == "flat" and abs(flat.slope) <= 2 * flat.stderr
+    assert loss_trend(steps, 0.3 + steps / 1000).verdict == "rising"
+    assert loss_trend(steps[:2], loss[:2]) is None
+    assert loss_trend(steps[:5], loss[:5]).last_step == 4  # at least 3 entries: the last 3 of 5

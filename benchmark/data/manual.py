@@ -87,7 +87,7 @@ class ManualArchiveSource(DatasetSource):
             raise FileNotFoundError(
                 f"{self.name}: {len(missing)} archive(s) missing:\n" + "\n".join(lines) + "\n"
                 f"{self.how_to_obtain} ({self.homepage}). Place the archives, unchanged, in {self.raw_dir}/ "
-                f"and run `python -m benchmark.download --dataset {self.name}` again."
+                f"and run `dvc repro` again (or `python -m benchmark.download --dataset {self.name}` alone)."
             )
         manifest_path = self.raw_dir / MANIFEST_NAME
         recorded = _recorded_files(manifest_path)
@@ -136,5 +136,5 @@ class ManualArchiveSource(DatasetSource):
         if absent:
             raise FileNotFoundError(
                 f"{manifest_path}: {', '.join(absent)} not verified and extracted yet; "
-                f"run `python -m benchmark.download --dataset {self.name}` (the download stage) first"
+                f"run `dvc repro` (its download stage, `python -m benchmark.download --dataset {self.name}`, first)"
             )

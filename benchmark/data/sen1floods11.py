@@ -271,7 +271,10 @@ class Sen1Floods11Sample(_Sen1Floods11Facts):
     def prepare(self, out_dir: Path) -> Path:
         manifest = self.raw_dir / MANIFEST_NAME
         if not manifest.is_file():
-            raise FileNotFoundError(f"{manifest}: not found; run `python -m benchmark.download --dataset {self.name}`")
+            raise FileNotFoundError(
+                f"{manifest}: not found; run `dvc repro` (its download stage: "
+                f"`python -m benchmark.download --dataset {self.name}`)"
+            )
         recorded = read_json(manifest).get("files", {})
         current = self._verified_files()
         if {k: v["sha256"] for k, v in current.items()} != {k: v.get("sha256") for k, v in recorded.items()}:

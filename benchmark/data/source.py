@@ -19,6 +19,7 @@ from typing import Any, ClassVar, TypeVar
 
 from benchmark.data.download import MANIFEST_NAME
 from benchmark.data.raster import Scene, write_scenes
+from benchmark.errors import did_you_mean
 from benchmark.io import atomic_write_json
 from benchmark.layout import RAW_DIR
 
@@ -157,4 +158,4 @@ def get_dataset(name: str) -> type[DatasetSource]:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown data set {name!r}; known: {', '.join(known)}") from None
+        raise KeyError(f"unknown data set {name!r}; known: {', '.join(known)}{did_you_mean(name, known)}") from None

@@ -41,9 +41,11 @@ from benchmark.report import html, plots
 from benchmark.report.leaderboard import (
     SUMMARY_TITLES,
     ablation_table,
+    avg_ranks,
     comparison_table,
     corrupted_weight_table,
     corrupted_weights,
+    curves_table,
     efficiency_table,
     expected_key,
     floor_gap,
@@ -52,10 +54,12 @@ from benchmark.report.leaderboard import (
     per_class_table,
     protocol_table,
     robustness_means,
+    scale_note,
     scenario_long_table,
     scenario_means,
     scenario_table,
     size_curves,
+    with_ranks,
 )
 from benchmark.report.results import (
     SCENARIO_UNITS,
@@ -128,6 +132,8 @@ class DatasetReport:
     scenarios: ScenarioReport | None = None  # None: the runs hold no "scenarios" block
     runs: pd.DataFrame | None = None  # the long table of runs (runs.csv)
     floor_gap: str | None = None  # the best deep run against the best floor (leaderboard.floor_gap)
+    ranks: dict[str, int] | None = None  # run -> rank by Avg with ties (leaderboard.avg_ranks); None: strict
+    scale: str = ""  # the training scale and whether the runs are still improving (leaderboard.scale_note)
 
 
 def _matrix(rows: list[dict], keys: Sequence[str], suffix: str = "") -> np.ndarray:
@@ -291,6 +297,12 @@ def build_dataset(inputs: DatasetInputs, config: ReportConfig) -> DatasetReport:
     notes = list(inputs.notes)
     board = leaderboard_table(records, config.failure_probs)
     bootstrap = {"samples": config.bootstrap_samples, "confidence": config.confidence, "seed": config.bootstrap_seed}
+    ranks = avg_ranks(board, records, confusions, **bootstrap)
+    board = with_ranks(board, ranks)
+    curves = curves_table(inputs.logs)
+    scale = scale_note(records, curves)
+    if scale:
+        board.note += " " + scale
     tables = [
         board,
         fragility_table(records),
@@ -300,7 +312,7 @@ def build_dataset(inputs: DatasetInputs, config: ReportConfig) -> DatasetReport:
     ]
     protocols = protocol_table(board, records)
     ablation = ablation_table(records, board, confusions, config.ablation, **bootstrap)
-    tables += [t for t in (protocols, ablation) if t is not None]
+    tables += [t for t in (protocols, ablation, curves) if t is not None]
     if config.ablation and ablation is None:
         notes.append(
             f"No ablation table: no protocol has the run of {next(iter(config.ablation.values()))!r} (the first row "
@@ -377,7 +389,7 @@ def build_dataset(inputs: DatasetInputs, config: ReportConfig) -> DatasetReport:
         for row in scenarios.table.rows:
             summary[row["run"]][SCENARIO_SUMMARY_KEY] = row["avg"]
     gap = floor_gap(board, subset_name(records[0]["modalities"]))
-    return DatasetReport(dataset, tables, figures, summary, notes, scenarios, runs_frame(records), gap)
+    return DatasetReport(dataset, tables, figures, summary, notes, scenarios, runs_frame(records), gap, ranks, scale)
 
 
 def _protocol_plot(table: Table, dataset: str) -> Plot:
@@ -446,15 +458,18 @@ def _corrupted_weight_plot(
 
 
 def overview_table(reports: Sequence[DatasetReport], runs: Sequence[str] | None = None) -> Table:
-    """Methods x data sets: Avg and Last-1 per data set and the mean rank by Avg (1 = best)."""
+    """Methods x data sets: Avg and Last-1 per data set and the mean over data sets of each run's
+    rank by Avg (1 = best; the ranks with ties of each data set's leaderboard, strict ranks for a
+    report without them)."""
     order = list(runs) if runs else list(dict.fromkeys(m for r in reports for m in r.summary))
     rows = []
     ranks: dict[str, list[float]] = {m: [] for m in order}
     for report in reports:
-        present = [m for m in order if m in report.summary and not math.isnan(report.summary[m]["avg"])]
-        ordered = sorted(present, key=lambda m: -report.summary[m]["avg"])
-        for position, run in enumerate(ordered, 1):
-            ranks[run].append(float(position))
+        scores = {m: report.summary[m]["avg"] for m in order if m in report.summary}
+        ranked = report.ranks if report.ranks is not None else stats.tied_ranks(scores, lambda a, b: False)
+        for run, rank in ranked.items():
+            if run in ranks:
+                ranks[run].append(float(rank))
     for run in order:
         row: dict[str, Any] = {"run": run, "protocol": parse_run(run)[1]}
         for report in reports:
@@ -468,6 +483,7 @@ def overview_table(reports: Sequence[DatasetReport], runs: Sequence[str] | None 
         keys = ["avg", "last1"] + ([SCENARIO_SUMMARY_KEY] if report.scenarios is not None else [])
         columns += [Column(f"{report.dataset}_{k}", f"{report.dataset} {titles[k]}", best="max") for k in keys]
     columns.append(Column("mean_rank", "Mean rank (Avg)", best="min"))
+    scales = "".join(f"{r.dataset}: {r.scale} " for r in reports if r.scale)
     corrupted = (
         " Corrupted Avg = mean mIoU with one modality corrupted, over every corruption kind, level and modality "
         "(results/report/<dataset>/scenarios.*)."
@@ -479,8 +495,11 @@ def overview_table(reports: Sequence[DatasetReport], runs: Sequence[str] | None 
         "Leaderboard across data sets: mIoU (%) Avg and Last-1 (mean over seeds)",
         columns,
         rows,
-        note="Avg = mean mIoU over all modality subsets, Last-1 = the worst subset; mean rank by Avg over the data "
-        f"sets (n/a when a run lacks one).{corrupted} Per data set details in results/report/<dataset>/.",
+        note=scales
+        + "Avg = mean mIoU over all modality subsets, Last-1 = the worst subset; mean rank by Avg over the data "
+        "sets (n/a when a run lacks one), each data set's rank sharing ties as its leaderboard does (runs whose "
+        f"paired bootstrap interval includes 0 share a rank).{corrupted} Per data set details in "
+        "results/report/<dataset>/.",
     )
 
 
@@ -529,7 +548,7 @@ def html_sections(reports: Sequence[DatasetReport], overview: Table) -> list[htm
     sections = [html.Section("Leaderboard", [overview], [])]
     for report in reports:
         figures = [html.Figure(p.name, p.caption, p.files["png"]) for p in report.plots]
-        text = "\n\n".join([report.floor_gap, *report.notes] if report.floor_gap else report.notes)
+        text = "\n\n".join(t for t in (report.scale, report.floor_gap, *report.notes) if t)
         sections.append(html.Section(report.dataset, report.tables, figures, text=text))
         if report.scenarios is not None:
             sections.append(
@@ -580,4 +599,4 @@ def dataset_markdown(report: DatasetReport) -> str:
     """All tables of a data set as one Markdown document (printed by the CLI)."""
     tables = [*report.tables, *([report.scenarios.table] if report.scenarios is not None else [])]
     text = "\n".join(to_markdown(t, heading=True) for t in tables)
-    return f"{report.floor_gap}\n\n{text}" if report.floor_gap else text
+    return "\n\n".join(t for t in (report.scale, report.floor_gap, text) if t)

@@ -10,6 +10,7 @@ is a run (``<method>-<protocol>``).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -323,6 +324,116 @@ def efficiency_table(records: list[dict]) -> Table:
         f"set on a CPU. Measured on: {', '.join(sorted(devices)) or 'unknown'}.{load}",
         std_columns=_std_columns([k for k, *_ in EFFICIENCY_COLUMNS]),
     )
+
+
+def curves_table(logs: Mapping[str, Mapping[int, Mapping[str, np.ndarray]]]) -> Table | None:
+    """The training loss at the end of each run with a step log (:func:`benchmark.stats.loss_trend`):
+    its slope per 100 steps (mean ± std over seeds) and in how many seeds it is still falling.
+    ``logs``: run -> seed -> {"step", "loss", ...}; None when no log has 3 steps."""
+    rows = []
+    for run, seeds in logs.items():
+        trends = [t for log in seeds.values() if (t := stats.loss_trend(log["step"], log["loss"])) is not None]
+        if not trends:
+            continue
+        slope, slope_std = stats.mean_std([t.slope for t in trends])
+        falling = sum(t.verdict == "falling" for t in trends)
+        verdict = "still falling" if falling == len(trends) else "flat" if falling == 0 else "mixed"
+        rows.append(
+            {
+                "run": run,
+                "seeds": len(trends),
+                "last_step": max(t.last_step for t in trends),
+                "slope": slope,
+                "slope_std": slope_std,
+                "falling": f"{falling} of {len(trends)}",
+                "verdict": verdict,
+            }
+        )
+    if not rows:
+        return None
+    return Table(
+        "training_curves",
+        "The training loss at the last steps",
+        [
+            Column("run", "Run", "text"),
+            Column("seeds", "Seeds", "int"),
+            Column("last_step", "Last step", "int"),
+            Column("slope", "Loss slope per 100 steps", decimals=4, std_key="slope_std"),
+            Column("falling", "Seeds still falling", "text"),
+            Column("verdict", "Verdict", "text"),
+        ],
+        rows,
+        note=f"{STD_NOTE}. Slope: least squares of the training loss against the step over the last "
+        f"{stats.TREND_WINDOW:.0%} of the logged steps; still falling: the slope is more than {stats.TREND_Z:g} "
+        "standard errors below 0 (docs/statistics.md). A run whose loss still falls at its last step is "
+        "undertrained: a longer schedule would change its scores, and the ranking.",
+        std_columns=[Column("slope_std", "slope std", decimals=4)],
+    )
+
+
+def scale_note(records: list[dict], curves: Table | None) -> str:
+    """One paragraph: the scale the runs were trained at (steps, batch, tile size, from metrics.json)
+    and, from the ``training_curves`` table, how many are still improving, with the command that
+    trains longer."""
+    efficiency = [r.get("efficiency") or {} for r in records if (r.get("efficiency") or {}).get("train_steps")]
+    if not efficiency:
+        return ""
+    steps = max(int(e["train_steps"]) for e in efficiency)
+    batch = {e.get("train_batch_size") for e in efficiency} - {None}
+    tile = efficiency[0].get("tile_shape")
+    text = f"Scale: {steps} training steps" + (f" of batch {batch.pop()}" if len(batch) == 1 else "")
+    text += f" on {tile[0]}x{tile[1]} px tiles." if tile else "."
+    still = [r for r in (curves.rows if curves else []) if r["verdict"] == "still falling"]
+    if still:
+        text += (
+            f" The training loss of {len(still)} of {len(curves.rows)} gradient-trained runs is still falling at "
+            "the last step (training_curves): they are undertrained, and this table is a check of the "
+            f"pipeline at this scale rather than a ranking of the methods. Train longer with "
+            f"`dvc exp run -S train.steps={2 * steps}` (README, Comparing two experiments)."
+        )
+    return text
+
+
+def avg_ranks(
+    board: Table,
+    records: list[dict],
+    confusions: Mapping[str, np.ndarray],
+    *,
+    samples: int,
+    confidence: float,
+    seed: int,
+) -> dict[str, int]:
+    """Rank of each run of the leaderboard ``board`` by Avg (:func:`benchmark.stats.tied_ranks`): a
+    run shares the rank of the run just above it when their paired bootstrap interval of the Avg
+    difference includes 0. Runs whose seeds differ cannot be paired and never share a rank.
+
+    ``confusions``: run -> int64[R, S, N, K, K] (seeds in the records' order, paired by position).
+    """
+    seeds = {run: [r["seed"] for r in recs] for run, recs in by_run(records).items()}
+
+    def tied(above: str, run: str) -> bool:
+        if seeds[above] != seeds[run]:
+            return False
+        result = stats.paired_bootstrap(
+            confusions[above], confusions[run], samples=samples, confidence=confidence, seed=seed
+        )
+        return not result.significant
+
+    return stats.tied_ranks({row["run"]: row["avg"] for row in board.rows}, tied)
+
+
+RANK_NOTE = (
+    " Rank: by Avg, 1 = best; a run shares the rank of the run just above it when their paired bootstrap "
+    "interval of the Avg difference includes 0 (docs/statistics.md)."
+)
+
+
+def with_ranks(board: Table, ranks: Mapping[str, int]) -> Table:
+    """The leaderboard ``board`` with a Rank column after the head columns (a run without an Avg: none)."""
+    at = len(HEAD)
+    rows = [{**row, "rank": ranks.get(row["run"])} for row in board.rows]
+    columns = [*board.columns[:at], Column("rank", "Rank", "int"), *board.columns[at:]]
+    return dataclasses.replace(board, columns=columns, rows=rows, note=board.note + RANK_NOTE)
 
 
 def comparison_table(

@@ -484,7 +484,7 @@ def load_predictions(results_dir: Path, record: dict) -> dict[str, np.ndarray] |
 
 def load_train_log(results_dir: Path, record: dict) -> dict[str, np.ndarray] | None:
     """``{"step", "loss", "images_per_s"}`` arrays of a run's ``train_log.jsonl`` (one entry per
-    line), or ``None`` when the file is absent or empty."""
+    line), or ``None`` when the file is absent or holds no step (a fitted floor's one ``fit`` line)."""
     path = run_folder(results_dir, record["dataset"], record["run"], record["seed"]) / LOG_FILE
     if not path.exists():
         return None
@@ -492,6 +492,8 @@ def load_train_log(results_dir: Path, record: dict) -> dict[str, np.ndarray] | N
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         try:
             entry = json.loads(line)
+            if "fit" in entry:  # a method fitted in one call: no steps
+                continue
             for key, values in columns.items():
                 values.append(float(entry[key]))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:

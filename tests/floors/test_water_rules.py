@@ -3,6 +3,7 @@ of a data set without their bands."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -117,7 +118,10 @@ def test_rules_train_and_evaluate_with_subsets_not_applicable(flood, tmp_path):
                            protocol=builtin_protocol("complete"), progress=False)  # fmt: skip
         method, record = checkpoint.load_model(path)
         assert record["steps"] == 0 and record["registered_method"] == name and set(record["fit"]) == {"threshold"}
-        assert (tmp_path / name / "train_log.jsonl").read_text() == ""
+        (line,) = (tmp_path / name / "train_log.jsonl").read_text().splitlines()  # the fit, not empty
+        logged = json.loads(line)
+        assert logged["fit"] == record["fit"] and logged["tiles"] == len(PreparedDataset(flood, "train"))
+        assert logged["seconds"] == record["train_seconds"]
         test = PreparedDataset(flood, "test")
         result = evaluate.evaluate_subsets(method, test, batch_size=4, keep=[0])
         assert result.not_applicable == [missing]

@@ -376,3 +376,52 @@ def test_ablation_rows_and_intervals_per_protocol(two_protocols):
     assert leaderboard.ablation_table(records, board, confusions, {}, samples=10, confidence=0.9, seed=1) is None
     lone = {"none": "alpha", "both": "gamma"}  # no second row's run under any protocol
     assert leaderboard.ablation_table(records, board, confusions, lone, samples=10, confidence=0.9, seed=1) is None
+
+
+def test_avg_ranks_tie_runs_whose_interval_includes_zero():
+    """Hand-made confusions over 40 images, 2 classes: a and b identical (interval [0, 0]: tied),
+    c wrong on most pixels (far below: not tied), d identical to c but trained with another seed
+    (cannot be paired: never tied)."""
+    right = np.tile(np.array([[9, 1], [1, 9]], dtype=np.int64), (1, 1, 40, 1, 1))  # [R=1, S=1, N, K, K]
+    wrong = np.tile(np.array([[2, 8], [8, 2]], dtype=np.int64), (1, 1, 40, 1, 1))
+    confusions = {"a-complete": right, "b-complete": right.copy(), "c-complete": wrong, "d-complete": wrong.copy()}
+    records = [{"run": run, "seed": 1 if run == "d-complete" else 0} for run in confusions]
+    avg = {"a-complete": 81.8, "b-complete": 81.8, "c-complete": 11.1, "d-complete": 11.1}
+    board = leaderboard.Table("leaderboard", "", [], [{"run": run, "avg": value} for run, value in avg.items()])
+    ranks = leaderboard.avg_ranks(board, records, confusions, samples=200, confidence=0.95, seed=0)
+    assert ranks == {"a-complete": 1, "b-complete": 1, "c-complete": 3, "d-complete": 4}
+    shown = leaderboard.with_ranks(board, ranks)
+    assert [row["rank"] for row in shown.rows] == [1, 1, 3, 4] and "shares the rank" in shown.note
+
+
+def test_overview_uses_each_data_sets_ranks_with_ties():
+    from benchmark.report.build import DatasetReport
+
+    summary = {"x-complete": {"avg": 50.0, "last1": 40.0}, "y-uniform": {"avg": 49.0, "last1": 30.0}}
+    tied = DatasetReport("a", [], [], summary, ranks={"x-complete": 1, "y-uniform": 1})
+    strict = DatasetReport("b", [], [], summary)
+    x, y = overview_table([tied, strict], ["x-complete", "y-uniform"]).rows
+    assert (x["mean_rank"], y["mean_rank"]) == (1.0, 1.5)
+
+
+def test_curves_table_and_scale_note_from_the_step_logs():
+    """Two runs, two seeds each: one loss still falling at the end, one flat (batch noise around a
+    constant); the table against stats.loss_trend, the note against the records' training figures."""
+    from benchmark import stats
+
+    steps = np.arange(200, dtype=float)
+    falling = {"step": steps, "loss": 2.0 - steps / 150}
+    flat = {"step": steps, "loss": 0.5 + 0.05 * (-1.0) ** steps}
+    logs = {"a-complete": {0: falling, 1: falling}, "b-complete": {0: flat, 1: flat}}
+    table = leaderboard.curves_table(logs)
+    a, b = table.rows
+    assert a["slope"] == pytest.approx(stats.loss_trend(steps, falling["loss"]).slope) == pytest.approx(-100 / 150)
+    assert (a["falling"], a["verdict"], a["last_step"]) == ("2 of 2", "still falling", 199)
+    assert (b["falling"], b["verdict"]) == ("0 of 2", "flat")
+    records = [{"efficiency": {"train_steps": 200, "train_batch_size": 8, "tile_shape": [64, 64]}}] * 4
+    note = leaderboard.scale_note(records, table)
+    assert note.startswith("Scale: 200 training steps of batch 8 on 64x64 px tiles. ")
+    assert "1 of 2 gradient-trained runs is still falling" in note and "dvc exp run -S train.steps=400" in note
+    assert "undertrained" not in leaderboard.scale_note(records, leaderboard.curves_table({"b-complete": {0: flat}}))
+    assert leaderboard.curves_table({"c-complete": {0: {"step": steps[:2], "loss": steps[:2]}}}) is None
+    assert leaderboard.scale_note([{"efficiency": {"train_steps": 0}}], None) == ""  # floors only: no steps

@@ -582,6 +582,13 @@ def test_load_train_log_columns(results):
         np.testing.assert_array_equal(log[key], values)
 
 
+def test_a_fitted_floors_log_has_no_curve(results):
+    """A floor's one ``fit`` line (benchmark.train.fit_once) is no step: no curve, no error."""
+    root, _ = results
+    _log_path(root).write_text(json.dumps({"fit": {"threshold": -17.5}, "seconds": 0.2, "tiles": 16}) + "\n")
+    assert load_train_log(root, _record(root, "alpha-complete", 1)) is None
+
+
 def test_load_train_log_of_fake_results(results):
     """The log fake_results wrote, read back line by line with json."""
     root, _ = results
