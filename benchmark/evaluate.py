@@ -52,7 +52,6 @@ is CUDA's peak allocation on a GPU, the process's peak resident set size on a CP
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -694,7 +693,6 @@ def main(argv: list[str] | None = None) -> int:
     config = from_mapping(EvalConfig, params.get("evaluate"), f"{args.params}: evaluate")
     scenarios = from_mapping(ScenarioConfig, params.get("scenarios"), f"{args.params}: scenarios")
     run = read_run_config(args.config or run_config_file(args.run_name), args.run_name)
-    print(stage_label("evaluate", args.dataset, args.run_name, args.seed, args.params), file=sys.stderr, flush=True)
     device = resolve_device(config.device)
     dataset = PreparedDataset(args.data_dir or prepared_dir(args.dataset), args.split)
     sar_modalities = sar_modalities_of(dataset)
@@ -708,6 +706,7 @@ def main(argv: list[str] | None = None) -> int:
     model_path = args.model or run_dir(MODELS_DIR, args.dataset, args.run_name, args.seed) / MODEL_FILE
     method, record = load_model(model_path, device)
     check_model(model_path, record, method_name, args.run_name, protocol, dataset)
+    print(stage_label("evaluate", args.dataset, args.run_name, args.seed, args.params), flush=True)  # inputs checked
     indices = sample_tiles(len(dataset), config.sample_tiles)
     evaluation = evaluate_subsets(
         method,

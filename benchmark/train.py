@@ -978,7 +978,7 @@ def main(argv: list[str] | None = None) -> int:
     config = read_run_config(args.config or run_config_file(args.run_name), args.run_name)
     registered_class(config.registered_method, config.method_module)  # imports the run's method, no other
     if launch_ranks().main:
-        print(stage_label("train", args.dataset, args.run_name, args.seed), file=sys.stderr, flush=True)
+        print(stage_label("train", args.dataset, args.run_name, args.seed), flush=True)  # progress on stdout
     data_root = args.data_dir or prepared_dir(args.dataset)
     out = args.out or run_dir(MODELS_DIR, args.dataset, args.run_name, args.seed)
     log = (args.out / LOG_FILE) if args.out else run_dir(RUNS_DIR, args.dataset, args.run_name, args.seed) / LOG_FILE
