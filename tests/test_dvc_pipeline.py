@@ -112,6 +112,9 @@ def test_repro_then_noop_then_minimal_reruns(project: Path):
     assert _plotted(project) == {*_report_pngs(project, "synthetic"), "data/prepared/synthetic/preview.png"}
     assert "results/report/png/synthetic/protocols.png" in _report_pngs(project, "synthetic")
 
+    # stored once (.dvc/config cache.type): the prepared arrays and the models are links to the cache
+    for path in ("data/prepared/synthetic/train/rgb.npy", "models/synthetic/muss-complete/seed0/model.pt"):
+        assert (project / path).stat().st_nlink == 2, path
     second = run(project, sys.executable, "-m", "dvc", "repro")
     assert _ran(second) == set()
     assert "up to date" in run(project, sys.executable, "-m", "dvc", "status")
