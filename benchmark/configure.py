@@ -20,11 +20,21 @@ import importlib
 import sys
 from pathlib import Path
 
+import yaml
+
 from benchmark import errors
 from benchmark.config import PARAMS_FILE
 from benchmark.imports import code_digest
 from benchmark.io import atomic_write_json
-from benchmark.layout import CONFIGS_DIR, REPORT_DIR, RESULTS_DIR, RUNS_DIR, legacy_results, run_config_file
+from benchmark.layout import (
+    CONFIGS_DIR,
+    PIPELINE_FILE,
+    REPORT_DIR,
+    RESULTS_DIR,
+    RUNS_DIR,
+    legacy_results,
+    run_config_file,
+)
 from benchmark.methods.catalog import method_module
 from benchmark.run_config import RunConfig
 from benchmark.schema import ValidatedParams, load_config
@@ -59,13 +69,32 @@ def run_config(params: ValidatedParams, run: str) -> RunConfig:
     )
 
 
-def write_configs(params: ValidatedParams, folder: Path = CONFIGS_DIR) -> list[Path]:
-    """Write ``folder/<run>.json`` for every listed run (atomically) and remove the others' files."""
+def write_configs(configs: list[RunConfig], folder: Path = CONFIGS_DIR) -> list[Path]:
+    """Write ``folder/<run>.json`` for every run config (atomically) and remove the other runs' files."""
     folder.mkdir(parents=True, exist_ok=True)
-    written = [atomic_write_json(run_config_file(run, folder), run_config(params, run).record()) for run in params.runs]
+    written = [atomic_write_json(run_config_file(c.run, folder), c.record()) for c in configs]
     for stale in set(folder.glob("*.json")) - set(written):
         stale.unlink()
     return written
+
+
+def unwatched_note(configs: list[RunConfig], pipeline: Path = PIPELINE_FILE) -> str | None:
+    """One line naming the runs' method files that no dep of ``pipeline``'s configure stage covers
+    (a module outside benchmark/, baselines/, floors/, user_methods/): ``dvc repro`` would not rerun
+    their runs when they change. ``None`` when every file is covered or there is no ``pipeline``."""
+    if not pipeline.is_file():
+        return None
+    deps = [
+        str(d).rstrip("/") for d in yaml.safe_load(pipeline.read_text(encoding="utf-8"))["stages"]["configure"]["deps"]
+    ]
+    files = sorted({f for config in configs for f in config.method_files})
+    outside = [f for f in files if not any(f == d or f.startswith(d + "/") for d in deps)]
+    if not outside:
+        return None
+    return (
+        f"note: method files {', '.join(outside)} are not under any dep of the configure stage in {pipeline}: "
+        "dvc repro will not rerun their runs when they change; put your method in user_methods/"
+    )
 
 
 def legacy_note(results_dir: Path = RESULTS_DIR) -> str | None:
@@ -87,10 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", type=Path, default=PARAMS_FILE)
     parser.add_argument("--out", type=Path, default=CONFIGS_DIR, help="folder of the run files (default configs/)")
     args = parser.parse_args(argv)
-    paths = write_configs(load_config(args.params), args.out)
+    params = load_config(args.params)
+    configs = [run_config(params, run) for run in params.runs]
+    paths = write_configs(configs, args.out)
     print(f"{args.params}: valid; wrote {len(paths)} run configuration(s) to {args.out}/")
-    if note := legacy_note():
-        print(note, file=sys.stderr)
+    for note in (unwatched_note(configs), legacy_note()):
+        if note:
+            print(note, file=sys.stderr)
     return 0
 
 
