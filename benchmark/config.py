@@ -75,12 +75,15 @@ DEVICE_PATTERN = re.compile(r"auto|cpu|mps|(cuda|xpu)(:\d+)?")
 
 
 def run_parser(description: str, params: bool = True) -> argparse.ArgumentParser:
-    """Command-line parser with the arguments every per-run stage takes (train, evaluate);
-    ``--params`` where the stage reads params.yaml."""
+    """Command-line parser with the arguments every per-run stage takes (train, evaluate): the run,
+    its configuration file, ``--params`` where the stage reads params.yaml."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--run-name", required=True, help="<method>-<protocol>, as listed under runs in params.yaml")
     parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument(
+        "--config", type=Path, default=None, help="the run's configuration (default configs/<run>.json)"
+    )
     if params:
         parser.add_argument("--params", type=Path, default=PARAMS_FILE)
     parser.add_argument("--data-dir", type=Path, default=None, help="prepared data (default data/prepared/<dataset>)")
@@ -88,14 +91,15 @@ def run_parser(description: str, params: bool = True) -> argparse.ArgumentParser
     return parser
 
 
-def stage_label(kind: str, dataset: str, run: str, seed: int, params: Path = PARAMS_FILE) -> str:
+def stage_label(kind: str, dataset: str, run: str, seed: int, params: Path | Mapping[str, Any] = PARAMS_FILE) -> str:
     """``"train 5/20: synthetic muss-complete seed 0"``: a per-run stage's position among the
-    pipeline's stages of its kind, in dvc.yaml's matrix order (datasets x runs x seeds of ``params``).
-    For the progress line only (it changes no output, so the lists are no dep of the stage): without
-    the file, or a run it does not list, the label has no position."""
+    pipeline's stages of its kind, in dvc.yaml's matrix order (datasets x runs x seeds of ``params``,
+    a params.yaml or its contents already read). For the progress line only (it changes no output,
+    so the lists are no dep of the stage): without the file, or a run it does not list, the label
+    has no position."""
     what = f"{dataset} {run} seed {seed}"
     try:
-        lists = load_params(params)
+        lists = params if isinstance(params, Mapping) else load_params(params)
         order = list(itertools.product(lists["datasets"], lists["runs"], lists["seeds"]))
         return f"{kind} {order.index((dataset, run, seed)) + 1}/{len(order)}: {what}"
     except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):

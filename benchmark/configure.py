@@ -24,7 +24,7 @@ import yaml
 
 from benchmark import errors
 from benchmark.config import PARAMS_FILE
-from benchmark.imports import code_digest
+from benchmark.imports import code_digest, covered
 from benchmark.io import atomic_write_json
 from benchmark.layout import (
     CONFIGS_DIR,
@@ -84,11 +84,9 @@ def unwatched_note(configs: list[RunConfig], pipeline: Path = PIPELINE_FILE) -> 
     their runs when they change. ``None`` when every file is covered or there is no ``pipeline``."""
     if not pipeline.is_file():
         return None
-    deps = [
-        str(d).rstrip("/") for d in yaml.safe_load(pipeline.read_text(encoding="utf-8"))["stages"]["configure"]["deps"]
-    ]
+    deps = [str(d) for d in yaml.safe_load(pipeline.read_text(encoding="utf-8"))["stages"]["configure"]["deps"]]
     files = sorted({f for config in configs for f in config.method_files})
-    outside = [f for f in files if not any(f == d or f.startswith(d + "/") for d in deps)]
+    outside = [f for f in files if not covered(f, deps)]
     if not outside:
         return None
     return (

@@ -89,7 +89,6 @@ from benchmark.layout import (
     PREDICTIONS_FILE,
     RUNS_DIR,
     prepared_dir,
-    run_config_file,
     run_dir,
 )
 from benchmark.methods.base import input_size, replace_modality
@@ -674,9 +673,6 @@ def write_results(
 
 def main(argv: list[str] | None = None) -> int:
     parser = run_parser(__doc__.splitlines()[0])
-    parser.add_argument(
-        "--config", type=Path, default=None, help="the run's configuration (default configs/<run>.json)"
-    )
     parser.add_argument("--split", default="test")
     parser.add_argument("--model", type=Path, default=None, help="default models/<dataset>/<run>/seed<k>/model.pt")
     parser.add_argument(
@@ -692,7 +688,7 @@ def main(argv: list[str] | None = None) -> int:
     params = load_params(args.params)  # its two sections (configure checked the whole file)
     config = from_mapping(EvalConfig, params.get("evaluate"), f"{args.params}: evaluate")
     scenarios = from_mapping(ScenarioConfig, params.get("scenarios"), f"{args.params}: scenarios")
-    run = read_run_config(args.config or run_config_file(args.run_name), args.run_name)
+    run = read_run_config(args.run_name, args.config)
     device = resolve_device(config.device)
     dataset = PreparedDataset(args.data_dir or prepared_dir(args.dataset), args.split)
     sar_modalities = sar_modalities_of(dataset)
@@ -706,7 +702,7 @@ def main(argv: list[str] | None = None) -> int:
     model_path = args.model or run_dir(MODELS_DIR, args.dataset, args.run_name, args.seed) / MODEL_FILE
     method, record = load_model(model_path, device)
     check_model(model_path, record, method_name, args.run_name, protocol, dataset)
-    print(stage_label("evaluate", args.dataset, args.run_name, args.seed, args.params), flush=True)  # inputs checked
+    print(stage_label("evaluate", args.dataset, args.run_name, args.seed, params), flush=True)  # inputs checked
     indices = sample_tiles(len(dataset), config.sample_tiles)
     evaluation = evaluate_subsets(
         method,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 
@@ -124,6 +125,12 @@ def imported_files(entry: str, root: Path = ROOT) -> set[Path]:
         for imported in direct_imports(name, root):
             todo.extend(_with_parents(imported, root))
     return {modules[m] for m in seen}
+
+
+def covered(path: str, deps: Iterable[str]) -> bool:
+    """``path`` (relative, posix) is one of ``deps`` or under one of them (a folder covers its files),
+    as dvc.yaml's deps cover files."""
+    return any(path == d.rstrip("/") or path.startswith(d.rstrip("/") + "/") for d in deps)
 
 
 def code_digest(entry: str, root: Path = ROOT) -> tuple[str, list[str]]:

@@ -19,6 +19,7 @@ from typing import Any
 from benchmark.config import TrainConfig, from_mapping
 from benchmark.errors import DamagedFileError, did_you_mean
 from benchmark.io import read_json
+from benchmark.layout import run_config_file
 from benchmark.protocol import Protocol
 
 
@@ -59,8 +60,10 @@ class RunConfig:
             raise DamagedFileError(f"{where}: {err}; run dvc repro (its configure stage rewrites it)") from None
 
 
-def read_run_config(path: Path, run: str) -> RunConfig:
-    """Read ``path`` (``configs/<run>.json``) and check that it is run ``run``'s."""
+def read_run_config(run: str, path: Path | None = None) -> RunConfig:
+    """Read run ``run``'s configuration from ``path`` (default ``configs/<run>.json``) and check that it
+    is that run's."""
+    path = path or run_config_file(run)
     if not path.is_file():
         configured = sorted(p.stem for p in path.parent.glob("*.json"))
         raise FileNotFoundError(

@@ -60,7 +60,6 @@ from benchmark.layout import (
     MODELS_DIR,
     RUNS_DIR,
     prepared_dir,
-    run_config_file,
     run_dir,
 )
 from benchmark.methods import accepted_params, build_method, registered_class
@@ -970,12 +969,9 @@ def fit_run(
 
 def main(argv: list[str] | None = None) -> int:
     parser = run_parser(__doc__.splitlines()[0], params=False)
-    parser.add_argument(
-        "--config", type=Path, default=None, help="the run's configuration (default configs/<run>.json)"
-    )
     parser.add_argument("--out", type=Path, default=None, help="output folder (default models/<dataset>/<run>/seed<k>)")
     args = parser.parse_args(argv)
-    config = read_run_config(args.config or run_config_file(args.run_name), args.run_name)
+    config = read_run_config(args.run_name, args.config)
     registered_class(config.registered_method, config.method_module)  # imports the run's method, no other
     if launch_ranks().main:
         print(stage_label("train", args.dataset, args.run_name, args.seed), flush=True)  # progress on stdout

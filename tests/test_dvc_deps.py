@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmark.imports import ROOT, absolute, imported_files, project_modules
+from benchmark.imports import ROOT, absolute, covered, imported_files, project_modules
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("benchmark", "baselines", "floors", "user_methods")
@@ -40,8 +40,7 @@ def _dep_paths(stage: dict) -> list[str]:
 
 
 def _covered(path: Path, deps: list[str]) -> bool:
-    text = path.as_posix()
-    return any(text == d.rstrip("/") or text.startswith(d.rstrip("/") + "/") for d in deps)
+    return covered(path.as_posix(), deps)
 
 
 def test_the_analysis_sees_function_level_and_dynamic_imports():

@@ -44,9 +44,7 @@ def _report_pngs(project: Path, dataset: str) -> set[str]:
 
 def _readme_command(start: str, section: str = "### Comparing two experiments") -> list[str]:
     """The arguments of the command line of README.md's ``section`` that starts with ``start`` (comment cut off)."""
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    text = text.split(section + "\n", 1)[1].split("\n#", 1)[0]
-    (line,) = [line for line in text.splitlines() if line.startswith(start + " ")]
+    (line,) = [line for line in doc_lines("README.md", section) if line.startswith(start + " ")]
     return shlex.split(line, comments=True)
 
 

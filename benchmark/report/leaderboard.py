@@ -375,7 +375,7 @@ def scale_note(records: list[dict], curves: Table | None) -> str:
     """One paragraph: the scale the runs were trained at (steps, batch, tile size, from metrics.json)
     and, from the ``training_curves`` table, how many are still improving, with the command that
     trains longer."""
-    efficiency = [r.get("efficiency") or {} for r in records if (r.get("efficiency") or {}).get("train_steps")]
+    efficiency = [e for r in records if (e := r.get("efficiency") or {}).get("train_steps")]
     if not efficiency:
         return ""
     steps = max(int(e["train_steps"]) for e in efficiency)
