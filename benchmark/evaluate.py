@@ -397,11 +397,11 @@ def evaluate_subsets(
     scorer = Scorer(method_name, num_classes, dataset.ignore_index, SharedPath.where if shares else NaivePath.where)
     tally = Tally(names, cases)
     keep = sorted(set(keep))
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    loader = DataLoader(dataset.as_stored(), batch_size=batch_size, shuffle=False)
     method.eval()
     offset = 0
     for inputs, target in tqdm(loader, desc="evaluate", disable=not progress, mininterval=1.0):
-        inputs = {m: x.to(device) for m, x in inputs.items()}
+        inputs = dataset.standardise({m: x.to(device) for m, x in inputs.items()})  # compact to the device
         target = target.to(device)
         batch = target.shape[0]
         kept = kept_rows(keep, offset, batch)

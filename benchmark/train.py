@@ -260,7 +260,7 @@ def training_loader(
     """The trainer's DataLoader: the batches of steps ``start .. total-1`` (:class:`StepBatchSampler`,
     this process's ``rows`` of each under DDP), ``train.num_workers`` workers, pinned memory on CUDA."""
     return DataLoader(
-        dataset,
+        dataset.as_stored(),  # compact values to the device, standardised there (prepare_batch)
         batch_sampler=StepBatchSampler(len(dataset), config.batch_size, seed, start, total, rows),
         num_workers=config.num_workers,
         worker_init_fn=seed_worker,
@@ -709,13 +709,14 @@ Batch = tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]
 
 
 def prepare_batch(run: Run, inputs: Mapping[str, torch.Tensor], target: torch.Tensor, step: int) -> Batch:
-    """A loaded batch as step ``step`` trains on it: on the device, flipped (``train.augment``), the
+    """A loaded batch (as stored) as step ``step`` trains on it: on the device and standardised there,
+    flipped (``train.augment``), the
     protocol's modality draw applied, channels_last (``train.channels_last``). Every draw comes from
     :func:`step_generator` and is made for the global batch, so each process's rows get what a
     1-process run gives them; the global RNG is not touched."""
     config, rows, device = run.config, run.rows, run.device
     generator = step_generator(run.seed, step)
-    inputs = {m: x.to(device, non_blocking=True) for m, x in inputs.items()}
+    inputs = run.dataset.standardise({m: x.to(device, non_blocking=True) for m, x in inputs.items()})
     target = target.to(device, non_blocking=True)
     if config.augment:
         inputs, target = random_flips(inputs, target, generator, batch_size=config.batch_size, rows=rows)

@@ -66,6 +66,7 @@ import numpy as np
 
 from benchmark.config import from_mapping
 from benchmark.data.manual import ManualArchive, ManualArchiveSource
+from benchmark.data.prepared import Storage
 from benchmark.data.raster import Layer, RasterLayer, Scene
 from benchmark.data.source import register_dataset
 
@@ -183,6 +184,10 @@ class BuildingMaskLayer:
     @property
     def shape(self) -> tuple[int, int, int]:
         return (1, self.height, self.width)
+
+    @property
+    def storage(self) -> Storage:
+        return Storage("uint8")  # 0 / 1
 
     def read(self, row: int, col: int, height: int, width: int) -> np.ndarray:
         mask = np.zeros((height, width), bool)

@@ -30,6 +30,7 @@ import numpy as np
 
 from benchmark.config import from_mapping
 from benchmark.data.manual import ManualArchive, ManualArchiveSource
+from benchmark.data.prepared import Storage
 from benchmark.data.raster import Layer, RasterLayer, Scene
 from benchmark.data.source import MANIFEST_NAME, register_dataset
 from benchmark.data.synthetic import CLASSES, PALETTE
@@ -100,6 +101,11 @@ class VoidFloorLayer:
     @property
     def shape(self) -> tuple[int, int, int]:
         return self.layer.shape
+
+    @property
+    def storage(self) -> Storage:
+        """float32 with NaN: voids are values, not one sentinel."""
+        return Storage("float32")
 
     def read(self, row: int, col: int, height: int, width: int) -> np.ndarray:
         """float32 ``[1, height, width]`` in m, NaN where void."""

@@ -3,18 +3,26 @@
 Layout of ``data/prepared/<dataset>/``::
 
     meta.json                 {"dataset", "modalities": {name: channels}, "classes", "ignore_index",
-                               "splits": {split: num_tiles}, "normalisation": {name: {"mean", "std"}}, "source"}
-    <split>/<modality>.npy    float32 [N, C_m, H, W], standardised per channel, nodata -> 0
+                               "splits": {split: num_tiles}, "normalisation": {name: {"mean", "std"}},
+                               "storage": {name: {"dtype", "nodata"}}, "source"}
+    <split>/<modality>.npy    [N, C_m, H, W] in the source's units and in the smallest dtype that holds
+                              them losslessly (:class:`Storage`); nodata: NaN, or the integer sentinel
     <split>/label.npy         uint8/int16 [N, H, W] class indices, ``ignore_index`` where unlabelled
 
-``.npy`` files are memory-mapped at load time, so a data set larger than RAM still trains.
+Standardising (``(x - mean) / std`` per channel with the training split's statistics, nodata -> 0)
+happens when a tile is loaded (:meth:`PreparedDataset.standardise`, on whichever device the batch
+is on), so 8-bit imagery takes one byte per value on disk instead of four. ``.npy`` files are
+memory-mapped at load time, so a data set larger than RAM still trains.
 """
 
 from __future__ import annotations
 
+import copy
+import math
 import re
 import shutil
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,12 +70,84 @@ class RunningStats:
         return self.mean.tolist(), np.maximum(std, 1e-6).tolist()
 
 
-def standardise(array: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """``(x - mean) / std`` per channel, NaN (nodata) -> 0: float32 ``[N, C, H, W]``."""
-    m = np.asarray(mean, dtype=np.float32).reshape(1, -1, 1, 1)
-    s = np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1)
-    out = (array.astype(np.float32) - m) / s
-    return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32, copy=False)
+STORAGE_DTYPES = ("uint8", "int16", "uint16", "float16", "float32")  # what a modality may be kept as
+
+
+@dataclass(frozen=True)
+class Storage:
+    """How one modality is kept on disk: numpy ``dtype`` (one of :data:`STORAGE_DTYPES`) and, for an
+    integer dtype, the ``nodata`` sentinel (None: the modality has no nodata). Float dtypes mark
+    nodata with NaN (``nodata`` is then None)."""
+
+    dtype: str = "float32"
+    nodata: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.dtype not in STORAGE_DTYPES:
+            raise ValueError(f"storage dtype {self.dtype!r}: must be one of {list(STORAGE_DTYPES)}")
+        if self.nodata is not None and not self.is_integer:
+            raise ValueError(f"storage {self.dtype}: a float dtype marks nodata with NaN, not {self.nodata!r}")
+        if self.nodata is not None and not _holds(self.dtype, self.nodata):
+            raise ValueError(f"storage {self.dtype}: nodata sentinel {self.nodata!r} is not a {self.dtype} value")
+
+    @property
+    def is_integer(self) -> bool:
+        return np.dtype(self.dtype).kind in "iu"
+
+    @classmethod
+    def of(cls, dtype: Any, nodata: float | None = None) -> Storage:
+        """The storage of source values of numpy ``dtype`` whose nodata value is ``nodata`` (None or
+        NaN: none besides NaN): the dtype itself when listed, else float32 (what every reader
+        gives); an integer dtype keeps ``nodata`` as its sentinel when it is one of its values."""
+        name = np.dtype(dtype).name
+        if name not in STORAGE_DTYPES:
+            return cls("float32")
+        if np.dtype(name).kind == "f" or nodata is None or not _holds(name, nodata):
+            return cls(name)
+        return cls(name, int(nodata))
+
+    def encode(self, array: np.ndarray, where: str) -> np.ndarray:
+        """Source values ``float[...]`` (NaN = nodata) in this storage; a ValueError naming ``where``
+        when a value would not come back exactly (out of range, fractional, or the sentinel)."""
+        nan = np.isnan(array)
+        if self.is_integer and nan.any() and self.nodata is None:
+            raise ValueError(f"{where}: nodata (NaN) in a {self.dtype} modality with no nodata value")
+        fill = 0 if self.nodata is None else self.nodata
+        with np.errstate(invalid="ignore", over="ignore"):
+            out = (np.where(nan, fill, array) if self.is_integer else array).astype(self.dtype)
+        bad = ~nan & ((out.astype(np.float32) != array) | (out == self.nodata if self.nodata is not None else False))
+        if bad.any():
+            value = float(array[bad].flat[0])
+            sentinel = "" if self.nodata is None else f" (its nodata sentinel is {self.nodata})"
+            raise ValueError(
+                f"{where}: value {value!r} cannot be kept as {self.dtype}{sentinel} without loss "
+                f"({int(bad.sum())} such values)"
+            )
+        return out
+
+    def decode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stored values (any shape, any device) -> ``(float32 values, bool nodata)``, same shape."""
+        values = x.float()
+        return values, (x == self.nodata) if self.nodata is not None else torch.isnan(values)
+
+
+def _holds(dtype: str, value: float) -> bool:
+    """Whether ``value`` is exactly one of ``dtype``'s values."""
+    if np.dtype(dtype).kind == "f":
+        return bool(np.isfinite(value))
+    info = np.iinfo(dtype)
+    return bool(np.isfinite(value)) and float(value).is_integer() and info.min <= value <= info.max
+
+
+def common_storage(storages: Sequence[Storage]) -> Storage:
+    """One storage holding what each of ``storages`` holds (several files of one modality):
+    their common dtype with their sentinel; float32 (NaN for nodata) when that dtype is not listed
+    or the sentinels differ (a valid value of one file may be another's sentinel)."""
+    dtype = np.result_type(*[np.dtype(s.dtype) for s in storages]).name
+    sentinels = {s.nodata for s in storages}
+    if dtype not in STORAGE_DTYPES or len(sentinels) != 1:
+        return Storage("float32")
+    return Storage.of(dtype, sentinels.pop())
 
 
 def label_dtype(num_classes: int, ignore_index: int) -> np.dtype:
@@ -84,11 +164,12 @@ class PreparedWriter:
                             tile_shape=(64, 64), dataset="x", classes=["a", "b"], ignore_index=255) as out:
             out.add("train", {"s1": float[N, 2, 64, 64], "s2": ...}, label int[N, 64, 64])  # NaN = nodata
 
-    Raw values go to memory-mapped ``.npy`` files in a temporary folder beside ``root`` while the
-    per-channel statistics of ``stats_split`` accumulate. On a clean exit every array is
-    standardised in place (chunks of about ``chunk_bytes``), ``meta.json`` is written and the folder
-    is renamed to ``root`` (replacing an older one only then). On an error the temporary folder
-    is removed and ``root`` is left as it was.
+    Values in the source's units go to memory-mapped ``.npy`` files, each modality in its
+    ``storage`` (default float32; a value it cannot hold exactly is an error naming it), in a
+    temporary folder beside ``root`` while the per-channel statistics of ``stats_split``
+    accumulate. On a clean exit ``meta.json`` is written and the folder is renamed to ``root``
+    (replacing an older one only then). On an error the temporary folder is removed and ``root``
+    is left as it was.
     """
 
     def __init__(
@@ -103,13 +184,19 @@ class PreparedWriter:
         ignore_index: int,
         source: Mapping[str, Any] | None = None,
         stats_split: str = "train",
-        chunk_bytes: int = 256 << 20,
+        storage: Mapping[str, Storage] | None = None,
     ) -> None:
         self.root = Path(root)
         self.counts, self.modalities = dict(counts), dict(modalities)
         self.tile_shape = (int(tile_shape[0]), int(tile_shape[1]))
         self.dataset, self.classes, self.ignore_index = dataset, list(classes), int(ignore_index)
-        self.source, self.stats_split, self.chunk_bytes = dict(source or {}), stats_split, chunk_bytes
+        self.source, self.stats_split = dict(source or {}), stats_split
+        unknown = sorted(set(storage or {}) - set(self.modalities))
+        if unknown:
+            raise ValueError(
+                f"{dataset}: storage given for {unknown}, which are not modalities {list(self.modalities)}"
+            )
+        self.storage = {m: (storage or {}).get(m, Storage()) for m in self.modalities}
         if stats_split not in self.counts:
             raise ValueError(f"{dataset}: statistics split {stats_split!r} missing from {list(self.counts)}")
         for split, n in self.counts.items():
@@ -127,7 +214,7 @@ class PreparedWriter:
         for split, n in self.counts.items():
             (self.tmp / split).mkdir()
             self.arrays[split] = {
-                m: np.lib.format.open_memmap(self.tmp / split / f"{m}.npy", "w+", np.float32, (n, c, h, w))
+                m: np.lib.format.open_memmap(self.tmp / split / f"{m}.npy", "w+", self.storage[m].dtype, (n, c, h, w))
                 for m, c in self.modalities.items()
             }
             self.arrays[split]["label"] = np.lib.format.open_memmap(
@@ -154,7 +241,7 @@ class PreparedWriter:
                 raise ValueError(f"{where}/{m}: infinite values (nodata must be NaN)")
             if split == self.stats_split:
                 self.stats[m].update(array)
-            self.arrays[split][m][start : start + n] = array
+            self.arrays[split][m][start : start + n] = self.storage[m].encode(array, f"{where}/{m}")
         bad = (label != self.ignore_index) & ((label < 0) | (label >= len(self.classes)))
         if bad.any():
             raise ValueError(f"{where}: label values {np.unique(label[bad]).tolist()} are not class indices")
@@ -170,12 +257,7 @@ class PreparedWriter:
         for m, stats in self.stats.items():
             mean, std = stats.result(f"{self.dataset}/{self.stats_split}/{m}")
             norm[m] = {"mean": mean, "std": std}
-        for split, arrays in self.arrays.items():
-            for m in self.modalities:
-                array = arrays[m]
-                step = max(1, self.chunk_bytes // (array[0].nbytes or 1))  # tiles per chunk
-                for i in range(0, len(array), step):
-                    array[i : i + step] = standardise(array[i : i + step], **norm[m])
+        for arrays in self.arrays.values():
             for array in arrays.values():
                 array.flush()
         del self.arrays  # close the memory maps before renaming
@@ -186,6 +268,7 @@ class PreparedWriter:
             "ignore_index": self.ignore_index,
             "splits": self.counts,
             "normalisation": norm,
+            "storage": {m: asdict(storage) for m, storage in self.storage.items()},
             "source": self.source,
         }
         atomic_write_json(self.tmp / META_FILE, meta)
@@ -210,9 +293,10 @@ def write_prepared(
     ignore_index: int,
     source: Mapping[str, Any] | None = None,
     stats_split: str = "train",
+    storage: Mapping[str, Storage] | None = None,
 ) -> Path:
     """Write in-memory splits ``{split: ({modality: float[N, C, H, W]}, label int[N, H, W])}``
-    through :class:`PreparedWriter` (same format, statistics and atomicity)."""
+    through :class:`PreparedWriter` (same format, statistics, storage and atomicity)."""
     if stats_split not in splits:
         raise ValueError(f"{dataset}: statistics split {stats_split!r} missing from {list(splits)}")
     first_inputs, first_label = splits[stats_split]
@@ -227,6 +311,7 @@ def write_prepared(
         ignore_index=ignore_index,
         source=source,
         stats_split=stats_split,
+        storage=storage,
     ) as writer:
         for split, (inputs, label) in splits.items():
             writer.add(split, inputs, label)
@@ -257,13 +342,51 @@ def read_meta(root: str | Path) -> dict[str, Any]:
                     f"{path}: {key} entry {name!r}: {count!r}; expected a plain name (letters, digits, '_', '-') "
                     f"and a positive int"
                 )
+    read_storage(path, meta)
+    _check_normalisation(path, meta)
     return meta
+
+
+def read_storage(path: Path, meta: Mapping[str, Any]) -> dict[str, Storage]:
+    """``meta["storage"]`` as :class:`Storage` per modality; a ValueError names the file and key."""
+    entries = meta.get("storage")
+    if not isinstance(entries, dict):
+        raise ValueError(
+            f"{path}: key 'storage' missing or not a dict: written by an older version of the suite "
+            f"(float32, standardised); prepare the data set again (dvc repro)"
+        )
+    storage = {}
+    for name in meta["modalities"]:
+        entry = entries.get(name)
+        try:
+            storage[name] = Storage(**entry)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path}: storage entry {name!r}: {entry!r} ({err})") from None
+    return storage
+
+
+def _check_normalisation(path: Path, meta: Mapping[str, Any]) -> None:
+    """Each modality has ``{"mean": [C floats], "std": [C positive floats]}``, else a ValueError."""
+    norms = meta.get("normalisation")
+    for name, channels in meta["modalities"].items():
+        entry = norms.get(name) if isinstance(norms, dict) else None
+        ok = isinstance(entry, dict) and all(
+            isinstance(entry.get(k), list)
+            and len(entry[k]) == channels
+            and all(isinstance(v, (int, float)) and math.isfinite(v) for v in entry[k])
+            for k in ("mean", "std")
+        )
+        if not ok or min(entry["std"]) <= 0:
+            raise ValueError(
+                f"{path}: normalisation entry {name!r}: {entry!r}; expected 'mean' and 'std' lists of "
+                f"{channels} finite numbers (std > 0)"
+            )
 
 
 def load_array(path: Path, ndim: int, kind: str) -> np.ndarray:
     """Memory-map a prepared ``.npy``; a missing, truncated or garbled file, or one of another
-    rank (``ndim``) or dtype kind (``kind``: numpy kind letters, e.g. ``"f"`` or ``"iu"``) is an
-    error naming it."""
+    rank (``ndim``) or dtype (``kind``: numpy kind letters such as ``"iu"``, or a dtype name such
+    as ``"uint8"``) is an error naming it."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file not found (the prepared data set is incomplete; prepare it again)")
     try:
@@ -272,10 +395,16 @@ def load_array(path: Path, ndim: int, kind: str) -> np.ndarray:
         raise ValueError(
             f"{path}: not a readable .npy file ({err}); it is truncated or corrupt, prepare it again"
         ) from None
-    if not isinstance(array, np.ndarray) or array.ndim != ndim or array.dtype.kind not in kind:
+    named = kind in STORAGE_DTYPES
+    if (
+        not isinstance(array, np.ndarray)
+        or array.ndim != ndim
+        or (array.dtype.name if named else array.dtype.kind) not in ([kind] if named else kind)
+    ):
+        what = f"dtype {kind}" if kind in STORAGE_DTYPES else f"kind {kind!r}"
         raise ValueError(
             f"{path}: {getattr(array, 'dtype', '?')} array of shape {getattr(array, 'shape', '?')}, expected "
-            f"{ndim} dimensions of kind {kind!r}; prepare the data set again"
+            f"{ndim} dimensions of {what} (meta.json); prepare the data set again"
         )
     return array
 
@@ -283,11 +412,14 @@ def load_array(path: Path, ndim: int, kind: str) -> np.ndarray:
 class PreparedDataset(Dataset):
     """One split of a prepared data set.
 
-    ``dataset[i] -> ({modality: float32[C_m, H, W]}, int64[H, W])``; the default collate turns a
-    list of these into the batch ``({modality: float[B, C_m, H, W]}, int64[B, H, W])``.
+    ``dataset[i] -> ({modality: float32[C_m, H, W]}, int64[H, W])``, standardised with nodata 0;
+    the default collate turns a list of these into the batch ``({modality: float[B, C_m, H, W]},
+    int64[B, H, W])``. With ``standardised=False`` the inputs come as stored (each modality in its
+    :class:`Storage` dtype, in the source's units) and :meth:`standardise` turns a batch of them
+    into the same floats on whichever device it is on: the trainer moves the compact values.
     """
 
-    def __init__(self, root: str | Path, split: str) -> None:
+    def __init__(self, root: str | Path, split: str, standardised: bool = True) -> None:
         self.root = Path(root)
         self.meta = read_meta(self.root)
         if split not in self.meta["splits"]:
@@ -296,12 +428,17 @@ class PreparedDataset(Dataset):
         self.modalities: dict[str, int] = dict(self.meta["modalities"])
         self.classes: list[str] = list(self.meta["classes"])
         self.ignore_index: int = int(self.meta["ignore_index"])
+        self.storage = read_storage(self.root / META_FILE, self.meta)
+        self.standardised = standardised
+        norms = self.meta["normalisation"]
+        self.mean = {m: torch.tensor(norms[m]["mean"], dtype=torch.float32).reshape(-1, 1, 1) for m in self.modalities}
+        self.std = {m: torch.tensor(norms[m]["std"], dtype=torch.float32).reshape(-1, 1, 1) for m in self.modalities}
         folder = self.root / split
         self.labels = load_array(folder / "label.npy", 3, "iu")
         n = self.meta["splits"][split]
         if len(self.labels) != n:
             raise ValueError(f"{folder / 'label.npy'}: {len(self.labels)} tiles, but {META_FILE} announces {n}")
-        self.arrays = {m: load_array(folder / f"{m}.npy", 4, "f") for m in self.modalities}
+        self.arrays = {m: load_array(folder / f"{m}.npy", 4, self.storage[m].dtype) for m in self.modalities}
         for m, array in self.arrays.items():
             if array.shape != (n, self.modalities[m], *self.labels.shape[1:]):
                 raise ValueError(
@@ -317,24 +454,42 @@ class PreparedDataset(Dataset):
         """``(H, W)`` of every tile, pixels."""
         return int(self.labels.shape[1]), int(self.labels.shape[2])
 
+    def stored(self, index: int) -> dict[str, torch.Tensor]:
+        """Tile ``index`` as stored: ``{modality: [C_m, H, W]}`` in its storage dtype and source units."""
+        return {m: torch.from_numpy(np.array(a[index])) for m, a in self.arrays.items()}
+
+    def as_stored(self) -> PreparedDataset:
+        """This split yielding its inputs as stored (for a loader whose batches go through
+        :meth:`standardise` on their device); it shares this one's memory maps."""
+        view = copy.copy(self)
+        view.standardised = False
+        return view
+
+    def standardise(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Stored values ``{modality: [C_m, H, W] or [B, C_m, H, W]}`` on any device ->
+        ``(x - mean) / std`` per channel (the training split's statistics), float32, nodata -> 0."""
+        out = {}
+        for m, x in inputs.items():
+            values, nodata = self.storage[m].decode(x)
+            z = (values - self.mean[m].to(x.device)) / self.std[m].to(x.device)
+            out[m] = z.masked_fill(nodata, 0.0)
+        return out
+
     def __getitem__(self, index: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        inputs = {m: torch.from_numpy(np.array(a[index], dtype=np.float32)) for m, a in self.arrays.items()}
-        return inputs, torch.from_numpy(np.array(self.labels[index], dtype=np.int64))
+        inputs = self.stored(index)
+        label = torch.from_numpy(np.array(self.labels[index], dtype=np.int64))
+        return (self.standardise(inputs) if self.standardised else inputs), label
 
     def display(self, index: int, bands: Mapping[str, Sequence[int]] | None = None) -> dict[str, np.ndarray]:
         """Tile ``index`` as images to show, per modality: ``float[H, W, 3]`` (3 channels as RGB) or
         ``float[H, W]`` (grey) in [0, 1], back in the source's units and stretched 2-98 % per image;
         nodata (NaN) stays NaN. ``bands``: 0-based channels per modality (default: its first three,
         or first one)."""
-        inputs, _ = self[index]
         images = {}
-        for name, channels in self.modalities.items():
-            shown = list((bands or {}).get(name, range(min(3, channels))))
-            x = inputs[name].numpy()[shown].astype(np.float64)
-            norm = self.meta.get("normalisation", {}).get(name)
-            if norm:  # back to the source's units, so colours keep their balance
-                std, mean = np.asarray(norm["std"])[shown], np.asarray(norm["mean"])[shown]
-                x = x * std.reshape(-1, 1, 1) + mean.reshape(-1, 1, 1)
+        for name, stored in self.stored(index).items():
+            shown = list((bands or {}).get(name, range(min(3, self.modalities[name]))))
+            values, nodata = self.storage[name].decode(stored[shown])
+            x = values.masked_fill(nodata, float("nan")).numpy().astype(np.float64)
             finite = x[np.isfinite(x)]
             lo, hi = np.percentile(finite, [2, 98]) if finite.size else (0.0, 1.0)
             x = np.clip((x - lo) / max(hi - lo, 1e-6), 0, 1)

@@ -24,16 +24,20 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm import tqdm
 
-from benchmark.data.prepared import PreparedWriter
+from benchmark.data.prepared import PreparedWriter, Storage, common_storage
 
 
 class Layer(Protocol):
-    """Something with a ``(bands, height, width)`` shape that reads windows as float32 with NaN."""
+    """Something with a ``(bands, height, width)`` shape that reads windows as float32 with NaN,
+    and the :class:`Storage` that keeps its values losslessly (its source dtype and nodata)."""
 
     name: str  # what errors call it: a file path, or a description
 
     @property
     def shape(self) -> tuple[int, int, int]: ...
+
+    @property
+    def storage(self) -> Storage: ...
 
     def read(self, row: int, col: int, height: int, width: int) -> np.ndarray: ...
 
@@ -67,6 +71,7 @@ class RasterLayer:
     expect_descriptions: tuple[str, ...] | None = None
     nan_nodata: bool = False
     _shape: tuple[int, int, int] | None = field(default=None, repr=False)
+    _storage: Storage | None = field(default=None, repr=False)
     _src: Any = field(default=None, repr=False)
 
     @property
@@ -107,9 +112,19 @@ class RasterLayer:
                 if self.bands is not None and max(self.bands) > src.count:
                     raise ValueError(f"{self.path}: has {src.count} bands, cannot read band {max(self.bands)}")
                 self._shape = (len(self.bands) if self.bands else src.count, src.height, src.width)
+                dtypes = [src.dtypes[b - 1] for b in self.bands] if self.bands else src.dtypes
+                nodata = self.nodata if self.nodata is not None else src.nodata
+                self._storage = Storage.of(np.result_type(*dtypes), nodata)
             finally:
                 self.close()  # checking every scene's files must not hold them all open
         return self._shape
+
+    @property
+    def storage(self) -> Storage:
+        """The file's dtype (of the bands read) with its nodata value as the sentinel."""
+        self.shape  # noqa: B018 - reads the header once
+        assert self._storage is not None
+        return self._storage
 
     def read(self, row: int, col: int, height: int, width: int) -> np.ndarray:
         """float32 ``[C, height, width]`` of the window, NaN where nodata (ValueError on a corrupt pixel)."""
@@ -171,6 +186,11 @@ class ArrayLayer:
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.array.shape)  # type: ignore[return-value]
 
+    @property
+    def storage(self) -> Storage:
+        """The array's dtype (NaN marks nodata in a float array; an integer one has none)."""
+        return Storage.of(self.array.dtype)
+
     def read(self, row: int, col: int, height: int, width: int) -> np.ndarray:
         return np.asarray(self.array[:, row : row + height, col : col + width], dtype=np.float32)
 
@@ -199,6 +219,10 @@ class WindowLayer:
         if self.row + self.height > height or self.col + self.width > width:
             raise ValueError(f"{self.name}: outside the {height}x{width} px raster")
         return bands, self.height, self.width
+
+    @property
+    def storage(self) -> Storage:
+        return self.layer.storage
 
     def read(self, row: int, col: int, height: int, width: int) -> np.ndarray:
         return self.layer.read(self.row + row, self.col + col, height, width)
@@ -268,7 +292,9 @@ def write_scenes(
     """Tile every scene into the prepared format at ``root`` (statistics from ``stats_split``).
 
     Every layer's size and band count is checked before any pixel is read, so a wrong file fails
-    in seconds with its name. ``modalities`` is ``{name: channels}`` in the data set's order.
+    in seconds with its name. Each modality is kept in the dtype its files hold it in
+    (:func:`~benchmark.data.prepared.common_storage` of the layers' :class:`Storage`).
+    ``modalities`` is ``{name: channels}`` in the data set's order.
     Labels become ``ignore_index`` where every modality is nodata (nothing to predict from) and,
     outside ``stats_split``, where an earlier window of the scene already holds the pixel (the
     snapped last windows, or ``stride < tile_size``), so an evaluation counts each pixel once.
@@ -297,6 +323,7 @@ def write_scenes(
         ignore_index=ignore_index,
         source={"tile_size": tile_size, "stride": stride, **dict(source or {})},
         stats_split=stats_split,
+        storage={m: common_storage([scene.inputs[m].storage for scene in scenes]) for m in modalities},
     ) as writer:
         bar = tqdm(total=sum(counts.values()), desc=dataset, disable=not progress)
         for scene, grid in zip(scenes, grids):

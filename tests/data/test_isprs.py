@@ -17,7 +17,7 @@ from rasterio.transform import Affine
 from tiny import dataset_params, write_params
 
 from benchmark import download, prepare
-from benchmark.data import read_meta
+from benchmark.data import PreparedDataset, read_meta
 from benchmark.data.download import ChecksumError
 from benchmark.data.isprs import COLOURS, HOMEPAGE, Potsdam, Vaihingen, decode_colours
 from benchmark.data.raster import ArrayLayer
@@ -187,8 +187,11 @@ def stacked(arrays: list[np.ndarray], size: int, starts: list[int]) -> np.ndarra
     return np.stack([a[:, r : r + size, c : c + size] for a in arrays for r, c in windows(starts)]).astype(np.float64)
 
 
-def check_modality(out: Path, meta: dict, name: str, train: list[np.ndarray], test: list[np.ndarray], size, starts):
-    """Statistics from the train tiles only (NaN excluded); every tile = (raw - mean) / std, NaN -> 0."""
+def check_modality(
+    out: Path, meta: dict, name: str, train: list[np.ndarray], test: list[np.ndarray], size, starts, dtype: str
+):
+    """Statistics from the train tiles only (NaN excluded); every tile loads as (raw - mean) / std,
+    NaN -> 0, and is stored exactly as the source holds it, in the source file's ``dtype``."""
     x_train, x_test = stacked(train, size, starts), stacked(test, size, starts)
     mean, std = np.nanmean(x_train, axis=(0, 2, 3)), np.nanstd(x_train, axis=(0, 2, 3))
     np.testing.assert_allclose(meta["normalisation"][name]["mean"], mean, rtol=1e-6)
@@ -196,10 +199,14 @@ def check_modality(out: Path, meta: dict, name: str, train: list[np.ndarray], te
     with_test = np.nanmean(np.concatenate([x_train, x_test]), axis=(0, 2, 3))
     assert np.all(np.abs(with_test - mean) > 1), "the test tiles must be distinguishable in the statistics"
     for split, x in (("train", x_train), ("test", x_test)):
-        got = np.load(out / split / f"{name}.npy")
+        data = PreparedDataset(out, split)
+        got = np.stack([data[i][0][name].numpy() for i in range(len(data))])
         expected = np.nan_to_num((x - mean[None, :, None, None]) / std[None, :, None, None], nan=0.0)
         np.testing.assert_allclose(got, expected, atol=1e-4, err_msg=f"{split}/{name}")
         assert (got[np.isnan(x)] == 0).all()
+        stored = np.load(out / split / f"{name}.npy")
+        assert stored.dtype == dtype, (name, stored.dtype)
+        np.testing.assert_array_equal(stored[~np.isnan(x)], x[~np.isnan(x)])
 
 
 def check_labels(out: Path, maps: dict[str, list[np.ndarray]], size: int, starts: list[int]) -> None:
@@ -244,9 +251,9 @@ def test_potsdam_ndsm_eroded_labels(tmp_path):
     assert src["archives"] == {name: manifest[name]["md5"] for name in manifest}
     assert list(src["archives"]) == ["4_Ortho_RGBIR.zip", "1_DSM_normalisation.zip", "5_Labels_all_noBoundary.zip"]
     train, test = [truth["2_10"], truth["2_11"]], [truth["2_13"]]
-    check_modality(out, meta, "rgb", [t.image[:3] for t in train], [t.image[:3] for t in test], 16, starts)
-    check_modality(out, meta, "nir", [t.image[3:] for t in train], [t.image[3:] for t in test], 16, starts)
-    check_modality(out, meta, "dsm", [t.ndsm for t in train], [t.ndsm for t in test], 16, starts)
+    check_modality(out, meta, "rgb", [t.image[:3] for t in train], [t.image[:3] for t in test], 16, starts, "uint8")
+    check_modality(out, meta, "nir", [t.image[3:] for t in train], [t.image[3:] for t in test], 16, starts, "uint8")
+    check_modality(out, meta, "dsm", [t.ndsm for t in train], [t.ndsm for t in test], 16, starts, "uint8")
     check_labels(out, {"train": [t.eroded for t in train], "test": [t.eroded for t in test]}, 16, starts)
     labels = np.load(out / "train" / "label.npy")
     assert set(np.unique(labels)) == {0, 1, 2, 3, 4, 5, 255}  # every class, and the black boundaries ignored
@@ -265,8 +272,8 @@ def test_potsdam_float_dsm_voids_and_full_labels(tmp_path):
     assert sorted(p.name for p in (raw / "extracted").iterdir()) == ["1_DSM", "4_Ortho_RGBIR", "5_Labels_all"]
     train, test = [truth["2_10"], truth["2_11"]], [truth["2_13"]]
     assert np.isnan(train[0].dsm).sum() == 5 + 3  # tagged nodata and <= -9999 voids
-    check_modality(out, meta, "dsm", [t.dsm for t in train], [t.dsm for t in test], 20, starts)
-    check_modality(out, meta, "nir", [t.image[3:] for t in train], [t.image[3:] for t in test], 20, starts)
+    check_modality(out, meta, "dsm", [t.dsm for t in train], [t.dsm for t in test], 20, starts, "float32")
+    check_modality(out, meta, "nir", [t.image[3:] for t in train], [t.image[3:] for t in test], 20, starts, "uint8")
     check_labels(out, {"train": [t.full for t in train], "test": [t.full for t in test]}, 20, starts)
     assert (np.load(out / "train" / "label.npy") == 255).sum() == 2  # only the magenta pixel of each scene
 
@@ -283,8 +290,8 @@ def test_vaihingen_irrg_dsm_and_label_variants(tmp_path):
     assert meta["source"]["train_tiles"] == [1, 3] and meta["source"]["labels"] == "eroded"
     train, test = [truth[1], truth[3]], [truth[2]]
     # irrg comes from top/, not from the label of the same name in gts_for_participants/
-    check_modality(out, meta, "irrg", [t.image for t in train], [t.image for t in test], 16, starts)
-    check_modality(out, meta, "dsm", [t.dsm for t in train], [t.dsm for t in test], 16, starts)
+    check_modality(out, meta, "irrg", [t.image for t in train], [t.image for t in test], 16, starts, "uint8")
+    check_modality(out, meta, "dsm", [t.dsm for t in train], [t.dsm for t in test], 16, starts, "float32")
     check_labels(out, {"train": [t.eroded for t in train], "test": [t.eroded for t in test]}, 16, starts)
     out = run_stage(tmp_path, "vaihingen", {**params, "labels": "full"}, raw, name="full")
     check_labels(out, {"train": [t.full for t in train], "test": [t.full for t in test]}, 16, starts)
@@ -435,3 +442,33 @@ def test_rerun_does_not_rehash_unchanged_archives_and_keeps_other_variants(tmp_p
     eroded.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # changed: size same, mtime new -> hashed, refused
     with pytest.raises(ChecksumError, match=r"5_Labels_all_noBoundary.zip: MD5 .* \(recorded checksum\)"):
         download.main(_params(tmp_path))
+
+
+def npy_data_bytes(path: Path) -> int:
+    """Bytes of a ``.npy`` file after its header: what its values take on disk."""
+    with path.open("rb") as f:
+        major, _ = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        read_header(f)  # moves to the first value
+        return path.stat().st_size - f.tell()
+
+
+@pytest.mark.parametrize(("dsm", "dsm_bytes"), [("ndsm", 1), ("dsm", 4)])
+def test_potsdam_prepared_bytes_per_pixel_and_channel(tmp_path, dsm, dsm_bytes):
+    """The prepared copy keeps Potsdam's 8-bit imagery (and nDSM) at one byte per pixel and channel
+    and the DSM in metres at four: 6 (or 9) bytes per pixel with the label, against 21 as
+    standardised float32. docs/datasets.md's size table is these figures times each data set's pixels."""
+    raw = tmp_path / "raw"
+    write_isprs_archives(raw, "potsdam", POTSDAM_SPLIT)
+    params = {"tile_size": 20, "stride": 20, "dsm": dsm, "train_tiles": ["2_10", "2_11"], "test_tiles": ["2_13"]}
+    out = run_stage(tmp_path, "potsdam", params, raw)
+    meta = read_meta(out)
+    expected = {"rgb": 1, "nir": 1, "dsm": dsm_bytes, "label": 1}
+    total = 0
+    for split, tiles in meta["splits"].items():
+        for name, channels in [*meta["modalities"].items(), ("label", 1)]:
+            values = tiles * 20 * 20 * channels
+            stored = npy_data_bytes(out / split / f"{name}.npy")
+            assert stored == values * expected[name], (split, name)
+            total += stored
+    assert total / (sum(meta["splits"].values()) * 20 * 20) == 5 + dsm_bytes

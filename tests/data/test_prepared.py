@@ -6,10 +6,12 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from tiny import TINY_PARAMS, write_params
 
 from benchmark import prepare
 from benchmark.data import PreparedDataset, get_dataset, read_meta, write_prepared
+from benchmark.data.prepared import Storage, common_storage
 
 
 def test_prepare_is_deterministic_bytes(tmp_path, tiny_prepared):
@@ -25,8 +27,9 @@ def test_train_split_is_standardised_and_nodata_zero(tiny_prepared):
     meta = read_meta(tiny_prepared)
     assert meta["modalities"] == {"rgb": 3, "dsm": 1, "nir": 1}
     assert meta["splits"] == {"train": 16, "test": 6}
+    data = PreparedDataset(tiny_prepared, "train")
     for name in meta["modalities"]:
-        x = np.load(tiny_prepared / "train" / f"{name}.npy")
+        x = np.stack([data[i][0][name].numpy() for i in range(len(data))])
         assert x.dtype == np.float32 and np.isfinite(x).all()
         if name != "dsm":  # the dsm's voids are 0 after standardising, which moves its mean slightly
             np.testing.assert_allclose(x.mean(axis=(0, 2, 3)), 0, atol=1e-4)
@@ -131,3 +134,90 @@ def test_corrupt_prepared_files_name_the_file(tmp_path, tiny_prepared):
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(ValueError, match=rf"{rgb}: shape \(16, 2, 32, 32\), but meta.json and label.npy give"):
         PreparedDataset(root, "t2")
+
+
+def test_storage_keeps_the_source_dtype_and_its_nodata_value():
+    assert Storage.of(np.uint8) == Storage("uint8")
+    assert Storage.of("int16", 0.0) == Storage("int16", 0)  # Sen1Floods11's S2: int16, nodata 0
+    assert Storage.of("uint8", -9999.0) == Storage("uint8")  # a tag no pixel can equal: no sentinel
+    assert Storage.of("float32", float("nan")) == Storage("float32")
+    assert Storage.of("float64") == Storage.of("int32") == Storage("float32")  # what the readers give
+    assert common_storage([Storage("uint8"), Storage("uint8")]) == Storage("uint8")
+    assert common_storage([Storage("uint8"), Storage("uint16")]) == Storage("uint16")
+    assert common_storage([Storage("int16", 0), Storage("int16", 0)]) == Storage("int16", 0)
+    assert common_storage([Storage("int16", 0), Storage("int16")]) == Storage("float32")  # 0 is valid in one
+    assert common_storage([Storage("int16"), Storage("uint16")]) == Storage("float32")  # int32 is not kept
+    with pytest.raises(ValueError, match="storage dtype 'int64'"):
+        Storage("int64")
+    with pytest.raises(ValueError, match="uint8: nodata sentinel 300"):
+        Storage("uint8", 300)
+    with pytest.raises(ValueError, match="float dtype marks nodata with NaN"):
+        Storage("float32", 0)
+
+
+def _integer_split(rng, n: int) -> np.ndarray:
+    """uint16-valued float32 [n, 2, 4, 4] with some NaN (nodata)."""
+    x = rng.integers(1, 60000, (n, 2, 4, 4)).astype(np.float32)
+    x[rng.random(x.shape) < 0.1] = np.nan
+    return x
+
+
+def test_integer_storage_is_lossless_and_loads_standardised_like_numpy(tmp_path):
+    rng = np.random.default_rng(3)
+    train, test = _integer_split(rng, 5), _integer_split(rng, 3)
+    labels = {"train": np.zeros((5, 4, 4), np.uint8), "test": np.ones((3, 4, 4), np.uint8)}
+    root = write_prepared(
+        tmp_path / "d", {"train": ({"a": train}, labels["train"]), "test": ({"a": test}, labels["test"])},
+        dataset="d", classes=["x", "y"], ignore_index=255, storage={"a": Storage("uint16", 0)},
+    )  # fmt: skip
+    stored = np.load(root / "test" / "a.npy")
+    assert stored.dtype == np.uint16
+    np.testing.assert_array_equal(stored, np.nan_to_num(test, nan=0).astype(np.uint16))  # NaN -> sentinel 0
+    assert read_meta(root)["storage"] == {"a": {"dtype": "uint16", "nodata": 0}}
+    mean = np.nanmean(train.astype(np.float64), axis=(0, 2, 3))[None, :, None, None]
+    std = np.nanstd(train.astype(np.float64), axis=(0, 2, 3))[None, :, None, None]
+    data = PreparedDataset(root, "test")
+    items = torch.stack([data[i][0]["a"] for i in range(len(data))])
+    np.testing.assert_allclose(items.numpy(), np.nan_to_num((test - mean) / std, nan=0.0), atol=1e-5)
+    raw = PreparedDataset(root, "test", standardised=False)
+    batch = torch.stack([raw[i][0]["a"] for i in range(len(raw))])
+    assert batch.dtype == torch.uint16
+    assert torch.equal(raw.standardise({"a": batch})["a"], items)  # a batch standardises as its tiles do
+
+
+@pytest.mark.parametrize(
+    ("storage", "value", "pattern"),
+    [
+        (Storage("uint8"), 256.0, "value 256.0 cannot be kept as uint8"),
+        (Storage("uint8"), 1.5, "value 1.5 cannot be kept as uint8"),
+        (Storage("int16", 0), 0.0, r"value 0.0 cannot be kept as int16 \(its nodata sentinel is 0\)"),
+        (Storage("float16"), 0.1, r"value 0.1\d* cannot be kept as float16 without loss"),
+        (Storage("uint8"), np.nan, "nodata .NaN. in a uint8 modality with no nodata value"),
+    ],
+)
+def test_storage_refuses_a_lossy_value_and_leaves_nothing(tmp_path, storage, value, pattern):
+    x = np.ones((1, 1, 2, 2), np.float32)
+    x[0, 0, 1, 1] = value
+    with pytest.raises(ValueError, match=rf"d/train/a: {pattern}"):
+        write_prepared(
+            tmp_path / "d", {"train": ({"a": x}, np.zeros((1, 2, 2), np.uint8))}, dataset="d", classes=["x"],
+            ignore_index=255, storage={"a": storage},
+        )  # fmt: skip
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_older_or_inconsistent_prepared_folder_is_refused(tmp_path, tiny_prepared):
+    root = _copy(tiny_prepared, tmp_path / "p")
+    meta_path = root / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    for change, pattern in (
+        (lambda m: m.pop("storage"), "key 'storage' missing .*older version.*prepare the data set again"),
+        (lambda m: m["storage"].update(rgb={"dtype": "int64"}), r"storage entry 'rgb': .*'int64'"),
+        (lambda m: m["normalisation"]["rgb"].update(std=[1.0]), r"normalisation entry 'rgb'.*3 finite numbers"),
+        (lambda m: m["storage"].update(rgb={"dtype": "uint8", "nodata": None}), r"rgb.npy: float32 array .*uint8"),
+    ):
+        changed = json.loads(json.dumps(meta))
+        change(changed)
+        meta_path.write_text(json.dumps(changed))
+        with pytest.raises(ValueError, match=pattern):
+            PreparedDataset(root, "train")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmark.data import read_meta
+from benchmark.data import PreparedDataset, read_meta
 from benchmark.data.prepared import PreparedWriter, RunningStats
 from benchmark.data.raster import ArrayLayer, RasterLayer, Scene, WindowLayer, tile_windows, write_scenes
 
@@ -71,7 +71,8 @@ def test_write_scenes_tiles_standardises_with_train_statistics(tmp_path):
     assert meta["splits"] == {"train": 6, "test": 3} and meta["source"]["tile_size"] == 4
     train_a = a[:, :, :8].astype(np.float64)
     np.testing.assert_allclose(meta["normalisation"]["a"]["mean"], np.nanmean(train_a, axis=(1, 2)), rtol=1e-6)
-    tiles = np.load(out / "train" / "a.npy")
+    train = PreparedDataset(out, "train")
+    tiles = np.stack([train[i][0]["a"].numpy() for i in range(len(train))])
     assert tiles[0, 0, 0, 0] == 0.0  # nodata -> 0
     mean, std = np.nanmean(train_a, axis=(1, 2)), np.nanstd(train_a, axis=(1, 2))
     expected = (a[:, 4:8, 4:8] - mean[:, None, None]) / std[:, None, None]  # tile (row 4, col 4): 4th train tile

@@ -143,6 +143,20 @@ def test_sample_benchmark_tiles_are_disjoint_and_cover_the_chip(tmp_path):
     inputs, label = PreparedDataset(out, "test")[0]
     assert inputs["s2"].shape == (13, 64, 64) and label.shape == (64, 64)
     assert (out / "preview.png").is_file()
+    # kept as the chip holds them: S2 int16 with its nodata tag 0, S1 float32 with NaN; every tile exact
+    assert meta["storage"] == {"s1": {"dtype": "float32", "nodata": None}, "s2": {"dtype": "int16", "nodata": 0}}
+    tiles = {
+        m: np.concatenate([np.load(out / split / f"{m}.npy") for split in ("train", "test")]) for m in ("s1", "s2")
+    }
+    assert tiles["s2"].dtype == np.int16 and tiles["s1"].dtype == np.float32
+    chip = {"s1": s1, "s2": raw("S2Hand")}
+    order = [name for split in ("train", "test") for name, s in blocks.items() if s == split]
+    for m, stored in tiles.items():
+        for k, name in enumerate(order):  # each 128 px block is 2 x 2 tiles of 64 px, row-major
+            r, c = int(name[-2]) * 128, int(name[-1]) * 128
+            for i, (dr, dc) in enumerate([(0, 0), (0, 64), (64, 0), (64, 64)]):
+                window = chip[m][:, r + dr : r + dr + 64, c + dc : c + dc + 64]
+                np.testing.assert_array_equal(stored[4 * k + i], window, err_msg=f"{m} {name} {i}")
 
 
 @needs_sample
