@@ -115,7 +115,10 @@ class Storage:
         fill = 0 if self.nodata is None else self.nodata
         with np.errstate(invalid="ignore", over="ignore"):
             out = (np.where(nan, fill, array) if self.is_integer else array).astype(self.dtype)
-        bad = ~nan & ((out.astype(np.float32) != array) | (out == self.nodata if self.nodata is not None else False))
+        lost = out.astype(np.float32) != array
+        if self.nodata is not None:
+            lost |= out == self.nodata  # a valid value would read back as nodata
+        bad = ~nan & lost
         if bad.any():
             value = float(array[bad].flat[0])
             sentinel = "" if self.nodata is None else f" (its nodata sentinel is {self.nodata})"
@@ -126,9 +129,11 @@ class Storage:
         return out
 
     def decode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Stored values (any shape, any device) -> ``(float32 values, bool nodata)``, same shape."""
+        """Stored values (any shape, any device) -> ``(float32 values, bool nodata)``, same shape.
+        Only the cast touches the stored dtype (every kept integer is exact in float32), so
+        uint16, which few torch kernels take, works on every device."""
         values = x.float()
-        return values, (x == self.nodata) if self.nodata is not None else torch.isnan(values)
+        return values, torch.isnan(values) if self.nodata is None else values == float(self.nodata)
 
 
 def _holds(dtype: str, value: float) -> bool:
