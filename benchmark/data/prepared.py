@@ -4,7 +4,8 @@ Layout of ``data/prepared/<dataset>/``::
 
     meta.json                 {"dataset", "modalities": {name: channels}, "classes", "ignore_index",
                                "splits": {split: num_tiles}, "normalisation": {name: {"mean", "std"}},
-                               "storage": {name: {"dtype", "nodata"}}, "source"}
+                               "storage": {name: {"dtype", "nodata"}}, "source",
+                               optional "tags": {split: {tag: [tile index]}}, e.g. a frame's weather}
     <split>/<modality>.npy    [N, C_m, H, W] in the source's units and in the smallest dtype that holds
                               them losslessly (:class:`Storage`); nodata: NaN, or the integer sentinel
     <split>/label.npy         uint8/int16 [N, H, W] class indices, ``ignore_index`` where unlabelled
@@ -190,6 +191,7 @@ class PreparedWriter:
         source: Mapping[str, Any] | None = None,
         stats_split: str = "train",
         storage: Mapping[str, Storage] | None = None,
+        tags: Mapping[str, Mapping[str, Sequence[int]]] | None = None,
     ) -> None:
         self.root = Path(root)
         self.counts, self.modalities = dict(counts), dict(modalities)
@@ -202,6 +204,11 @@ class PreparedWriter:
                 f"{dataset}: storage given for {unknown}, which are not modalities {list(self.modalities)}"
             )
         self.storage = {m: (storage or {}).get(m, Storage()) for m in self.modalities}
+        self.tags = (
+            None if tags is None else {s: {t: list(map(int, i)) for t, i in by.items()} for s, by in tags.items()}
+        )
+        if self.tags is not None:
+            check_tags(f"{dataset}: tags", self.tags, self.counts)
         if stats_split not in self.counts:
             raise ValueError(f"{dataset}: statistics split {stats_split!r} missing from {list(self.counts)}")
         for split, n in self.counts.items():
@@ -276,6 +283,8 @@ class PreparedWriter:
             "storage": {m: asdict(storage) for m, storage in self.storage.items()},
             "source": self.source,
         }
+        if self.tags is not None:
+            meta["tags"] = self.tags
         atomic_write_json(self.tmp / META_FILE, meta)
         replace_dir(self.tmp, self.root)
 
@@ -349,7 +358,25 @@ def read_meta(root: str | Path) -> dict[str, Any]:
                 )
     read_storage(path, meta)
     _check_normalisation(path, meta)
+    if "tags" in meta:
+        check_tags(f"{path}: tags", meta["tags"], meta["splits"])
     return meta
+
+
+def check_tags(where: str, tags: Any, splits: Mapping[str, int]) -> None:
+    """``tags`` is ``{split: {tag: [tile index, ...]}}`` with known splits and indices in
+    ``range(splits[split])``, else a ValueError naming ``where`` and the entry."""
+    if not isinstance(tags, dict):
+        raise ValueError(f"{where}: {type(tags).__name__}, expected {{split: {{tag: [tile index, ...]}}}}")
+    for split, by_tag in tags.items():
+        if split not in splits or not isinstance(by_tag, dict):
+            raise ValueError(f"{where}: entry {split!r} is not a split {list(splits)} with a {{tag: indices}} mapping")
+        for tag, indices in by_tag.items():
+            ok = isinstance(indices, list) and all(
+                isinstance(i, int) and not isinstance(i, bool) and 0 <= i < splits[split] for i in indices
+            )
+            if not ok:
+                raise ValueError(f"{where}: {split}/{tag}: tile indices must be ints in [0, {splits[split]})")
 
 
 def read_storage(path: Path, meta: Mapping[str, Any]) -> dict[str, Storage]:
@@ -435,6 +462,7 @@ class PreparedDataset(Dataset):
         self.ignore_index: int = int(self.meta["ignore_index"])
         self.storage = read_storage(self.root / META_FILE, self.meta)
         self.standardised = standardised
+        self.tags: dict[str, list[int]] = dict(self.meta.get("tags", {}).get(split, {}))  # tag -> tile indices
         norms = self.meta["normalisation"]
         self.mean = {m: torch.tensor(norms[m]["mean"], dtype=torch.float32).reshape(-1, 1, 1) for m in self.modalities}
         self.std = {m: torch.tensor(norms[m]["std"], dtype=torch.float32).reshape(-1, 1, 1) for m in self.modalities}

@@ -288,6 +288,7 @@ def write_scenes(
     source: Mapping[str, Any] | None = None,
     progress: bool = True,
     stats_split: str = "train",
+    tags: Mapping[str, Sequence[str]] | None = None,
 ) -> Path:
     """Tile every scene into the prepared format at ``root`` (statistics from ``stats_split``).
 
@@ -298,7 +299,8 @@ def write_scenes(
     Labels become ``ignore_index`` where every modality is nodata (nothing to predict from) and,
     outside ``stats_split``, where an earlier window of the scene already holds the pixel (the
     snapped last windows, or ``stride < tile_size``), so an evaluation counts each pixel once.
-    Training tiles keep their overlaps.
+    Training tiles keep their overlaps. ``tags`` (``{scene name: [tag, ...]}``, e.g. a frame's
+    weather) go to ``meta.json`` as, per split, the indices of the tiles of each tag.
     """
     counts: dict[str, int] = {}
     grids = []  # each scene's windows, computed once
@@ -324,6 +326,7 @@ def write_scenes(
         source={"tile_size": tile_size, "stride": stride, **dict(source or {})},
         stats_split=stats_split,
         storage={m: common_storage([scene.inputs[m].storage for scene in scenes]) for m in modalities},
+        tags=tile_tags(scenes, grids, counts, tags) if tags is not None else None,
     ) as writer:
         bar = tqdm(total=sum(counts.values()), desc=dataset, disable=not progress)
         for scene, grid in zip(scenes, grids):
@@ -342,3 +345,18 @@ def write_scenes(
                 layer.close()
         bar.close()
     return Path(root)
+
+
+def tile_tags(
+    scenes: Sequence[Scene], grids: Sequence[Sequence[Any]], splits: Sequence[str], tags: Mapping[str, Sequence[str]]
+) -> dict[str, dict[str, list[int]]]:
+    """``{split: {tag: [tile index, ...]}}``: each scene's ``tags`` on every tile cut from it, in
+    the order :func:`write_scenes` writes the tiles (scenes in order, each split counted apart)."""
+    out: dict[str, dict[str, list[int]]] = {split: {} for split in splits}
+    filled = dict.fromkeys(splits, 0)
+    for scene, grid in zip(scenes, grids):
+        first = filled[scene.split]
+        for tag in tags.get(scene.name, ()):
+            out[scene.split].setdefault(tag, []).extend(range(first, first + len(grid)))
+        filled[scene.split] = first + len(grid)
+    return {split: dict(sorted(by_tag.items())) for split, by_tag in out.items()}

@@ -39,6 +39,7 @@ _BUILTIN_MODULES = (
     "benchmark.data.sen1floods11",
     "benchmark.data.isprs",
     "benchmark.data.dfc2023",
+    "benchmark.data.deliver",
 )
 
 D = TypeVar("D", bound="type[DatasetSource]")
@@ -103,11 +104,17 @@ class DatasetSource:
         raise NotImplementedError
 
     def write_scenes(
-        self, out_dir: Path, scenes: Sequence[Scene], source: Mapping[str, Any] | None = None, progress: bool = True
+        self,
+        out_dir: Path,
+        scenes: Sequence[Scene],
+        source: Mapping[str, Any] | None = None,
+        progress: bool = True,
+        tags: Mapping[str, Sequence[str]] | None = None,
     ) -> Path:
         """Tile ``scenes`` into ``out_dir`` with this data set's classes and modalities and its
         params' ``tile_size`` and ``stride`` (``self.config``): the one tiling path of every
-        data set made of scenes (:func:`benchmark.data.raster.write_scenes`)."""
+        data set made of scenes (:func:`benchmark.data.raster.write_scenes`; ``tags``: each
+        scene's, e.g. its conditions)."""
         return write_scenes(
             out_dir,
             scenes,
@@ -119,6 +126,7 @@ class DatasetSource:
             modalities=self.modalities,
             source=source,
             progress=progress,
+            tags=tags,
         )
 
 

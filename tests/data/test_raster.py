@@ -214,3 +214,33 @@ def test_truncated_geotiff_names_the_file(tmp_path):
     (tmp_path / "garbage.tif").write_bytes(b"II*\x00" + bytes(50))
     with pytest.raises(ValueError, match=r"garbage\.tif: not a readable raster"):
         RasterLayer(tmp_path / "garbage.tif").shape  # noqa: B018
+
+
+def test_scene_tags_become_tile_indices_per_split(tmp_path):
+    """Each scene's tags cover the tiles cut from it, tile indices counted per split in writing order."""
+
+    def scene(name: str, split: str, size: int = 8) -> Scene:
+        inputs = {"a": ArrayLayer(name, np.ones((1, size, 8), np.float32))}
+        return Scene(
+            name,
+            split,
+            inputs,
+            ArrayLayer("label", np.zeros((1, size, 8), np.float32)),
+            lambda w, _: w[0].astype(np.uint8),
+        )
+
+    scenes = [scene("s1", "train"), scene("t1", "test"), scene("s2", "train", size=4), scene("t2", "test")]
+    tags = {"s1": ["fog"], "s2": ["fog", "night"], "t2": ["night"]}
+    out = write_scenes(
+        tmp_path / "d", scenes, tile_size=4, stride=4, dataset="d", classes=["x"], ignore_index=255,
+        modalities={"a": 1}, progress=False, tags=tags,
+    )  # fmt: skip
+    meta = read_meta(out)
+    assert meta["splits"] == {"train": 6, "test": 8}  # s1: 4 tiles, s2: 2; t1, t2: 4 each
+    assert meta["tags"] == {"train": {"fog": [0, 1, 2, 3, 4, 5], "night": [4, 5]}, "test": {"night": [4, 5, 6, 7]}}
+    assert PreparedDataset(out, "test").tags == {"night": [4, 5, 6, 7]}
+    meta_path = out / "meta.json"
+    text = meta_path.read_text()
+    meta_path.write_text(text.replace('"night": [\n        4,', '"night": [\n        9,', 1))
+    with pytest.raises(ValueError, match=r"meta.json: tags: train/night: tile indices must be ints in \[0, 6\)"):
+        PreparedDataset(out, "test")

@@ -1,0 +1,167 @@
+"""DELIVER (benchmark.data.deliver) on a tiny archive in the official layout, made here."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from tiny import dataset_params, write_params
+
+from benchmark import download, prepare
+from benchmark.data import PreparedDataset, read_meta
+from benchmark.data.deliver import CLASSES, CONTAINS, decode_deliver_label, nearest_index
+
+pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+
+SIZE = 16  # px per frame side (the real frames: 1042)
+#: (weather, official split, sequence, frame): the sequence names carry the sensor failures
+FRAMES = [
+    ("cloud", "train", "MAP_1_point1", "000001"),
+    ("sun", "train", "MAP_2_motionblur", "000002"),
+    ("fog", "val", "MAP_3_point3", "000003"),
+    ("night", "test", "MAP_4_lidarjitter", "000004"),
+    ("rain", "test", "MAP_5_point5", "000005"),
+]
+
+
+def frame_arrays(index: int) -> dict[str, np.ndarray]:
+    """Channels-first uint8 images of frame ``index`` as written: rgb RGBA (cut to 3 on reading),
+    hha 3 channels, lidar 1 (repeated to 3), event at half size (resized to 16 px), semantic
+    RGB whose channel 0 is the raw label (every raw value 0..25 and 255)."""
+    rng = np.random.default_rng(index)
+    raw = np.concatenate([np.arange(26), [255]])
+    return {
+        "img": rng.integers(0, 256, (4, SIZE, SIZE), dtype=np.uint8),
+        "hha": rng.integers(0, 256, (3, SIZE, SIZE), dtype=np.uint8),
+        "depth": np.zeros((3, SIZE, SIZE), np.uint8),  # not read: depth comes from hha/
+        "lidar": rng.integers(0, 256, (1, SIZE, SIZE), dtype=np.uint8),
+        "event": rng.integers(0, 256, (3, SIZE // 2, SIZE // 2), dtype=np.uint8),
+        "semantic": np.stack([rng.choice(raw, (SIZE, SIZE)).astype(np.uint8), *np.zeros((2, SIZE, SIZE), np.uint8)]),
+    }
+
+
+KINDS = {"img": "rgb", "hha": "depth", "depth": "depth", "lidar": "lidar", "event": "event", "semantic": "semantic"}
+
+
+def write_png(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = array[0] if array.shape[0] == 1 else np.moveaxis(array, 0, -1)
+    Image.fromarray(image).save(path)
+
+
+def build_archive(raw: Path, skip: tuple[str, ...] = (), label_fix: dict[int, int] | None = None) -> Path:
+    """``raw/DELIVER.zip`` in the official layout; ``skip``: member paths left out."""
+    stage = raw.parent / "stage" / "DELIVER"
+    for i, (weather, split, sequence, frame) in enumerate(FRAMES):
+        for folder, array in frame_arrays(i).items():
+            if folder == "semantic" and label_fix and i in label_fix:
+                array = array.copy()
+                array[0, 0, 0] = label_fix[i]
+            write_png(stage / folder / weather / split / sequence / f"{frame}_{KINDS[folder]}_front.png", array)
+    write_png(stage.parent / CONTAINS, np.zeros((3, 4, 4), np.uint8))  # the file the README draws
+    raw.mkdir(parents=True, exist_ok=True)
+    archive = raw / "DELIVER.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(stage.parent.rglob("*")):
+            member = path.relative_to(stage.parent).as_posix()
+            if path.is_file() and not any(member.endswith(s) for s in skip):
+                zf.write(path, member)
+    return archive
+
+
+def run(tmp_path: Path, **section) -> Path:
+    """download + prepare (one tile per frame unless ``section`` says otherwise); the prepared folder."""
+    params = write_params(
+        tmp_path / "params.yaml", dataset_params("deliver", {"tile_size": SIZE, "stride": SIZE, **section})
+    )
+    common = ["--dataset", "deliver", "--params", str(params), "--raw-dir", str(tmp_path / "raw")]
+    assert download.main(common) == 0
+    out = tmp_path / "prepared"
+    assert prepare.main([*common, "--out", str(out)]) == 0
+    return out
+
+
+def expected_label(raw: np.ndarray) -> np.ndarray:
+    """The loader's rule written out per value: 1..25 -> 0..24, 0 and 255 -> 255."""
+    return np.vectorize(lambda v: 255 if v in (0, 255) else v - 1)(raw.astype(int)).astype(np.uint8)
+
+
+def test_frames_modalities_labels_and_conditions(tmp_path):
+    build_archive(tmp_path / "raw")
+    out = run(tmp_path)
+    meta = read_meta(out)
+    assert meta["splits"] == {"train": 2, "valid": 1, "test": 2}
+    assert meta["modalities"] == {"rgb": 3, "depth": 3, "event": 3, "lidar": 3}
+    assert meta["classes"] == list(CLASSES) and len(CLASSES) == 25 and meta["ignore_index"] == 255
+    assert meta["tags"] == {
+        "train": {"cloud": [0], "motionblur": [1], "sun": [1]},
+        "valid": {"fog": [0]},
+        "test": {"lidarjitter": [0], "night": [0], "rain": [1]},
+    }
+    assert {m: s["dtype"] for m, s in meta["storage"].items()} == dict.fromkeys(meta["modalities"], "uint8")
+    order = {"train": [0, 1], "valid": [2], "test": [3, 4]}
+    for split, frames in order.items():
+        stored = {m: np.load(out / split / f"{m}.npy") for m in (*meta["modalities"], "label")}
+        for tile, i in enumerate(frames):
+            arrays = frame_arrays(i)
+            event = torch.nn.functional.interpolate(torch.from_numpy(arrays["event"])[None].float(), (SIZE, SIZE))
+            expected = {
+                "rgb": arrays["img"][:3],
+                "depth": arrays["hha"],
+                "lidar": np.repeat(arrays["lidar"], 3, axis=0),
+                "event": event[0].numpy().astype(np.uint8),
+                "label": expected_label(arrays["semantic"][0]),
+            }
+            for name, array in expected.items():
+                np.testing.assert_array_equal(stored[name][tile], array, err_msg=f"{split} frame {i} {name}")
+    assert PreparedDataset(out, "test").tags == {"lidarjitter": [0], "night": [0], "rain": [1]}
+
+
+def test_tiles_of_a_frame_share_its_conditions_and_max_frames_cuts(tmp_path):
+    build_archive(tmp_path / "raw")
+    out = run(tmp_path, tile_size=8, stride=8, max_frames=1)
+    meta = read_meta(out)
+    assert meta["splits"] == {"train": 4, "valid": 4, "test": 4}  # the first frame of each split, 4 tiles each
+    assert meta["tags"]["train"] == {"cloud": [0, 1, 2, 3]} and meta["tags"]["test"] == {
+        "lidarjitter": [0, 1, 2, 3],
+        "night": [0, 1, 2, 3],
+    }
+
+
+def test_nearest_index_matches_torch():
+    for size_in, size_out in [(8, 16), (7, 16), (521, 1042), (1042, 1042), (5, 3)]:
+        x = torch.arange(size_in, dtype=torch.float32)[None, None]
+        expected = torch.nn.functional.interpolate(x, size=size_out, mode="nearest")[0, 0].long().numpy()
+        np.testing.assert_array_equal(nearest_index(size_in, size_out), expected, err_msg=f"{size_in}->{size_out}")
+
+
+def test_label_decoding_refuses_values_beyond_the_classes():
+    class Named:
+        name = "x_semantic_front.png"
+
+    raw = np.array([[[0, 1, 25, 255]]], np.float32)
+    np.testing.assert_array_equal(decode_deliver_label(raw, Named()), [[255, 0, 24, 255]])
+    with pytest.raises(ValueError, match=r"x_semantic_front.png: label value 26 at row 0, col 1"):
+        decode_deliver_label(np.array([[[3, 26]]], np.float32), Named())
+
+
+def test_a_missing_partner_file_or_a_bad_label_is_named(tmp_path):
+    build_archive(tmp_path / "raw", skip=("000004_lidar_front.png",))
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"000004_rgb_front.png: the frame's .*lidar/night/test/MAP_4_lidarjitter/000004_lidar_front.png missing",
+    ):
+        run(tmp_path)
+    other = tmp_path / "other"
+    build_archive(other / "raw", label_fix={2: 77})
+    with pytest.raises(ValueError, match=r"000003_semantic_front.png: label value 77"):
+        run(other)
+
+
+def test_a_missing_archive_says_where_to_get_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"(?s)DELIVER.zip.*Google Drive.*github.com/jamycheung/DELIVER"):
+        run(tmp_path)
