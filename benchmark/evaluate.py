@@ -17,7 +17,11 @@
                                          "modalities": {corrupted: {modality: [[mean r per scale] per level]}}}}},
      "scenarios": {"seed", "block_size", "clean_miou", "avg",
                    "kinds": {kind: {"levels": [...],
-                                    "modalities": {modality: {"miou": [per level], "mf1": [...], "accuracy": [...]}}}}}}
+                                    "modalities": {modality: {"miou": [per level], "mf1": [...], "accuracy": [...]}}}}},
+     "tags": {tag: {"tiles", "miou": {subset: value}, "summary": {"avg", "top1", "last1", ...} or null}}}
+
+  ``tags`` only where the prepared split tags its tiles (e.g. DELIVER's conditions): each
+  subset's mIoU over the tag's tiles (:func:`tags_record`).
 
 - ``image_scores.npz``: ``subsets`` str[S], ``classes`` str[K] and ``confusion`` int64[S, N, K, K],
   the confusion matrix of every test image on every subset (rows = target). Their sum over
@@ -93,7 +97,7 @@ from benchmark.layout import (
 )
 from benchmark.methods.base import input_size, replace_modality
 from benchmark.methods.contract import check_logits, check_shared_encoder
-from benchmark.metrics import NOT_SCORED, confusion_matrices, segmentation_scores, summarize
+from benchmark.metrics import NOT_SCORED, confusion_matrices, mean_iou, segmentation_scores, summarize
 from benchmark.models.backbones import STRIDES
 from benchmark.protocol import Protocol, apply_availability, enumerate_subsets, parse_run, subset_mask, subset_name
 from benchmark.run_config import read_run_config
@@ -614,6 +618,26 @@ def check_model(
         )
 
 
+def tags_record(
+    confusion: Mapping[str, torch.Tensor], tags: Mapping[str, Sequence[int]], not_applicable: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Scores over the tiles of each tag (e.g. a DELIVER condition): ``{tag: {"tiles": n, "miou":
+    {subset: percent}, "summary": summarize's}}`` from the per-image matrices ``confusion``
+    (``int64[N, K, K]`` per subset). A subset with no labelled pixel among a tag's tiles scores NaN,
+    and that tag's summary is then null."""
+    out = {}
+    for tag, indices in tags.items():
+        index = torch.as_tensor(list(indices), dtype=torch.long)
+        miou = {
+            name: math.nan if name in not_applicable else float(mean_iou(cm[index].sum(dim=0).numpy()))
+            for name, cm in confusion.items()
+        }
+        scored = [v for name, v in miou.items() if name not in not_applicable]
+        summary = None if any(math.isnan(v) for v in scored) else summarize(miou, not_applicable)
+        out[tag] = {"tiles": len(index), "miou": miou, "summary": summary}
+    return out
+
+
 def assemble_metrics(
     evaluation: SubsetEvaluation,
     dataset: PreparedDataset,
@@ -629,7 +653,8 @@ def assemble_metrics(
 ) -> dict[str, Any]:
     """The metrics.json record of an evaluation: :func:`metrics_record` with the method's family,
     ``efficiency``, what a fitted method fitted (``record``: its model.pt), the ``robustness`` entry
-    (methods that report maps) and the ``scenarios`` entry (when a case applies)."""
+    (methods that report maps), the ``scenarios`` entry (when a case applies) and the ``tags`` entry
+    (:func:`tags_record`, when the prepared split tags its tiles, e.g. by condition)."""
     extra: dict[str, Any] = {"family": getattr(method, "family", "reference"), "efficiency": efficiency}
     if record.get("fit"):  # what a fitted method fitted (e.g. a threshold)
         extra["fit"] = dict(record["fit"])
@@ -656,6 +681,8 @@ def assemble_metrics(
     )
     if block is not None:
         metrics["scenarios"] = block
+    if dataset.tags:
+        metrics["tags"] = tags_record(evaluation.confusion, dataset.tags, evaluation.not_applicable)
     return metrics
 
 

@@ -257,3 +257,37 @@ def test_zero_convention_feeds_zeros_and_says_every_modality_is_present(name, ti
     assert (told - untold).abs().max() > 1e-3  # the convention changes what the method is shown
     with pytest.raises(ValueError, match="convention 'none'"):
         evaluate.evaluate_subsets(method, test, convention="none")
+
+
+def test_tags_record_scores_each_tags_tiles_like_sklearn():
+    """Per tag, the mIoU of each subset over the tag's tiles only: the per-image matrices summed,
+    against sklearn's Jaccard on those tiles' labelled pixels."""
+    from sklearn.metrics import jaccard_score
+
+    rng = np.random.default_rng(0)
+    k, n = 3, 6
+    target = rng.integers(0, k, (n, 8, 8))
+    target[0, :3] = 255  # ignored pixels
+    pred = {name: rng.integers(0, k, (n, 8, 8)) for name in ("a", "b", "a+b")}
+    pred["a"][2:4] = target[2:4]  # perfect on tiles 2 and 3
+    confusion = {  # one matrix per image (tested against sklearn in test_metrics.py)
+        name: evaluate.confusion_matrices(torch.from_numpy(p), torch.from_numpy(target), k, 255)
+        for name, p in pred.items()
+    }
+    tags = {"fog": [0, 1, 5], "night": [2, 3]}
+    record = evaluate.tags_record(confusion, tags)
+    for tag, tiles in tags.items():
+        assert record[tag]["tiles"] == len(tiles)
+        keep = target[tiles] != 255
+        for name, p in pred.items():
+            t, q = target[tiles][keep], p[tiles][keep]
+            present = sorted(set(t) | set(q))  # a class in neither is left out of the mean
+            iou = jaccard_score(t, q, labels=present, average=None)
+            assert record[tag]["miou"][name] == pytest.approx(100 * np.mean(iou), abs=1e-9), (tag, name)
+        assert record[tag]["summary"]["avg"] == pytest.approx(np.mean(list(record[tag]["miou"].values())))
+    assert record["night"]["miou"]["a"] == 100.0
+    partial = evaluate.tags_record(confusion, tags, not_applicable=["b"])
+    assert np.isnan(partial["fog"]["miou"]["b"]) and np.isnan(partial["fog"]["summary"]["avg"])
+    assert partial["fog"]["summary"]["top1"] == max(partial["fog"]["miou"]["a"], partial["fog"]["miou"]["a+b"])
+    empty = {name: torch.zeros(n, k, k, dtype=torch.int64) for name in pred}  # no labelled pixel: no summary
+    assert evaluate.tags_record(empty, {"fog": [0]})["fog"]["summary"] is None

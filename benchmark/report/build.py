@@ -59,6 +59,7 @@ from benchmark.report.leaderboard import (
     scenario_means,
     scenario_table,
     size_curves,
+    tag_table,
     with_ranks,
 )
 from benchmark.report.results import (
@@ -312,7 +313,7 @@ def build_dataset(inputs: DatasetInputs, config: ReportConfig) -> DatasetReport:
     ]
     protocols = protocol_table(board, records)
     ablation = ablation_table(records, board, confusions, config.ablation, **bootstrap)
-    tables += [t for t in (protocols, ablation, curves) if t is not None]
+    tables += [t for t in (protocols, ablation, curves, tag_table(records)) if t is not None]
     if config.ablation and ablation is None:
         notes.append(
             f"No ablation table: no protocol has the run of {next(iter(config.ablation.values()))!r} (the first row "

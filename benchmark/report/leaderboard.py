@@ -111,6 +111,39 @@ def leaderboard_table(records: list[dict], failure_probs: Sequence[float]) -> Ta
     )
 
 
+def tag_table(records: list[dict]) -> Table | None:
+    """Run x tag (e.g. DELIVER's weathers and sensor failures): on the test tiles of each tag, the
+    mIoU (%) with every modality and the Avg over subsets, mean ± std over seeds; None when no
+    record carries ``tags``. A tag's Avg is NaN for a seed where a subset scores nothing there."""
+    tagged = [r for r in records if "tags" in r]
+    if not tagged:
+        return None
+    first = tagged[0]["tags"]
+    keys, titles = [], {}
+    for tag in first:
+        keys += [f"{tag}_full", f"{tag}_avg"]
+        titles |= {f"{tag}_full": f"{tag}: all", f"{tag}_avg": f"{tag}: Avg"}
+    rows = []
+    for run, recs in by_run(tagged).items():
+        row, full = _head(run, recs), _full_subset(recs[0])
+        for tag in first:
+            entries = [r["tags"].get(tag, {"miou": {}, "summary": None}) for r in recs]
+            _with_std(row, f"{tag}_full", [num(e["miou"].get(full)) for e in entries])
+            _with_std(row, f"{tag}_avg", [num((e["summary"] or {}).get("avg")) for e in entries])
+        rows.append(row)
+    counts = ", ".join(f"{tag} {entry['tiles']}" for tag, entry in first.items())
+    return Table(
+        "conditions",
+        "mIoU (%) per condition (the test tiles tagged with it): every modality, and Avg over subsets",
+        [*HEAD, *_columns(keys, titles)],
+        rows,
+        note=f"{STD_NOTE}; best in bold. <tag>: all = the mIoU with every modality on the tag's tiles; <tag>: "
+        f"Avg = the mean mIoU over subsets there. A tile can carry several tags (a weather and a sensor failure). "
+        f"Test tiles per tag: {counts}.",
+        std_columns=_std_columns(keys),
+    )
+
+
 FLOOR_FAMILY = "floor"  # the family of the floors (benchmark.methods.floor): no deep learning
 
 

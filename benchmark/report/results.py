@@ -130,7 +130,38 @@ def _validate(data: object, path: Path, dataset: str, run: str, seed: int) -> di
         _validate_scenarios(data, fail)
     if "robustness" in data:
         _validate_robustness(data, fail)
+    if "tags" in data:
+        _validate_tags(data, fail)
     return data
+
+
+def _validate_tags(data: dict, fail: Callable[[str, str], ValueError]) -> None:
+    """Check ``data["tags"]`` (scores over the tiles of each tag, e.g. a condition)::
+
+    {tag: {"tiles": n >= 1, "miou": {subset: number or null} (every subset), "summary": null or
+           {"avg", "top1", "last1", ...}}}
+    """
+    block = data["tags"]
+    if not isinstance(block, dict):
+        raise fail("tags", f"expected dict, got {type(block).__name__}")
+    for tag, entry in block.items():
+        where = f"tags.{tag}"
+        if not isinstance(entry, dict):
+            raise fail(where, f"expected dict, got {type(entry).__name__}")
+        tiles = entry.get("tiles")
+        if not isinstance(tiles, int) or isinstance(tiles, bool) or tiles < 1:
+            raise fail(f"{where}.tiles", f"missing or not an int >= 1: {tiles!r}")
+        miou = entry.get("miou")
+        if not isinstance(miou, dict) or list(miou) != list(data["subsets"]):
+            raise fail(f"{where}.miou", f"expected {{subset: mIoU}} over the subsets {list(data['subsets'])}")
+        bad = [k for k, v in miou.items() if not _finite_or_null(v) and not (is_number(v) and math.isnan(v))]
+        if bad:
+            raise fail(f"{where}.miou.{bad[0]}", f"not a number or null: {miou[bad[0]]!r}")
+        summary = entry.get("summary")
+        if summary is not None and (
+            not isinstance(summary, dict) or not all(is_number(summary.get(k, "missing")) for k in SUMMARY_KEYS)
+        ):
+            raise fail(f"{where}.summary", f"expected null or numbers for {list(SUMMARY_KEYS)}")
 
 
 def _finite_or_null(value: object) -> bool:

@@ -101,12 +101,30 @@ def scenario_block(accuracy: float, clean_miou: float, rng: np.random.Generator,
     }
 
 
-def write_results(root: Path, methods: dict = METHODS, with_logs: bool = True, scenarios: dict | None = None) -> dict:
+def tags_block(confusion: np.ndarray, tags: dict[str, list[int]]) -> dict:
+    """The ``tags`` block of a run: per tag, every subset's mIoU over the tag's images (``direct_miou``)."""
+    out = {}
+    for tag, images in tags.items():
+        miou = {name: direct_miou(per_image[images].sum(axis=0)) for name, per_image in zip(SUBSETS, confusion)}
+        values = list(miou.values())
+        summary = {"avg": float(np.mean(values)), "top1": max(values), "last1": min(values)}
+        out[tag] = {"tiles": len(images), "miou": miou, "summary": summary}
+    return out
+
+
+def write_results(
+    root: Path,
+    methods: dict = METHODS,
+    with_logs: bool = True,
+    scenarios: dict | None = None,
+    tags: dict[str, list[int]] | None = None,
+) -> dict:
     """Write results/<DATASET>/<method>/seed<k>/{metrics.json, image_scores.npz, train_log.jsonl}
     under ``root``; return {method: {seed: {"confusion": int64[S, N, K, K], "record": dict}}}.
 
     ``scenarios`` (kind -> (levels, modalities), e.g. :data:`SCENARIOS`): add a ``scenarios``
-    block to every run (from its own generator: the other files stay as without it)."""
+    block to every run (from its own generator: the other files stay as without it). ``tags``
+    ({tag: [image index]}): add a ``tags`` block (:func:`tags_block`)."""
     truth: dict = {}
     for index, (method, (family, seeds, accuracy)) in enumerate(methods.items()):
         for seed in seeds:
@@ -155,6 +173,8 @@ def write_results(root: Path, methods: dict = METHODS, with_logs: bool = True, s
                 record["scenarios"] = scenario_block(
                     accuracy[-1], subsets[full]["miou"], np.random.default_rng([index, seed, 77]), scenarios
                 )
+            if tags is not None:
+                record["tags"] = tags_block(confusion, tags)
             folder = root / DATASET / method / f"seed{seed}"
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "metrics.json").write_text(json.dumps(record))

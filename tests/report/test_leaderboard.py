@@ -425,3 +425,25 @@ def test_curves_table_and_scale_note_from_the_step_logs():
     assert "undertrained" not in leaderboard.scale_note(records, leaderboard.curves_table({"b-complete": {0: flat}}))
     assert leaderboard.curves_table({"c-complete": {0: {"step": steps[:2], "loss": steps[:2]}}}) is None
     assert leaderboard.scale_note([{"efficiency": {"train_steps": 0}}], None) == ""  # floors only: no steps
+
+
+TAGS = {"fog": [0, 1, 2, 3, 4], "night": [4, 5, 6, 7, 8, 9, 10, 11]}  # image 4 in both
+
+
+def test_tag_table_means_each_tags_full_set_and_avg_over_seeds(tmp_path):
+    truth = write_results(tmp_path, tags=TAGS)
+    records = load_metrics(tmp_path, DATASET, list(METHODS))
+    table = leaderboard.tag_table(records)
+    assert table is not None and table.name == "conditions"
+    assert [c.key for c in table.columns][4:] == ["fog_full", "fog_avg", "night_full", "night_avg"]
+    for method in METHODS:
+        row = _row(table, method)
+        for tag, images in TAGS.items():
+            confusions = [truth[method][seed]["confusion"] for seed in sorted(truth[method])]
+            full = [direct_miou(c[-1][images].sum(axis=0)) for c in confusions]  # rgb+dsm: the last subset
+            avg = [np.mean([direct_miou(s[images].sum(axis=0)) for s in c]) for c in confusions]
+            assert (row[f"{tag}_full"], row[f"{tag}_full_std"]) == pytest.approx(_mean_std(full))
+            assert (row[f"{tag}_avg"], row[f"{tag}_avg_std"]) == pytest.approx(_mean_std(avg))
+    assert "fog 5, night 8" in table.note
+    write_results(tmp_path / "untagged")
+    assert leaderboard.tag_table(load_metrics(tmp_path / "untagged", DATASET, list(METHODS))) is None

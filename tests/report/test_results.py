@@ -653,3 +653,29 @@ def test_folders_that_are_not_runs_are_not_found(tmp_path: Path):
     old = tmp_path / DATASET / "muss" / "seed0"  # the layout before protocols: a method folder
     shutil.copytree(_folder(tmp_path, "alpha-complete", 0), old)
     assert {r["run"] for r in load_metrics(tmp_path, DATASET)} == set(METHODS)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "key"),
+    [
+        (lambda t: t.update(fog=[]), "tags.fog"),
+        (lambda t: t["fog"].update(tiles=0), "tags.fog.tiles"),
+        (lambda t: t["fog"].update(tiles=True), "tags.fog.tiles"),
+        (lambda t: t["fog"]["miou"].pop("dsm"), "tags.fog.miou"),
+        (lambda t: t["fog"]["miou"].update(dsm="x"), "tags.fog.miou.dsm"),
+        (lambda t: t["fog"].update(summary={"avg": 1.0}), "tags.fog.summary"),
+    ],
+)
+def test_malformed_tags(tmp_path, mutate, key: str):
+    write_results(tmp_path, tags={"fog": [0, 1], "night": [2]})
+    path = _edit_metrics(tmp_path, "beta-complete", 0, lambda r: mutate(r["tags"]))
+    with pytest.raises(ValueError) as err:
+        load_metrics(tmp_path, DATASET)
+    assert str(path) in str(err.value) and key in str(err.value)
+    _edit_metrics(
+        tmp_path,
+        "beta-complete",
+        0,
+        lambda r: r["tags"].update(fog={"tiles": 2, "miou": dict.fromkeys(SUBSETS), "summary": None}),
+    )
+    load_metrics(tmp_path, DATASET)  # null scores and no summary: a tag where nothing was scored
