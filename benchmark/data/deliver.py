@@ -227,13 +227,27 @@ class Deliver(ManualArchiveSource):
             out[split] = [PurePosixPath(f) for f in found[: self.config.max_frames]]
         return out
 
+    def partners(self, root: Path, rgb: PurePosixPath) -> dict[str, Path]:
+        """The files of the frame whose rgb image is ``rgb``: ``{modality: path, "label": path}``."""
+        files = {m: root / partner(rgb, *FOLDERS[m]) for m in self.modalities}
+        return {**files, "label": root / partner(rgb, *LABEL_FOLDER)}
+
+    def check_partners(self, root: Path, frames: Mapping[str, list[PurePosixPath]]) -> None:
+        """A FileNotFoundError listing every frame file that is missing (the first 20 and a count),
+        before any pixel is read."""
+        missing = [p for paths in frames.values() for rgb in paths for p in self.partners(root, rgb).values()]
+        missing = [str(p) for p in missing if not p.is_file()]
+        if missing:
+            shown = "\n  ".join(missing[:20]) + (f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else "")
+            raise FileNotFoundError(
+                f"{root}: {len(missing)} file(s) of the frames missing (every frame has rgb, hha, event, lidar and "
+                f"semantic images):\n  {shown}\nthe archive is incomplete; {self.how_to_obtain} again ({self.homepage})"
+            )
+
     def scene(self, root: Path, split: str, rgb: PurePosixPath) -> Scene:
         """One frame: its four modalities (event resized to the rgb size) and its label."""
-        files = {m: root / partner(rgb, *FOLDERS[m]) for m in self.modalities}
-        label = root / partner(rgb, *LABEL_FOLDER)
-        missing = [str(p) for p in [*files.values(), label] if not p.is_file()]
-        if missing:
-            raise FileNotFoundError(f"{root / rgb}: the frame's {', '.join(missing)} missing (every frame has all)")
+        files = self.partners(root, rgb)
+        label = files.pop("label")
         size = RasterLayer(root / rgb).shape[1:] if "event" in files else None
         inputs: dict[str, Layer] = {
             m: ThreeChannelLayer(RasterLayer(path), size if m == "event" else None) for m, path in files.items()
@@ -244,6 +258,7 @@ class Deliver(ManualArchiveSource):
         self.check_downloaded()
         root = find_root(self.extracted(self.archives()[0]))
         frames = self.frames(root)
+        self.check_partners(root, frames)
         scenes = [self.scene(root, split, rgb) for split, paths in frames.items() for rgb in paths]
         tags = {s.name: conditions_of(PurePosixPath(s.name)) for s in scenes}
         source = {

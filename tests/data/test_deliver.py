@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import sys
 import zipfile
 from pathlib import Path
 
@@ -9,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny import dataset_params, write_params
+from tiny import TINY_PARAMS, copy_project, dataset_params, write_params
+from tiny import run as run_command
 
 from benchmark import download, prepare
 from benchmark.data import PreparedDataset, read_meta
@@ -17,7 +21,7 @@ from benchmark.data.deliver import CLASSES, CONTAINS, decode_deliver_label, near
 
 pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 
-SIZE = 16  # px per frame side (the real frames: 1042)
+SIZE = 32  # px per frame side (the real frames: 1042)
 #: (weather, official split, sequence, frame): the sequence names carry the sensor failures
 FRAMES = [
     ("cloud", "train", "MAP_1_point1", "000001"),
@@ -123,7 +127,7 @@ def test_frames_modalities_labels_and_conditions(tmp_path):
 
 def test_tiles_of_a_frame_share_its_conditions_and_max_frames_cuts(tmp_path):
     build_archive(tmp_path / "raw")
-    out = run(tmp_path, tile_size=8, stride=8, max_frames=1)
+    out = run(tmp_path, tile_size=SIZE // 2, stride=SIZE // 2, max_frames=1)
     meta = read_meta(out)
     assert meta["splits"] == {"train": 4, "valid": 4, "test": 4}  # the first frame of each split, 4 tiles each
     assert meta["tags"]["train"] == {"cloud": [0, 1, 2, 3]} and meta["tags"]["test"] == {
@@ -150,12 +154,13 @@ def test_label_decoding_refuses_values_beyond_the_classes():
 
 
 def test_a_missing_partner_file_or_a_bad_label_is_named(tmp_path):
-    build_archive(tmp_path / "raw", skip=("000004_lidar_front.png",))
-    with pytest.raises(
-        FileNotFoundError,
-        match=r"000004_rgb_front.png: the frame's .*lidar/night/test/MAP_4_lidarjitter/000004_lidar_front.png missing",
-    ):
+    build_archive(tmp_path / "raw", skip=("000004_lidar_front.png", "000001_semantic_front.png"))
+    with pytest.raises(FileNotFoundError) as err:
         run(tmp_path)
+    message = str(err.value)
+    assert "2 file(s) of the frames missing" in message and "Google Drive" in message
+    assert "semantic/cloud/train/MAP_1_point1/000001_semantic_front.png" in message
+    assert "lidar/night/test/MAP_4_lidarjitter/000004_lidar_front.png" in message
     other = tmp_path / "other"
     build_archive(other / "raw", label_fix={2: 77})
     with pytest.raises(ValueError, match=r"000003_semantic_front.png: label value 77"):
@@ -165,3 +170,31 @@ def test_a_missing_partner_file_or_a_bad_label_is_named(tmp_path):
 def test_a_missing_archive_says_where_to_get_it(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"(?s)DELIVER.zip.*Google Drive.*github.com/jamycheung/DELIVER"):
         run(tmp_path)
+
+
+@pytest.mark.slow
+def test_the_pipeline_runs_on_deliver_and_reports_each_condition(tmp_path):
+    """``datasets: [deliver]`` on a test-made archive: download (verify, extract) -> prepare -> train
+    -> evaluate -> report, with the conditions table in the report and the HTML page."""
+    archive = build_archive(tmp_path / "made" / "raw")
+    params = {
+        **TINY_PARAMS,
+        "datasets": ["deliver"],
+        "runs": ["muss-complete", "sgma-complete"],
+        "method_params": {**TINY_PARAMS.get("method_params", {}), "muss": {}, "sgma": {}},
+        "deliver": {"tile_size": SIZE, "stride": SIZE},
+        "train": {**TINY_PARAMS["train"], "batch_size": 2},
+        "evaluate": {"batch_size": 2},
+        "report": {**TINY_PARAMS["report"], "reference": "muss-complete"},
+    }
+    project = copy_project(tmp_path / "project", params)
+    (project / "data" / "raw" / "deliver").mkdir(parents=True)
+    shutil.copy(archive, project / "data" / "raw" / "deliver" / archive.name)
+    output = run_command(project, sys.executable, "-m", "dvc", "repro")
+    assert "Running stage 'report'" in output
+    metrics = json.loads((project / "results/runs/deliver/sgma-complete/seed0/metrics.json").read_text())
+    assert {tag: entry["tiles"] for tag, entry in metrics["tags"].items()} == {"lidarjitter": 1, "night": 1, "rain": 1}
+    report = project / "results" / "report" / "deliver"
+    table = (report / "conditions.md").read_text()
+    assert "night: all" in table and "| sgma-complete |" in table and "| muss-complete |" in table
+    assert "night: all" in (project / "results" / "report" / "report.html").read_text()
