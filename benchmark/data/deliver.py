@@ -202,6 +202,7 @@ class Deliver(ManualArchiveSource):
     classes = CLASSES
     palette = PALETTE
     modalities = MODALITIES
+    display_bands = {m: (0, 1, 2) for m in MODALITIES}  # each as its three channels (HHA as false colour)
     homepage = HOMEPAGE
     citation = CITATION
     how_to_obtain = (

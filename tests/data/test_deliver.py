@@ -57,14 +57,20 @@ def write_png(path: Path, array: np.ndarray) -> None:
     Image.fromarray(image).save(path)
 
 
-def build_archive(raw: Path, skip: tuple[str, ...] = (), label_fix: dict[int, int] | None = None) -> Path:
-    """``raw/DELIVER.zip`` in the official layout; ``skip``: member paths left out."""
+def build_archive(
+    raw: Path, skip: tuple[str, ...] = (), label_fix: dict[int, int] | None = None, two_band_lidar: bool = False
+) -> Path:
+    """``raw/DELIVER.zip`` in the official layout; ``skip``: member paths left out; ``label_fix``:
+    {frame: raw value of its label's first pixel}; ``two_band_lidar``: frame 0's lidar as a
+    grey + alpha PNG (2 bands, which no DELIVER image has)."""
     stage = raw.parent / "stage" / "DELIVER"
     for i, (weather, split, sequence, frame) in enumerate(FRAMES):
         for folder, array in frame_arrays(i).items():
             if folder == "semantic" and label_fix and i in label_fix:
                 array = array.copy()
                 array[0, 0, 0] = label_fix[i]
+            if folder == "lidar" and two_band_lidar and i == 0:
+                array = np.concatenate([array, array])
             write_png(stage / folder / weather / split / sequence / f"{frame}_{KINDS[folder]}_front.png", array)
     write_png(stage.parent / CONTAINS, np.zeros((3, 4, 4), np.uint8))  # the file the README draws
     raw.mkdir(parents=True, exist_ok=True)
@@ -198,3 +204,13 @@ def test_the_pipeline_runs_on_deliver_and_reports_each_condition(tmp_path):
     table = (report / "conditions.md").read_text()
     assert "night: all" in table and "| sgma-complete |" in table and "| muss-complete |" in table
     assert "night: all" in (project / "results" / "report" / "report.html").read_text()
+
+
+def test_a_wrong_image_or_archive_is_named(tmp_path):
+    build_archive(tmp_path / "raw", two_band_lidar=True)
+    with pytest.raises(ValueError, match=r"000001_lidar_front.png: 2 bands; DELIVER's images have 1, 3 or 4"):
+        run(tmp_path)
+    other = tmp_path / "other"
+    build_archive(other / "raw", skip=(CONTAINS,))
+    with pytest.raises(ValueError, match=r"DELIVER.zip: holds no file '045050_depth_front.png'.*not the official"):
+        run(other)
