@@ -710,8 +710,8 @@ Batch = tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]
 
 def prepare_batch(run: Run, inputs: Mapping[str, torch.Tensor], target: torch.Tensor, step: int) -> Batch:
     """A loaded batch (as stored) as step ``step`` trains on it: on the device and standardised there,
-    flipped (``train.augment``), the
-    protocol's modality draw applied, channels_last (``train.channels_last``). Every draw comes from
+    flipped (``train.augment``), the protocol's modality draw applied, channels_last
+    (``train.channels_last``). Every draw comes from
     :func:`step_generator` and is made for the global batch, so each process's rows get what a
     1-process run gives them; the global RNG is not touched."""
     config, rows, device = run.config, run.rows, run.device

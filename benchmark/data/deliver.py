@@ -67,7 +67,6 @@ LABEL_FOLDER = ("semantic", "semantic")
 SPLITS = {"train": "train", "val": "valid", "test": "test"}  # official name -> prepared name
 WEATHERS = ("cloud", "fog", "night", "rain", "sun")
 FAILURES = ("motionblur", "overexposure", "underexposure", "lidarjitter", "eventlowres")
-CONDITIONS = WEATHERS + FAILURES
 ARCHIVE = "DELIVER.zip"
 CONTAINS = "DELIVER/depth/cloud/test/MAP_10_point102/045050_depth_front.png"  # drawn in the README's tree
 HOMEPAGE = "https://github.com/jamycheung/DELIVER"
@@ -129,10 +128,11 @@ def decode_deliver_label(window: np.ndarray, layer: Layer) -> np.ndarray:
 @dataclass
 class ThreeChannelLayer:
     """A PNG read as three channels, the loader's way: one channel repeated, four cut to three;
-    with ``size`` (height, width), resized with nearest neighbour to it first (the event image)."""
+    with ``like`` (the frame's rgb layer), resized with nearest neighbour to its size first (the
+    event image)."""
 
     layer: RasterLayer
-    size: tuple[int, int] | None = None
+    like: RasterLayer | None = None
 
     @property
     def name(self) -> str:
@@ -143,7 +143,7 @@ class ThreeChannelLayer:
         bands, height, width = self.layer.shape
         if bands not in (1, 3, 4):
             raise ValueError(f"{self.name}: {bands} bands; DELIVER's images have 1, 3 or 4")
-        return (3, *(self.size or (height, width)))
+        return (3, *(self.like.shape[1:] if self.like is not None else (height, width)))
 
     @property
     def storage(self) -> Storage:
@@ -151,15 +151,16 @@ class ThreeChannelLayer:
 
     def read(self, row: int, col: int, height: int, width: int) -> np.ndarray:
         bands, src_h, src_w = self.layer.shape
-        self.shape  # noqa: B018 - checks the band count
-        if self.size is None:
+        _, out_h, out_w = self.shape  # checks the band count
+        if self.like is None:
             out = self.layer.read(row, col, height, width)
-        else:
-            out_h, out_w = self.size
+        else:  # the source rows and columns the window's pixels come from, read as one window
             rows = nearest_index(src_h, out_h)[row : row + height]
             cols = nearest_index(src_w, out_w)[col : col + width]
-            whole = self.layer.read(0, 0, src_h, src_w)  # event images are small; read once per window
-            out = whole[:, rows][:, :, cols]
+            block = self.layer.read(
+                int(rows[0]), int(cols[0]), int(rows[-1] - rows[0]) + 1, int(cols[-1] - cols[0]) + 1
+            )
+            out = block[:, rows - rows[0]][:, :, cols - cols[0]]
         return np.repeat(out, 3, axis=0) if bands == 1 else out[:3]
 
     def close(self) -> None:
@@ -249,9 +250,10 @@ class Deliver(ManualArchiveSource):
         """One frame: its four modalities (event resized to the rgb size) and its label."""
         files = self.partners(root, rgb)
         label = files.pop("label")
-        size = RasterLayer(root / rgb).shape[1:] if "event" in files else None
+        layers = {m: RasterLayer(path) for m, path in files.items()}
+        like = layers.get("rgb") or RasterLayer(root / rgb)  # the event's target size (rgb may be left out)
         inputs: dict[str, Layer] = {
-            m: ThreeChannelLayer(RasterLayer(path), size if m == "event" else None) for m, path in files.items()
+            m: ThreeChannelLayer(layer, like if m == "event" else None) for m, layer in layers.items()
         }
         return Scene(str(rgb), split, inputs, RasterLayer(label), decode_deliver_label)
 
@@ -261,7 +263,7 @@ class Deliver(ManualArchiveSource):
         frames = self.frames(root)
         self.check_partners(root, frames)
         scenes = [self.scene(root, split, rgb) for split, paths in frames.items() for rgb in paths]
-        tags = {s.name: conditions_of(PurePosixPath(s.name)) for s in scenes}
+        tags = {str(rgb): conditions_of(rgb) for paths in frames.values() for rgb in paths}
         source = {
             **asdict(self.config),
             "archive": ARCHIVE,

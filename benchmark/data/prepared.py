@@ -428,12 +428,9 @@ def load_array(path: Path, ndim: int, kind: str) -> np.ndarray:
             f"{path}: not a readable .npy file ({err}); it is truncated or corrupt, prepare it again"
         ) from None
     named = kind in STORAGE_DTYPES
-    if (
-        not isinstance(array, np.ndarray)
-        or array.ndim != ndim
-        or (array.dtype.name if named else array.dtype.kind) not in ([kind] if named else kind)
-    ):
-        what = f"dtype {kind}" if kind in STORAGE_DTYPES else f"kind {kind!r}"
+    ok = isinstance(array, np.ndarray) and array.ndim == ndim
+    if not ok or (array.dtype.name != kind if named else array.dtype.kind not in kind):
+        what = f"dtype {kind}" if named else f"kind {kind!r}"
         raise ValueError(
             f"{path}: {getattr(array, 'dtype', '?')} array of shape {getattr(array, 'shape', '?')}, expected "
             f"{ndim} dimensions of {what} (meta.json); prepare the data set again"

@@ -135,6 +135,11 @@ def test_tiles_of_a_frame_share_its_conditions_and_max_frames_cuts(tmp_path):
     build_archive(tmp_path / "raw")
     out = run(tmp_path, tile_size=SIZE // 2, stride=SIZE // 2, max_frames=1)
     meta = read_meta(out)
+    event = torch.nn.functional.interpolate(torch.from_numpy(frame_arrays(0)["event"])[None].float(), (SIZE, SIZE))
+    half = SIZE // 2
+    for tile, (r, c) in enumerate([(0, 0), (0, half), (half, 0), (half, half)]):  # each window resized alone
+        expected = event[0, :, r : r + half, c : c + half].numpy().astype(np.uint8)
+        np.testing.assert_array_equal(np.load(out / "train" / "event.npy")[tile], expected)
     assert meta["splits"] == {"train": 4, "valid": 4, "test": 4}  # the first frame of each split, 4 tiles each
     assert meta["tags"]["train"] == {"cloud": [0, 1, 2, 3]} and meta["tags"]["test"] == {
         "lidarjitter": [0, 1, 2, 3],
