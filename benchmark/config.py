@@ -11,23 +11,33 @@ prepare). Every error names the file, the key, the value and what is allowed; al
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import functools
 import itertools
-import math
-import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
+import annotated_types
 import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
 
 from benchmark.errors import UserError
 
 PARAMS_FILE = Path("params.yaml")
-
-C = TypeVar("C")
 
 
 class ParamsError(UserError):
@@ -58,20 +68,12 @@ class FieldError(ParamsValueError):
 
     def at(self, where: str) -> FieldError:
         """The same error located at ``where`` (e.g. ``"params.yaml: train"``)."""
-        return FieldError(where, self.key, self.value, self.allowed, self.problem)
-
-
-def _require(ok: bool, where: str, key: str, value: Any, allowed: str, problem: str | None = None) -> None:
-    if not ok:
-        raise FieldError(where, key, value, allowed, problem)
+        return type(self)(where, self.key, self.value, self.allowed, self.problem)
 
 
 def is_int(value: Any) -> bool:
     """An int that is not a bool (YAML ``true`` must not pass as 1)."""
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-DEVICE_PATTERN = re.compile(r"auto|cpu|mps|(cuda|xpu)(:\d+)?")
 
 
 def run_parser(description: str, params: bool = True) -> argparse.ArgumentParser:
@@ -167,55 +169,123 @@ def section(params: Mapping[str, Any], key: str, where: str) -> Any:
     return params[key]
 
 
-def _matches(value: Any, annotation: Any) -> bool:
-    origin = typing.get_origin(annotation)
-    if annotation is Any:
-        return True
-    if origin is Literal:
-        return any(value == arg and type(value) is type(arg) for arg in typing.get_args(annotation))
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, arg) for arg in typing.get_args(annotation))
-    if annotation is type(None):
-        return value is None
-    if origin in (list, tuple):
-        (arg, *_) = typing.get_args(annotation) or (Any,)
-        return isinstance(value, (list, tuple)) and all(_matches(v, arg) for v in value)
-    if origin is dict or annotation is dict:
-        return isinstance(value, dict)
-    if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if annotation is int:
-        return is_int(value)
-    if origin is not None:  # another generic (Mapping[...], Sequence[...]): check the container only
-        return isinstance(value, origin)
-    return isinstance(value, annotation)
+class Allowed:
+    """``Annotated`` metadata: what a value must be, in words, where the type and bounds do not say it
+    (a pattern). pydantic ignores it; :func:`describe` prefers it."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
 
 
-def describe(annotation: Any) -> str:
-    """What a value of ``annotation`` looks like in YAML: ``list[float] | None`` -> ``a list of numbers or null``."""
+def one_of(*values: str) -> Any:
+    """The type of a string among ``values``: another string is a value error (its type is right)
+    naming them; the JSON Schema lists them as an enum."""
+
+    def check(value: str) -> str:
+        if value not in values:
+            raise PydanticCustomError("one_of", "must be one of {allowed}", {"allowed": list(values)})
+        return value
+
+    return Annotated[
+        str, AfterValidator(check), Allowed(f"one of {list(values)}"), WithJsonSchema({"enum": list(values)})
+    ]
+
+
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+Device = Annotated[
+    str,
+    Field(pattern=r"^(auto|cpu|mps|(cuda|xpu)(:\d+)?)$"),
+    Allowed("'auto', 'cpu', 'mps', 'cuda', 'cuda:<index>' or 'xpu[:<index>]'"),
+]
+
+_BOUNDS = {annotated_types.Ge: ("ge", ">="), annotated_types.Gt: ("gt", ">")}
+_UPPER = {annotated_types.Le: ("le", "<="), annotated_types.Lt: ("lt", "<")}
+
+
+def _metadata(annotation: Any, metadata: Sequence[Any] = ()) -> tuple[Any, list[Any]]:
+    """``annotation`` without ``Annotated``, and its metadata with ``metadata`` (FieldInfo flattened)."""
+    out = list(metadata)
+    while typing.get_origin(annotation) is Annotated:
+        annotation, *extra = typing.get_args(annotation)
+        out += [m for item in extra for m in (item.metadata if isinstance(item, FieldInfo) else [item])]
+    return annotation, out
+
+
+def describe(annotation: Any, metadata: Sequence[Any] = (), plural: bool = False, bounds: bool = True) -> str:
+    """What a value of ``annotation`` looks like in YAML: ``list[float] | None`` -> ``a list of
+    numbers or null``; ``Annotated[int, Field(ge=1)]`` -> ``an int >= 1`` (``an int`` without ``bounds``)."""
+    annotation, metadata = _metadata(annotation, metadata)
+    allowed = [m.text for m in metadata if isinstance(m, Allowed)]
+    if allowed:
+        return allowed[0]
     origin = typing.get_origin(annotation)
-    if annotation is Any:
-        return "any value"
     if origin is Literal:
         return f"one of {list(typing.get_args(annotation))}"
     if origin in (typing.Union, types.UnionType):
-        return " or ".join(describe(arg) for arg in typing.get_args(annotation))
-    if annotation is type(None):
-        return "null"
-    if origin in (list, tuple):
+        return " or ".join(describe(arg, plural=plural, bounds=bounds) for arg in typing.get_args(annotation))
+    if origin in (list, tuple, Sequence):
         (arg, *_) = typing.get_args(annotation) or (Any,)
-        inner = describe(arg)
-        plural = {"an int": "ints", "a number": "numbers", "a string": "strings", "true or false": "booleans"}
-        return f"a list of {plural.get(inner, inner)}"
-    if origin is dict or annotation is dict or origin is Mapping:
-        return "a mapping"
-    names = {int: "an int", float: "a number", bool: "true or false", str: "a string"}
-    return names.get(annotation, getattr(annotation, "__name__", str(annotation)))
+        return f"a list of {describe(arg, plural=True, bounds=bounds)}"
+    if annotation in (dict, Mapping) or origin in (dict, Mapping):
+        return "mappings" if plural else "a mapping"
+    names = {
+        Any: ("any value", "values"),
+        type(None): ("null", "nulls"),
+        int: ("an int", "ints"),
+        float: ("a number", "numbers"),
+        bool: ("true or false", "booleans"),
+        str: ("a string", "strings"),
+    }
+    name = names.get(annotation, (getattr(annotation, "__name__", str(annotation)),) * 2)[plural]
+    if not bounds:
+        return name
+    if any(getattr(m, "allow_inf_nan", True) is False for m in metadata):
+        name = name.replace("a number", "a finite number").replace("numbers", "finite numbers")
+    low = [(op, getattr(m, key)) for m in metadata for key, op in [_BOUNDS.get(type(m), (None, None))] if key]
+    high = [(op, getattr(m, key)) for m in metadata for key, op in [_UPPER.get(type(m), (None, None))] if key]
+    if low and high:
+        (lop, lv), (hop, hv) = low[0], high[0]
+        return f"{name} in {'[' if lop == '>=' else '('}{lv}, {hv}{']' if hop == '<=' else ')'}"
+    return " ".join([name, *(f"{op} {v}" for op, v in low + high)])
 
 
-def _hint(value: Any, annotation: Any) -> str:
+@functools.cache
+def _adapter(annotation: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(annotation, config=ConfigDict(strict=True, arbitrary_types_allowed=True))
+
+
+def conforms(value: Any, annotation: Any) -> bool:
+    """Whether ``value`` (as YAML gives it) is a strict ``annotation``: no text as a number, no
+    ``true`` as an int; an int is a number."""
+    try:
+        _adapter(annotation).validate_python(value)
+    except ValidationError:
+        return False
+    return True
+
+
+class FieldTypeError(FieldError, ParamsTypeError):
+    """A field of the wrong type: a :class:`FieldError` and a ``TypeError``."""
+
+
+# pydantic error types of a value of the right type that is not allowed (the rest are type errors)
+_VALUE_ERRORS = {
+    "greater_than",
+    "greater_than_equal",
+    "less_than",
+    "less_than_equal",
+    "finite_number",
+    "string_pattern_mismatch",
+    "one_of",
+    "too_short",
+    "too_long",
+}
+
+
+def _hint(value: Any, allowed: str) -> str:
     """A note for a common YAML slip: ``1e-3`` (no dot) is read as a string."""
-    if isinstance(value, str) and "float" in str(annotation):
+    if isinstance(value, str) and "number" in allowed:
         try:
             float(value)
         except ValueError:
@@ -224,45 +294,80 @@ def _hint(value: Any, annotation: Any) -> str:
     return ""
 
 
-def from_mapping(cls: type[C], values: Mapping[str, Any] | None, where: str) -> C:
-    """Build dataclass ``cls`` from ``values``, rejecting unknown keys, wrong types and (through the
-    dataclass's own checks) values out of range.
+def _is_list(annotation: Any) -> bool:
+    return typing.get_origin(annotation) is list
 
-    Errors name ``where`` (e.g. ``"params.yaml: train"``), the key, the bad value and what is allowed.
-    """
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+
+def params_error(err: ValidationError, cls: type[BaseModel], values: Mapping[str, Any], where: str) -> ParamsError:
+    """pydantic's errors of ``cls`` built from ``values`` as one of this module's one-line errors,
+    located at ``where``: unknown keys first (all of them), then the first field in ``cls``'s order
+    (a type error, or a value out of what is allowed), then the model's own checks."""
+    errors = err.errors()
+    names = list(cls.model_fields)
+    unknown = [e["loc"][0] for e in errors if e["type"] == "extra_forbidden"]
+    if unknown:
+        return ParamsKeyError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
+    missing = [e["loc"][0] for e in errors if e["type"] == "missing"]
+    if missing:
+        return ParamsKeyError(f"{where}: missing key(s) {missing}; required: {[n for n in names if n in missing]}")
+    for name in names:
+        mine = [e for e in errors if e["loc"] and e["loc"][0] == name]
+        if mine:
+            field, value = cls.model_fields[name], values[name]
+            wrong_value = any(e["type"] in _VALUE_ERRORS for e in mine)
+            if wrong_value and len(mine) == 1 and _is_list(field.annotation) and mine[0]["loc"][1:2] != ():
+                index = mine[0]["loc"][1]  # one item of a list: name it
+                return FieldError(
+                    where, f"{name}[{index}]", value[index], describe(typing.get_args(field.annotation)[0])
+                )
+            allowed = describe(field.annotation, field.metadata, bounds=wrong_value)
+            return (FieldError if wrong_value else FieldTypeError)(where, name, value, allowed + _hint(value, allowed))
+    first = errors[0]
+    cause = (first.get("ctx") or {}).get("error")
+    if isinstance(cause, FieldError):
+        return cause.at(where)
+    return ParamsValueError(f"{where}: {cause if cause is not None else first['msg']}")
+
+
+class Section(BaseModel):
+    """A typed section of params.yaml: strict types (no ``"1e-3"`` text as a number, no ``true`` as an
+    int), unknown keys refused, frozen. Built directly, an error names ``<where>.<key>`` (``where``:
+    the section's name); :func:`from_mapping` locates it in a file."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    where: ClassVar[str] = ""
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as err:
+            raise params_error(err, type(self), values, _WHERE.get() or type(self).where) from None
+
+
+_WHERE: ContextVar[str | None] = ContextVar("where", default=None)  # where from_mapping is building a section
+
+
+S = TypeVar("S", bound=Section)
+
+
+def from_mapping(cls: type[S], values: Mapping[str, Any] | None, where: str) -> S:
+    """Section ``cls`` from ``values`` (null: its defaults). Errors name ``where`` (e.g.
+    ``"params.yaml: train"``), the key, the bad value and what is allowed."""
     if values is None:
         values = {}
     if not isinstance(values, Mapping):
         raise ParamsTypeError(
-            f"{where}: {values!r} is not allowed; must be a mapping with keys from {sorted(names)} (or null: defaults)"
+            f"{where}: {values!r} is not allowed; must be a mapping with keys from {sorted(cls.model_fields)} "
+            "(or null: defaults)"
         )
-    values = dict(values)
-    unknown = sorted((k for k in values if k not in names), key=str)
-    if unknown:
-        raise ParamsKeyError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
-    for key, value in values.items():
-        if not _matches(value, hints[key]):
-            raise ParamsTypeError(
-                f"{where}.{key}: {value!r} is not allowed; must be {describe(hints[key])}{_hint(value, hints[key])}"
-            )
-        if is_int(value) and hints[key] is float:
-            values[key] = float(value)
+    odd = [key for key in values if not isinstance(key, str)]
+    if odd:
+        raise ParamsKeyError(f"{where}: unknown key(s) {odd}; allowed: {sorted(cls.model_fields)}")
+    token = _WHERE.set(where)
     try:
         return cls(**values)
-    except FieldError as err:
-        raise err.at(where) from None
-
-
-def _check_device(where: str, value: str) -> None:
-    _require(
-        DEVICE_PATTERN.fullmatch(value) is not None,
-        where,
-        "device",
-        value,
-        "'auto', 'cpu', 'mps', 'cuda', 'cuda:<index>' or 'xpu[:<index>]'",
-    )
+    finally:
+        _WHERE.reset(token)
 
 
 #: evaluate.convention for a missing modality (docs/protocol.md): "mask": zeroed and masked out;
@@ -273,169 +378,116 @@ PRECISIONS = ("fp32", "bf16")  # train.precision: full float32, or bfloat16 auto
 # labels (docs/synthetic.md "Rare classes"): none, median-frequency balancing (Eigen & Fergus 2015,
 # SegNet) or ENet's 1 / ln(1.02 + p_c) (Paszke et al. 2016)
 CLASS_WEIGHTS = ("none", "median_frequency", "enet")
+Precision, ClassWeights, Convention = one_of(*PRECISIONS), one_of(*CLASS_WEIGHTS), one_of(*EVAL_CONVENTIONS)
+FiniteNonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Section):
     """Training recipe shared by every method (params.yaml ``train``)."""
 
-    backbone: str = "tiny"  # "tiny" or a timm model name
+    where: ClassVar[str] = "train"
+    backbone: Annotated[str, Field(pattern=r"\S"), Allowed("'tiny' or a timm model name")] = "tiny"
     pretrained: bool = False  # ImageNet weights through timm (needs network or a cache)
-    decoder_dim: int = 64  # all-MLP decoder width
-    steps: int = 300  # optimiser steps
-    batch_size: int = 8  # images per optimiser step over all processes (the global batch under torchrun)
-    lr: float = 1e-3  # peak learning rate (AdamW)
-    weight_decay: float = 0.01
-    warmup_steps: int = 30  # linear warm-up from lr * 1e-6
-    poly_power: float = 0.9  # polynomial decay after warm-up
+    decoder_dim: PositiveInt = 64  # all-MLP decoder width
+    steps: PositiveInt = 300  # optimiser steps
+    batch_size: PositiveInt = 8  # images per optimiser step over all processes (the global batch under torchrun)
+    lr: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1e-3  # peak learning rate (AdamW)
+    weight_decay: FiniteNonNegative = 0.01
+    warmup_steps: NonNegativeInt = 30  # linear warm-up from lr * 1e-6
+    poly_power: FiniteNonNegative = 0.9  # polynomial decay after warm-up
     augment: bool = True  # random horizontal / vertical flips per sample
-    checkpoint_every: int = 100  # steps between resumable checkpoints
-    num_workers: int = 0  # DataLoader workers
-    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ... (under torchrun: cuda:LOCAL_RANK)
-    precision: str = "fp32"  # "fp32" or "bf16": bfloat16 autocast of the training step (weights stay fp32)
+    checkpoint_every: PositiveInt = 100  # steps between resumable checkpoints
+    num_workers: NonNegativeInt = 0  # DataLoader workers
+    device: Device = "auto"  # "auto", "cpu", "cuda", "cuda:1", ... (under torchrun: cuda:LOCAL_RANK)
+    precision: Precision = "fp32"  # bfloat16 autocast of the training step (weights stay fp32)
     channels_last: bool = False  # the method's weights and the 4-D inputs in channels_last memory format
     compile: bool = False  # torch.compile each direct child module of the method (docs/training.md)
-    class_weights: str = "median_frequency"  # the cross-entropy's class weights: one of CLASS_WEIGHTS
+    class_weights: ClassWeights = "median_frequency"  # the cross-entropy's class weights
 
-    def __post_init__(self) -> None:
-        where = "train"
-        _require(bool(self.backbone.strip()), where, "backbone", self.backbone, "'tiny' or a timm model name")
-        for key in ("steps", "batch_size", "checkpoint_every", "decoder_dim"):
-            value = getattr(self, key)
-            _require(value >= 1, where, key, value, "an int >= 1")
-        _require(
-            0 <= self.warmup_steps < self.steps,
-            where,
-            "warmup_steps",
-            self.warmup_steps,
-            f"an int in [0, steps) = [0, {self.steps})",
-        )
-        _require(math.isfinite(self.lr) and self.lr > 0, where, "lr", self.lr, "a finite number > 0")
-        for key in ("weight_decay", "poly_power"):
-            value = getattr(self, key)
-            _require(math.isfinite(value) and value >= 0, where, key, value, "a finite number >= 0")
-        _require(self.num_workers >= 0, where, "num_workers", self.num_workers, "an int >= 0")
-        _check_device(where, self.device)
-        _require(self.precision in PRECISIONS, where, "precision", self.precision, f"one of {list(PRECISIONS)}")
-        for key in ("channels_last", "compile"):
-            value = getattr(self, key)
-            _require(isinstance(value, bool), where, key, value, "true or false")
-        _require(
-            self.class_weights in CLASS_WEIGHTS,
-            where,
-            "class_weights",
-            self.class_weights,
-            f"one of {list(CLASS_WEIGHTS)}",
-        )
+    @model_validator(mode="after")
+    def _warmup_within_steps(self) -> TrainConfig:
+        if self.warmup_steps >= self.steps:
+            allowed = f"an int in [0, steps) = [0, {self.steps})"
+            raise FieldError(self.where, "warmup_steps", self.warmup_steps, allowed)
+        return self
 
 
-@dataclasses.dataclass(frozen=True)
-class EvalConfig:
+class EvalConfig(Section):
     """Evaluation settings (params.yaml ``evaluate``)."""
 
-    batch_size: int = 16
-    device: str = "auto"
-    sample_tiles: int = 3  # test tiles whose predictions are kept for the report's qualitative panel
-    convention: str = "mask"  # a missing modality: "mask" (zeroed and masked out) or "zero" (zeroed, not masked)
-
-    def __post_init__(self) -> None:
-        _require(
-            self.convention in EVAL_CONVENTIONS,
-            "evaluate",
-            "convention",
-            self.convention,
-            f"one of {list(EVAL_CONVENTIONS)} (docs/protocol.md)",
-        )
-        _require(self.batch_size >= 1, "evaluate", "batch_size", self.batch_size, "an int >= 1")
-        _require(self.sample_tiles >= 0, "evaluate", "sample_tiles", self.sample_tiles, "an int >= 0")
-        _check_device("evaluate", self.device)
+    where: ClassVar[str] = "evaluate"
+    batch_size: PositiveInt = 16
+    device: Device = "auto"
+    sample_tiles: NonNegativeInt = 3  # test tiles whose predictions are kept for the report's qualitative panel
+    # a missing modality: "mask" (zeroed and masked out) or "zero" (zeroed, not masked); docs/protocol.md
+    convention: Convention = "mask"
 
 
-@dataclasses.dataclass(frozen=True)
-class ReportConfig:
+def _repeated(values: Sequence[Any]) -> list[Any]:
+    return sorted({v for v in values if values.count(v) > 1})
+
+
+class ReportConfig(Section):
     """Report settings (params.yaml ``report``)."""
 
+    where: ClassVar[str] = "report"
     reference: str = "sgma-complete"  # the run every run is compared with
-    failure_probs: list[float] = dataclasses.field(default_factory=lambda: [0.05, 0.1, 0.2])  # p of E_p[mIoU]
-    bootstrap_samples: int = 1000  # replicates of the paired bootstrap
-    confidence: float = 0.95  # of the bootstrap interval
-    bootstrap_seed: int = 0
+    failure_probs: list[Annotated[float, Field(ge=0, lt=1)]] = [0.05, 0.1, 0.2]  # p of E_p[mIoU]
+    bootstrap_samples: PositiveInt = 1000  # replicates of the paired bootstrap
+    confidence: Annotated[float, Field(gt=0, lt=1)] = 0.95  # of the bootstrap interval
+    bootstrap_seed: NonNegativeInt = 0
     # rows of the ablation table, each trained under every protocol present: label -> method; the
     # first is the row every other is compared with (params.yaml: SGMA's none / SGF / MAS / both)
-    ablation: dict[str, str] = dataclasses.field(default_factory=dict)
+    ablation: Annotated[
+        dict[Annotated[str, Field(pattern=r"\S")], str], Allowed("a mapping of row label -> method name")
+    ] = {}
 
-    def __post_init__(self) -> None:
-        where = "report"
-        for label, method in self.ablation.items():
-            _require(
-                isinstance(label, str) and isinstance(method, str) and bool(label.strip()),
-                where,
-                "ablation",
-                {label: method},
-                "a mapping of row label -> method name",
-            )
+    @model_validator(mode="after")
+    def _ablation_rows(self) -> ReportConfig:
         methods = list(self.ablation.values())
-        repeated = sorted({m for m in methods if methods.count(m) > 1})
-        _require(not repeated, where, "ablation", self.ablation, "each method once", f"repeats {repeated}")
-        _require(
-            len(methods) != 1,
-            where,
-            "ablation",
-            self.ablation,
-            "{} (no ablation table) or 2+ rows: the first is the base the others are compared with",
-        )
-        bad = [p for p in self.failure_probs if not 0 <= p < 1]
-        if bad:
-            raise FieldError(
-                where, "failure_probs", bad[0], "a probability in [0, 1)", "is not a probability in [0, 1)"
-            )
-        _require(self.bootstrap_samples >= 1, where, "bootstrap_samples", self.bootstrap_samples, "an int >= 1")
-        _require(0 < self.confidence < 1, where, "confidence", self.confidence, "a number in (0, 1)")
-        _require(self.bootstrap_seed >= 0, where, "bootstrap_seed", self.bootstrap_seed, "an int >= 0")
-
-
-@dataclasses.dataclass(frozen=True)
-class ScenarioConfig:
-    """Corrupted-input scenarios run at evaluation besides the missing subsets (params.yaml
-    ``scenarios``; docs/scenarios.md). Every modality stays available; one modality at a time is
-    corrupted at each level of each kind. An empty level list turns a kind off."""
-
-    seed: int = 0  # masks and noise are drawn from (seed, kind, modality, tile index): identical in every run
-    modalities: list[str] | None = None  # modalities to corrupt, one at a time (None: every modality)
-    block_size: int = 8  # px, side of the square blocks that block_missing zeroes
-    block_missing: list[float] = dataclasses.field(default_factory=lambda: [0.25, 0.5, 0.75])  # fraction zeroed
-    pixel_missing: list[float] = dataclasses.field(default_factory=lambda: [0.25, 0.5, 0.75])  # fraction zeroed
-    gaussian: list[float] = dataclasses.field(default_factory=lambda: [0.25, 0.5, 1.0])  # std, channel stds
-    salt_pepper: list[float] = dataclasses.field(default_factory=lambda: [0.05, 0.1, 0.2])  # fraction of pixels
-    speckle: list[float] = dataclasses.field(default_factory=lambda: [0.25, 0.5, 1.0])  # variance = 1 / looks <= 1
-
-    def __post_init__(self) -> None:
-        where = "scenarios"
-        _require(self.seed >= 0, where, "seed", self.seed, "an int >= 0")
-        _require(self.block_size >= 1, where, "block_size", self.block_size, "an int >= 1")
-        if self.modalities is not None:
-            allowed = "null (every modality) or a non-empty list of distinct modality names"
-            _require(len(self.modalities) > 0, where, "modalities", self.modalities, allowed)
-            repeated = sorted({m for m in self.modalities if self.modalities.count(m) > 1})
-            _require(
-                not repeated, where, "modalities", self.modalities, allowed, f"repeats {repeated}; allowed: {allowed}"
-            )
-        # speckle: variance = 1 / looks, and a SAR image has at least one look
-        for kind in ("block_missing", "pixel_missing", "salt_pepper", "speckle"):
-            bad = [v for v in getattr(self, kind) if not 0 < v <= 1]
-            if bad:
-                raise FieldError(where, kind, bad[0], "a number in (0, 1]", "is not in (0, 1]")
-        bad = [v for v in self.gaussian if not (math.isfinite(v) and v > 0)]
-        if bad:
-            raise FieldError(where, "gaussian", bad[0], "a finite number > 0")
-        for kind in SCENARIO_KINDS:
-            levels = getattr(self, kind)
-            allowed = "levels in increasing order, each once (the curves run from mild to severe)"
-            increasing = all(a < b for a, b in zip(levels, levels[1:]))
-            _require(increasing, where, kind, levels, allowed, f"is not allowed; {allowed}")
+        if _repeated(methods):
+            raise FieldError(self.where, "ablation", self.ablation, "each method once", f"repeats {_repeated(methods)}")
+        if len(methods) == 1:
+            allowed = "{} (no ablation table) or 2+ rows: the first is the base the others are compared with"
+            raise FieldError(self.where, "ablation", self.ablation, allowed)
+        return self
 
 
 SCENARIO_KINDS = ("block_missing", "pixel_missing", "gaussian", "salt_pepper", "speckle")
+Share = Annotated[float, Field(gt=0, le=1)]  # a fraction of pixels, or speckle's variance = 1 / looks <= 1
+
+
+class ScenarioConfig(Section):
+    """Corrupted-input scenarios run at evaluation besides the missing subsets (params.yaml
+    ``scenarios``; docs/scenarios.md). Every modality stays available; one modality at a time is
+    corrupted at each level of each kind. An empty level list turns a kind off; levels increase."""
+
+    where: ClassVar[str] = "scenarios"
+    seed: NonNegativeInt = 0  # masks and noise are drawn from (seed, kind, modality, tile): identical in every run
+    # modalities to corrupt, one at a time (None: every modality)
+    modalities: Annotated[
+        Annotated[list[str], Field(min_length=1)] | None,
+        Allowed("null (every modality) or a non-empty list of distinct modality names"),
+    ] = None
+    block_size: PositiveInt = 8  # px, side of the square blocks that block_missing zeroes
+    block_missing: list[Share] = [0.25, 0.5, 0.75]  # fraction zeroed
+    pixel_missing: list[Share] = [0.25, 0.5, 0.75]  # fraction zeroed
+    gaussian: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] = [0.25, 0.5, 1.0]  # std, channel stds
+    salt_pepper: list[Share] = [0.05, 0.1, 0.2]  # fraction of pixels
+    speckle: list[Share] = [0.25, 0.5, 1.0]  # variance = 1 / looks (a SAR image has at least one look)
+
+    @model_validator(mode="after")
+    def _distinct_and_increasing(self) -> ScenarioConfig:
+        if self.modalities is not None and _repeated(self.modalities):
+            allowed = "null (every modality) or a non-empty list of distinct modality names"
+            problem = f"repeats {_repeated(self.modalities)}; allowed: {allowed}"
+            raise FieldError(self.where, "modalities", self.modalities, allowed, problem)
+        for kind in SCENARIO_KINDS:
+            levels = getattr(self, kind)
+            allowed = "levels in increasing order, each once (the curves run from mild to severe)"
+            if not all(a < b for a, b in zip(levels, levels[1:])):
+                raise FieldError(self.where, kind, levels, allowed, f"is not allowed; {allowed}")
+        return self
 
 
 def resolve_device(name: str) -> torch.device:  # noqa: F821 - torch imported lazily

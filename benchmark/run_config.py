@@ -40,7 +40,7 @@ class RunConfig:
     def record(self) -> dict[str, Any]:
         """The JSON-ready form, as written to ``configs/<run>.json``."""
         out = dataclasses.asdict(self)
-        out.update(protocol=self.protocol.record(), train=dataclasses.asdict(self.train))
+        out.update(protocol=self.protocol.record(), train=self.train.model_dump())
         return out
 
     @classmethod

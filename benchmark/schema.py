@@ -47,7 +47,7 @@ from benchmark.config import (
     ReportConfig,
     ScenarioConfig,
     TrainConfig,
-    _matches,
+    conforms,
     describe,
     from_mapping,
     load_params,
@@ -141,7 +141,7 @@ def _registered_names(values: list[Any], key: str, where: str, known: list[str],
 def _seeds(params: Mapping[str, Any], where: str) -> list[int]:
     seeds = _name_list(params, "seeds", where)
     for i, seed in enumerate(seeds):
-        if not _matches(seed, int):
+        if not conforms(seed, int):
             raise ParamsTypeError(f"{where}: seeds[{i}]: {seed!r} is not allowed; must be an int >= 0")
         if seed < 0:
             raise ParamsValueError(f"{where}: seeds[{i}]: {seed!r} is not allowed; must be an int >= 0")
@@ -225,7 +225,7 @@ def _method_entry(method: str, values: Any, key: str, sources: Mapping[str, Any]
                 continue
             allowed = sorted(k for k in accepted if k not in DATASET_KEYS)
             raise ParamsKeyError(f"{where}: {key}: unknown key(s) [{arg!r}]; allowed: {allowed}")
-        if not _matches(value, accepted[arg]):
+        if not conforms(value, accepted[arg]):
             raise ParamsTypeError(f"{where}: {key}.{arg}: {value!r} is not allowed; must be {describe(accepted[arg])}")
     return dict(values)
 
@@ -304,12 +304,12 @@ def resolve_protocols(entries: Any, where: str) -> dict[str, Protocol]:
         if kind == "bernoulli":
             drop = entry["drop_prob"]
             allowed = "a non-empty list of probabilities in [0, 1), one per modality"
-            if not _matches(drop, list[float]) or not drop or any(not 0 <= p < 1 for p in drop):
+            if not conforms(drop, list[float]) or not drop or any(not 0 <= p < 1 for p in drop):
                 raise ParamsValueError(f"{at}.drop_prob: {drop!r} is not allowed; must be {allowed}")
             resolved[name] = Protocol(name, kind, drop_prob=tuple(float(p) for p in drop))
         elif kind == "staged":
             fraction = entry["fraction"]
-            if not _matches(fraction, float) or not 0 < fraction < 1:
+            if not conforms(fraction, float) or not 0 < fraction < 1:
                 raise ParamsValueError(
                     f"{at}.fraction: {fraction!r} is not allowed; must be a number in (0, 1): the share of the "
                     "steps trained under `first`"

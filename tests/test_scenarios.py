@@ -228,8 +228,8 @@ def test_scenario_cases_reject_unknown_modality_and_units():
     [
         ("block_missing", [0.5, 0.25], "increasing order"),
         ("gaussian", [0.5, 0.5], "increasing order"),
-        ("speckle", [2.0], "not in (0, 1]"),
-        ("salt_pepper", [0.0], "not in (0, 1]"),
+        ("speckle", [2.0], "is not allowed; must be a number in (0, 1]"),
+        ("salt_pepper", [0.0], "is not allowed; must be a number in (0, 1]"),
     ],
 )
 def test_levels_must_increase_and_stay_in_range(key, levels, message):

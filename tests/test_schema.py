@@ -19,6 +19,7 @@ from benchmark.config import (
     ParamsError,
     ReportConfig,
     ScenarioConfig,
+    Section,
     TrainConfig,
     from_mapping,
     load_params,
@@ -572,15 +573,12 @@ def test_load_params_only_reads_and_load_config_checks_the_whole_file(tmp_path: 
 
 
 def test_from_mapping_types_literals_and_messages() -> None:
-    import dataclasses
-
-    @dataclasses.dataclass(frozen=True)
-    class Cfg:
+    class Cfg(Section):
         mode: Literal["fast", "slow"] = "fast"
         ratio: float = 0.5
         sizes: list[int] | None = None
 
-    assert from_mapping(Cfg, {"mode": "slow", "ratio": 1}, "f: cfg") == Cfg("slow", 1.0)
+    assert from_mapping(Cfg, {"mode": "slow", "ratio": 1}, "f: cfg") == Cfg(mode="slow", ratio=1.0)
     assert isinstance(from_mapping(Cfg, {"ratio": 1}, "f: cfg").ratio, float)
     with pytest.raises(TypeError, match=r"^f: cfg.mode: 'medium' is not allowed; must be one of \['fast', 'slow'\]$"):
         from_mapping(Cfg, {"mode": "medium"}, "f: cfg")

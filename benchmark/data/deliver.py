@@ -38,13 +38,13 @@ occur in the paths. The errors name what was looked for.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from benchmark.config import from_mapping
+from benchmark.config import PositiveInt, Section, from_mapping
 from benchmark.data.manual import ManualArchive, ManualArchiveSource
 from benchmark.data.prepared import Storage
 from benchmark.data.raster import Layer, RasterLayer, Scene
@@ -76,19 +76,13 @@ CITATION = (
 )
 
 
-@dataclass(frozen=True)
-class DeliverConfig:
+class DeliverConfig(Section):
     """params.yaml ``deliver``."""
 
-    tile_size: int = 1042  # px; the frames are 1042 x 1042, so one tile per frame
-    stride: int = 1042  # px between tile origins
-    max_frames: int | None = None  # per split, the first (sorted) frames only, for quick runs; None: all
-
-    def __post_init__(self) -> None:
-        if self.tile_size < 1 or self.stride < 1:
-            raise ValueError("params.yaml: deliver: need tile_size >= 1 and stride >= 1")
-        if self.max_frames is not None and self.max_frames < 1:
-            raise ValueError(f"params.yaml: deliver.max_frames: {self.max_frames}, need >= 1 (or null: all)")
+    where: ClassVar[str] = "deliver"
+    tile_size: PositiveInt = 1042  # px; the frames are 1042 x 1042, so one tile per frame
+    stride: PositiveInt = 1042  # px between tile origins
+    max_frames: PositiveInt | None = None  # per split, the first (sorted) frames only, for quick runs; None: all
 
 
 def partner(relative: PurePosixPath, folder: str, kind: str) -> PurePosixPath:
@@ -213,7 +207,7 @@ class Deliver(ManualArchiveSource):
 
     def __init__(self, params: Mapping[str, Any], raw_dir: Path | None = None) -> None:
         super().__init__(params, raw_dir)
-        self.config = from_mapping(DeliverConfig, params, f"params.yaml: {self.name}")
+        self.config = from_mapping(DeliverConfig, params, self.name)
 
     def archives(self) -> list[ManualArchive]:
         return [ManualArchive(ARCHIVE, CONTAINS, md5=None)]
@@ -265,7 +259,7 @@ class Deliver(ManualArchiveSource):
         scenes = [self.scene(root, split, rgb) for split, paths in frames.items() for rgb in paths]
         tags = {str(rgb): conditions_of(rgb) for paths in frames.values() for rgb in paths}
         source = {
-            **asdict(self.config),
+            **self.config.model_dump(),
             "archive": ARCHIVE,
             "layout": "jamycheung/DELIVER semseg/datasets/deliver.py at 4981c16d0fd825d9309ce97a7a1654fef1756bbf",
             "frames": {split: len(paths) for split, paths in frames.items()},

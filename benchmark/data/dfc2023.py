@@ -58,13 +58,14 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
+from pydantic import Field
 
-from benchmark.config import from_mapping
+from benchmark.config import NonNegativeInt, PositiveInt, Section, from_mapping
 from benchmark.data.manual import ManualArchive, ManualArchiveSource
 from benchmark.data.prepared import Storage
 from benchmark.data.raster import Layer, RasterLayer, Scene
@@ -87,23 +88,16 @@ CITATION = (
 )
 
 
-@dataclass(frozen=True)
-class DFC2023Config:
+class DFC2023Config(Section):
     """params.yaml ``dfc2023``."""
 
-    tile_size: int = 512  # px; the patches are 512 x 512, so one tile per image
-    stride: int = 512  # px between tile origins
-    test_fraction: float = 0.2  # share of the official train images that form the benchmark test split
-    split_seed: int = 0  # seed of the permutation that picks the test images
-    max_images: int | None = None  # use only this many images (the permutation's first); None: all
-
-    def __post_init__(self) -> None:
-        if self.tile_size < 1 or self.stride < 1:
-            raise ValueError("params.yaml: dfc2023: need tile_size >= 1 and stride >= 1")
-        if not 0 < self.test_fraction < 1:
-            raise ValueError(f"params.yaml: dfc2023.test_fraction: {self.test_fraction} is not in (0, 1)")
-        if self.max_images is not None and self.max_images < 2:
-            raise ValueError(f"params.yaml: dfc2023.max_images: {self.max_images}, need >= 2 (one train, one test)")
+    where: ClassVar[str] = "dfc2023"
+    tile_size: PositiveInt = 512  # px; the patches are 512 x 512, so one tile per image
+    stride: PositiveInt = 512  # px between tile origins
+    test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2  # share of the official train images in the test split
+    split_seed: NonNegativeInt = 0  # seed of the permutation that picks the test images
+    # use only this many images (the permutation's first; one train, one test at least); None: all
+    max_images: Annotated[int, Field(ge=2)] | None = None
 
 
 # --- COCO segmentations -> masks ---------------------------------------------------------------
@@ -357,7 +351,7 @@ class DFC2023(ManualArchiveSource):
 
     def __init__(self, params: Mapping[str, Any], raw_dir: Path | None = None) -> None:
         super().__init__(params, raw_dir)
-        self.config = from_mapping(DFC2023Config, params, f"params.yaml: {self.name}")
+        self.config = from_mapping(DFC2023Config, params, self.name)
 
     def archives(self) -> list[ManualArchive]:
         return [ManualArchive(ARCHIVE, DEFAULT_CONTAINS, md5=None)]  # any top folder is accepted
@@ -385,7 +379,7 @@ class DFC2023(ManualArchiveSource):
                 }
                 scenes.append(Scene(name, part, inputs, labels[name], decode_building_label))
         source = {
-            **asdict(cfg),
+            **cfg.model_dump(),
             "archive": ARCHIVE,
             "annotations": str(annotations.relative_to(root)),
             "folders": {m: str(p.relative_to(root)) for m, p in folders.items()},

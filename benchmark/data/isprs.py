@@ -27,8 +27,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import model_validator
 
-from benchmark.config import from_mapping
+from benchmark.config import FieldError, PositiveInt, Section, from_mapping, one_of
 from benchmark.data.manual import ManualArchive, ManualArchiveSource
 from benchmark.data.prepared import Storage
 from benchmark.data.raster import Layer, RasterLayer, Scene
@@ -56,6 +57,7 @@ HOW_TO_OBTAIN = (
     "the archives cannot be downloaded automatically"
 )
 LABEL_VARIANTS = ("eroded", "full")
+Labels = one_of(*LABEL_VARIANTS)
 
 POTSDAM_TRAIN = (
     "2_10 2_11 2_12 3_10 3_11 3_12 4_10 4_11 4_12 5_10 5_11 5_12 6_10 6_11 6_12 6_7 6_8 6_9 7_10 7_11 7_12 7_7 7_8 7_9"
@@ -117,44 +119,34 @@ class VoidFloorLayer:
         self.layer.close()
 
 
-def _check_common(where: str, tile_size: int, stride: int, labels: str) -> None:
-    if tile_size < 1 or stride < 1:
-        raise ValueError(f"{where}: tile_size and stride must be >= 1, got {tile_size} and {stride}")
-    if labels not in LABEL_VARIANTS:
-        raise ValueError(f"{where}.labels: {labels!r}, expected one of {list(LABEL_VARIANTS)}")
-
-
 def _check_tiles(where: str, train: Sequence[Any], test: Sequence[Any], known: Sequence[Any]) -> None:
+    """train_tiles and test_tiles: each a non-empty list of distinct tiles of ``known``, none in both."""
+    allowed = f"null (the official list) or a non-empty list of distinct tiles of the data set: {list(known)}"
     for key, tiles in (("train_tiles", train), ("test_tiles", test)):
-        if not tiles:
-            raise ValueError(f"{where}.{key}: empty (give at least one tile, or null for the official list)")
         unknown = [t for t in tiles if t not in known]
-        if unknown:
-            raise ValueError(f"{where}.{key}: unknown tile(s) {unknown}; the data set has {list(known)}")
-        if len(set(tiles)) != len(tiles):
-            raise ValueError(f"{where}.{key}: repeated tile(s) in {list(tiles)}")
+        if not tiles or unknown or len(set(tiles)) != len(tiles):
+            problem = f"holds unknown tile(s) {unknown}" if unknown else "is empty or repeats a tile"
+            raise FieldError(where, key, list(tiles), allowed, f"{problem}; allowed: {allowed}")
     both = sorted(set(train) & set(test), key=str)
     if both:
-        raise ValueError(f"{where}: tile(s) {both} in both train_tiles and test_tiles")
+        raise FieldError(where, "test_tiles", list(test), "tiles not in train_tiles", f"shares {both} with train_tiles")
 
 
-@dataclass(frozen=True)
-class PotsdamConfig:
+class PotsdamConfig(Section):
     """params.yaml ``potsdam``."""
 
-    tile_size: int = 512  # px per side of the square tiles (5 cm per px)
-    stride: int = 512  # px between tile origins (< tile_size: overlapping tiles)
-    labels: str = "eroded"  # "eroded" (5_Labels_all_noBoundary) or "full" (5_Labels_all)
-    dsm: str = "ndsm"  # "ndsm" (1_DSM_normalisation, 8-bit JPEG) or "dsm" (1_DSM, float32 m)
+    where: ClassVar[str] = "potsdam"
+    tile_size: PositiveInt = 512  # px per side of the square tiles (5 cm per px)
+    stride: PositiveInt = 512  # px between tile origins (< tile_size: overlapping tiles)
+    labels: Labels = "eroded"  # "eroded" (5_Labels_all_noBoundary) or "full" (5_Labels_all)
+    dsm: one_of("ndsm", "dsm") = "ndsm"  # "ndsm" (1_DSM_normalisation, 8-bit JPEG) or "dsm" (1_DSM, float32 m)
     train_tiles: list[str] | None = None  # tile ids like "2_10"; None: the official 24 training tiles
     test_tiles: list[str] | None = None  # None: the official 14 test tiles
 
-    def __post_init__(self) -> None:
-        where = "params.yaml: potsdam"
-        _check_common(where, self.tile_size, self.stride, self.labels)
-        if self.dsm not in ("ndsm", "dsm"):
-            raise ValueError(f"{where}.dsm: {self.dsm!r}, expected 'ndsm' or 'dsm'")
-        _check_tiles(where, self.train, self.test, POTSDAM_TRAIN + POTSDAM_TEST)
+    @model_validator(mode="after")
+    def _tiles(self) -> PotsdamConfig:
+        _check_tiles(self.where, self.train, self.test, POTSDAM_TRAIN + POTSDAM_TEST)
+        return self
 
     @property
     def train(self) -> list[str]:
@@ -165,20 +157,20 @@ class PotsdamConfig:
         return list(POTSDAM_TEST if self.test_tiles is None else self.test_tiles)
 
 
-@dataclass(frozen=True)
-class VaihingenConfig:
+class VaihingenConfig(Section):
     """params.yaml ``vaihingen`` (tiles are the numbered areas)."""
 
-    tile_size: int = 512  # px per side of the square tiles (9 cm per px)
-    stride: int = 512  # px between tile origins (< tile_size: overlapping tiles)
-    labels: str = "eroded"  # "eroded" (..._ground_truth_eroded_COMPLETE) or "full" (..._ground_truth_COMPLETE)
+    where: ClassVar[str] = "vaihingen"
+    tile_size: PositiveInt = 512  # px per side of the square tiles (9 cm per px)
+    stride: PositiveInt = 512  # px between tile origins (< tile_size: overlapping tiles)
+    labels: Labels = "eroded"  # "eroded" (..._ground_truth_eroded_COMPLETE) or "full" (..._ground_truth_COMPLETE)
     train_tiles: list[int] | None = None  # area numbers; None: the official 16 training areas
     test_tiles: list[int] | None = None  # None: the official 17 test areas
 
-    def __post_init__(self) -> None:
-        where = "params.yaml: vaihingen"
-        _check_common(where, self.tile_size, self.stride, self.labels)
-        _check_tiles(where, self.train, self.test, VAIHINGEN_TRAIN + VAIHINGEN_TEST)
+    @model_validator(mode="after")
+    def _tiles(self) -> VaihingenConfig:
+        _check_tiles(self.where, self.train, self.test, VAIHINGEN_TRAIN + VAIHINGEN_TEST)
+        return self
 
     @property
     def train(self) -> list[int]:
@@ -207,7 +199,7 @@ class IsprsSource(ManualArchiveSource):
 
     def __init__(self, params: Mapping[str, Any], raw_dir: Path | None = None) -> None:
         super().__init__(params, raw_dir)
-        self.config = from_mapping(self.config_type, params, f"params.yaml: {self.name}")
+        self.config = from_mapping(self.config_type, params, self.name)
         self._index: dict[str, dict[str, list[Path]]] = {}
 
     def archive(self, filename: str, contains: str) -> ManualArchive:

@@ -15,50 +15,38 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.config import (
+    FieldError,
     ParamsError,
     ParamsKeyError,
     ParamsTypeError,
     ParamsValueError,
-    _matches,
     load_params,
     section,
 )
 from benchmark.data.source import DatasetSource, build_source
 
-# sizes of a data-set section that must be >= 1 (checked before the source's own checks)
-SIZE_KEYS = ("tile_size", "stride", "num_train", "num_test", "block_size", "workers")
-SEED_KEYS = ("seed", "split_seed")  # seeds of a data-set section: ints >= 0 (numpy refuses negative seeds)
 
-
-def _reraise_from_source(err: Exception, name: str, where: str) -> ParamsError:
-    """A data-set source's own error, located in this file (its messages say ``params.yaml: <name>``)."""
+def in_file(err: Exception, where: str) -> ParamsError:
+    """A data set's own error (``<name>[.<key>]: ...``, a ``KeyError``, ``TypeError`` or
+    ``ValueError``) located in the params file ``where``, of the same kind."""
+    if isinstance(err, FieldError):
+        return err.at(f"{where}: {err.where}")
     message = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
-    message = message.removeprefix("params.yaml: ")
-    if not message.startswith(name):
-        message = f"{name}: {message}"
     kind = ParamsKeyError if isinstance(err, KeyError) else ParamsTypeError if isinstance(err, TypeError) else None
     return (kind or ParamsValueError)(f"{where}: {message}")
 
 
 def checked_source(name: str, values: Any, where: str, raw_dir: Path | None = None) -> DatasetSource:
-    """The data set ``name``'s source built from its params section ``values`` (null: defaults), after
-    checking that no size is <= 0 and no seed < 0; errors name ``<where>: <name>.<key>``. Builds only: reads no file."""
+    """The data set ``name``'s source built from its params section ``values`` (null: defaults);
+    errors name ``<where>: <name>.<key>``. Builds only: reads no file."""
     if values is None:
         values = {}
     if not isinstance(values, Mapping):
         raise ParamsTypeError(f"{where}: {name}: {values!r} is not allowed; must be a mapping (or null: defaults)")
-    for key in SIZE_KEYS:
-        value = values.get(key)
-        if _matches(value, int) and value < 1:
-            raise ParamsValueError(f"{where}: {name}.{key}: {value!r} is not allowed; must be an int >= 1")
-    for key in SEED_KEYS:
-        value = values.get(key)
-        if _matches(value, int) and value < 0:
-            raise ParamsValueError(f"{where}: {name}.{key}: {value!r} is not allowed; must be an int >= 0")
     try:
         source = build_source(name, values, raw_dir)
     except (KeyError, TypeError, ValueError) as err:
-        raise _reraise_from_source(err, name, where) from None
+        raise in_file(err, where) from None
     check_source_facts(source, where)
     return source
 

@@ -26,13 +26,13 @@ train and test blocks.
 from __future__ import annotations
 
 import csv
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
+from pydantic import Field, model_validator
 
-from benchmark.config import from_mapping
+from benchmark.config import PositiveInt, Section, from_mapping
 from benchmark.data.download import GCS_API, ChecksumError, download_all, list_gcs_objects, sha256_file, verify_manifest
 from benchmark.data.raster import Layer, RasterLayer, Scene, WindowLayer, tile_windows
 from benchmark.data.source import MANIFEST_NAME, DatasetSource, register_dataset
@@ -98,20 +98,16 @@ def read_split_csv(path: Path) -> list[str]:
     return chips
 
 
-@dataclass(frozen=True)
-class Sen1Floods11Config:
+class Sen1Floods11Config(Section):
     """params.yaml ``sen1floods11``."""
 
-    tile_size: int = 512  # px; chips are 512 x 512, so 512 keeps one tile per chip
-    stride: int = 512  # px between tile origins
-    workers: int = 8  # parallel downloads
+    where: ClassVar[str] = "sen1floods11"
+    tile_size: Annotated[int, Field(ge=1, le=512)] = 512  # px; chips are 512 x 512, so 512 keeps one tile per chip
+    stride: PositiveInt = 512  # px between tile origins
+    workers: PositiveInt = 8  # parallel downloads
     api: str = GCS_API  # Google Cloud Storage endpoint (a mirror with the same JSON API also works)
     bucket: str = "sen1floods11"
     version: str = "v1.1"  # folder of the bucket
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.tile_size <= 512 or self.stride < 1 or self.workers < 1:
-            raise ValueError("sen1floods11: need 1 <= tile_size <= 512, stride >= 1, workers >= 1")
 
 
 class _Sen1Floods11Facts(DatasetSource):
@@ -140,7 +136,7 @@ class Sen1Floods11(_Sen1Floods11Facts):
 
     def __init__(self, params: dict[str, Any], raw_dir: Path | None = None) -> None:
         super().__init__(params, raw_dir)
-        self.config = from_mapping(Sen1Floods11Config, params, f"params.yaml: {self.name}")
+        self.config = from_mapping(Sen1Floods11Config, params, self.name)
 
     def download(self) -> Path:
         cfg = self.config
@@ -185,22 +181,22 @@ class Sen1Floods11(_Sen1Floods11Facts):
         )
 
 
-@dataclass(frozen=True)
-class SampleConfig:
+class SampleConfig(Section):
     """params.yaml ``sen1floods11-sample``."""
 
+    where: ClassVar[str] = "sen1floods11-sample"
     source_dir: str = "../shared/data/sen1floods11_sample"  # the real chip (never copied into the repository)
     chip: str = "Spain_7370579"
-    block_size: int = 128  # px; the chip is cut into blocks, each wholly train or wholly test
-    test_every: int = 4  # block (row r, col c) is a test block when (r + c) % test_every == 0
-    tile_size: int = 64  # px
-    stride: int = 64  # px, within a block
+    block_size: PositiveInt = 128  # px; the chip is cut into blocks, each wholly train or wholly test
+    test_every: Annotated[int, Field(ge=2)] = 4  # block (row r, col c) is a test block when (r + c) % test_every == 0
+    tile_size: PositiveInt = 64  # px
+    stride: PositiveInt = 64  # px, within a block
 
-    def __post_init__(self) -> None:
-        if not (1 <= self.tile_size <= self.block_size <= 512 and 512 % self.block_size == 0):
-            raise ValueError("sen1floods11-sample: need 1 <= tile_size <= block_size, block_size dividing 512")
-        if self.stride < 1 or self.test_every < 2:
-            raise ValueError("sen1floods11-sample: need stride >= 1 and test_every >= 2")
+    @model_validator(mode="after")
+    def _blocks(self) -> SampleConfig:
+        if not (self.tile_size <= self.block_size <= 512 and 512 % self.block_size == 0):
+            raise ValueError("need 1 <= tile_size <= block_size, block_size dividing 512")
+        return self
 
 
 @register_dataset("sen1floods11-sample")
@@ -225,7 +221,7 @@ class Sen1Floods11Sample(_Sen1Floods11Facts):
 
     def __init__(self, params: dict[str, Any], raw_dir: Path | None = None) -> None:
         super().__init__(params, raw_dir)
-        self.config = from_mapping(SampleConfig, params, f"params.yaml: {self.name}")
+        self.config = from_mapping(SampleConfig, params, self.name)
 
     def _verified_files(self) -> dict[str, dict[str, Any]]:
         folder = Path(self.config.source_dir)
@@ -281,4 +277,4 @@ class Sen1Floods11Sample(_Sen1Floods11Facts):
             raise ChecksumError(f"{manifest}: the sample files changed since the download stage verified them")
         scenes = self.scenes()
         blocks = {scene.name: scene.split for scene in scenes}
-        return self.write_scenes(out_dir, scenes, {**asdict(self.config), "blocks": blocks}, progress=False)
+        return self.write_scenes(out_dir, scenes, {**self.config.model_dump(), "blocks": blocks}, progress=False)

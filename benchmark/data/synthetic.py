@@ -30,16 +30,15 @@ stay partly confused. ``docs/synthetic.md`` documents the model and measured cla
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
+from pydantic import Field, model_validator
 
-from benchmark.config import from_mapping
+from benchmark.config import NonNegativeInt, PositiveInt, Section, from_mapping
 from benchmark.data.prepared import write_prepared
 from benchmark.data.source import DatasetSource, register_dataset
 
@@ -52,37 +51,42 @@ SAR_CHANNELS = 1
 IMPERVIOUS, BUILDING, LOW_VEGETATION, TREE, CAR, CLUTTER = range(6)
 
 
-@dataclass(frozen=True)
-class SyntheticConfig:
-    """Size, scene content and nuisance levels. Counts are means per 64x64-pixel area."""
+Fraction = Annotated[float, Field(ge=0, le=1)]
 
-    tile_size: int = 64  # pixels per side (square tiles)
-    num_train: int = 200  # tiles in the training split
-    num_test: int = 50  # tiles in the test split
+
+class SyntheticConfig(Section):
+    """Size, scene content and nuisance levels (params.yaml ``synthetic``). Counts are means per
+    64x64-pixel area."""
+
+    where: ClassVar[str] = "synthetic"
+    seed: NonNegativeInt = 0  # of the data set: train tiles from seed, test tiles from seed + 10000
+    tile_size: PositiveInt = 64  # pixels per side (square tiles), >= 16
+    num_train: PositiveInt = 200  # tiles in the training split
+    num_test: PositiveInt = 50  # tiles in the test split
     with_sar: bool = False  # add the 4th modality "sar" (last)
-    gsd: float = 0.5  # ground sampling distance, m per pixel (sets object sizes in pixels)
+    gsd: Annotated[float, Field(gt=0)] = 0.5  # ground sampling distance, m per pixel (sets object sizes in pixels)
     road_count: float = 1.5  # mean roads per 64 px of tile side (Poisson, at least 1)
     building_count: float = 3.5  # mean buildings per 64x64 px (Poisson)
-    paved_yard_fraction: float = 0.6  # probability that a building has a paved yard around it
+    paved_yard_fraction: Fraction = 0.6  # probability that a building has a paved yard around it
     tree_count: float = 8.0  # mean tree crowns per 64x64 px (Poisson)
     car_count: float = 3.0  # mean cars per 64x64 px (Poisson, placed on roads)
     clutter_count: float = 4.0  # mean clutter patches per 64x64 px (Poisson)
-    grey_roof_fraction: float = 0.5  # probability that a roof is asphalt-grey in RGB (0..1)
-    illumination_range: float = 0.2  # per-tile brightness factor drawn in 1 +- this (ratio)
-    shadow_strength: float = 0.5  # fraction of light removed in cast shadows (0..1)
+    grey_roof_fraction: Fraction = 0.5  # probability that a roof is asphalt-grey in RGB (0..1)
+    illumination_range: Annotated[float, Field(lt=1)] = 0.2  # per-tile brightness factor drawn in 1 +- this (ratio)
+    shadow_strength: Fraction = 0.5  # fraction of light removed in cast shadows (0..1)
     sun_elevation_deg: float = 55.0  # sun elevation in degrees (azimuth is random per tile)
     rgb_noise: float = 0.03  # Gaussian noise std, reflectance units
     nir_noise: float = 0.03  # Gaussian noise std, reflectance units
     dsm_noise: float = 0.5  # Gaussian noise std, m
     dsm_terrain_error: float = 0.3  # amplitude of smooth ground-height error, m
-    dsm_void_fraction: float = 0.05  # fraction of DSM pixels that are voids (NaN), 0..1
-    sar_looks: float = 4.0  # equivalent number of looks (Gamma speckle shape), >0
+    dsm_void_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.05  # fraction of DSM pixels that are voids (NaN), 0..1
+    sar_looks: Annotated[float, Field(gt=0)] = 4.0  # equivalent number of looks (Gamma speckle shape)
 
-    def __post_init__(self) -> None:
-        if self.tile_size < 16 or self.gsd <= 0 or self.sar_looks <= 0:
-            raise ValueError("need tile_size >= 16, gsd > 0 and sar_looks > 0")
-        if not (0 <= self.dsm_void_fraction < 1 and 0 <= self.shadow_strength <= 1 and self.illumination_range < 1):
-            raise ValueError("need 0 <= dsm_void_fraction < 1, 0 <= shadow_strength <= 1, illumination_range < 1")
+    @model_validator(mode="after")
+    def _room_for_objects(self) -> SyntheticConfig:
+        if self.tile_size < 16:
+            raise ValueError(f"need tile_size >= 16 (room for the scene's objects), not {self.tile_size}")
+        return self
 
 
 def _window(cy: float, cx: float, r: float, size: int) -> tuple[slice, slice]:
@@ -287,11 +291,8 @@ class Synthetic(DatasetSource):
 
     def __init__(self, params: Mapping[str, Any], raw_dir: Path | None = None) -> None:
         super().__init__(params, raw_dir)
-        values = dict(params)
-        self.seed = values.pop("seed", 0)
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise TypeError(f"params.yaml: synthetic.seed must be an integer, got {self.seed!r}")
-        self.config = from_mapping(SyntheticConfig, values, "params.yaml: synthetic")
+        self.config = from_mapping(SyntheticConfig, params, self.name)
+        self.seed = self.config.seed
         if self.config.with_sar:
             self.modalities = {**MODALITIES, "sar": SAR_CHANNELS}
 
@@ -303,7 +304,7 @@ class Synthetic(DatasetSource):
         ):
             inputs, labels = generate_tiles(self.config, count, seed)
             splits[split] = ({m: inputs[m] for m in self.modalities}, labels)  # the selected modalities
-        source = {"generator": __name__, "seed": self.seed, **dataclasses.asdict(self.config)}
+        source = {"generator": __name__, "seed": self.seed, **self.config.model_dump(exclude={"seed"})}
         return write_prepared(
             out_dir, splits, dataset=self.name, classes=self.classes, ignore_index=self.ignore_index, source=source
         )

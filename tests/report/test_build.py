@@ -127,7 +127,7 @@ def test_cli_prints_the_leaderboard(results: Path, tmp_path: Path, capsys):
     [
         ({"report": {"reference": "gamma"}}, [], r"report.reference: 'gamma' is not one of the runs"),
         ({"report": {"bootstrap_sample": 5}}, [], r"report: unknown key\(s\) \['bootstrap_sample'\]"),
-        ({"report": {"failure_probs": [1.0]}}, [], r"report.failure_probs: 1.0 is not a probability"),
+        ({"report": {"failure_probs": [1.0]}}, [], r"report.failure_probs\[0\]: 1.0 is not allowed; must be a"),
         ({}, ["--runs", "alpha-complete", "sgma-complete", "gamma"], r"toy/gamma/seed0/metrics.json: not found"),
         ({}, ["--seeds", "0", "7"], r"alpha-complete/seed7/metrics.json: not found"),
     ],
