@@ -16,7 +16,6 @@ import itertools
 import types
 import typing
 from collections.abc import Mapping, Sequence
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
@@ -35,7 +34,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
-from benchmark.errors import UserError
+from benchmark.errors import UserError, did_you_mean
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -57,14 +56,17 @@ class ParamsValueError(ParamsError, ValueError):
 
 
 class FieldError(ParamsValueError):
-    """One field of a config dataclass out of range: ``<where>.<key>: <value> is not allowed; must be <allowed>``.
+    """One field of a section not allowed: ``<where>.<key>: <value> is not allowed; must be <allowed>``.
 
     ``where`` defaults to the section (``"train"``); :func:`from_mapping` re-raises it with the file.
+    ``location`` replaces ``<where>.<key>`` where the translator has spelt the path itself.
     """
 
-    def __init__(self, where: str, key: str, value: Any, allowed: str, problem: str | None = None) -> None:
+    def __init__(
+        self, where: str, key: str, value: Any, allowed: str, problem: str | None = None, location: str | None = None
+    ) -> None:
         self.where, self.key, self.value, self.allowed, self.problem = where, key, value, allowed, problem
-        super().__init__(f"{where}.{key}: {value!r} {problem or f'is not allowed; must be {allowed}'}")
+        super().__init__(f"{location or f'{where}.{key}'}: {value!r} {problem or f'is not allowed; must be {allowed}'}")
 
     def at(self, where: str) -> FieldError:
         """The same error located at ``where`` (e.g. ``"params.yaml: train"``)."""
@@ -294,57 +296,110 @@ def _hint(value: Any, allowed: str) -> str:
     return ""
 
 
-def _is_list(annotation: Any) -> bool:
-    return typing.get_origin(annotation) is list
+def _step(annotation: Any, key: Any) -> tuple[Any, list[Any]] | None:
+    """The annotation (and its metadata) one step inside ``annotation`` at ``key`` of an error's
+    location: a model's field (by name or alias), a mapping's value, a list's item; ``None`` where
+    the location names no part of the value (a union's tag, a mapping key's own check)."""
+    base, _ = _metadata(annotation)
+    if typing.get_origin(base) in (typing.Union, types.UnionType):
+        members = [_metadata(a)[0] for a in typing.get_args(base) if a is not type(None)]
+        nested = len(members) == 1 and (isinstance(members[0], type) and issubclass(members[0], BaseModel))
+        if not (nested or len(members) == 1 and typing.get_origin(members[0]) in (dict, Mapping)):
+            return None  # a union of values (a list or null, ...): reported whole
+        base = members[0]
+    if isinstance(base, type) and issubclass(base, BaseModel):
+        field = next((f for n, f in base.model_fields.items() if key in (n, f.alias)), None)
+        return None if field is None else (field.annotation, field.metadata)
+    origin, args = typing.get_origin(base), typing.get_args(base)
+    if origin in (dict, Mapping) and len(args) == 2 and key != "[key]":
+        return args[1], []
+    if origin in (list, Sequence) and isinstance(key, int):
+        return args[0], []
+    return None
 
 
-def params_error(err: ValidationError, cls: type[BaseModel], values: Mapping[str, Any], where: str) -> ParamsError:
-    """pydantic's errors of ``cls`` built from ``values`` as one of this module's one-line errors,
-    located at ``where``: unknown keys first (all of them), then the first field in ``cls``'s order
-    (a type error, or a value out of what is allowed), then the model's own checks."""
+def _path(parts: Sequence[Any]) -> str:
+    """``["train", "lr"]`` -> ``train.lr``; ``["seeds", 0]`` -> ``seeds[0]``."""
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts).lstrip(".")
+
+
+def _value(values: Any, parts: Sequence[Any]) -> Any:
+    for part in parts:
+        values = values[part]
+    return values
+
+
+def params_error(
+    err: ValidationError, cls: type[BaseModel], values: Mapping[str, Any], where: str, joiner: str = "."
+) -> ParamsError:
+    """pydantic's errors of ``cls`` built from ``values`` as one of this module's one-line errors at
+    ``<where><joiner><key path>`` (``joiner``: ``"."`` below a section's ``where``, ``": "`` below a
+    file's): unknown keys first (all of them, of the first mapping that has some), then missing
+    keys, then the first error in ``cls``'s order (a type error, or a value out of what is allowed:
+    the key, the value and what is allowed), then a model's own check."""
     errors = err.errors()
-    names = list(cls.model_fields)
-    unknown = [e["loc"][0] for e in errors if e["type"] == "extra_forbidden"]
-    if unknown:
-        return ParamsKeyError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
-    missing = [e["loc"][0] for e in errors if e["type"] == "missing"]
-    if missing:
-        return ParamsKeyError(f"{where}: missing key(s) {missing}; required: {[n for n in names if n in missing]}")
-    for name in names:
-        mine = [e for e in errors if e["loc"] and e["loc"][0] == name]
-        if mine:
-            field, value = cls.model_fields[name], values[name]
-            wrong_value = any(e["type"] in _VALUE_ERRORS for e in mine)
-            if wrong_value and len(mine) == 1 and _is_list(field.annotation) and mine[0]["loc"][1:2] != ():
-                index = mine[0]["loc"][1]  # one item of a list: name it
-                return FieldError(
-                    where, f"{name}[{index}]", value[index], describe(typing.get_args(field.annotation)[0])
-                )
-            allowed = describe(field.annotation, field.metadata, bounds=wrong_value)
-            return (FieldError if wrong_value else FieldTypeError)(where, name, value, allowed + _hint(value, allowed))
+
+    def base(parts: Sequence[Any]) -> str:
+        return f"{where}{joiner}{_path(parts)}" if parts else where
+
+    for kind in ("extra_forbidden", "missing"):
+        found = [e["loc"] for e in errors if e["type"] == kind]
+        if found:
+            parent = found[0][:-1]
+            keys = [loc[-1] for loc in found if loc[:-1] == parent]
+            model = _metadata(cls if not parent else _walk(cls, parent)[1])[0]
+            fields = getattr(model, "model_fields", {})
+            names = [f.alias or n for n, f in fields.items()]
+            if kind == "missing":
+                required = [n for n in names if fields[n].is_required()] if names else keys
+                return ParamsKeyError(f"{base([*parent, keys[0]])}: missing; required keys: {required}")
+            return ParamsKeyError(
+                f"{base(parent)}: unknown key(s) {keys}; allowed: {sorted(names)}" + did_you_mean(keys[0], names)
+            )
     first = errors[0]
+    parts, annotation, metadata = _walk(cls, first["loc"])
     cause = (first.get("ctx") or {}).get("error")
-    if isinstance(cause, FieldError):
-        return cause.at(where)
-    return ParamsValueError(f"{where}: {cause if cause is not None else first['msg']}")
+    if first["type"] == "value_error" and isinstance(cause, FieldError):
+        return cause.at(base(parts))
+    if first["type"] == "value_error":
+        return ParamsValueError(f"{base(parts)}: {cause if cause is not None else first['msg']}")
+    mine = [e for e in errors if tuple(e["loc"][: len(parts)]) == tuple(parts)]
+    wrong_value = any(e["type"] in _VALUE_ERRORS for e in mine)
+    value, allowed = _value(values, parts), describe(annotation, metadata, bounds=wrong_value)
+    kind = FieldError if wrong_value else FieldTypeError
+    return kind(where, _path(parts), value, allowed + _hint(value, allowed), location=base(parts))
 
 
-class Section(BaseModel):
+def _walk(cls: type[BaseModel], loc: Sequence[Any]) -> tuple[list[Any], Any, list[Any]]:
+    """The longest start of ``loc`` that names a part of the value: (its keys, annotation, metadata)."""
+    parts: list[Any] = []
+    annotation, metadata = cls, []
+    for key in loc:
+        step = _step(annotation, key)
+        if step is None:
+            break
+        (annotation, metadata), parts = step, [*parts, key]
+    return parts, annotation, metadata
+
+
+class _Located(type(BaseModel)):  # pydantic's model metaclass
+    """Building a section directly (``TrainConfig(steps=0)``) raises this module's one-line error
+    naming ``<where>.<key>``, not pydantic's report; validation inside a bigger model is untouched."""
+
+    def __call__(cls, **values: Any) -> Any:
+        try:
+            return super().__call__(**values)
+        except ValidationError as err:
+            raise params_error(err, cls, values, cls.where) from None
+
+
+class Section(BaseModel, metaclass=_Located):
     """A typed section of params.yaml: strict types (no ``"1e-3"`` text as a number, no ``true`` as an
     int), unknown keys refused, frozen. Built directly, an error names ``<where>.<key>`` (``where``:
     the section's name); :func:`from_mapping` locates it in a file."""
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
     where: ClassVar[str] = ""
-
-    def __init__(self, **values: Any) -> None:
-        try:
-            super().__init__(**values)
-        except ValidationError as err:
-            raise params_error(err, type(self), values, _WHERE.get() or type(self).where) from None
-
-
-_WHERE: ContextVar[str | None] = ContextVar("where", default=None)  # where from_mapping is building a section
 
 
 S = TypeVar("S", bound=Section)
@@ -360,14 +415,10 @@ def from_mapping(cls: type[S], values: Mapping[str, Any] | None, where: str) -> 
             f"{where}: {values!r} is not allowed; must be a mapping with keys from {sorted(cls.model_fields)} "
             "(or null: defaults)"
         )
-    odd = [key for key in values if not isinstance(key, str)]
-    if odd:
-        raise ParamsKeyError(f"{where}: unknown key(s) {odd}; allowed: {sorted(cls.model_fields)}")
-    token = _WHERE.set(where)
     try:
-        return cls(**values)
-    finally:
-        _WHERE.reset(token)
+        return cls.model_validate(values)
+    except ValidationError as err:
+        raise params_error(err, cls, values, where) from None
 
 
 #: evaluate.convention for a missing modality (docs/protocol.md): "mask": zeroed and masked out;

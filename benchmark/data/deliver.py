@@ -40,11 +40,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
-from benchmark.config import PositiveInt, Section, from_mapping
+from benchmark.config import PositiveInt, Section
 from benchmark.data.manual import ManualArchive, ManualArchiveSource
 from benchmark.data.prepared import Storage
 from benchmark.data.raster import Layer, RasterLayer, Scene
@@ -194,6 +194,9 @@ class Deliver(ManualArchiveSource):
     ``valid``, ``test``) and records each tile's conditions under ``tags`` in ``meta.json``.
     """
 
+    config_type = DeliverConfig
+    config: DeliverConfig
+
     classes = CLASSES
     palette = PALETTE
     modalities = MODALITIES
@@ -204,10 +207,6 @@ class Deliver(ManualArchiveSource):
         f"Download the DELIVER archive (about 12.2 GB) from the Google Drive link in the DELIVER README and save it "
         f"as {ARCHIVE}"
     )
-
-    def __init__(self, params: Mapping[str, Any], raw_dir: Path | None = None) -> None:
-        super().__init__(params, raw_dir)
-        self.config = from_mapping(DeliverConfig, params, self.name)
 
     def archives(self) -> list[ManualArchive]:
         return [ManualArchive(ARCHIVE, CONTAINS, md5=None)]

@@ -65,7 +65,7 @@ from typing import Annotated, Any, ClassVar
 import numpy as np
 from pydantic import Field
 
-from benchmark.config import NonNegativeInt, PositiveInt, Section, from_mapping
+from benchmark.config import NonNegativeInt, PositiveInt, Section
 from benchmark.data.manual import ManualArchive, ManualArchiveSource
 from benchmark.data.prepared import Storage
 from benchmark.data.raster import Layer, RasterLayer, Scene
@@ -338,6 +338,9 @@ class DFC2023(ManualArchiveSource):
     buildings far more easily than rgb/sar alone.
     """
 
+    config_type = DFC2023Config
+    config: DFC2023Config
+
     classes = CLASSES
     palette = PALETTE
     modalities = MODALITIES
@@ -348,10 +351,6 @@ class DFC2023(ManualArchiveSource):
         f"Register for the 2023 IEEE GRSS Data Fusion Contest on IEEE DataPort and download the track 2 archive "
         f"{ARCHIVE}"
     )
-
-    def __init__(self, params: Mapping[str, Any], raw_dir: Path | None = None) -> None:
-        super().__init__(params, raw_dir)
-        self.config = from_mapping(DFC2023Config, params, self.name)
 
     def archives(self) -> list[ManualArchive]:
         return [ManualArchive(ARCHIVE, DEFAULT_CONTAINS, md5=None)]  # any top folder is accepted

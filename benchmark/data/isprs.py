@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import model_validator
 
-from benchmark.config import FieldError, PositiveInt, Section, from_mapping, one_of
+from benchmark.config import FieldError, PositiveInt, Section, one_of
 from benchmark.data.manual import ManualArchive, ManualArchiveSource
 from benchmark.data.prepared import Storage
 from benchmark.data.raster import Layer, RasterLayer, Scene
@@ -194,12 +194,10 @@ class IsprsSource(ManualArchiveSource):
     homepage = HOMEPAGE
     citation = CITATION
     how_to_obtain = HOW_TO_OBTAIN
-    config_type: ClassVar[type]
     md5s: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, params: Mapping[str, Any], raw_dir: Path | None = None) -> None:
         super().__init__(params, raw_dir)
-        self.config = from_mapping(self.config_type, params, self.name)
         self._index: dict[str, dict[str, list[Path]]] = {}
 
     def archive(self, filename: str, contains: str) -> ManualArchive:

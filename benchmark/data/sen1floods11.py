@@ -32,7 +32,7 @@ from typing import Annotated, Any, ClassVar
 import numpy as np
 from pydantic import Field, model_validator
 
-from benchmark.config import PositiveInt, Section, from_mapping
+from benchmark.config import PositiveInt, Section
 from benchmark.data.download import GCS_API, ChecksumError, download_all, list_gcs_objects, sha256_file, verify_manifest
 from benchmark.data.raster import Layer, RasterLayer, Scene, WindowLayer, tile_windows
 from benchmark.data.source import MANIFEST_NAME, DatasetSource, register_dataset
@@ -134,9 +134,8 @@ class Sen1Floods11(_Sen1Floods11Facts):
     file against the manifest, then tiles the chips of each split.
     """
 
-    def __init__(self, params: dict[str, Any], raw_dir: Path | None = None) -> None:
-        super().__init__(params, raw_dir)
-        self.config = from_mapping(Sen1Floods11Config, params, self.name)
+    config_type = Sen1Floods11Config
+    config: Sen1Floods11Config
 
     def download(self) -> Path:
         cfg = self.config
@@ -213,15 +212,14 @@ class Sen1Floods11Sample(_Sen1Floods11Facts):
     ``data/raw/sen1floods11-sample/manifest.json``.
     """
 
+    config_type = SampleConfig
+    config: SampleConfig
+
     sha256: ClassVar[dict[str, str]] = {  # of Spain_7370579, from the sample's README
         "S1Hand": "6c24bf791372da5e93450195eac8d676a7ef917884dfb479dafe4a565543b19a",
         "S2Hand": "16e997e6a7159fa11160faf00591da763eb37ac82faf806f7fe733991944a048",
         "LabelHand": "b81224e01540b262faffd82cb42762c3c77df2ba084a5fb82d49bae421dd12d4",
     }
-
-    def __init__(self, params: dict[str, Any], raw_dir: Path | None = None) -> None:
-        super().__init__(params, raw_dir)
-        self.config = from_mapping(SampleConfig, params, self.name)
 
     def _verified_files(self) -> dict[str, dict[str, Any]]:
         folder = Path(self.config.source_dir)

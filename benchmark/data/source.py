@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from benchmark.config import Section, from_mapping
 from benchmark.data.download import MANIFEST_NAME
 from benchmark.data.raster import Scene, write_scenes
 from benchmark.errors import did_you_mean
@@ -49,8 +50,8 @@ class DatasetSource:
     """A data set the pipeline can prepare.
 
     Args:
-        params: the data set's section of params.yaml (validated by the subclass; an unknown
-            key is an error that names it).
+        params: the data set's section of params.yaml, built as ``config_type`` (an unknown key
+            or a bad value is an error that names it).
         raw_dir: where the raw files live (default ``data/raw/<name>``).
     """
 
@@ -60,7 +61,8 @@ class DatasetSource:
     ignore_index: ClassVar[int] = 255
     homepage: ClassVar[str] = ""  # where the data set is described and obtained
     citation: ClassVar[str] = ""  # what to cite when using it
-    config: Any  # the validated params section (data sets made of scenes need tile_size and stride)
+    config_type: ClassVar[type[Section]]  # the typed params section (data sets made of scenes: tile_size, stride)
+    config: Any  # the params section as config_type (set by __init__)
     bands: ClassVar[
         Mapping[str, tuple[str, ...]]
     ] = {}  # band names per modality, in channel order (rules read bands by name)
@@ -72,6 +74,7 @@ class DatasetSource:
 
     def __init__(self, params: Mapping[str, Any], raw_dir: Path | None = None) -> None:
         self.params = dict(params)
+        self.config = from_mapping(self.config_type, params, self.name)
         self.raw_dir = Path(raw_dir) if raw_dir is not None else RAW_DIR / self.name
 
     def select_modalities(self, names: Any) -> None:

@@ -38,7 +38,7 @@ from typing import Annotated, Any, ClassVar
 import numpy as np
 from pydantic import Field, model_validator
 
-from benchmark.config import NonNegativeInt, PositiveInt, Section, from_mapping
+from benchmark.config import NonNegativeInt, PositiveInt, Section
 from benchmark.data.prepared import write_prepared
 from benchmark.data.source import DatasetSource, register_dataset
 
@@ -282,6 +282,9 @@ class Synthetic(DatasetSource):
     the fields of :class:`SyntheticConfig`. ``modalities`` gains ``sar`` with ``with_sar``.
     """
 
+    config_type = SyntheticConfig
+    config: SyntheticConfig
+
     classes = CLASSES
     palette = PALETTE  # the classes mirror ISPRS
     modalities = MODALITIES
@@ -291,7 +294,6 @@ class Synthetic(DatasetSource):
 
     def __init__(self, params: Mapping[str, Any], raw_dir: Path | None = None) -> None:
         super().__init__(params, raw_dir)
-        self.config = from_mapping(SyntheticConfig, params, self.name)
         self.seed = self.config.seed
         if self.config.with_sar:
             self.modalities = {**MODALITIES, "sar": SAR_CHANNELS}
