@@ -214,6 +214,10 @@ def _metadata(annotation: Any, metadata: Sequence[Any] = ()) -> tuple[Any, list[
     return annotation, out
 
 
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
 def describe(annotation: Any, metadata: Sequence[Any] = (), plural: bool = False, bounds: bool = True) -> str:
     """What a value of ``annotation`` looks like in YAML: ``list[float] | None`` -> ``a list of
     numbers or null``; ``Annotated[int, Field(ge=1)]`` -> ``an int >= 1`` (``an int`` without ``bounds``)."""
@@ -229,7 +233,7 @@ def describe(annotation: Any, metadata: Sequence[Any] = (), plural: bool = False
     if origin in (list, tuple, Sequence):
         (arg, *_) = typing.get_args(annotation) or (Any,)
         return f"a list of {describe(arg, plural=True, bounds=bounds)}"
-    if annotation in (dict, Mapping) or origin in (dict, Mapping):
+    if annotation in (dict, Mapping) or origin in (dict, Mapping) or _is_model(annotation):
         return "mappings" if plural else "a mapping"
     names = {
         Any: ("any value", "values"),
@@ -303,11 +307,11 @@ def _step(annotation: Any, key: Any) -> tuple[Any, list[Any]] | None:
     base, _ = _metadata(annotation)
     if typing.get_origin(base) in (typing.Union, types.UnionType):
         members = [_metadata(a)[0] for a in typing.get_args(base) if a is not type(None)]
-        nested = len(members) == 1 and (isinstance(members[0], type) and issubclass(members[0], BaseModel))
+        nested = len(members) == 1 and _is_model(members[0])
         if not (nested or len(members) == 1 and typing.get_origin(members[0]) in (dict, Mapping)):
             return None  # a union of values (a list or null, ...): reported whole
         base = members[0]
-    if isinstance(base, type) and issubclass(base, BaseModel):
+    if _is_model(base):
         field = next((f for n, f in base.model_fields.items() if key in (n, f.alias)), None)
         return None if field is None else (field.annotation, field.metadata)
     origin, args = typing.get_origin(base), typing.get_args(base)
@@ -351,7 +355,7 @@ def params_error(
             fields = getattr(model, "model_fields", {})
             names = [f.alias or n for n, f in fields.items()]
             if kind == "missing":
-                required = [n for n in names if fields[n].is_required()] if names else keys
+                required = [f.alias or n for n, f in fields.items() if f.is_required()] or keys
                 return ParamsKeyError(f"{base([*parent, keys[0]])}: missing; required keys: {required}")
             return ParamsKeyError(
                 f"{base(parent)}: unknown key(s) {keys}; allowed: {sorted(names)}" + did_you_mean(keys[0], names)

@@ -34,13 +34,19 @@ message reads ``<file>: <dotted.key>: <value> ... <what is allowed>``. Checked:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, create_model
+from pydantic_core import PydanticCustomError
 
 from benchmark.config import (
+    Allowed,
     EvalConfig,
     FieldError,
+    NonNegativeInt,
     ParamsKeyError,
     ParamsTypeError,
     ParamsValueError,
@@ -49,8 +55,9 @@ from benchmark.config import (
     TrainConfig,
     conforms,
     describe,
-    from_mapping,
     load_params,
+    one_of,
+    params_error,
 )
 from benchmark.errors import did_you_mean
 from benchmark.methods.registry import accepted_params
@@ -59,9 +66,6 @@ from benchmark.protocol import BUILTIN_PROTOCOLS, PROTOCOL_KINDS, PROTOCOL_NAME,
 if TYPE_CHECKING:
     from benchmark.data import DatasetSource
 
-REQUIRED_KEYS = ("datasets", "runs", "seeds", "train")
-OPTIONAL_KEYS = ("method_modules", "method_params", "variants", "protocols", "evaluate", "report", "scenarios")
-VARIANT_KEYS = ("method", "params")  # the keys of a variants entry
 PROTOCOL_KEYS = {  # the keys of a protocols entry, per kind
     "bernoulli": ("kind", "drop_prob"),
     "staged": ("kind", "fraction", "first", "then"),
@@ -69,6 +73,90 @@ PROTOCOL_KEYS = {  # the keys of a protocols entry, per kind
 }
 # constructor arguments the pipeline takes from the data set; a method_params entry may not set them
 DATASET_KEYS = ("modalities", "num_classes", "ignore_index", "class_weight")  # class_weight: train.class_weights
+
+
+def _distinct(values: list[Any]) -> list[Any]:
+    repeated = sorted({repr(v) for v in values if values.count(v) > 1})
+    if repeated:
+        raise PydanticCustomError("repeats", "repeats {repeated}", {"repeated": repeated})
+    return values
+
+
+def _names(what: str) -> Any:
+    """A non-empty list of ``what`` without repeats (``datasets``, ``runs``, ``seeds``)."""
+    item = NonNegativeInt if what == "ints >= 0" else str
+    allowed = f"a non-empty list of {what}, each item once (one item per line: - item)"
+    return Annotated[
+        list[item], Field(min_length=1), AfterValidator(_distinct), Allowed(allowed)  # type: ignore[valid-type]
+    ]
+
+
+STRICT = ConfigDict(strict=True, extra="forbid", frozen=True)
+Text = Annotated[Any, WithJsonSchema({"type": "string"})]  # checked by name after the structure: see resolve_protocols
+
+
+class ProtocolEntry(BaseModel):
+    """A ``protocols`` entry: ``kind`` and that kind's keys (:data:`PROTOCOL_KEYS`)."""
+
+    model_config = STRICT
+    kind: one_of(*PROTOCOL_KINDS)  # type: ignore[valid-type]
+    # bernoulli: one probability per modality, in [0, 1)
+    drop_prob: Annotated[list[Annotated[float, Field(ge=0, lt=1)]], Field(min_length=1)] | None = None
+    fraction: Annotated[float, Field(gt=0, lt=1)] | None = None  # staged: the share of the steps under `first`
+    first: Text = None  # staged: a protocol that is not staged
+    then: Text = None  # staged: a protocol that is not staged
+
+
+class Variant(BaseModel):
+    """A ``variants`` entry: a registered method with its own parameters (none inherited)."""
+
+    model_config = STRICT
+    method: str
+    params: dict[str, Any] | None = None
+
+
+TOP_LEVEL = {  # the file's own keys (besides one section per registered data set): (type, default)
+    "datasets": (_names("registered data sets"), ...),
+    "runs": (_names("runs <method>-<protocol>"), ...),
+    "seeds": (_names("ints >= 0"), ...),
+    "train": (TrainConfig, ...),
+    "method_modules": (list[str] | None, None),
+    "method_params": (dict[str, dict[str, Any] | None] | None, None),
+    "variants": (dict[str, Variant] | None, None),
+    "protocols": (dict[str, ProtocolEntry] | None, None),
+    "evaluate": (EvalConfig | None, None),
+    "report": (ReportConfig | None, None),
+    "scenarios": (ScenarioConfig | None, None),
+}
+
+
+@functools.cache
+def params_model() -> type[BaseModel]:
+    """The pydantic model of the whole params.yaml: :data:`TOP_LEVEL` and, under its name, each
+    registered data set's section (its ``config_type`` and ``modalities``). Its JSON Schema is
+    :func:`json_schema`'s."""
+    from benchmark.data.source import get_dataset, list_datasets
+
+    selection = Annotated[
+        Annotated[list[str], Field(min_length=1)] | None,
+        Allowed("null (every modality) or a non-empty list of distinct modalities of the data set"),
+    ]
+    sections = {}
+    for name in list_datasets():
+        config = get_dataset(name).config_type
+        section = create_model(f"{config.__name__}Section", __base__=config, modalities=(selection, None))
+        sections[name.replace("-", "_")] = (section | None, Field(None, alias=name))
+    return create_model(
+        "Params", __config__=ConfigDict(strict=True, extra="forbid", populate_by_name=False), **TOP_LEVEL, **sections
+    )
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of params.yaml (draft 2020-12): what an editor checks the file against while
+    it is typed (``# yaml-language-server: $schema=...``). Cross-references (a run's method, a
+    protocol a run names, a method's parameters) are :func:`validate_params`'s alone."""
+    schema = params_model().model_json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "params.yaml", **schema}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,24 +201,9 @@ def registered_datasets() -> list[str]:
     return list_datasets()
 
 
-def _name_list(params: Mapping[str, Any], key: str, where: str, allow_empty: bool = False) -> list[Any]:
-    value = params.get(key) if allow_empty else params[key]
-    if value is None and allow_empty:
-        return []
-    what = "a list" if allow_empty else "a non-empty list"
-    if not isinstance(value, list):
-        raise ParamsTypeError(f"{where}: {key}: {value!r} is not allowed; must be {what} (one item per line: - item)")
-    if not value and not allow_empty:
-        raise ParamsValueError(f"{where}: {key}: [] is not allowed; must be {what}")
-    repeated = sorted({repr(v) for v in value if value.count(v) > 1})
-    if repeated:
-        raise ParamsValueError(f"{where}: {key}: {value!r} repeats {', '.join(repeated)}; allowed: each item once")
-    return value
-
-
-def _registered_names(values: list[Any], key: str, where: str, known: list[str], what: str) -> list[str]:
+def _registered_names(values: list[str], key: str, where: str, known: list[str], what: str) -> list[str]:
     for i, value in enumerate(values):
-        if not isinstance(value, str) or value not in known:
+        if value not in known:
             raise ParamsKeyError(
                 f"{where}: {key}[{i}]: {value!r} is not allowed; must be {what}: {', '.join(known)}"
                 + did_you_mean(value, known)
@@ -138,22 +211,10 @@ def _registered_names(values: list[Any], key: str, where: str, known: list[str],
     return values
 
 
-def _seeds(params: Mapping[str, Any], where: str) -> list[int]:
-    seeds = _name_list(params, "seeds", where)
-    for i, seed in enumerate(seeds):
-        if not conforms(seed, int):
-            raise ParamsTypeError(f"{where}: seeds[{i}]: {seed!r} is not allowed; must be an int >= 0")
-        if seed < 0:
-            raise ParamsValueError(f"{where}: seeds[{i}]: {seed!r} is not allowed; must be an int >= 0")
-    return seeds
-
-
-def _import_modules(modules: list[Any], where: str) -> None:
+def _import_modules(modules: list[str], where: str) -> None:
     from benchmark.methods import import_method_modules
 
     for i, module in enumerate(modules):
-        if not isinstance(module, str) or not module:
-            raise ParamsTypeError(f"{where}: method_modules[{i}]: {module!r} is not allowed; must be a module name")
         try:
             import_method_modules([module])
         except ImportError as err:
@@ -163,17 +224,10 @@ def _import_modules(modules: list[Any], where: str) -> None:
 
 
 def _method_params(
-    params: Mapping[str, Any], methods: list[str], sources: Mapping[str, Any], where: str
+    entries: Mapping[str, Any], methods: list[str], sources: Mapping[str, Any], where: str
 ) -> dict[str, dict[str, Any]]:
     from benchmark.methods.catalog import list_methods
 
-    entries = params.get("method_params")
-    if entries is None:
-        entries = {}
-    if not isinstance(entries, Mapping):
-        raise ParamsTypeError(
-            f"{where}: method_params: {entries!r} is not allowed; must be a mapping of method name -> its parameters"
-        )
     known = list_methods()
     for name in entries:
         if name not in known:
@@ -197,10 +251,7 @@ def _method_entry(method: str, values: Any, key: str, sources: Mapping[str, Any]
     constructor takes, with the annotated types, none that the data set sets."""
     from benchmark.methods.catalog import get_method_class
 
-    if values is None:
-        values = {}
-    if not isinstance(values, Mapping):
-        raise ParamsTypeError(f"{where}: {key}: {values!r} is not allowed; must be a mapping (or {{}})")
+    values = values or {}
     cls = get_method_class(method)
     accepted, open_ = accepted_params(cls)
     for arg, value in values.items():
@@ -231,96 +282,59 @@ def _method_entry(method: str, values: Any, key: str, sources: Mapping[str, Any]
 
 
 def _variants(
-    params: Mapping[str, Any], known: list[str], sources: Mapping[str, Any], where: str
+    entries: Mapping[str, Variant], known: list[str], sources: Mapping[str, Any], where: str
 ) -> dict[str, tuple[str, dict[str, Any]]]:
     """The ``variants`` section: ``name -> (registered method, its checked params)``."""
-    entries = params.get("variants") or {}
-    if not isinstance(entries, Mapping):
-        raise ParamsTypeError(
-            f"{where}: variants: {entries!r} is not allowed; must be a mapping of name -> {{method, params}}"
-        )
     out = {}
     for name, entry in entries.items():
         at = f"{where}: variants.{name}"
-        if (
-            not isinstance(name, str)
-            or not name
-            or name != name.lower()
-            or not all(c.isalnum() or c in "-_" for c in name)
-        ):
+        if not name or name != name.lower() or not all(c.isalnum() or c in "-_" for c in name):
             raise ParamsValueError(f"{at}: the name is not allowed; use lower-case letters, digits, '-' or '_'")
         if name in known:
             raise ParamsValueError(f"{at}: the name is not allowed; it is a registered method's: pick another")
-        if not isinstance(entry, Mapping) or "method" not in entry or set(entry) - set(VARIANT_KEYS):
+        if entry.method not in known:
             raise ParamsKeyError(
-                f"{at}: {entry!r} is not allowed; must be a mapping with keys {list(VARIANT_KEYS)} (method required)"
+                f"{at}.method: {entry.method!r} is not allowed; must be a registered method: {', '.join(known)}"
+                + did_you_mean(entry.method, known)
             )
-        if entry["method"] not in known:
-            raise ParamsKeyError(
-                f"{at}.method: {entry['method']!r} is not allowed; must be a registered method: {', '.join(known)}"
-                + did_you_mean(entry["method"], known)
-            )
-        out[name] = (
-            entry["method"],
-            _method_entry(entry["method"], entry.get("params"), f"variants.{name}.params", sources, where),
-        )
+        out[name] = (entry.method, _method_entry(entry.method, entry.params, f"variants.{name}.params", sources, where))
     return out
 
 
-def resolve_protocols(entries: Any, where: str) -> dict[str, Protocol]:
-    """The ``protocols`` section -> ``{name: Protocol}`` with the built-in ones (``complete``,
-    ``uniform``, ``size_uniform``, ``drop_one``) first. An entry is ``{kind, ...}``: ``bernoulli``
-    takes ``drop_prob`` (a list of probabilities in [0, 1)), ``staged`` takes ``fraction`` in (0, 1)
-    and ``first`` / ``then``, names of built-in or defined protocols that are not staged."""
+def resolve_protocols(entries: Mapping[str, ProtocolEntry], where: str) -> dict[str, Protocol]:
+    """The ``protocols`` section (typed by :class:`ProtocolEntry`) -> ``{name: Protocol}`` with the
+    built-in ones (``complete``, ``uniform``, ``size_uniform``, ``drop_one``) first. An entry gives
+    its kind's keys (:data:`PROTOCOL_KEYS`) and no other; a staged one's ``first`` / ``then`` name
+    built-in or defined protocols that are not staged."""
     key = "protocols"
-    if entries is None:
-        entries = {}
-    if not isinstance(entries, Mapping):
-        raise ParamsTypeError(f"{where}: {key}: {entries!r} is not allowed; must be a mapping of name -> {{kind: ...}}")
     resolved = {name: builtin_protocol(name) for name in BUILTIN_PROTOCOLS}
-    pending: dict[str, Mapping[str, Any]] = {}
+    pending: dict[str, ProtocolEntry] = {}
     for name, entry in entries.items():
         at = f"{where}: {key}.{name}"
-        if not isinstance(name, str) or PROTOCOL_NAME.fullmatch(name) is None:
+        if PROTOCOL_NAME.fullmatch(name) is None:
             raise ParamsValueError(
                 f"{where}: {key}: name {name!r} is not allowed; must be lower-case letters, digits and _ "
                 "(no -: a run is named <method>-<protocol>)"
             )
         if name in BUILTIN_PROTOCOLS:
             raise ParamsValueError(f"{at}: is a built-in protocol and cannot be redefined; pick another name")
-        if not isinstance(entry, Mapping):
-            raise ParamsTypeError(f"{at}: {entry!r} is not allowed; must be a mapping with a kind")
-        kind = entry.get("kind")
-        if kind not in PROTOCOL_KINDS:
-            raise ParamsValueError(f"{at}.kind: {kind!r} is not allowed; must be one of {list(PROTOCOL_KINDS)}")
-        unknown = [k for k in entry if k not in PROTOCOL_KEYS[kind]]
+        kind, given, takes = entry.kind, list(entry.model_fields_set), PROTOCOL_KEYS[entry.kind]
+        unknown = [k for k in given if k not in takes]
         if unknown:
-            raise ParamsKeyError(
-                f"{at}: unknown key(s) {unknown} for kind {kind!r}; allowed: {list(PROTOCOL_KEYS[kind])}"
-            )
-        missing = [k for k in PROTOCOL_KEYS[kind] if k not in entry]
+            raise ParamsKeyError(f"{at}: unknown key(s) {unknown} for kind {kind!r}; allowed: {list(takes)}")
+        missing = [k for k in takes if k not in given]
         if missing:
-            raise ParamsKeyError(f"{at}: missing {missing}; kind {kind!r} takes {list(PROTOCOL_KEYS[kind])}")
+            raise ParamsKeyError(f"{at}: missing {missing}; kind {kind!r} takes {list(takes)}")
         if kind == "bernoulli":
-            drop = entry["drop_prob"]
-            allowed = "a non-empty list of probabilities in [0, 1), one per modality"
-            if not conforms(drop, list[float]) or not drop or any(not 0 <= p < 1 for p in drop):
-                raise ParamsValueError(f"{at}.drop_prob: {drop!r} is not allowed; must be {allowed}")
-            resolved[name] = Protocol(name, kind, drop_prob=tuple(float(p) for p in drop))
+            resolved[name] = Protocol(name, kind, drop_prob=tuple(entry.drop_prob or ()))
         elif kind == "staged":
-            fraction = entry["fraction"]
-            if not conforms(fraction, float) or not 0 < fraction < 1:
-                raise ParamsValueError(
-                    f"{at}.fraction: {fraction!r} is not allowed; must be a number in (0, 1): the share of the "
-                    "steps trained under `first`"
-                )
             pending[name] = entry
         else:
             resolved[name] = Protocol(name, kind)
     for name, entry in pending.items():
         stages = []
         for part in ("first", "then"):
-            value = entry[part]
+            value = getattr(entry, part)
             if not isinstance(value, str) or value not in resolved or resolved[value].kind == "staged":  # no nesting
                 allowed = [n for n, p in resolved.items() if p.kind != "staged"]
                 raise ParamsValueError(
@@ -328,7 +342,7 @@ def resolve_protocols(entries: Any, where: str) -> dict[str, Protocol]:
                     f"staged: {', '.join(allowed)}"
                 )
             stages.append(resolved[value])
-        resolved[name] = Protocol(name, "staged", fraction=float(entry["fraction"]), first=stages[0], then=stages[1])
+        resolved[name] = Protocol(name, "staged", fraction=entry.fraction, first=stages[0], then=stages[1])
     return resolved
 
 
@@ -412,9 +426,8 @@ def _check_switch_steps(protocols: Mapping[str, Protocol], train: TrainConfig, w
             )
 
 
-def _runs(params: Mapping[str, Any], protocols: Mapping[str, Protocol], known: list[str], where: str) -> list[str]:
+def _runs(runs: list[str], protocols: Mapping[str, Protocol], known: list[str], where: str) -> list[str]:
     """The ``runs`` list: each ``<method>-<protocol>`` of a registered method and a known protocol."""
-    runs = _name_list(params, "runs", where)
     for i, run in enumerate(runs):
         at = f"{where}: runs[{i}]"
         if run in known:
@@ -457,7 +470,8 @@ def load_config(path: str | Path) -> ValidatedParams:
 
 
 def validate_params(params: Mapping[str, Any], where: str) -> ValidatedParams:
-    """Check the whole params mapping (see the module docstring); the first problem raises a
+    """Check the whole params mapping (see the module docstring): its structure by
+    :func:`params_model`, then what refers to what; the first problem raises a
     :class:`~benchmark.config.ParamsError` naming ``where`` (the file), the key, the value and
     what is allowed. Imports ``method_modules``; builds each data-set source (reads no data file)."""
     from benchmark.data.section import checked_source
@@ -465,63 +479,47 @@ def validate_params(params: Mapping[str, Any], where: str) -> ValidatedParams:
 
     if not isinstance(params, Mapping):
         raise ParamsTypeError(f"{where}: {type(params).__name__} at the top level is not allowed; must be a mapping")
-    known_datasets = registered_datasets()
     if "methods" in params and "runs" not in params:
         raise ParamsKeyError(
             f"{where}: methods: replaced by runs: list each method under a training protocol, e.g. "
             "runs: [muss-complete, muss-uniform] (docs/protocol.md)"
         )
-    for key in REQUIRED_KEYS:
-        if key not in params:
-            raise ParamsKeyError(f"{where}: {key}: missing; required top-level keys: {list(REQUIRED_KEYS)}")
-    unknown = [k for k in params if k not in REQUIRED_KEYS + OPTIONAL_KEYS and k not in known_datasets]
-    if unknown:
-        raise ParamsKeyError(
-            f"{where}: unknown key(s) {unknown}; allowed: {list(REQUIRED_KEYS + OPTIONAL_KEYS)} "
-            f"or a data set's section ({', '.join(known_datasets)})"
-            + did_you_mean(unknown[0], [*REQUIRED_KEYS, *OPTIONAL_KEYS, *known_datasets])
-        )
-
-    datasets = _registered_names(
-        _name_list(params, "datasets", where), "datasets", where, known_datasets, "a registered data set"
-    )
-    method_modules = _name_list(params, "method_modules", where, allow_empty=True)
-    _import_modules(method_modules, where)
-    protocols = resolve_protocols(params.get("protocols"), where)
-    seeds = _seeds(params, where)
-
-    for name in datasets:
-        if name not in params:
-            raise ParamsKeyError(
-                f"{where}: {name}: missing; every listed data set needs its section ({name}: null for its defaults)"
-            )
-    sources = {}
-    for name in known_datasets:  # every section present, listed or not: a typo fails now, not on first use
-        if name in params:
-            source = checked_source(name, params[name], where)
-            if name in datasets:
-                sources[name] = source
-    sources = {name: sources[name] for name in datasets}
-
-    variants = _variants(params, list_methods(), sources, where)
-    names = [*list_methods(), *variants]  # what a run may train
-    _check_protocol_names(protocols, names, where)
-    runs = _runs(params, protocols, names, where)
-    methods = list(dict.fromkeys(parse_run(run)[0] for run in runs))
-    method_params = _method_params(params, [m for m in methods if m not in variants], sources, where)
-    _check_runs_on_datasets(runs, variants, method_params, sources, where)
-    if isinstance(params["train"], Mapping) and "drop_prob" in params["train"]:
+    if isinstance(params.get("train"), Mapping) and "drop_prob" in params["train"]:
         raise ParamsKeyError(
             f"{where}: train.drop_prob: replaced by named training protocols: define one under protocols "
             "(e.g. moddrop: {kind: bernoulli, drop_prob: [0.5, 0.5, 0.5]}) and list runs as <method>-moddrop "
             "(docs/protocol.md)"
         )
-    train = from_mapping(TrainConfig, params["train"], f"{where}: train")
+    try:
+        typed = params_model().model_validate(params)
+    except ValidationError as err:
+        raise params_error(err, params_model(), params, where, joiner=": ") from None
+
+    known_datasets = registered_datasets()
+    datasets = _registered_names(typed.datasets, "datasets", where, known_datasets, "a registered data set")
+    _import_modules(typed.method_modules or [], where)
+    protocols = resolve_protocols(typed.protocols or {}, where)
+    for name in datasets:
+        if name not in params:
+            raise ParamsKeyError(
+                f"{where}: {name}: missing; every listed data set needs its section ({name}: null for its defaults)"
+            )
+    # every section present, listed or not, is built: a typo fails now, not on first use
+    built = {name: checked_source(name, params[name], where) for name in known_datasets if name in params}
+    sources = {name: built[name] for name in datasets}
+
+    variants = _variants(typed.variants or {}, list_methods(), sources, where)
+    names = [*list_methods(), *variants]  # what a run may train
+    _check_protocol_names(protocols, names, where)
+    runs = _runs(typed.runs, protocols, names, where)
+    methods = list(dict.fromkeys(parse_run(run)[0] for run in runs))
+    method_params = _method_params(typed.method_params or {}, [m for m in methods if m not in variants], sources, where)
+    _check_runs_on_datasets(runs, variants, method_params, sources, where)
+    train = typed.train
     used = {name: protocols[name] for name in dict.fromkeys(parse_run(r)[1] for r in runs)}  # by the runs
     _check_switch_steps(used, train, where)
     _check_drop_prob(used, sources, where)
-    evaluate = from_mapping(EvalConfig, params.get("evaluate"), f"{where}: evaluate")
-    report = from_mapping(ReportConfig, params.get("report"), f"{where}: report")
+    report = typed.report or ReportConfig()
     if report.reference not in runs:
         default = "" if (params.get("report") or {}).get("reference") else " (the default)"
         raise ParamsValueError(
@@ -534,20 +532,20 @@ def validate_params(params: Mapping[str, Any], where: str) -> ValidatedParams:
             f"{where}: report.ablation: method {unknown[0]!r} is not allowed; must be a registered method or a "
             f"variant: {', '.join(names)}" + did_you_mean(unknown[0], names)
         )
-    scenarios = from_mapping(ScenarioConfig, params.get("scenarios"), f"{where}: scenarios")
+    scenarios = typed.scenarios or ScenarioConfig()
     _check_scenario_modalities(scenarios, sources, where)
     return ValidatedParams(
         datasets=list(datasets),
         runs=list(runs),
         methods=methods,
         protocols=protocols,
-        seeds=list(seeds),
-        method_modules=list(method_modules),
+        seeds=list(typed.seeds),
+        method_modules=list(typed.method_modules or []),
         method_params=method_params,
         variants=variants,
         sources=sources,
         train=train,
-        evaluate=evaluate,
+        evaluate=typed.evaluate or EvalConfig(),
         report=report,
         scenarios=scenarios,
     )

@@ -21,7 +21,7 @@ def test_a_section_is_checked_without_the_rest_of_the_file(tmp_path: Path) -> No
     path = write_params(tmp_path / "params.yaml", params)
     source = load_source(path, "synthetic")
     assert source.name == "synthetic" and source.config.num_train == TINY_PARAMS["synthetic"]["num_train"]
-    with pytest.raises(KeyError, match=r"runs\[0\]: .no-such-method-complete. is not allowed"):  # the whole check
+    with pytest.raises(TypeError, match=r"train: 'not a mapping' is not allowed; must be a mapping"):  # the whole
         validate_params(params, str(path))
 
 
