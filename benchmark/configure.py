@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib
+import json
 import sys
 from pathlib import Path
 
@@ -32,12 +33,13 @@ from benchmark.layout import (
     REPORT_DIR,
     RESULTS_DIR,
     RUNS_DIR,
+    SCHEMA_FILE,
     legacy_results,
     run_config_file,
 )
 from benchmark.methods.catalog import method_module
 from benchmark.run_config import RunConfig
-from benchmark.schema import ValidatedParams, load_config
+from benchmark.schema import ValidatedParams, json_schema, load_config
 
 
 def method_code(module: str) -> tuple[str, list[str]]:
@@ -113,7 +115,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark.configure", description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=PARAMS_FILE)
     parser.add_argument("--out", type=Path, default=CONFIGS_DIR, help="folder of the run files (default configs/)")
+    parser.add_argument(
+        "--schema",
+        action="store_true",
+        help=f"print the JSON Schema of params.yaml (shipped as {SCHEMA_FILE}, which params.yaml names) and stop",
+    )
     args = parser.parse_args(argv)
+    if args.schema:
+        print(json.dumps(json_schema(), indent=2))
+        return 0
     params = load_config(args.params)
     configs = [run_config(params, run) for run in params.runs]
     paths = write_configs(configs, args.out)

@@ -85,8 +85,9 @@ def absolute(module: str | None, level: int, importer: str, is_package: bool) ->
 
 
 @cache
-def direct_imports(name: str, root: Path = ROOT) -> frozenset[str]:
-    """Dotted names module ``name`` imports (project or not; submodules of ``from`` included)."""
+def direct_imports(name: str, root: Path = ROOT, lookups: bool = True) -> frozenset[str]:
+    """Dotted names module ``name`` imports (project or not; submodules of ``from`` included), with
+    (``lookups``) or without the modules a registry imports by name on first lookup."""
     path = project_modules(root)[name]
     tree = ast.parse((root / path).read_text(encoding="utf-8"), filename=str(path))
     is_package = path.name == "__init__.py"
@@ -98,9 +99,21 @@ def direct_imports(name: str, root: Path = ROOT) -> frozenset[str]:
             module = absolute(node.module, node.level, name, is_package)
             names.add(module)
             names.update(f"{module}.{alias.name}" for alias in node.names)  # kept only if a module
-        elif isinstance(node, ast.Assign) and node in tree.body:
+        elif isinstance(node, ast.Assign) and node in tree.body and lookups:
             names.update(_dynamic_names(node, path))
     return frozenset(names)
+
+
+def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
+    """Project module -> the project modules it imports itself: not its own packages (which Python
+    runs first) and not a registry's lookups by name (which run when a name is first looked up)."""
+    modules = project_modules(root)
+    return {
+        name: {
+            m for m in direct_imports(name, root, lookups=False) if m in modules and not f"{name}.".startswith(f"{m}.")
+        }
+        for name in modules
+    }
 
 
 def _with_parents(name: str, root: Path) -> list[str]:

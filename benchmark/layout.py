@@ -28,6 +28,7 @@ DATA_DIR = Path("data")
 RAW_DIR = DATA_DIR / "raw"  # data/raw/<dataset>/: the raw files and manifest.json the download stage verified
 PREPARED_DIR = DATA_DIR / "prepared"
 PIPELINE_FILE = Path("dvc.yaml")  # the stages and their deps
+SCHEMA_FILE = Path("params.schema.json")  # the JSON Schema of params.yaml (python -m benchmark.configure --schema)
 CONFIGS_DIR = Path("configs")  # configs/<run>.json: each run's training configuration (benchmark.configure)
 MODELS_DIR = Path("models")
 RESULTS_DIR = Path("results")

@@ -156,7 +156,7 @@ def json_schema() -> dict[str, Any]:
     it is typed (``# yaml-language-server: $schema=...``). Cross-references (a run's method, a
     protocol a run names, a method's parameters) are :func:`validate_params`'s alone."""
     schema = params_model().model_json_schema()
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "params.yaml", **schema}
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema, "title": "params.yaml"}
 
 
 @dataclasses.dataclass(frozen=True)

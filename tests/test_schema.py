@@ -4,6 +4,7 @@ the bad value and what is allowed; valid files pass; a refused file leaves nothi
 from __future__ import annotations
 
 import copy
+import json
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -25,8 +26,9 @@ from benchmark.config import (
     load_params,
 )
 from benchmark.data.synthetic import Synthetic
+from benchmark.layout import SCHEMA_FILE
 from benchmark.protocol import builtin_protocol
-from benchmark.schema import ValidatedParams, accepted_params, load_config, validate_params
+from benchmark.schema import ValidatedParams, accepted_params, json_schema, load_config, validate_params
 
 WHERE = "cfg.yaml"
 
@@ -604,3 +606,45 @@ def test_configure_stage_on_a_bad_file_writes_nothing(tmp_path: Path) -> None:
     ):
         configure.main(["--params", str(params), "--out", str(tmp_path / "configs")])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_the_shipped_json_schema_is_current_and_holds_the_shipped_files(capsys) -> None:
+    """params.schema.json is what configure --schema prints (rewrite it with that command after
+    changing a section); params.yaml and every study pass it, and the header that points an editor
+    at it is on their first line."""
+    jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is a test dependency (pip install -e '.[test]')")
+    assert configure.main(["--schema"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    shipped = json.loads((REPO / SCHEMA_FILE).read_text())
+    assert printed == shipped, f"{SCHEMA_FILE} is stale: python -m benchmark.configure --schema > {SCHEMA_FILE}"
+    jsonschema.Draft202012Validator.check_schema(shipped)
+    validator = jsonschema.Draft202012Validator(shipped)
+    for path in [REPO / "params.yaml", *sorted((REPO / "studies").glob("*.yaml"))]:
+        errors = [e.message for e in validator.iter_errors(load_params(path))]
+        assert not errors, (path, errors)
+        header = path.read_text().splitlines()[0]
+        assert header.startswith("# yaml-language-server: $schema=") and header.endswith(SCHEMA_FILE.name), path
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("train.lr", "1e-3"),  # YAML text, not a number
+        ("train.steps", 0),
+        ("train.stepz", 3),  # unknown key
+        ("train.augment", 1),  # an int is no boolean
+        ("train.precision", "fp16"),
+        ("synthetic.tile_size", 0),
+        ("dfc2023.test_fraction", 1.0),
+        ("protocols", {"moddrop": {"kind": "bernoulli", "drop_prob": [1.5]}}),
+        ("seeds", [-1]),
+        ("evaluation", {}),  # unknown section
+    ],
+)
+def test_the_json_schema_refuses_what_the_models_refuse(path: str, value: Any) -> None:
+    """An editor flags these while they are typed, as configure does when it runs."""
+    jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is a test dependency (pip install -e '.[test]')")
+    bad = mutated(path, value, load_params(REPO / "params.yaml"))
+    assert list(jsonschema.Draft202012Validator(json_schema()).iter_errors(bad)), path
+    with pytest.raises(ParamsError):
+        validate_params(bad, WHERE)
