@@ -1,11 +1,14 @@
-"""params.yaml: reading it, and its typed sections.
+"""params.yaml: reading it, its typed sections, and the one translator of their errors.
 
-:func:`load_params` reads the file with a safe YAML loader that refuses duplicated keys; it checks
-nothing else, so a module that reads params.yaml imports no method, model or data set. The checks
-live beside what they check: the whole file in :mod:`benchmark.schema` (the configure stage, then
-train, evaluate and report), one data set's section in :mod:`benchmark.data.section` (download,
-prepare). Every error names the file, the key, the value and what is allowed; all are
-:class:`ParamsError` (and a ``KeyError``, ``TypeError`` or ``ValueError``).
+:func:`load_params` reads the file with a safe YAML loader that refuses duplicated keys and checks
+nothing else. Each section is a strict pydantic model (:class:`Section`: no text as a number, no
+``true`` as an int, unknown keys refused, bounds declared on the fields so that the JSON Schema
+holds them too); :func:`from_mapping` builds one and :func:`load_section` reads one from the file.
+:func:`params_error` turns pydantic's errors into one line ``<file>: <key path>: <value> is not
+allowed; must be <what is allowed>`` (a :class:`ParamsError`, also a ``KeyError``, ``TypeError`` or
+``ValueError``). The whole file is :mod:`benchmark.schema`'s (the configure stage, then report);
+one data set's section :mod:`benchmark.data.section`'s (download, prepare). This module imports no
+other module of the project but :mod:`benchmark.errors`.
 """
 
 from __future__ import annotations
@@ -423,6 +426,13 @@ def from_mapping(cls: type[S], values: Mapping[str, Any] | None, where: str) -> 
         return cls.model_validate(values)
     except ValidationError as err:
         raise params_error(err, cls, values, where) from None
+
+
+def load_section(path: str | Path, key: str, cls: type[S]) -> S:
+    """Section ``key`` of the params file ``path`` as ``cls`` (absent or null: its defaults), the
+    rest of the file unchecked: what a stage reads that needs one section and must not import what
+    the whole check imports (every method). Errors name the file and key."""
+    return from_mapping(cls, load_params(path).get(key), f"{path}: {key}")
 
 
 #: evaluate.convention for a missing modality (docs/protocol.md): "mask": zeroed and masked out;

@@ -74,8 +74,7 @@ from benchmark.config import (
     EvalConfig,
     FieldError,
     ScenarioConfig,
-    from_mapping,
-    load_params,
+    load_section,
     resolve_device,
     run_parser,
     stage_label,
@@ -712,9 +711,9 @@ def main(argv: list[str] | None = None) -> int:
         "(the reference the shared path is checked against; the scores agree up to float rounding)",
     )
     args = parser.parse_args(argv)
-    params = load_params(args.params)  # its two sections (configure checked the whole file)
-    config = from_mapping(EvalConfig, params.get("evaluate"), f"{args.params}: evaluate")
-    scenarios = from_mapping(ScenarioConfig, params.get("scenarios"), f"{args.params}: scenarios")
+    # its two sections (configure checked the whole file; the whole check would import every method)
+    config = load_section(args.params, "evaluate", EvalConfig)
+    scenarios = load_section(args.params, "scenarios", ScenarioConfig)
     run = read_run_config(args.run_name, args.config)
     device = resolve_device(config.device)
     dataset = PreparedDataset(args.data_dir or prepared_dir(args.dataset), args.split)
@@ -729,7 +728,7 @@ def main(argv: list[str] | None = None) -> int:
     model_path = args.model or run_dir(MODELS_DIR, args.dataset, args.run_name, args.seed) / MODEL_FILE
     method, record = load_model(model_path, device)
     check_model(model_path, record, method_name, args.run_name, protocol, dataset)
-    print(stage_label("evaluate", args.dataset, args.run_name, args.seed, params), flush=True)  # inputs checked
+    print(stage_label("evaluate", args.dataset, args.run_name, args.seed, args.params), flush=True)  # inputs checked
     indices = sample_tiles(len(dataset), config.sample_tiles)
     evaluation = evaluate_subsets(
         method,

@@ -2,33 +2,29 @@
 
 :func:`load_config` reads and checks the file and returns the typed result. The configure stage
 calls it first, before every other stage of ``dvc repro``, so a bad file is refused before any
-compute; train, evaluate and report call it too and use its typed sections. (download and
-prepare check only their data set's section: :mod:`benchmark.data.section`.) The first problem raises a
-:class:`~benchmark.config.ParamsError` (also a ``KeyError``, ``TypeError`` or ``ValueError``) whose
-message reads ``<file>: <dotted.key>: <value> ... <what is allowed>``. Checked:
+compute; report and diagnose call it too. (download and prepare check only their data set's
+section: :mod:`benchmark.data.section`; evaluate its two sections: :func:`benchmark.config.load_section`.)
+The first problem raises a :class:`~benchmark.config.ParamsError` (also a ``KeyError``,
+``TypeError`` or ``ValueError``) whose message reads ``<file>: <dotted.key>: <value> ... <what is
+allowed>``. In two steps:
 
-- top level: a mapping with ``datasets``, ``runs``, ``seeds`` and ``train``; optional
-  ``method_modules``, ``method_params``, ``protocols``, ``evaluate``, ``report``, ``scenarios``; any
-  other key must be the section of a registered data set (listed in ``datasets`` or not);
-- ``datasets`` / ``runs`` / ``seeds``: non-empty lists without repeats of registered data sets,
-  runs ``<method>-<protocol>`` of a registered method (after importing ``method_modules``) and a
-  built-in or defined protocol, and ints >= 0;
-- ``protocols``: named training protocols (:func:`resolve_protocols`): a kind and its parameters;
-  ``bernoulli``'s ``drop_prob`` holds one probability per modality of every listed data set;
-- every data-set section present (a listed data set's is required; null means its defaults): no
-  size <= 0, and its source class builds from it (the source's typed config; no file is read);
-  its optional ``modalities`` is a non-empty list of distinct modalities of that data set;
-  the source's facts agree (one palette colour per class, display bands within the channels);
-- ``method_params``: one entry per listed method (null or a mapping), only keys its constructor
-  takes, with the annotated types; keys the data set sets (``modalities``, ``num_classes``,
-  ``ignore_index``) are refused;
-- ``variants``: named variants of registered methods, ``name: {method: <registered>, params: {...}}``
-  (the params checked as a ``method_params`` entry, which they replace: nothing is inherited from
-  the method's own entry); a variant's name is used in ``runs`` and ``report.ablation`` like a
-  method's, and may not be a registered method's;
-- ``train`` / ``evaluate`` / ``report`` / ``scenarios``: their typed configs
-  (:func:`~benchmark.config.from_mapping`); ``report.reference`` is a listed run; every name of
-  ``scenarios.modalities`` is a modality of every listed data set.
+1. the structure, by one pydantic model (:func:`params_model`, whose JSON Schema
+   :func:`json_schema` an editor checks the file with): required ``datasets``, ``runs``, ``seeds``
+   and ``train``; optional ``method_modules``, ``method_params``, ``variants``, ``protocols``,
+   ``evaluate``, ``report``, ``scenarios``; each registered data set's section under its name
+   (listed in ``datasets`` or not; null means its defaults); no other key; every section's types
+   and bounds (:mod:`benchmark.config`); lists without repeats;
+2. what refers to what: registered data sets and methods (after importing ``method_modules``),
+   runs ``<method>-<protocol>`` of a registered method or variant and a built-in or defined
+   protocol; each protocol entry's keys for its kind, a staged one's stages; ``bernoulli``'s
+   ``drop_prob`` holds one probability per modality of every listed data set; every listed data
+   set has its section, which builds its source (no file is read) and whose ``modalities``
+   selection names its modalities; ``method_params``: one entry per listed method, only keys its
+   constructor takes, with the annotated types, none the data set sets (``modalities``,
+   ``num_classes``, ``ignore_index``); ``variants``: named variants of registered methods (their
+   params checked as a ``method_params`` entry, which they replace), named unlike any method;
+   ``report.reference`` is a listed run, ``report.ablation`` names methods or variants; every name
+   of ``scenarios.modalities`` is a modality of every listed data set.
 """
 
 from __future__ import annotations

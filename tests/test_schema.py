@@ -648,3 +648,19 @@ def test_the_json_schema_refuses_what_the_models_refuse(path: str, value: Any) -
     assert list(jsonschema.Draft202012Validator(json_schema()).iter_errors(bad)), path
     with pytest.raises(ParamsError):
         validate_params(bad, WHERE)
+
+
+def test_unknown_keys_are_named_before_bad_values_and_all_at_once() -> None:
+    """A misspelt key explains the bad values around it: it is reported first, with every unknown
+    key of its mapping; then missing keys; then the first bad value in the file's model order."""
+    params = mutated("train.lr", "fast", mutated("train.stepz", 3, mutated("train.augmnt", True)))
+    with pytest.raises(
+        KeyError, match=r"^cfg.yaml: train: unknown key\(s\) \['augmnt', 'stepz'\]; allowed: .*did you mean 'augment'\?"
+    ):
+        validate_params(params, WHERE)
+    with pytest.raises(KeyError, match=r"^cfg.yaml: unknown key\(s\) \['evaluation'\]"):
+        validate_params(mutated("evaluation", {}, mutated("train.lr", "fast")), WHERE)
+    with pytest.raises(KeyError, match=r"^cfg.yaml: seeds: missing"):
+        validate_params(mutated("seeds", DELETE, mutated("train.lr", "fast")), WHERE)
+    with pytest.raises(TypeError, match=r"^cfg.yaml: seeds\[0\]: 'a' is not allowed; must be an int$"):
+        validate_params(mutated("seeds", ["a"], mutated("train.lr", "fast")), WHERE)  # seeds come before train
