@@ -8,7 +8,7 @@ holds them too); :func:`from_mapping` builds one and :func:`load_section` reads 
 allowed; must be <what is allowed>`` (a :class:`ParamsError`, also a ``KeyError``, ``TypeError`` or
 ``ValueError``). The whole file is :mod:`benchmark.schema`'s (the configure stage, then report);
 one data set's section :mod:`benchmark.data.section`'s (download, prepare). This module imports no
-other module of the project but :mod:`benchmark.errors`.
+other module of the project but :mod:`benchmark.errors` and :mod:`benchmark.layout`.
 """
 
 from __future__ import annotations
@@ -38,8 +38,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
 from benchmark.errors import UserError, did_you_mean
-
-PARAMS_FILE = Path("params.yaml")
+from benchmark.layout import PARAMS_FILE
 
 
 class ParamsError(UserError):

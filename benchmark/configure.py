@@ -24,11 +24,11 @@ from pathlib import Path
 import yaml
 
 from benchmark import errors
-from benchmark.config import PARAMS_FILE
 from benchmark.imports import code_digest, covered
 from benchmark.io import atomic_write_json
 from benchmark.layout import (
     CONFIGS_DIR,
+    PARAMS_FILE,
     PIPELINE_FILE,
     REPORT_DIR,
     RESULTS_DIR,

@@ -38,10 +38,10 @@ from torch.utils.data import DataLoader
 
 from benchmark import errors
 from benchmark.checkpoint import load_model
-from benchmark.config import PARAMS_FILE, TrainConfig
+from benchmark.config import TrainConfig
 from benchmark.data.prepared import PreparedDataset
 from benchmark.io import atomic_write_json
-from benchmark.layout import prepared_dir
+from benchmark.layout import PARAMS_FILE, prepared_dir
 from benchmark.methods.catalog import create_method
 from benchmark.models.backbones import STRIDES
 from benchmark.protocol import Protocol, apply_availability, enumerate_subsets, subset_mask, subset_name

@@ -10,10 +10,9 @@ import argparse
 from pathlib import Path
 
 from benchmark import errors
-from benchmark.config import PARAMS_FILE
-from benchmark.data import MANIFEST_NAME
 from benchmark.data.section import load_source
 from benchmark.io import remove_stale_temps
+from benchmark.layout import MANIFEST_FILE, PARAMS_FILE
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--raw-dir", type=Path, default=None, help="default data/raw/<dataset>")
     args = parser.parse_args(argv)
     source = load_source(args.params, args.dataset, args.raw_dir)  # its section only: configure checks the rest
-    remove_stale_temps(source.raw_dir / MANIFEST_NAME)  # what a killed download stage left
+    remove_stale_temps(source.raw_dir / MANIFEST_FILE)  # what a killed download stage left
     raw = source.download()
     print(f"{args.dataset}: raw files verified in {raw}")
     return 0

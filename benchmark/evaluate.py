@@ -79,13 +79,14 @@ from benchmark.config import (
     run_parser,
     stage_label,
 )
-from benchmark.data.prepared import META_FILE, PreparedDataset
+from benchmark.data.prepared import PreparedDataset
 from benchmark.data.source import get_dataset
 from benchmark.efficiency import efficiency_record
 from benchmark.errors import DamagedFileError
 from benchmark.io import atomic_write_json, atomic_write_npz, remove_stale_temps
 from benchmark.layout import (
     IMAGE_SCORES_FILE,
+    META_FILE,
     METRICS_FILE,
     MODEL_FILE,
     MODELS_DIR,

@@ -27,6 +27,10 @@ from pathlib import Path
 DATA_DIR = Path("data")
 RAW_DIR = DATA_DIR / "raw"  # data/raw/<dataset>/: the raw files and manifest.json the download stage verified
 PREPARED_DIR = DATA_DIR / "prepared"
+MANIFEST_FILE = "manifest.json"  # in data/raw/<dataset>/: the raw files the download stage verified
+META_FILE = "meta.json"  # in data/prepared/<dataset>/: what the prepared arrays hold (benchmark.data.prepared)
+PREVIEW_FILE = "preview.png"  # in data/prepared/<dataset>/: a few training tiles, every modality and the label
+PARAMS_FILE = Path("params.yaml")  # what the pipeline runs: data sets, runs, seeds and every section
 PIPELINE_FILE = Path("dvc.yaml")  # the stages and their deps
 SCHEMA_FILE = Path("params.schema.json")  # the JSON Schema of params.yaml (python -m benchmark.configure --schema)
 CONFIGS_DIR = Path("configs")  # configs/<run>.json: each run's training configuration (benchmark.configure)

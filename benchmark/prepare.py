@@ -11,12 +11,9 @@ import argparse
 from pathlib import Path
 
 from benchmark import errors
-from benchmark.config import PARAMS_FILE
 from benchmark.data import PreparedDataset, read_meta
 from benchmark.data.section import load_source
-from benchmark.layout import prepared_dir
-
-PREVIEW_FILE = "preview.png"  # a few training tiles, every modality and the label
+from benchmark.layout import PARAMS_FILE, PREVIEW_FILE, prepared_dir
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,9 +1,9 @@
 """Statistics of the report: mean ± std over seeds, expected mIoU under random modality failure,
 per-modality fragility, the by-size curve and a paired bootstrap of mIoU differences.
 
-All mIoU values are percent floats (0..100); NaN means "no value". Subsets are named by joining
-their modalities with "+" (``"rgb+dsm"``); names are parsed with ``split("+")`` and compared as
-sets. Definitions and caveats: docs/statistics.md.
+All mIoU values are percent floats (0..100); NaN means "no value". Subsets are named as
+:mod:`benchmark.protocol` spells them (``"rgb+dsm"``), parsed with its ``subset_parts`` and compared
+as sets. Definitions and caveats: docs/statistics.md.
 """
 
 from __future__ import annotations

@@ -49,7 +49,8 @@ def test_the_analysis_sees_function_level_and_dynamic_imports():
     schema = imported_files("benchmark.schema")
     assert Path("benchmark/data/section.py") in schema  # validate_params imports it inside the function
     assert Path("benchmark/__init__.py") in schema
-    assert {p.name for p in imported_files("benchmark.config")} == {"__init__.py", "config.py", "errors.py"}
+    config = {p.name for p in imported_files("benchmark.config")}
+    assert config == {"__init__.py", "config.py", "errors.py", "layout.py"}
     catalog = imported_files("benchmark.methods.catalog")
     assert {Path("baselines/__init__.py"), Path("baselines/muss.py"), Path("floors/ndwi.py")} <= catalog
     assert Path("benchmark/methods/sgma.py") in catalog

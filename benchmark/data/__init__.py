@@ -2,7 +2,6 @@
 
 from benchmark.data.prepared import PreparedDataset, read_meta, write_prepared
 from benchmark.data.source import (
-    MANIFEST_NAME,
     RAW_DIR,
     DatasetSource,
     build_source,
@@ -12,7 +11,6 @@ from benchmark.data.source import (
 )
 
 __all__ = [
-    "MANIFEST_NAME",
     "RAW_DIR",
     "DatasetSource",
     "build_source",

@@ -30,9 +30,9 @@ from tqdm import tqdm
 
 from benchmark.errors import UserError
 from benchmark.io import atomic_write_json, fsync_file, read_json
+from benchmark.layout import MANIFEST_FILE
 
 GCS_API = "https://storage.googleapis.com"
-MANIFEST_NAME = "manifest.json"
 CHUNK_BYTES = 1 << 20  # 1 MiB
 RETRY_BACKOFF_S = 1.0  # seconds; attempt k waits k * RETRY_BACKOFF_S before retrying
 _HEADERS = {"User-Agent": "benchmark-download/1", "Accept-Encoding": "identity"}
@@ -242,7 +242,7 @@ def download_all(
     (``{path: {"md5": hex, "size": bytes}}``). On failures the manifest of the files that succeeded
     is still written, then one error lists every failed file."""
     root = Path(root)
-    manifest_path = root / MANIFEST_NAME
+    manifest_path = root / MANIFEST_FILE
     previous = _read_manifest_files(manifest_path)
     if len({f.path for f in files}) != len(files):
         raise ValueError("download_all: duplicate destination paths in files")
@@ -304,7 +304,7 @@ def verify_manifest(root: str | Path, *, paths: Iterable[str] | None = None) -> 
     """Recompute the MD5 of every file ``root/manifest.json`` lists (or only ``paths``) and raise
     :class:`ChecksumError` / :class:`FileNotFoundError` naming the first file that does not match."""
     root = Path(root)
-    manifest_path = root / MANIFEST_NAME
+    manifest_path = root / MANIFEST_FILE
     if not manifest_path.is_file():
         raise FileNotFoundError(f"{manifest_path}: no download manifest; run the download stage first")
     manifest = read_json(manifest_path)  # a truncated or garbled manifest: ValueError naming it

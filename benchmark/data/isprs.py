@@ -33,9 +33,10 @@ from benchmark.config import FieldError, PositiveInt, Section, one_of
 from benchmark.data.manual import ManualArchive, ManualArchiveSource
 from benchmark.data.prepared import Storage
 from benchmark.data.raster import Layer, RasterLayer, Scene
-from benchmark.data.source import MANIFEST_NAME, register_dataset
+from benchmark.data.source import register_dataset
 from benchmark.data.synthetic import CLASSES, PALETTE
 from benchmark.io import read_json
+from benchmark.layout import MANIFEST_FILE
 
 IGNORE_INDEX = 255
 # Official ISPRS colour code, in CLASSES order (impervious, building, low vegetation, tree, car, clutter).
@@ -247,7 +248,7 @@ class IsprsSource(ManualArchiveSource):
 
     def source_info(self) -> dict[str, Any]:
         """What the prepared ``meta.json`` records under ``source`` (tile size and stride are added)."""
-        verified = read_json(self.raw_dir / MANIFEST_NAME)["files"]
+        verified = read_json(self.raw_dir / MANIFEST_FILE)["files"]
         return {
             "labels": self.config.labels,
             "label_decoding": f"each channel >= {COLOUR_THRESHOLD} is on; the 6 ISPRS colours -> classes, "

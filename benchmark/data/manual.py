@@ -17,8 +17,9 @@ from typing import ClassVar
 
 from benchmark.data.archive import ARCHIVE_SUFFIXES, archive_members, safe_extract
 from benchmark.data.download import ChecksumError, md5_file
-from benchmark.data.source import MANIFEST_NAME, DatasetSource
+from benchmark.data.source import DatasetSource
 from benchmark.io import atomic_write_json, read_json
+from benchmark.layout import MANIFEST_FILE
 
 EXTRACTED = "extracted"
 
@@ -89,7 +90,7 @@ class ManualArchiveSource(DatasetSource):
                 f"{self.how_to_obtain} ({self.homepage}). Place the archives, unchanged, in {self.raw_dir}/ "
                 f"and run `dvc repro` again (or `python -m benchmark.download --dataset {self.name}` alone)."
             )
-        manifest_path = self.raw_dir / MANIFEST_NAME
+        manifest_path = self.raw_dir / MANIFEST_FILE
         recorded = _recorded_files(manifest_path)
         # archives the current params do not use keep their record (e.g. the other label variant)
         files = {name: entry for name, entry in recorded.items() if (self.raw_dir / name).is_file()}
@@ -130,7 +131,7 @@ class ManualArchiveSource(DatasetSource):
 
     def check_downloaded(self) -> None:
         """Before preparing: the manifest must list every archive the params need."""
-        manifest_path = self.raw_dir / MANIFEST_NAME
+        manifest_path = self.raw_dir / MANIFEST_FILE
         files = _recorded_files(manifest_path)
         absent = [a.filename for a in self.archives() if a.filename not in files or not self.extracted(a).is_dir()]
         if absent:

@@ -32,8 +32,8 @@ import torch
 from torch.utils.data import Dataset
 
 from benchmark.io import atomic_write, atomic_write_json, make_temp_dir, read_json, remove_stale_temps, replace_dir
+from benchmark.layout import META_FILE
 
-META_FILE = "meta.json"
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # modality and split names in meta.json
 
 

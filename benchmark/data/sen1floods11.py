@@ -35,8 +35,9 @@ from pydantic import Field, model_validator
 from benchmark.config import PositiveInt, Section
 from benchmark.data.download import GCS_API, ChecksumError, download_all, list_gcs_objects, sha256_file, verify_manifest
 from benchmark.data.raster import Layer, RasterLayer, Scene, WindowLayer, tile_windows
-from benchmark.data.source import MANIFEST_NAME, DatasetSource, register_dataset
+from benchmark.data.source import DatasetSource, register_dataset
 from benchmark.io import atomic_write_json, read_json
+from benchmark.layout import MANIFEST_FILE
 
 CLASSES = ("not_water", "water")
 PALETTE = ("#D9CBA3", "#0072B2")  # sand for land, blue for water
@@ -140,7 +141,7 @@ class Sen1Floods11(_Sen1Floods11Facts):
     def download(self) -> Path:
         cfg = self.config
         origin = {"api": cfg.api, "bucket": cfg.bucket, "version": cfg.version}
-        manifest = self.raw_dir / MANIFEST_NAME
+        manifest = self.raw_dir / MANIFEST_FILE
         recorded = read_json(manifest) if manifest.is_file() else {}
         if recorded.get("origin") == origin and recorded.get("complete"):
             present = all(
@@ -240,7 +241,7 @@ class Sen1Floods11Sample(_Sen1Floods11Facts):
 
     def download(self) -> Path:
         atomic_write_json(
-            self.raw_dir / MANIFEST_NAME,
+            self.raw_dir / MANIFEST_FILE,
             {"dataset": self.name, "files": self._verified_files(), "note": "read in place, not copied"},
         )
         return self.raw_dir
@@ -263,7 +264,7 @@ class Sen1Floods11Sample(_Sen1Floods11Facts):
         return scenes
 
     def prepare(self, out_dir: Path) -> Path:
-        manifest = self.raw_dir / MANIFEST_NAME
+        manifest = self.raw_dir / MANIFEST_FILE
         if not manifest.is_file():
             raise FileNotFoundError(
                 f"{manifest}: not found; run `dvc repro` (its download stage: "

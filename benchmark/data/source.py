@@ -18,14 +18,13 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from benchmark.config import Section, from_mapping
-from benchmark.data.download import MANIFEST_NAME
 from benchmark.data.raster import Scene, write_scenes
 from benchmark.errors import did_you_mean
 from benchmark.io import atomic_write_json
-from benchmark.layout import RAW_DIR
+from benchmark.layout import MANIFEST_FILE, RAW_DIR
 
 __all__ = [
-    "MANIFEST_NAME",
+    "MANIFEST_FILE",
     "RAW_DIR",
     "DatasetSource",
     "build_source",
@@ -98,7 +97,7 @@ class DatasetSource:
         ``raw_dir`` and write ``raw_dir/manifest.json``; return ``raw_dir``. The default suits an
         embedded data set: nothing to fetch, the manifest says so."""
         atomic_write_json(
-            self.raw_dir / MANIFEST_NAME, {"dataset": self.name, "files": {}, "note": "embedded: nothing to fetch"}
+            self.raw_dir / MANIFEST_FILE, {"dataset": self.name, "files": {}, "note": "embedded: nothing to fetch"}
         )
         return self.raw_dir
 

@@ -48,6 +48,7 @@ import numpy as np
 import benchmark.data.archive as archive_mod
 import benchmark.data.download as dl
 from benchmark.faults.common import NotSurvived, expect_error
+from benchmark.layout import MANIFEST_FILE, META_FILE
 
 # --- helpers -------------------------------------------------------------------------------------
 
@@ -167,7 +168,7 @@ def _check_recovery(
     _require(dest.is_file() and dest.read_bytes() == data, f"{dest}: wrong or missing after a good download")
     _require(not dest.with_name(dest.name + ".part").exists(), f"{dest}.part left after a good download")
     if use_all:
-        listed = json.loads((root / dl.MANIFEST_NAME).read_text()).get("files", {})
+        listed = json.loads((root / MANIFEST_FILE).read_text()).get("files", {})
         _require(set(listed) == {remote.path, *others}, f"manifest lists {sorted(listed)} after a good download")
 
 
@@ -200,7 +201,7 @@ def truncated_download(rng: np.random.Generator, workdir: Path) -> None:
         _require(drop_connection, f"{part}: kept after a checksum failure")
         _require(data.startswith(kept), f"{part}: holds bytes that are not a prefix of the file")
     if use_all:
-        listed = json.loads((root / dl.MANIFEST_NAME).read_text()).get("files", {})
+        listed = json.loads((root / MANIFEST_FILE).read_text()).get("files", {})
         _require(set(listed) == set(others), f"manifest lists {sorted(listed)}, expected only {sorted(others)}")
     _check_recovery(use_all, data, remote, root, others, known_size)
 
@@ -513,7 +514,7 @@ def _npy_header_bytes(data: bytes) -> int:
 
 def prepared_corrupt(rng: np.random.Generator, workdir: Path) -> None:
     """A prepared ``.npy`` or ``meta.json`` cut short: the loader names the file."""
-    from benchmark.data.prepared import META_FILE, PreparedDataset, write_prepared
+    from benchmark.data.prepared import PreparedDataset, write_prepared
 
     tile = int(rng.integers(2, 9))
     modalities = {m: int(rng.integers(1, 4)) for m in ("a", "b")}

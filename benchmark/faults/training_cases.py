@@ -40,7 +40,7 @@ import yaml
 
 from benchmark.faults import common
 from benchmark.faults.common import NotSurvived, configure_runs, expect_error
-from benchmark.layout import LOG_FILE, MODEL_FILE
+from benchmark.layout import CHECKPOINT_FILE, IMAGE_SCORES_FILE, LOG_FILE, METRICS_FILE, MODEL_FILE
 from benchmark.protocol import run_name
 
 # The tiny pipeline, trained a little longer so that kills land between checkpoints (every 3 steps).
@@ -223,7 +223,7 @@ def kill_and_resume(method: str, kill_at: int, workdir: Path) -> int:
     _kill_when(command, lambda: _log_steps(log) >= kill_at)
     if (out / MODEL_FILE).exists():
         raise NotSurvived(f"model.pt exists after a kill at step {kill_at} of {steps}")
-    checkpoint = out / "checkpoint.pt"
+    checkpoint = out / CHECKPOINT_FILE
     resumed_from = int(load_torch(checkpoint)["step"]) if checkpoint.exists() else 0  # must load: never truncated
     proc = _run(command)
     if resumed_from and f"from step {resumed_from}" not in proc.stderr:
@@ -306,7 +306,7 @@ def kill_writer(kind: str, delay_s: float, workdir: Path, writer: str | None = N
     (default the one writing through :mod:`benchmark.io`)."""
     from benchmark.io import remove_stale_temps
 
-    path = workdir / {"torch": "checkpoint.pt", "json": "metrics.json", "npz": "image_scores.npz"}[kind]
+    path = workdir / {"torch": CHECKPOINT_FILE, "json": METRICS_FILE, "npz": IMAGE_SCORES_FILE}[kind]
     size = 4_000_000  # values: 16 MB as float32, tens of MB as JSON text
     command = [sys.executable, "-c", writer or _WRITER, kind, str(path), str(size)]
     with _process(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
@@ -347,7 +347,7 @@ def nan_at_step(nan_step: int, workdir: Path) -> None:
         expect_error(lambda: train.main(argv), FloatingPointError, ["'nan-muss'", f"step {nan_step}", "aux="])
     if (out / MODEL_FILE).exists():
         raise NotSurvived("model.pt was written although training failed")
-    checkpoint = out / "checkpoint.pt"
+    checkpoint = out / CHECKPOINT_FILE
     if checkpoint.exists() and load_torch(checkpoint)["step"] > nan_step:
         raise NotSurvived(f"checkpoint of a step after the failure at step {nan_step}")
     logged = [json.loads(line)["step"] for line in (out / LOG_FILE).read_text().splitlines()]

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from benchmark.config import ParamsValueError
-from benchmark.layout import HTML_FILE, LEADERBOARD, PREPARED_DIR, RAW_DIR, REPORT_DIR, RUNS_DIR
+from benchmark.layout import HTML_FILE, LEADERBOARD, PARAMS_FILE, PREPARED_DIR, RAW_DIR, REPORT_DIR, RUNS_DIR
 from benchmark.report import provenance
 from benchmark.report.build import write_report
 from benchmark.report.runs import load_runs
@@ -29,7 +29,7 @@ __all__ = ["load_runs", "main", "write_report"]
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; prints ``results/report/leaderboard.md``."""
     parser = argparse.ArgumentParser(prog="python -m benchmark.report", description=__doc__.split("\n")[0])
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--params", type=Path, default=PARAMS_FILE)
     parser.add_argument("--results", type=Path, default=RUNS_DIR, help="the runs' files (default results/runs)")
     parser.add_argument("--out", type=Path, default=REPORT_DIR, help="the report's folder (default results/report)")
     parser.add_argument("--prepared", type=Path, default=PREPARED_DIR, help="prepared data (panels)")

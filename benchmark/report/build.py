@@ -35,7 +35,16 @@ from benchmark.config import ReportConfig
 from benchmark.data.prepared import PreparedDataset
 from benchmark.data.source import DatasetSource, get_dataset
 from benchmark.io import atomic_write_dir, atomic_write_json, atomic_write_text, remove_stale_temps
-from benchmark.layout import HTML_FILE, LEADERBOARD, PREDICTIONS_FILE, PREPARED_DIR, RUNS_FILE, SUMMARY_FILE, figure_dir
+from benchmark.layout import (
+    HTML_FILE,
+    LEADERBOARD,
+    PREDICTIONS_FILE,
+    PREPARED_DIR,
+    REPORT_DIR,
+    RUNS_FILE,
+    SUMMARY_FILE,
+    figure_dir,
+)
 from benchmark.protocol import parse_run, subset_name, subset_parts
 from benchmark.report import html, plots
 from benchmark.report.leaderboard import (
@@ -500,7 +509,7 @@ def overview_table(reports: Sequence[DatasetReport], runs: Sequence[str] | None 
         + "Avg = mean mIoU over all modality subsets, Last-1 = the worst subset; mean rank by Avg over the data "
         "sets (n/a when a run lacks one), each data set's rank sharing ties as its leaderboard does (runs whose "
         f"paired bootstrap interval includes 0 share a rank).{corrupted} Per data set details in "
-        "results/report/<dataset>/.",
+        f"{REPORT_DIR}/<dataset>/.",
     )
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark import stats
+from benchmark.layout import LEADERBOARD
 from benchmark.protocol import parse_run, run_name, subset_parts
 from benchmark.report.results import SCENARIO_UNITS, SUMMARY_KEYS, by_run, num, scenario_layout
 from benchmark.report.runs import runs_frame, seed_scores
@@ -98,7 +99,7 @@ def leaderboard_table(records: list[dict], failure_probs: Sequence[float]) -> Ta
         if column.key in ("top1", "last1"):
             columns.append(Column(f"{column.key}_subset", f"{column.title} subset", "text"))
     return Table(
-        "leaderboard",
+        LEADERBOARD,
         "mIoU (%) per available-modality subset",
         [*HEAD, *columns],
         rows,

@@ -588,7 +588,7 @@ def robustness_means(table: dict[str, dict[str, dict[str, list[float]]]], scales
 
     ``table``: method -> subset -> modality -> [mean r_m per scale of ``scales``] (0..1, NaN = no
     value). viridis on a fixed 0..1 scale, values annotated with two decimals; a modality missing
-    from the subset (not in ``subset.split("+")`` and exactly 0) is grey with a dash, NaN grey
+    from the subset (not in ``subset_parts(subset)`` and exactly 0) is grey with a dash, NaN grey
     with "n/a". Axes are labelled ``"<method>|<subset>"``.
     """
     if not table:

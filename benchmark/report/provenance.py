@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmark.layout import MANIFEST_FILE, PREPARED_DIR, RAW_DIR
+
 PACKAGES = (
     "torch",
     "torchvision",
@@ -134,15 +136,15 @@ def data_checksums(dataset: str, prepared_root: Path, raw_root: Path) -> dict[st
         files = sorted((p for p in folder.rglob("*") if p.is_file()), key=lambda p: p.relative_to(folder).as_posix())
         for path in files:
             prepared[path.relative_to(folder).as_posix()] = sha256_file(path)
-    manifest = Path(raw_root) / dataset / "manifest.json"
+    manifest = Path(raw_root) / dataset / MANIFEST_FILE
     return {"prepared": prepared, "raw_manifest_sha256": sha256_file(manifest) if manifest.is_file() else None}
 
 
 def collect(
     params_path: Path,
     datasets: Sequence[str],
-    prepared_root: Path = Path("data/prepared"),
-    raw_root: Path = Path("data/raw"),
+    prepared_root: Path = PREPARED_DIR,
+    raw_root: Path = RAW_DIR,
     repo: Path = Path("."),
 ) -> dict[str, Any]:
     """Provenance of a report.
