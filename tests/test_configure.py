@@ -48,22 +48,23 @@ def test_a_long_list_is_cut(tmp_path: Path, count: int) -> None:
 
 
 def test_a_method_file_no_configure_dep_covers_gets_a_note(tmp_path: Path, capsys) -> None:
-    """benchmark/faults/nan_method.py is digested into its runs' configs, but dvc.yaml's configure
-    stage does not depend on benchmark/faults/: editing it would rerun nothing, and a note says so."""
+    """tools/faults/nan_method.py is digested into its runs' configs, but dvc.yaml's configure
+    stage does not depend on tools/faults/: editing it would rerun nothing, and a note says so."""
     params = {
         **TINY_PARAMS,
         "runs": ["nan-muss-uniform"],
-        "method_modules": ["benchmark.faults.nan_method"],
+        "method_modules": ["tools.faults.nan_method"],
         "method_params": {"nan-muss": {"nan_step": 3}},
         "report": {**TINY_PARAMS["report"], "reference": "nan-muss-uniform"},
     }
     path = write_params(tmp_path / "params.yaml", params)
     assert configure.main(["--params", str(path), "--out", str(tmp_path / "configs")]) == 0  # cwd: the repository
     (line,) = capsys.readouterr().err.splitlines()
-    assert line.startswith("note: method files benchmark/faults/__init__.py, benchmark/faults/nan_method.py are ")
+    files = "tools/__init__.py, tools/faults/__init__.py, tools/faults/nan_method.py"
+    assert line.startswith(f"note: method files {files} are ")
     assert "not under any dep of the configure stage in dvc.yaml" in line and "user_methods/" in line
     record = json.loads((tmp_path / "configs" / "nan-muss-uniform.json").read_text())
-    assert "benchmark/faults/nan_method.py" in record["method_files"]
+    assert "tools/faults/nan_method.py" in record["method_files"]
     write_params(path, TINY_PARAMS)  # muss: baselines/ is a dep, no note
     assert configure.main(["--params", str(path), "--out", str(tmp_path / "configs")]) == 0
     assert capsys.readouterr().err == ""

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import graphlib
 
+import pytest
+from tiny import REPO
+
 from benchmark.imports import import_graph
 
 
@@ -26,3 +29,16 @@ def test_a_circle_is_found() -> None:
     except graphlib.CycleError:
         return
     raise AssertionError("config -> schema -> config not found")
+
+
+def test_the_installed_package_holds_no_tool_and_no_test() -> None:
+    """``pip install .`` installs the pipeline (benchmark, baselines, floors), not tools/ (the fault
+    harness) or tests/: what pyproject.toml's package list finds."""
+    tomllib = pytest.importorskip("tomllib")
+    from setuptools import find_packages
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())
+    found = find_packages(where=REPO, include=config["tool"]["setuptools"]["packages"]["find"]["include"])
+    assert {"benchmark", "benchmark.data", "baselines", "floors"} <= set(found)
+    assert not [p for p in found if p.split(".")[0] in ("tools", "tests")], found
+    assert (REPO / "tools" / "faults" / "__main__.py").is_file()

@@ -15,9 +15,16 @@ from benchmark import train
 from benchmark.checkpoint import load_model
 from benchmark.config import FieldError, ParamsTypeError, TrainConfig, from_mapping
 from benchmark.data.prepared import PreparedDataset
-from benchmark.faults.common import expect_error
 from benchmark.layout import LOG_FILE, MODEL_FILE
 from benchmark.methods.catalog import create_method
+
+
+def expect_error(fn, error: type[BaseException], must_name: list[str]) -> None:
+    """``fn()`` raises ``error`` whose one-line message names every string of ``must_name``."""
+    with pytest.raises(error) as info:
+        fn()
+    assert all(str(s) in str(info.value) for s in must_name) and "\n" not in str(info.value), str(info.value)
+
 
 BASE = {**TINY_PARAMS["train"], "steps": 3, "warmup_steps": 1, "checkpoint_every": 3}
 NEW_KEYS = ("precision", "channels_last", "compile")

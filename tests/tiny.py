@@ -1,7 +1,10 @@
-"""The tiny configuration of the whole pipeline that tests run in seconds, and a copy of the project."""
+"""The tiny configuration of the whole pipeline that tests (and the fault harness, tools/faults) run in
+seconds, and a copy of the project."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
 import shlex
@@ -9,10 +12,11 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from benchmark.faults.common import TINY_PARAMS, configure_runs  # in the package: the fault cases use them too
+from benchmark.layout import CONFIGS_DIR
 
 __all__ = [
     "TINY_PARAMS",
@@ -27,6 +31,41 @@ __all__ = [
 ]
 
 REPO = Path(__file__).resolve().parents[1]
+
+# A complete tiny configuration of the whole pipeline that runs in seconds on a CPU: what the tests
+# use and the fault cases run (tools/faults).
+TINY_PARAMS: dict[str, Any] = {
+    "datasets": ["synthetic"],
+    "runs": ["muss-uniform"],
+    "seeds": [0],
+    "method_modules": [],
+    "method_params": {"muss": {}},
+    "synthetic": {"seed": 0, "tile_size": 32, "num_train": 16, "num_test": 6},
+    "train": {"steps": 6, "batch_size": 4, "warmup_steps": 2, "checkpoint_every": 2, "decoder_dim": 16, "lr": 0.003},
+    "evaluate": {"batch_size": 4},
+    "scenarios": {
+        "seed": 0,
+        "block_size": 8,
+        "block_missing": [0.5],
+        "pixel_missing": [0.25],
+        "gaussian": [0.5],
+        "salt_pepper": [0.1],
+        "speckle": [0.5],
+    },
+    "report": {"reference": "muss-uniform", "bootstrap_samples": 200},
+}
+
+
+def configure_runs(params: Path) -> Path:
+    """Run the configure stage on ``params`` into ``<its folder>/configs``: that folder (one
+    ``<run>.json`` per listed run, what ``train --config`` and ``evaluate --config`` read)."""
+    from benchmark import configure
+
+    out = params.parent / CONFIGS_DIR
+    with contextlib.redirect_stdout(io.StringIO()):
+        if configure.main(["--params", str(params), "--out", str(out)]) != 0:
+            raise RuntimeError(f"{params}: the configure stage failed")
+    return out
 
 
 def dataset_params(name: str, section: dict | None) -> dict:

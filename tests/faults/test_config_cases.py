@@ -10,8 +10,8 @@ import pytest
 from tiny import TINY_PARAMS
 
 from benchmark.config import ParamsError, load_params
-from benchmark.faults.common import NotSurvived
-from benchmark.faults.config_cases import BASE_PARAMS, CASES, MUTATIONS, Mutation, _dump, run_mutation
+from tools.faults.common import NotSurvived
+from tools.faults.config_cases import BASE_PARAMS, CASES, MUTATIONS, Mutation, _dump, run_mutation
 
 
 def test_base_params_are_valid(tmp_path: Path) -> None:

@@ -14,8 +14,8 @@ import benchmark.data.download as dl
 import benchmark.data.manual as manual_mod
 import benchmark.data.prepared as prepared_mod
 from benchmark.data.raster import RasterLayer
-from benchmark.faults.common import NotSurvived
-from benchmark.faults.input_cases import CASES
+from tools.faults.common import NotSurvived
+from tools.faults.input_cases import CASES
 
 KINDS = [
     "truncated_download",
@@ -49,7 +49,7 @@ def test_case_survives(kind: str, seed: int, tmp_path: Path, monkeypatch: pytest
 @pytest.mark.parametrize("kind", sorted(CASES))
 def test_cases_draw_different_faults(kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The rng matters: three seeds give three different errors (another file, pixel, member, ...)."""
-    import benchmark.faults.input_cases as cases
+    import tools.faults.input_cases as cases
 
     messages: list[str] = []
     real = cases.expect_error

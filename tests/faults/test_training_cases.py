@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from benchmark.checkpoint import load_torch
-from benchmark.faults import training_cases
-from benchmark.faults.common import NotSurvived
 from benchmark.train import read_log
+from tools.faults import training_cases
+from tools.faults.common import NotSurvived
 
 pytestmark = pytest.mark.slow
 
@@ -100,7 +100,7 @@ def test_damaged_checkpoint_is_named(tmp_path):
 
 def test_faults_cli_prints_survived_per_kind(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmark.faults", "--cycles", "1", "--kinds", "kill_resume", "nonfinite_loss"],
+        [sys.executable, "-m", "tools.faults", "--cycles", "1", "--kinds", "kill_resume", "nonfinite_loss"],
         capture_output=True,
         text=True,
         timeout=600,
@@ -112,7 +112,7 @@ def test_faults_cli_prints_survived_per_kind(tmp_path):
 
 
 def test_random_draws_differ_per_cycle():
-    from benchmark.faults.__main__ import run_kind
+    from tools.faults.__main__ import run_kind
 
     seen = []
     run_kind("probe", lambda rng, workdir: seen.append(int(rng.integers(1 << 30))), 3, 0, 0)

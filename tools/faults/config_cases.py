@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from benchmark.faults.common import TINY_PARAMS, NotSurvived, expect_error
+from benchmark.layout import CONFIGS_DIR, PARAMS_FILE
+from tools.faults.common import TINY_PARAMS, NotSurvived, expect_error
 
 BASE_PARAMS: dict[str, Any] = TINY_PARAMS  # copied before each mutation
 
@@ -166,12 +167,12 @@ def run_mutation(mutation: Mutation, workdir: Path) -> BaseException:
     """Write the mutated params.yaml in ``workdir``, run the configure stage on it (the first stage
     of ``dvc repro``; the run stages read only what it writes) and require the expected error and
     that nothing else was written. Returns the error; raises
-    :class:`~benchmark.faults.common.NotSurvived` otherwise."""
+    :class:`~tools.faults.common.NotSurvived` otherwise."""
     from benchmark import configure
 
-    params_path = workdir / "params.yaml"
+    params_path = workdir / PARAMS_FILE.name
     params_path.write_text(mutation.text(copy.deepcopy(BASE_PARAMS)), encoding="utf-8")
-    out = workdir / "configs"
+    out = workdir / CONFIGS_DIR
     argv = ["--params", str(params_path), "--out", str(out)]
     err = expect_error(lambda: configure.main(argv), mutation.error, [str(params_path), *mutation.must_name])
     left = sorted(p.name for p in workdir.iterdir() if p != params_path)

@@ -12,7 +12,7 @@ synthetic data set prepared once per process.
   it is SIGKILLed at a random moment (most land mid-write). The file must then load and hold one
   complete version; :func:`benchmark.io.remove_stale_temps` clears the temporary file left behind.
 - ``nonfinite_loss``: a method whose loss part ``aux`` turns NaN at a random step
-  (:mod:`benchmark.faults.nan_method`): training must stop with an error naming the step, the
+  (:mod:`tools.faults.nan_method`): training must stop with an error naming the step, the
   method and the part, write no ``model.pt`` and keep only complete checkpoints of earlier steps.
 """
 
@@ -38,10 +38,10 @@ from typing import Any
 import numpy as np
 import yaml
 
-from benchmark.faults import common
-from benchmark.faults.common import NotSurvived, configure_runs, expect_error
-from benchmark.layout import CHECKPOINT_FILE, IMAGE_SCORES_FILE, LOG_FILE, METRICS_FILE, MODEL_FILE
+from benchmark.layout import CHECKPOINT_FILE, IMAGE_SCORES_FILE, LOG_FILE, METRICS_FILE, MODEL_FILE, PARAMS_FILE
 from benchmark.protocol import run_name
+from tools.faults import common
+from tools.faults.common import NotSurvived, configure_runs, expect_error
 
 # The tiny pipeline, trained a little longer so that kills land between checkpoints (every 3 steps).
 TINY_PARAMS: dict[str, Any] = {
@@ -71,7 +71,7 @@ class _Project:
         atexit.register(shutil.rmtree, self.root, True)
         self.prepared = self.root / "prepared"
         self.references: dict[str, tuple[Path, dict[str, np.ndarray]]] = {}
-        params = self.params_file(self.root / "params.yaml", "muss")
+        params = self.params_file(self.root / PARAMS_FILE.name, "muss")
         from benchmark import prepare
 
         with contextlib.redirect_stdout(io.StringIO()):
@@ -115,7 +115,7 @@ class _Project:
         """The uninterrupted run of ``method``: its model.pt and its confusion matrices per subset."""
         if method not in self.references:
             out = self.root / "reference" / method
-            params = self.params_file(out / "params.yaml", method)
+            params = self.params_file(out / PARAMS_FILE.name, method)
             _run(self.train_command(params, method, out))
             self.references[method] = (out / MODEL_FILE, self.confusion(out / MODEL_FILE))
         return self.references[method]
@@ -217,7 +217,7 @@ def kill_and_resume(method: str, kill_at: int, workdir: Path) -> int:
     steps = TINY_PARAMS["train"]["steps"]
     reference_model, reference_confusion = p.reference(method)
     out = workdir / "run"
-    params = p.params_file(workdir / "params.yaml", method)
+    params = p.params_file(workdir / PARAMS_FILE.name, method)
     command = p.train_command(params, method, out)
     log = out / LOG_FILE
     _kill_when(command, lambda: _log_steps(log) >= kill_at)
@@ -336,10 +336,10 @@ def nan_at_step(nan_step: int, workdir: Path) -> None:
 
     p = project()
     params = p.params_file(
-        workdir / "params.yaml",
+        workdir / PARAMS_FILE.name,
         "nan-muss",
         {"nan_step": nan_step},
-        method_modules=["benchmark.faults.nan_method"],
+        method_modules=["tools.faults.nan_method"],
     )
     out = workdir / "run"
     argv = p.train_command(params, "nan-muss", out)[3:]

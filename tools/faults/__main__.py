@@ -1,4 +1,4 @@
-"""Fault injection: ``python -m benchmark.faults [--cycles N] [--seed S] [--kinds k1 k2 ...]``.
+"""Fault injection: ``python -m tools.faults [--cycles N] [--seed S] [--kinds k1 k2 ...]``.
 
 Runs ``N`` cases of every fault kind, each in a fresh temporary folder with its own random draws
 (kill step, truncation point, corrupted pixel, bad key, ...), and prints one line per kind::
@@ -7,8 +7,8 @@ Runs ``N`` cases of every fault kind, each in a fresh temporary folder with its 
 
 A case survives when the run ended with the right metrics or the right clear error and no file
 was lost or left half-written; why a case did not survive goes to stderr. Exit status 1 if any
-case did not survive. The kinds come from the ``CASES`` of :mod:`benchmark.faults.training_cases`,
-:mod:`benchmark.faults.input_cases` and :mod:`benchmark.faults.config_cases`.
+case did not survive. The kinds come from the ``CASES`` of :mod:`tools.faults.training_cases`,
+:mod:`tools.faults.input_cases` and :mod:`tools.faults.config_cases`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmark import errors
-from benchmark.faults.common import NotSurvived
+from tools.faults.common import NotSurvived
 
 CASE_MODULES = ("training_cases", "input_cases", "config_cases")
 
@@ -35,7 +35,7 @@ def all_cases() -> dict[str, Callable[[np.random.Generator, Path], str | None]]:
 
     cases: dict[str, Callable[[np.random.Generator, Path], str | None]] = {}
     for module in CASE_MODULES:
-        for kind, case in importlib.import_module(f"benchmark.faults.{module}").CASES.items():
+        for kind, case in importlib.import_module(f"tools.faults.{module}").CASES.items():
             if kind in cases:
                 raise ValueError(f"fault kind {kind!r} defined twice")
             cases[kind] = case

@@ -47,8 +47,8 @@ import numpy as np
 
 import benchmark.data.archive as archive_mod
 import benchmark.data.download as dl
-from benchmark.faults.common import NotSurvived, expect_error
 from benchmark.layout import MANIFEST_FILE, META_FILE
+from tools.faults.common import NotSurvived, expect_error
 
 # --- helpers -------------------------------------------------------------------------------------
 

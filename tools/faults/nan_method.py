@@ -1,6 +1,6 @@
-"""A method whose loss turns non-finite at a chosen step: the non-finite-loss fault of ``benchmark.faults``.
+"""A method whose loss turns non-finite at a chosen step: the non-finite-loss fault of ``tools.faults``.
 
-Listed under ``method_modules: [benchmark.faults.nan_method]``, it registers ``nan-muss``: MuSS
+Listed under ``method_modules: [tools.faults.nan_method]``, it registers ``nan-muss``: MuSS
 plus an auxiliary loss part ``aux`` (0 on every step) that becomes NaN on training step
 ``nan_step``, as a diverging auxiliary objective would. Only for fault injection.
 """
