@@ -302,11 +302,28 @@ def _qualitative(inputs: DatasetInputs) -> list[Plot]:
 
 def build_dataset(inputs: DatasetInputs, config: ReportConfig) -> DatasetReport:
     """One data set's tables and plots from its checked inputs (nothing is written)."""
-    records, dataset, confusions = inputs.records, inputs.dataset, inputs.confusions
+    records, dataset = inputs.records, inputs.dataset
     subsets = list(records[0]["subsets"])
     notes = list(inputs.notes)
-    board = leaderboard_table(records, config.failure_probs)
+    board, ranks, tables, protocols, scale = _tables(inputs, config, notes)
+    figures = _subset_figures(board, subsets, dataset)
+    if protocols is not None:
+        figures.append(_protocol_plot(protocols, dataset))
+    figures.append(_fragility_figure(records, board, subsets, dataset))
+    figures += _run_figures(inputs) + _qualitative(inputs)
+    summary, scenarios = _summary(board, records, config.failure_probs, notes)
+    gap = floor_gap(board, subset_name(records[0]["modalities"]))
+    return DatasetReport(dataset, tables, figures, summary, notes, scenarios, runs_frame(records), gap, ranks, scale)
+
+
+def _tables(
+    inputs: DatasetInputs, config: ReportConfig, notes: list[str]
+) -> tuple[Table, dict[str, Any], list[Table], Table | None, str | None]:
+    """The leaderboard (with its ranks), its ranks, every table in report order, the protocol table
+    (or None) and the scale note (or None); a note in ``notes`` when the ablation table cannot be made."""
+    records, confusions = inputs.records, inputs.confusions
     bootstrap = {"samples": config.bootstrap_samples, "confidence": config.confidence, "seed": config.bootstrap_seed}
+    board = leaderboard_table(records, config.failure_probs)
     ranks = avg_ranks(board, records, confusions, **bootstrap)
     board = with_ranks(board, ranks)
     curves = curves_table(inputs.logs)
@@ -328,46 +345,54 @@ def build_dataset(inputs: DatasetInputs, config: ReportConfig) -> DatasetReport:
             f"No ablation table: no protocol has the run of {next(iter(config.ablation.values()))!r} (the first row "
             "of report.ablation) and of another row's method."
         )
+    return board, ranks, tables, protocols, scale
+
+
+def _subset_figures(board: Table, subsets: list[str], dataset: str) -> list[Plot]:
+    """mIoU per run and subset: the heatmap and the bars (mean over seeds, std as error bars)."""
     names = [r["run"] for r in board.rows]
-    columns = [*subsets, "avg"]
-    titles = [*subsets, "Avg"]
-    figures = [
+    columns, titles = [*subsets, "avg"], [*subsets, "Avg"]
+    title = f"{dataset}: mIoU (%) per subset"
+    return [
         _plot(
             "miou_heatmap",
             "mIoU (%) per run and available-modality subset (mean over seeds).",
-            plots.miou_heatmap(names, titles, _matrix(board.rows, columns), f"{dataset}: mIoU (%) per subset"),
+            plots.miou_heatmap(names, titles, _matrix(board.rows, columns), title),
         ),
         _plot(
             "miou_bars",
             "mIoU (%) per subset; error bars: sample std over seeds.",
             plots.grouped_bars(
-                names,
-                titles,
-                _matrix(board.rows, columns),
-                _matrix(board.rows, columns, "_std"),
-                f"{dataset}: mIoU (%) per subset",
+                names, titles, _matrix(board.rows, columns), _matrix(board.rows, columns, "_std"), title
             ),
         ),
     ]
-    if protocols is not None:
-        figures.append(_protocol_plot(protocols, dataset))
+
+
+def _fragility_figure(records: list[dict], board: Table, subsets: list[str], dataset: str) -> Plot:
+    """Mean mIoU by the number of available modalities, each subset a dot."""
+    names = [r["run"] for r in board.rows]
     curves = size_curves(records)
     sizes = sorted({k for c in curves.values() for k in c})
     points = {m: [(len(subset_parts(s)), row[s]) for s in subsets] for m, row in zip(names, board.rows)}
-    figures.append(
-        _plot(
-            "fragility",
-            "Mean mIoU over the subsets with k available modalities (error bars: std over seeds); dots: each subset.",
-            plots.fragility_plot(
-                names,
-                sizes,
-                np.array([[curves[m][k][0] for k in sizes] for m in names]),
-                np.array([[curves[m][k][1] for k in sizes] for m in names]),
-                f"{dataset}: mIoU by number of available modalities",
-                points=points,
-            ),
-        )
+    return _plot(
+        "fragility",
+        "Mean mIoU over the subsets with k available modalities (error bars: std over seeds); dots: each subset.",
+        plots.fragility_plot(
+            names,
+            sizes,
+            np.array([[curves[m][k][0] for k in sizes] for m in names]),
+            np.array([[curves[m][k][1] for k in sizes] for m in names]),
+            f"{dataset}: mIoU by number of available modalities",
+            points=points,
+        ),
     )
+
+
+def _run_figures(inputs: DatasetInputs) -> list[Plot]:
+    """The training curves (when there are step logs) and the mean robustness weights (when a
+    method reports them)."""
+    records, dataset, figures = inputs.records, inputs.dataset, []
     if inputs.logs:
         figures.append(
             _plot(
@@ -387,8 +412,15 @@ def build_dataset(inputs: DatasetInputs, config: ReportConfig) -> DatasetReport:
                 plots.robustness_means(means, scales, f"{dataset}: mean modality robustness r_m"),
             )
         )
-    figures += _qualitative(inputs)
-    keys = [*SUMMARY_KEYS, *(expected_key(p) for p in config.failure_probs)]
+    return figures
+
+
+def _summary(
+    board: Table, records: list[dict], failure_probs: Sequence[float], notes: list[str]
+) -> tuple[dict[str, dict[str, Any]], ScenarioReport | None]:
+    """summary.json's entries of this data set (per run: SUMMARY_KEYS, each E_p and, with scenarios,
+    their Avg) and the scenario report (None, with a note in ``notes``, without scenarios)."""
+    keys = [*SUMMARY_KEYS, *(expected_key(p) for p in failure_probs)]
     summary = {row["run"]: {k: row[k] for k in keys} for row in board.rows}
     scenarios = _scenarios(records)
     if scenarios is None:
@@ -398,8 +430,7 @@ def build_dataset(inputs: DatasetInputs, config: ReportConfig) -> DatasetReport:
     else:
         for row in scenarios.table.rows:
             summary[row["run"]][SCENARIO_SUMMARY_KEY] = row["avg"]
-    gap = floor_gap(board, subset_name(records[0]["modalities"]))
-    return DatasetReport(dataset, tables, figures, summary, notes, scenarios, runs_frame(records), gap, ranks, scale)
+    return summary, scenarios
 
 
 def _protocol_plot(table: Table, dataset: str) -> Plot:
