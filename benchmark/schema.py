@@ -459,6 +459,38 @@ def _check_scenario_modalities(scenarios: ScenarioConfig, sources: Mapping[str, 
             raise err.at(f"{where}: scenarios") from None
 
 
+def _check_replaced_keys(params: Mapping[str, Any], where: str) -> None:
+    """Keys of older files (``methods``, ``train.drop_prob``), each refused with what replaced it."""
+    if "methods" in params and "runs" not in params:
+        raise ParamsKeyError(
+            f"{where}: methods: replaced by runs: list each method under a training protocol, e.g. "
+            "runs: [muss-complete, muss-uniform] (docs/protocol.md)"
+        )
+    if isinstance(params.get("train"), Mapping) and "drop_prob" in params["train"]:
+        raise ParamsKeyError(
+            f"{where}: train.drop_prob: replaced by named training protocols: define one under protocols "
+            "(e.g. moddrop: {kind: bernoulli, drop_prob: [0.5, 0.5, 0.5]}) and list runs as <method>-moddrop "
+            "(docs/protocol.md)"
+        )
+
+
+def _check_report(report: ReportConfig, given: bool, runs: list[str], names: list[str], where: str) -> None:
+    """``report.reference`` (``given``: written in the file, else the default) is a listed run, and
+    ``report.ablation`` names registered methods or variants (``names``)."""
+    if report.reference not in runs:
+        default = "" if given else " (the default)"
+        raise ParamsValueError(
+            f"{where}: report.reference: {report.reference!r}{default} is not one of the runs {runs}; "
+            "allowed: a listed run" + did_you_mean(report.reference, runs)
+        )
+    unknown = [m for m in report.ablation.values() if m not in names]
+    if unknown:
+        raise ParamsKeyError(
+            f"{where}: report.ablation: method {unknown[0]!r} is not allowed; must be a registered method or a "
+            f"variant: {', '.join(names)}" + did_you_mean(unknown[0], names)
+        )
+
+
 def load_config(path: str | Path) -> ValidatedParams:
     """Read params.yaml (:func:`~benchmark.config.load_params`) and validate it once: the typed
     configuration the train, evaluate and report stages start from."""
@@ -475,17 +507,7 @@ def validate_params(params: Mapping[str, Any], where: str) -> ValidatedParams:
 
     if not isinstance(params, Mapping):
         raise ParamsTypeError(f"{where}: {type(params).__name__} at the top level is not allowed; must be a mapping")
-    if "methods" in params and "runs" not in params:
-        raise ParamsKeyError(
-            f"{where}: methods: replaced by runs: list each method under a training protocol, e.g. "
-            "runs: [muss-complete, muss-uniform] (docs/protocol.md)"
-        )
-    if isinstance(params.get("train"), Mapping) and "drop_prob" in params["train"]:
-        raise ParamsKeyError(
-            f"{where}: train.drop_prob: replaced by named training protocols: define one under protocols "
-            "(e.g. moddrop: {kind: bernoulli, drop_prob: [0.5, 0.5, 0.5]}) and list runs as <method>-moddrop "
-            "(docs/protocol.md)"
-        )
+    _check_replaced_keys(params, where)
     try:
         typed = params_model().model_validate(params)
     except ValidationError as err:
@@ -516,18 +538,7 @@ def validate_params(params: Mapping[str, Any], where: str) -> ValidatedParams:
     _check_switch_steps(used, train, where)
     _check_drop_prob(used, sources, where)
     report = typed.report or ReportConfig()
-    if report.reference not in runs:
-        default = "" if (params.get("report") or {}).get("reference") else " (the default)"
-        raise ParamsValueError(
-            f"{where}: report.reference: {report.reference!r}{default} is not one of the runs {runs}; "
-            "allowed: a listed run" + did_you_mean(report.reference, runs)
-        )
-    unknown = [m for m in report.ablation.values() if m not in names]
-    if unknown:
-        raise ParamsKeyError(
-            f"{where}: report.ablation: method {unknown[0]!r} is not allowed; must be a registered method or a "
-            f"variant: {', '.join(names)}" + did_you_mean(unknown[0], names)
-        )
+    _check_report(report, bool((params.get("report") or {}).get("reference")), runs, names, where)
     scenarios = typed.scenarios or ScenarioConfig()
     _check_scenario_modalities(scenarios, sources, where)
     return ValidatedParams(
