@@ -11,6 +11,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from benchmark.layout import CONFIGS_DIR
 __all__ = [
     "TINY_PARAMS",
     "columns",
+    "download_and_prepare",
     "configure_runs",
     "copy_project",
     "dataset_params",
@@ -28,6 +30,7 @@ __all__ = [
     "run",
     "shell",
     "write_params",
+    "zip_tree",
 ]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,6 +74,31 @@ def configure_runs(params: Path) -> Path:
 def dataset_params(name: str, section: dict | None) -> dict:
     """TINY_PARAMS for data set ``name`` alone with its ``section``: a whole file the schema accepts."""
     return {**TINY_PARAMS, "datasets": [name], name: section}
+
+
+def zip_tree(folder: Path, archive: Path, skip: tuple[str, ...] = ()) -> Path:
+    """``archive`` (a zip, its folder made) of every file under ``folder`` as ``<path relative to
+    folder>``, but those whose member path ends with one of ``skip``."""
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(folder.rglob("*")):
+            member = path.relative_to(folder).as_posix()
+            if path.is_file() and not member.endswith(skip):
+                zf.write(path, member)
+    return archive
+
+
+def download_and_prepare(tmp_path: Path, name: str, section: dict) -> Path:
+    """The download and prepare stages of data set ``name`` with its params ``section``, raw files
+    in ``tmp_path/raw``; the prepared folder ``tmp_path/prepared``."""
+    from benchmark import download, prepare
+
+    params = write_params(tmp_path / "params.yaml", dataset_params(name, section))
+    common = ["--dataset", name, "--params", str(params), "--raw-dir", str(tmp_path / "raw")]
+    assert download.main(common) == 0
+    out = tmp_path / "prepared"
+    assert prepare.main([*common, "--out", str(out)]) == 0
+    return out
 
 
 def write_params(path: Path, params: dict) -> Path:

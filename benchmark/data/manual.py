@@ -31,13 +31,21 @@ class ManualArchive:
     Args:
         filename: its name as distributed (e.g. ``4_Ortho_RGBIR.zip``).
         contains: a member the official archive holds (recognises a wrong file; matched by file
-            name, so an archive re-packed under another top folder is still accepted).
+            name, so an archive re-packed under another top folder is still accepted), or a
+            folder (ending in ``/``) some member lies under, where no file name is known.
         md5: the published MD5 (hex), or None when none is published (trust on first use).
     """
 
     filename: str
     contains: str
     md5: str | None = None
+
+    def found_in(self, members: list[str]) -> bool:
+        """Whether ``members`` (an archive's member paths) hold :attr:`contains`."""
+        if self.contains.endswith("/"):
+            return any(f"/{self.contains}" in f"/{member}" for member in members)
+        wanted = PurePosixPath(self.contains).name  # any folder inside the archive will do
+        return any(PurePosixPath(member).name == wanted for member in members)
 
     @property
     def stem(self) -> str:
@@ -106,12 +114,12 @@ class ManualArchiveSource(DatasetSource):
                     f"{path}: MD5 {md5}, expected {expected} ({origin} checksum): the file is corrupt (e.g. a "
                     f"truncated download) or not the official {archive.filename}; obtain it again from {self.homepage}"
                 )
-            wanted = PurePosixPath(archive.contains).name  # any folder inside the archive will do
+            wanted = archive.contains if archive.contains.endswith("/") else PurePosixPath(archive.contains).name
             try:
                 members = archive_members(path)
             except ValueError as err:  # truncated or not an archive, with no checksum to tell
                 raise ValueError(f"{err}; obtain {archive.filename} again from {self.homepage}") from err
-            if not any(PurePosixPath(member).name == wanted for member in members):
+            if not archive.found_in(members):
                 raise ValueError(
                     f"{path}: holds no file {wanted!r} (official path {archive.contains!r}), so it is not the "
                     f"official {archive.filename} ({self.homepage})"

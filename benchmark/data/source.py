@@ -40,6 +40,7 @@ _BUILTIN_MODULES = (
     "benchmark.data.isprs",
     "benchmark.data.dfc2023",
     "benchmark.data.deliver",
+    "benchmark.data.earthmiss",
 )
 
 D = TypeVar("D", bound="type[DatasetSource]")

@@ -5,17 +5,15 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny import TINY_PARAMS, copy_project, dataset_params, write_params
+from tiny import TINY_PARAMS, copy_project, download_and_prepare, zip_tree
 from tiny import run as run_command
 
-from benchmark import download, prepare
 from benchmark.data import PreparedDataset, read_meta
 from benchmark.data.deliver import CLASSES, CONTAINS, decode_deliver_label, nearest_index
 
@@ -73,26 +71,12 @@ def build_archive(
                 array = np.concatenate([array, array])
             write_png(stage / folder / weather / split / sequence / f"{frame}_{KINDS[folder]}_front.png", array)
     write_png(stage.parent / CONTAINS, np.zeros((3, 4, 4), np.uint8))  # the file the README draws
-    raw.mkdir(parents=True, exist_ok=True)
-    archive = raw / "DELIVER.zip"
-    with zipfile.ZipFile(archive, "w") as zf:
-        for path in sorted(stage.parent.rglob("*")):
-            member = path.relative_to(stage.parent).as_posix()
-            if path.is_file() and not any(member.endswith(s) for s in skip):
-                zf.write(path, member)
-    return archive
+    return zip_tree(stage.parent, raw / "DELIVER.zip", skip)
 
 
 def run(tmp_path: Path, **section) -> Path:
     """download + prepare (one tile per frame unless ``section`` says otherwise); the prepared folder."""
-    params = write_params(
-        tmp_path / "params.yaml", dataset_params("deliver", {"tile_size": SIZE, "stride": SIZE, **section})
-    )
-    common = ["--dataset", "deliver", "--params", str(params), "--raw-dir", str(tmp_path / "raw")]
-    assert download.main(common) == 0
-    out = tmp_path / "prepared"
-    assert prepare.main([*common, "--out", str(out)]) == 0
-    return out
+    return download_and_prepare(tmp_path, "deliver", {"tile_size": SIZE, "stride": SIZE, **section})
 
 
 def expected_label(raw: np.ndarray) -> np.ndarray:
