@@ -97,7 +97,7 @@ def test_cities_modalities_and_both_mask_forms(tmp_path):
     meta = read_meta(out)
     assert meta["splits"] == {"train": 7, "valid": 3, "test": 3}  # split by city, validation apart from test
     assert {split: set(tags) for split, tags in meta["tags"].items()} == OFFICIAL
-    assert meta["modalities"] == {"optical": 3, "sar": 1}
+    assert list(meta["modalities"].items()) == [("optical", 3), ("sar", 1)]
     assert meta["classes"] == list(CLASSES) and meta["ignore_index"] == 255
     assert {m: s["dtype"] for m, s in meta["storage"].items()} == {"optical": "uint8", "sar": "uint8"}
     for split, cities in CITIES.items():
@@ -130,6 +130,18 @@ def test_the_decoder_reads_indices_colours_and_padding():
     unknown = np.array([red, (1, 2, 3)], np.float32).T[:, None, :]
     with pytest.raises(ValueError, match=r"x_mask.png: mask value \[1, 2, 3\] at row 0, col 1 .*palette"):
         decode_earthmiss_mask(np.concatenate([unknown, np.zeros((1, 1, 2), np.float32)]), Named())
+
+
+def test_sar_alone_keeps_the_optical_padding_rule(tmp_path):
+    """``modalities: [sar]``: the prepared copy holds SAR alone, and a colour mask's padding is
+    still found from both images."""
+    build_archive(tmp_path / "raw")
+    out = run(tmp_path, modalities=["sar"])
+    meta = read_meta(out)
+    assert list(meta["modalities"]) == ["sar"] and not (out / "test" / "optical.npy").exists()
+    tile = CITIES["test"].index("Japan-Hakodate")  # a colour-mask city
+    label = np.load(out / "test" / "label.npy")[tile]
+    np.testing.assert_array_equal(label, expected_label(ALL.index(("test", "Japan-Hakodate")), "Japan-Hakodate"))
 
 
 def test_max_images_and_a_nested_top_folder(tmp_path):
