@@ -29,6 +29,7 @@ from benchmark.data.synthetic import Synthetic
 from benchmark.layout import SCHEMA_FILE
 from benchmark.protocol import builtin_protocol
 from benchmark.schema import ValidatedParams, accepted_params, json_schema, load_config, validate_params
+from benchmark.study import merge
 
 WHERE = "cfg.yaml"
 
@@ -505,8 +506,9 @@ def test_variants_run_their_registered_method_with_their_own_params() -> None:
     assert checked.method_spec("sgma-legacy") == ("sgma", {"residual": False, "zero_init": False})  # nothing inherited
     assert checked.method_spec("sgma") == ("sgma", {"lambda_mas": 0.5})
     assert checked.run_parts("sgma-legacy-complete")[0] == "sgma-legacy"
-    for study in sorted((REPO / "studies").glob("*.yaml")):  # the shipped studies are valid files
-        assert validate_params(load_params(study), str(study)).variants
+    base = load_params(REPO / "params.yaml")
+    for study in sorted((REPO / "studies").glob("*.yaml")):  # the shipped studies, merged, are valid files
+        assert validate_params(merge(base, load_params(study), str(study))[0], str(study)).variants
 
 
 def test_per_method_train_overrides_and_subclass_parameters_pass() -> None:
@@ -610,8 +612,8 @@ def test_configure_stage_on_a_bad_file_writes_nothing(tmp_path: Path) -> None:
 
 def test_the_shipped_json_schema_is_current_and_holds_the_shipped_files(capsys) -> None:
     """params.schema.json is what configure --schema prints (rewrite it with that command after
-    changing a section); params.yaml and every study pass it, and the header that points an editor
-    at it is on their first line."""
+    changing a section); params.yaml and every study merged into it pass it, and params.yaml's
+    first line points an editor at it."""
     jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is a test dependency (pip install -e '.[test]')")
     assert configure.main(["--schema"]) == 0
     printed = json.loads(capsys.readouterr().out)
@@ -619,11 +621,13 @@ def test_the_shipped_json_schema_is_current_and_holds_the_shipped_files(capsys) 
     assert printed == shipped, f"{SCHEMA_FILE} is stale: python -m benchmark.configure --schema > {SCHEMA_FILE}"
     jsonschema.Draft202012Validator.check_schema(shipped)
     validator = jsonschema.Draft202012Validator(shipped)
+    base = load_params(REPO / "params.yaml")
     for path in [REPO / "params.yaml", *sorted((REPO / "studies").glob("*.yaml"))]:
-        errors = [e.message for e in validator.iter_errors(load_params(path))]
+        params = base if path.name == "params.yaml" else merge(base, load_params(path), str(path))[0]
+        errors = [e.message for e in validator.iter_errors(params)]
         assert not errors, (path, errors)
-        header = path.read_text().splitlines()[0]
-        assert header.startswith("# yaml-language-server: $schema=") and header.endswith(SCHEMA_FILE.name), path
+    header = (REPO / "params.yaml").read_text().splitlines()[0]  # a study, an overlay, lacks required keys
+    assert header.startswith("# yaml-language-server: $schema=") and header.endswith(SCHEMA_FILE.name)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,129 @@
+"""Studies as overlays of params.yaml run as DVC experiments (benchmark.study)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from tiny import REPO, TINY_PARAMS, copy_project, write_params
+from tiny import run as run_command
+
+from benchmark.config import ParamsError, load_params
+from benchmark.schema import validate_params
+from benchmark.study import command, hydra_value, main, merge, overrides
+
+STUDIES = sorted((REPO / "studies").glob("*.yaml"))
+
+
+def test_mappings_merge_lists_and_scalars_replace_and_unknown_keys_are_named() -> None:
+    base = {"train": {"lr": 0.1, "steps": 3}, "runs": ["a", "b"], "variants": {}, "report": {"ablation": {"x": "m"}}}
+    overlay = {
+        "train": {"lr": 0.2},
+        "runs": ["c"],
+        "variants": {"v": {"method": "m"}},
+        "report": {"ablation": {"y": "n"}},
+    }
+    merged, changes = merge(base, overlay, "s.yaml")
+    assert merged == {
+        "train": {"lr": 0.2, "steps": 3},
+        "runs": ["c"],
+        "variants": {"v": {"method": "m"}},
+        "report": {"ablation": {"y": "n"}},  # replaced whole: its rows are ordered
+    }
+    assert base["train"]["lr"] == 0.1  # the base is not changed
+    assert changes == [
+        (("train", "lr"), 0.2, False),
+        (("runs",), ["c"], False),
+        (("variants", "v"), {"method": "m"}, True),
+        (("report", "ablation"), {"y": "n"}, False),
+    ]
+    with pytest.raises(KeyError, match=r"^s.yaml: train.stepz: not a key of params.yaml.*did you mean 'steps'\?"):
+        merge(base, {"train": {"stepz": 4}}, "s.yaml")
+    with pytest.raises(KeyError, match=r"s.yaml: evaluation: not a key"):
+        merge(base, {"evaluation": {}}, "s.yaml")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [None, True, 3, 0.001, 6e-05, "1e-3", "true", "a b (c), d: e", "it's", [0.5, 0.25], {"SGF, legacy (x)": "sgma"}],
+)
+def test_settings_read_back_as_the_value(value) -> None:
+    """What dvc exp run -S gives params.yaml: Hydra's parser reads each setting back as the value."""
+    (setting,) = overrides([(("train", "lr"), value, False)])
+    parsed = OverridesParser.create().parse_overrides([setting])[0]
+    assert parsed.key_or_group == "train.lr" and parsed.value() == value
+    assert overrides([(("report", "ablation"), {"a": "m"}, False)]) == ["~report.ablation", "+report.ablation={a:'m'}"]
+
+
+@pytest.mark.parametrize("study", STUDIES, ids=[s.stem for s in STUDIES])
+def test_the_shipped_studies_are_overlays_that_give_their_former_whole_files(study: Path) -> None:
+    """studies/<name>.yaml merged into params.yaml checks as the whole copy it replaced
+    (tests/studies/<name>.full.yaml, as shipped before) does: the same runs, methods with their
+    parameters, protocols, seeds, train, evaluate, scenarios and report."""
+    merged, _ = merge(load_params(REPO / "params.yaml"), load_params(study), str(study))
+    new = validate_params(merged, str(study))
+    old = validate_params(load_params(REPO / "tests" / "studies" / f"{study.stem}.full.yaml"), "full")
+    assert (new.runs, new.seeds, new.datasets) == (old.runs, old.seeds, old.datasets)
+    assert {m: new.method_spec(m) for m in new.methods} == {m: old.method_spec(m) for m in old.methods}
+    assert {n: p.record() for n, p in new.protocols.items()} == {n: p.record() for n, p in old.protocols.items()}
+    assert (new.train, new.evaluate, new.scenarios, new.report) == (old.train, old.evaluate, old.scenarios, old.report)
+    assert list(new.report.ablation) == list(old.report.ablation)  # the rows in order: the first is the base
+
+
+def test_dry_run_prints_the_merged_params_and_the_command(tmp_path: Path, capsys) -> None:
+    params = write_params(tmp_path / "params.yaml", {**TINY_PARAMS, "variants": {}})
+    study = tmp_path / "lr.yaml"
+    study.write_text("train:\n  lr: 0.01\nvariants:\n  muss-wide:\n    method: muss\n    params: {decoder_dim: 32}\n")
+    merged_file = tmp_path / "merged.yaml"
+    args = [str(study), "--params", str(params), "--dry-run", "--merged", str(merged_file), "--", "--jobs", "2"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    text, cmd = out.rsplit("\n# ", 1)
+    assert yaml.safe_load(text) == load_params(merged_file)
+    assert yaml.safe_load(text)["train"]["lr"] == 0.01 and yaml.safe_load(text)["train"]["steps"] == 6
+    assert shlex.split(cmd) == command(
+        study, merge(load_params(params), load_params(study), "s")[1], False, ["--jobs", "2"]
+    )
+    assert shlex.split(cmd)[:6] == ["dvc", "exp", "run", "-n", "lr", "--temp"]
+    assert "+variants.muss-wide={method:'muss',params:{decoder_dim:32}}" in shlex.split(cmd)
+    assert hydra_value(0.01) in cmd
+
+
+def test_a_bad_study_is_refused_as_configure_refuses_it(tmp_path: Path) -> None:
+    params = write_params(tmp_path / "params.yaml", {**TINY_PARAMS, "variants": {}})
+    study = tmp_path / "bad.yaml"
+    study.write_text("train:\n  lr: 1e-3\n")  # YAML text, not a number
+    with pytest.raises(ParamsError, match=r"bad.yaml \(merged into .*params.yaml\): train.lr: '1e-3' .*write 0.001"):
+        main([str(study), "--params", str(params), "--dry-run"])
+
+
+@pytest.mark.slow  # dvc exp run trains the tiny runs (about a minute)
+def test_a_study_runs_as_an_experiment_and_leaves_params_yaml_alone(tmp_path: Path) -> None:
+    """On a committed tiny project: the experiment is listed by dvc exp show with the study's
+    parameters (a new variant, a list, a number, ablation rows with commas and brackets in their
+    labels), and the workspace's params.yaml is as it was."""
+    project = copy_project(
+        tmp_path / "project", {**TINY_PARAMS, "variants": {}, "report": {**TINY_PARAMS["report"], "ablation": {}}}
+    )
+    study = project / "wide.yaml"
+    study.write_text(
+        "train:\n  lr: 0.01\nvariants:\n  muss-wide:\n    method: muss\n    params: {decoder_dim: 32}\n"
+        "runs: [muss-uniform, muss-wide-uniform]\n"
+        "report:\n  ablation: {'none (plain), a': muss, 'wide, b': muss-wide}\n"
+    )
+    run_command(project, "git", "add", "-A")
+    run_command(project, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "tiny")
+    before = (project / "params.yaml").read_bytes()
+    run_command(project, sys.executable, "-m", "benchmark.study", "wide.yaml")
+    assert (project / "params.yaml").read_bytes() == before
+    shown = json.loads(run_command(project, sys.executable, "-m", "dvc", "exp", "show", "--json"))
+    (rev,) = [r for c in shown for e in (c.get("experiments") or []) for r in e["revs"] if r.get("name") == "wide"]
+    params = rev["data"]["params"]["params.yaml"]["data"]
+    assert params["train"]["lr"] == 0.01 and params["runs"] == ["muss-uniform", "muss-wide-uniform"]
+    assert params["variants"] == {"muss-wide": {"method": "muss", "params": {"decoder_dim": 32}}}
+    assert params["report"]["ablation"] == {"none (plain), a": "muss", "wide, b": "muss-wide"}
