@@ -230,14 +230,10 @@ class Deliver(ManualArchiveSource):
     def check_partners(self, root: Path, frames: Mapping[str, list[PurePosixPath]]) -> None:
         """A FileNotFoundError listing every frame file that is missing (the first 20 and a count),
         before any pixel is read."""
-        missing = [p for paths in frames.values() for rgb in paths for p in self.partners(root, rgb).values()]
-        missing = [str(p) for p in missing if not p.is_file()]
-        if missing:
-            shown = "\n  ".join(missing[:20]) + (f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else "")
-            raise FileNotFoundError(
-                f"{root}: {len(missing)} file(s) of the frames missing (every frame has rgb, hha, event, lidar and "
-                f"semantic images):\n  {shown}\nthe archive is incomplete; {self.how_to_obtain} again ({self.homepage})"
-            )
+        paths = [p for rgbs in frames.values() for rgb in rgbs for p in self.partners(root, rgb).values()]
+        self.check_present(
+            root, paths, "of the frames missing (every frame has rgb, hha, event, lidar and semantic images)"
+        )
 
     def scene(self, root: Path, split: str, rgb: PurePosixPath) -> Scene:
         """One frame: its four modalities (event resized to the rgb size) and its label."""

@@ -110,7 +110,8 @@ def decode_earthmiss_mask(window: np.ndarray, layer: Layer) -> np.ndarray:
 @dataclass
 class MaskLayer:
     """The mask's bands and, as one more band, the padding of the image: 1 where every optical and
-    SAR value is 0 (what :func:`decode_earthmiss_mask` reads)."""
+    SAR value is 0 (what :func:`decode_earthmiss_mask` reads for a colour map; 0 for an index mask,
+    whose decoding does not use it, so that the images are not read again)."""
 
     mask: RasterLayer
     optical: RasterLayer
@@ -132,46 +133,16 @@ class MaskLayer:
         return Storage.of(np.dtype(np.uint8))
 
     def read(self, row: int, col: int, height: int, width: int) -> np.ndarray:
-        images = [layer.read(row, col, height, width) for layer in (self.optical, self.sar)]
-        padding = np.all(np.concatenate(images) == 0, axis=0)
-        return np.concatenate([self.mask.read(row, col, height, width), padding[None].astype(np.float32)])
+        mask = self.mask.read(row, col, height, width)
+        padding = np.zeros((1, height, width), np.float32)  # an index mask: the decoder reads no padding
+        if len(mask) >= 3:  # a colour map: padding where every optical and SAR value is 0
+            images = np.concatenate([layer.read(row, col, height, width) for layer in (self.optical, self.sar)])
+            padding[0] = np.all(images == 0, axis=0)
+        return np.concatenate([mask, padding])
 
     def close(self) -> None:
         for layer in (self.mask, self.optical, self.sar):
             layer.close()
-
-
-@dataclass
-class BandChecked:
-    """A raster that must have ``bands`` bands (a ValueError naming it otherwise)."""
-
-    layer: RasterLayer
-    bands: int
-
-    @property
-    def name(self) -> str:
-        return self.layer.name
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        shape = self.layer.shape
-        if shape[0] != self.bands:
-            raise ValueError(f"{self.name}: {shape[0]} bands; EarthMiss's {self.role} images have {self.bands}")
-        return shape
-
-    @property
-    def role(self) -> str:
-        return "optical (RGB)" if self.bands == 3 else "SAR"
-
-    @property
-    def storage(self) -> Storage:
-        return self.layer.storage
-
-    def read(self, row: int, col: int, height: int, width: int) -> np.ndarray:
-        return self.layer.read(row, col, height, width)
-
-    def close(self) -> None:
-        self.layer.close()
 
 
 def find_root(extracted: Path) -> Path:
@@ -255,23 +226,16 @@ class EarthMiss(ManualArchiveSource):
     def check_files(self, root: Path, images: Mapping[str, list[tuple[str, str]]]) -> None:
         """A FileNotFoundError listing every missing SAR image or mask (the first 20 and a count),
         before any pixel is read."""
-        missing = [
-            str(path) for pairs in images.values() for pair in pairs for path in self.files(root, *pair).values()
-        ]
-        missing = [p for p in missing if not Path(p).is_file()]
-        if missing:
-            shown = "\n  ".join(missing[:20]) + (f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else "")
-            raise FileNotFoundError(
-                f"{root}: {len(missing)} file(s) missing (every optical image has a <id>_SAR and a <id>_mask file, "
-                f".tif or .png):\n  {shown}\nthe archive is incomplete; {self.how_to_obtain} again ({self.homepage})"
-            )
+        paths = [path for pairs in images.values() for pair in pairs for path in self.files(root, *pair).values()]
+        self.check_present(
+            root, paths, "missing (every optical image has a <id>_SAR and a <id>_mask file, .tif or .png)"
+        )
 
     def scene(self, root: Path, split: str, city: str, image: str) -> Scene:
         """One image: optical, SAR and the mask (with the padding the decoder needs)."""
         files = self.files(root, city, image)
-        optical, sar = RasterLayer(files["optical"]), RasterLayer(files["sar"])
-        inputs = {"optical": BandChecked(optical, 3), "sar": BandChecked(sar, 1)}
-        label = MaskLayer(RasterLayer(files["label"]), optical, sar)
+        inputs = {m: RasterLayer(files[m], expect_bands=c) for m, c in MODALITIES.items()}
+        label = MaskLayer(RasterLayer(files["label"]), inputs["optical"], inputs["sar"])
         return Scene(f"{city}/{image}", split, {m: inputs[m] for m in self.modalities}, label, decode_earthmiss_mask)
 
     def prepare(self, out_dir: Path) -> Path:

@@ -11,6 +11,7 @@ into ``data/raw/<name>/extracted/<archive stem>/`` and writes ``manifest.json``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import ClassVar
@@ -136,6 +137,18 @@ class ManualArchiveSource(DatasetSource):
             }
         atomic_write_json(manifest_path, {"dataset": self.name, "files": dict(sorted(files.items()))})
         return self.raw_dir
+
+    def check_present(self, root: Path, paths: Iterable[Path], what: str) -> None:
+        """A FileNotFoundError listing every one of ``paths`` that is not a file (the first 20 and a
+        count): ``<root>: <n> file(s) <what>``, then where to obtain the archive again. Called
+        before any pixel is read."""
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:
+            shown = "\n  ".join(missing[:20]) + (f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else "")
+            raise FileNotFoundError(
+                f"{root}: {len(missing)} file(s) {what}:\n  {shown}\nthe archive is incomplete; "
+                f"{self.how_to_obtain} again ({self.homepage})"
+            )
 
     def check_downloaded(self) -> None:
         """Before preparing: the manifest must list every archive the params need."""

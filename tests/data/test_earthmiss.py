@@ -165,7 +165,7 @@ def test_missing_files_and_cities_are_listed(tmp_path):
 
 def test_a_wrong_image_or_archive_is_named(tmp_path):
     build_archive(tmp_path / "raw", three_band_sar=True)
-    with pytest.raises(ValueError, match=r"0001_SAR.png: 3 bands; EarthMiss's SAR images have 1"):
+    with pytest.raises(ValueError, match=r"0001_SAR.png: 3 bands, expected 1"):
         run(tmp_path)
     other = tmp_path / "other"
     build_archive(other / "raw", skip=("America-NewYork/masks/0001_mask.png",))
