@@ -14,6 +14,7 @@ other module of the project but :mod:`benchmark.errors` and :mod:`benchmark.layo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import itertools
 import types
@@ -203,8 +204,8 @@ Device = Annotated[
     Allowed("'auto', 'cpu', 'mps', 'cuda', 'cuda:<index>' or 'xpu[:<index>]'"),
 ]
 
-_BOUNDS = {annotated_types.Ge: ("ge", ">="), annotated_types.Gt: ("gt", ">")}
-_UPPER = {annotated_types.Le: ("le", "<="), annotated_types.Lt: ("lt", "<")}
+# a bound's operator: annotated_types' bounds are one-field dataclasses (Ge(ge=1))
+_BOUNDS = {annotated_types.Ge: ">=", annotated_types.Gt: ">", annotated_types.Le: "<=", annotated_types.Lt: "<"}
 
 
 def _metadata(annotation: Any, metadata: Sequence[Any] = ()) -> tuple[Any, list[Any]]:
@@ -250,8 +251,8 @@ def describe(annotation: Any, metadata: Sequence[Any] = (), plural: bool = False
         return name
     if any(getattr(m, "allow_inf_nan", True) is False for m in metadata):
         name = name.replace("a number", "a finite number").replace("numbers", "finite numbers")
-    low = [(op, getattr(m, key)) for m in metadata for key, op in [_BOUNDS.get(type(m), (None, None))] if key]
-    high = [(op, getattr(m, key)) for m in metadata for key, op in [_UPPER.get(type(m), (None, None))] if key]
+    bounds = [(_BOUNDS[type(m)], dataclasses.astuple(m)[0]) for m in metadata if type(m) in _BOUNDS]
+    low, high = [b for b in bounds if b[0][0] == ">"], [b for b in bounds if b[0][0] == "<"]
     if low and high:
         (lop, lv), (hop, hv) = low[0], high[0]
         return f"{name} in {'[' if lop == '>=' else '('}{lv}, {hv}{']' if hop == '<=' else ')'}"

@@ -78,9 +78,8 @@ def _distinct(values: list[Any]) -> list[Any]:
     return values
 
 
-def _names(what: str) -> Any:
-    """A non-empty list of ``what`` without repeats (``datasets``, ``runs``, ``seeds``)."""
-    item = NonNegativeInt if what == "ints >= 0" else str
+def _names(item: Any, what: str) -> Any:
+    """A non-empty list of ``item`` (``what``, in words) without repeats (``datasets``, ``runs``, ``seeds``)."""
     allowed = f"a non-empty list of {what}, each item once (one item per line: - item)"
     return Annotated[
         list[item], Field(min_length=1), AfterValidator(_distinct), Allowed(allowed)  # type: ignore[valid-type]
@@ -112,9 +111,9 @@ class Variant(BaseModel):
 
 
 TOP_LEVEL = {  # the file's own keys (besides one section per registered data set): (type, default)
-    "datasets": (_names("registered data sets"), ...),
-    "runs": (_names("runs <method>-<protocol>"), ...),
-    "seeds": (_names("ints >= 0"), ...),
+    "datasets": (_names(str, "registered data sets"), ...),
+    "runs": (_names(str, "runs <method>-<protocol>"), ...),
+    "seeds": (_names(NonNegativeInt, "ints >= 0"), ...),
     "train": (TrainConfig, ...),
     "method_modules": (list[str] | None, None),
     "method_params": (dict[str, dict[str, Any] | None] | None, None),
