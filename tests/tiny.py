@@ -23,6 +23,7 @@ __all__ = [
     "TINY_PARAMS",
     "columns",
     "download_and_prepare",
+    "repro_on_archive",
     "configure_runs",
     "copy_project",
     "dataset_params",
@@ -88,17 +89,41 @@ def zip_tree(folder: Path, archive: Path, skip: tuple[str, ...] = ()) -> Path:
     return archive
 
 
-def download_and_prepare(tmp_path: Path, name: str, section: dict) -> Path:
-    """The download and prepare stages of data set ``name`` with its params ``section``, raw files
-    in ``tmp_path/raw``; the prepared folder ``tmp_path/prepared``."""
+def download_and_prepare(
+    tmp_path: Path, name: str, section: dict, raw: Path | None = None, out: str = "prepared"
+) -> Path:
+    """The download and prepare stages of data set ``name`` with its params ``section`` (written
+    to ``tmp_path/params_<out>.yaml``), raw files in ``raw`` (default ``tmp_path/raw``); the
+    prepared folder ``tmp_path/<out>``."""
     from benchmark import download, prepare
 
-    params = write_params(tmp_path / "params.yaml", dataset_params(name, section))
-    common = ["--dataset", name, "--params", str(params), "--raw-dir", str(tmp_path / "raw")]
+    params = write_params(tmp_path / f"params_{out}.yaml", dataset_params(name, section))
+    common = ["--dataset", name, "--params", str(params), "--raw-dir", str(raw or tmp_path / "raw")]
     assert download.main(common) == 0
-    out = tmp_path / "prepared"
-    assert prepare.main([*common, "--out", str(out)]) == 0
-    return out
+    assert prepare.main([*common, "--out", str(tmp_path / out)]) == 0
+    return tmp_path / out
+
+
+def repro_on_archive(tmp_path: Path, name: str, archive: Path, runs: list[str], section: dict) -> tuple[Path, str]:
+    """``dvc repro`` of a project copy (in ``tmp_path/project``) with data set ``name`` alone
+    (params ``section``), its test-made ``archive`` placed in ``data/raw/<name>/``, and ``runs``
+    (tiny, batch 2, the first run the report's reference): the project and dvc's output."""
+    from benchmark.protocol import parse_run
+
+    params = {
+        **TINY_PARAMS,
+        "datasets": [name],
+        "runs": runs,
+        "method_params": {parse_run(r)[0]: {} for r in runs},
+        name: section,
+        "train": {**TINY_PARAMS["train"], "batch_size": 2},
+        "evaluate": {"batch_size": 2},
+        "report": {**TINY_PARAMS["report"], "reference": runs[0]},
+    }
+    project = copy_project(tmp_path / "project", params)
+    (project / "data" / "raw" / name).mkdir(parents=True)
+    shutil.copy(archive, project / "data" / "raw" / name / archive.name)
+    return project, run(project, sys.executable, "-m", "dvc", "repro")
 
 
 def write_params(path: Path, params: dict) -> Path:

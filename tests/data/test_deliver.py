@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny import TINY_PARAMS, copy_project, download_and_prepare, zip_tree
-from tiny import run as run_command
+from tiny import download_and_prepare, repro_on_archive, zip_tree
 
 from benchmark.data import PreparedDataset, read_meta
 from benchmark.data.deliver import CLASSES, CONTAINS, decode_deliver_label, nearest_index
@@ -172,20 +169,8 @@ def test_the_pipeline_runs_on_deliver_and_reports_each_condition(tmp_path):
     """``datasets: [deliver]`` on a test-made archive: download (verify, extract) -> prepare -> train
     -> evaluate -> report, with the conditions table in the report and the HTML page."""
     archive = build_archive(tmp_path / "made" / "raw")
-    params = {
-        **TINY_PARAMS,
-        "datasets": ["deliver"],
-        "runs": ["muss-complete", "sgma-complete"],
-        "method_params": {**TINY_PARAMS.get("method_params", {}), "muss": {}, "sgma": {}},
-        "deliver": {"tile_size": SIZE, "stride": SIZE},
-        "train": {**TINY_PARAMS["train"], "batch_size": 2},
-        "evaluate": {"batch_size": 2},
-        "report": {**TINY_PARAMS["report"], "reference": "muss-complete"},
-    }
-    project = copy_project(tmp_path / "project", params)
-    (project / "data" / "raw" / "deliver").mkdir(parents=True)
-    shutil.copy(archive, project / "data" / "raw" / "deliver" / archive.name)
-    output = run_command(project, sys.executable, "-m", "dvc", "repro")
+    section = {"tile_size": SIZE, "stride": SIZE}
+    project, output = repro_on_archive(tmp_path, "deliver", archive, ["muss-complete", "sgma-complete"], section)
     assert "Running stage 'report'" in output
     metrics = json.loads((project / "results/runs/deliver/sgma-complete/seed0/metrics.json").read_text())
     assert {tag: entry["tiles"] for tag, entry in metrics["tags"].items()} == {"lidarjitter": 1, "night": 1, "rain": 1}

@@ -22,9 +22,9 @@ import pytest
 import rasterio
 from affine import Affine
 from matplotlib.path import Path as MplPath
-from tiny import dataset_params, write_params
+from tiny import dataset_params, download_and_prepare, write_params
 
-from benchmark import download, prepare
+from benchmark import download
 from benchmark.data import PreparedDataset, read_meta
 from benchmark.data.dfc2023 import (
     DFC2023,
@@ -177,11 +177,7 @@ def build_archive(
 def run(tmp_path: Path, params: dict[str, Any] | None = None) -> Path:
     """download + prepare with tile 16 / stride 16; the prepared folder."""
     section = {"tile_size": TILE, "stride": TILE, "test_fraction": 0.4, "split_seed": 0, **(params or {})}
-    p = write_params(tmp_path / "params.yaml", dataset_params("dfc2023", section))
-    raw, out = tmp_path / "raw", tmp_path / "prepared"
-    assert download.main(["--dataset", "dfc2023", "--params", str(p), "--raw-dir", str(raw)]) == 0
-    assert prepare.main(["--dataset", "dfc2023", "--params", str(p), "--raw-dir", str(raw), "--out", str(out)]) == 0
-    return out
+    return download_and_prepare(tmp_path, "dfc2023", section)
 
 
 def expected_split(seed: int, fraction: float, max_images: int | None = None) -> dict[str, list[str]]:
@@ -330,7 +326,7 @@ def test_checksum_change_after_first_use(tmp_path: Path) -> None:
     run(tmp_path)
     with zipfile.ZipFile(tmp_path / "raw" / "track2.zip", "a") as zf:
         zf.writestr("track2/extra.txt", "changed")
-    p = tmp_path / "params.yaml"
+    p = tmp_path / "params_prepared.yaml"  # what download_and_prepare wrote
     with pytest.raises(ChecksumError, match="track2.zip"):
         download.main(["--dataset", "dfc2023", "--params", str(p), "--raw-dir", str(tmp_path / "raw")])
 

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from tiny import TINY_PARAMS, copy_project, download_and_prepare, zip_tree
-from tiny import run as run_command
+from tiny import download_and_prepare, repro_on_archive, zip_tree
 
 from benchmark.data import read_meta
 from benchmark.data.earthmiss import CITIES, CLASSES, COLOURS, decode_earthmiss_mask
@@ -181,20 +178,8 @@ def test_the_pipeline_runs_on_earthmiss_with_a_table_per_city(tmp_path):
     """``datasets: [earthmiss]`` on a test-made archive: download (verify, extract) -> prepare ->
     train -> evaluate -> report, each test city a row group of the conditions table."""
     archive = build_archive(tmp_path / "made" / "raw")
-    params = {
-        **TINY_PARAMS,
-        "datasets": ["earthmiss"],
-        "runs": ["muss-complete"],
-        "method_params": {"muss": {}},
-        "earthmiss": {"tile_size": SIZE, "stride": SIZE},
-        "train": {**TINY_PARAMS["train"], "batch_size": 2},
-        "evaluate": {"batch_size": 2},
-        "report": {**TINY_PARAMS["report"], "reference": "muss-complete"},
-    }
-    project = copy_project(tmp_path / "project", params)
-    (project / "data" / "raw" / "earthmiss").mkdir(parents=True)
-    shutil.copy(archive, project / "data" / "raw" / "earthmiss" / archive.name)
-    output = run_command(project, sys.executable, "-m", "dvc", "repro")
+    section = {"tile_size": SIZE, "stride": SIZE}
+    project, output = repro_on_archive(tmp_path, "earthmiss", archive, ["muss-complete"], section)
     assert "Running stage 'report'" in output
     metrics = json.loads((project / "results/runs/earthmiss/muss-complete/seed0/metrics.json").read_text())
     assert set(metrics["tags"]) == set(CITIES["test"]) and metrics["modalities"] == ["optical", "sar"]

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import rasterio
 from rasterio.transform import Affine
-from tiny import dataset_params, write_params
+from tiny import dataset_params, download_and_prepare, write_params
 
 from benchmark import download, prepare
 from benchmark.data import PreparedDataset, read_meta
@@ -168,16 +168,6 @@ def write_isprs_archives(
     return truths
 
 
-def run_stage(tmp_path: Path, dataset: str, params: dict, raw: Path, name: str = "out") -> Path:
-    """``download`` then ``prepare`` through their command-line entry points; the prepared folder."""
-    path = write_params(tmp_path / f"params_{name}.yaml", dataset_params(dataset, params))
-    common = ["--dataset", dataset, "--params", str(path), "--raw-dir", str(raw)]
-    assert download.main(common) == 0
-    out = tmp_path / name
-    assert prepare.main([*common, "--out", str(out)]) == 0
-    return out
-
-
 def windows(starts: list[int]) -> list[tuple[int, int]]:
     return [(r, c) for r in starts for c in starts]
 
@@ -232,7 +222,7 @@ def test_potsdam_ndsm_eroded_labels(tmp_path):
     raw = tmp_path / "raw"
     truth = write_isprs_archives(raw, "potsdam", POTSDAM_SPLIT)
     params = {"tile_size": 16, "stride": 12, "train_tiles": ["2_10", "2_11"], "test_tiles": ["2_13"]}
-    out = run_stage(tmp_path, "potsdam", params, raw)
+    out = download_and_prepare(tmp_path, "potsdam", params, raw, "out")
     starts = [0, 12, 24]  # 40 px, tiles of 16 every 12 px: 0, 12, 24 (= 40 - 16) per axis
     meta = read_meta(out)
     assert meta["splits"] == {"train": 2 * 9, "test": 9}
@@ -265,7 +255,7 @@ def test_potsdam_float_dsm_voids_and_full_labels(tmp_path):
     truth = write_isprs_archives(raw, "potsdam", POTSDAM_SPLIT)
     params = {"tile_size": 20, "stride": 20, "labels": "full", "dsm": "dsm", "train_tiles": ["2_10", "2_11"]}
     params["test_tiles"] = ["2_13"]
-    out = run_stage(tmp_path, "potsdam", params, raw)
+    out = download_and_prepare(tmp_path, "potsdam", params, raw, "out")
     starts = [0, 20]
     meta = read_meta(out)
     assert meta["splits"] == {"train": 8, "test": 4}
@@ -282,7 +272,7 @@ def test_vaihingen_irrg_dsm_and_label_variants(tmp_path):
     raw = tmp_path / "raw"
     truth = write_isprs_archives(raw, "vaihingen", VAIHINGEN_SPLIT)
     params = {"tile_size": 16, "stride": 12, "train_tiles": [1, 3], "test_tiles": [2]}
-    out = run_stage(tmp_path, "vaihingen", params, raw)
+    out = download_and_prepare(tmp_path, "vaihingen", params, raw, "out")
     starts = [0, 12, 24]
     meta = read_meta(out)
     assert meta["splits"] == {"train": 18, "test": 9}
@@ -293,7 +283,7 @@ def test_vaihingen_irrg_dsm_and_label_variants(tmp_path):
     check_modality(out, meta, "irrg", [t.image for t in train], [t.image for t in test], 16, starts, "uint8")
     check_modality(out, meta, "dsm", [t.dsm for t in train], [t.dsm for t in test], 16, starts, "float32")
     check_labels(out, {"train": [t.eroded for t in train], "test": [t.eroded for t in test]}, 16, starts)
-    out = run_stage(tmp_path, "vaihingen", {**params, "labels": "full"}, raw, name="full")
+    out = download_and_prepare(tmp_path, "vaihingen", {**params, "labels": "full"}, raw, "full")
     check_labels(out, {"train": [t.full for t in train], "test": [t.full for t in test]}, 16, starts)
 
 
@@ -461,7 +451,7 @@ def test_potsdam_prepared_bytes_per_pixel_and_channel(tmp_path, dsm, dsm_bytes):
     raw = tmp_path / "raw"
     write_isprs_archives(raw, "potsdam", POTSDAM_SPLIT)
     params = {"tile_size": 20, "stride": 20, "dsm": dsm, "train_tiles": ["2_10", "2_11"], "test_tiles": ["2_13"]}
-    out = run_stage(tmp_path, "potsdam", params, raw)
+    out = download_and_prepare(tmp_path, "potsdam", params, raw, "out")
     meta = read_meta(out)
     expected = {"rgb": 1, "nir": 1, "dsm": dsm_bytes, "label": 1}
     total = 0
