@@ -445,20 +445,28 @@ PRECISIONS = ("fp32", "bf16")  # train.precision: full float32, or bfloat16 auto
 CLASS_WEIGHTS = ("none", "median_frequency", "enet")
 Precision, ClassWeights, Convention = one_of(*PRECISIONS), one_of(*CLASS_WEIGHTS), one_of(*EVAL_CONVENTIONS)
 FiniteNonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+PositiveFinite = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
 class TrainConfig(Section):
-    """Training recipe shared by every method (params.yaml ``train``)."""
+    """Training recipe shared by every method (params.yaml ``train``).
+
+    The schedule's length is given in optimiser steps (``steps``, ``warmup_steps``) or in epochs of
+    the training split (``epochs``, ``warmup_epochs``; the other of each pair null), which the
+    trainer converts with :meth:`in_steps` once it knows the split's size."""
 
     where: ClassVar[str] = "train"
     backbone: Annotated[str, Field(pattern=r"\S"), Allowed("'tiny' or a timm model name")] = "tiny"
     pretrained: bool = False  # ImageNet weights through timm (needs network or a cache)
     decoder_dim: PositiveInt = 64  # all-MLP decoder width
-    steps: PositiveInt = 300  # optimiser steps
+    steps: PositiveInt | None = 300  # optimiser steps (null: given as epochs)
+    epochs: PositiveFinite | None = None  # passes over the training split (null: given as steps)
     batch_size: PositiveInt = 8  # images per optimiser step over all processes (the global batch under torchrun)
     lr: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1e-3  # peak learning rate (AdamW)
     weight_decay: FiniteNonNegative = 0.01
-    warmup_steps: NonNegativeInt = 30  # linear warm-up from lr * 1e-6
+    warmup_steps: NonNegativeInt | None = 30  # linear warm-up from lr * warmup_start to lr (null: warmup_epochs)
+    warmup_epochs: FiniteNonNegative | None = None  # the warm-up in epochs (null: warmup_steps)
+    warmup_start: Annotated[float, Field(gt=0, le=1)] = 1e-6  # the warm-up's first lr, as a fraction of lr
     poly_power: FiniteNonNegative = 0.9  # polynomial decay after warm-up
     augment: bool = True  # random horizontal / vertical flips per sample
     checkpoint_every: PositiveInt = 100  # steps between resumable checkpoints
@@ -470,11 +478,44 @@ class TrainConfig(Section):
     class_weights: ClassWeights = "median_frequency"  # the cross-entropy's class weights
 
     @model_validator(mode="after")
-    def _warmup_within_steps(self) -> TrainConfig:
-        if self.warmup_steps >= self.steps:
-            allowed = f"an int in [0, steps) = [0, {self.steps})"
-            raise FieldError(self.where, "warmup_steps", self.warmup_steps, allowed)
+    def _one_unit_each(self) -> TrainConfig:
+        for steps, epochs in (("steps", "epochs"), ("warmup_steps", "warmup_epochs")):
+            if (getattr(self, steps) is None) == (getattr(self, epochs) is None):
+                given = getattr(self, steps) if getattr(self, steps) is not None else getattr(self, epochs)
+                allowed = f"given with exactly one of {steps} and {epochs} (the other null)"
+                raise FieldError(self.where, steps, given, allowed)
         return self
+
+    @model_validator(mode="after")
+    def _warmup_within_steps(self) -> TrainConfig:
+        for total, warmup in (("steps", "warmup_steps"), ("epochs", "warmup_epochs")):
+            length, ramp = getattr(self, total), getattr(self, warmup)
+            if length is not None and ramp is not None and ramp >= length:
+                raise FieldError(self.where, warmup, ramp, f"in [0, {total}) = [0, {length})")
+        return self
+
+    def steps_per_epoch(self, num_train: int) -> int:
+        """Optimiser steps in one pass over ``num_train`` training tiles: ``num_train // batch_size``
+        (the trainer drops each epoch's incomplete last batch)."""
+        return num_train // self.batch_size
+
+    def in_steps(self, num_train: int) -> TrainConfig:
+        """This recipe with its schedule in steps for a training split of ``num_train`` tiles: ``epochs``
+        and ``warmup_epochs`` become ``round(epochs * steps_per_epoch)`` steps (at least 1 step, a
+        warm-up below the total). A recipe already in steps comes back unchanged."""
+        if self.epochs is None and self.warmup_epochs is None:
+            return self
+        per_epoch = self.steps_per_epoch(num_train)
+        steps = self.steps if self.epochs is None else max(1, round(self.epochs * per_epoch))
+        warmup = self.warmup_steps if self.warmup_epochs is None else round(self.warmup_epochs * per_epoch)
+        assert steps is not None and warmup is not None  # one of each pair is given (_one_unit_each)
+        if warmup >= steps:
+            key = "warmup_steps" if self.warmup_epochs is None else "warmup_epochs"
+            split = f"{per_epoch} per epoch = {num_train} tiles // batch {self.batch_size}"
+            schedule = f"the {steps} steps of the schedule ({split})"
+            problem = None if self.warmup_epochs is None else f"gives {warmup} warm-up steps, not fewer than {schedule}"
+            raise FieldError(self.where, key, getattr(self, key), f"fewer than {schedule}", problem)
+        return self.model_copy(update={"steps": steps, "warmup_steps": warmup, "epochs": None, "warmup_epochs": None})
 
 
 class EvalConfig(Section):

@@ -46,7 +46,7 @@ from benchmark.methods.catalog import create_method
 from benchmark.models.backbones import STRIDES
 from benchmark.protocol import Protocol, apply_availability, enumerate_subsets, subset_mask, subset_name
 from benchmark.schema import load_config
-from benchmark.train import method_init, poly_schedule, seed_everything, step_generator
+from benchmark.train import lr_schedule, method_init, seed_everything, step_generator
 
 
 def component_of(name: str, groups: Mapping[str, Sequence[str]]) -> str:
@@ -81,10 +81,7 @@ def gradient_steps(
     :func:`gradient_norms` before each optimiser update."""
     trainable = [p for p in method.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimiser,
-        lambda s: poly_schedule(s, steps=config.steps, warmup_steps=config.warmup_steps, power=config.poly_power),
-    )
+    schedule = lr_schedule(optimiser, config)
     loader = DataLoader(
         dataset, batch_size=config.batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed)
     )
@@ -164,15 +161,16 @@ def build_method(args: argparse.Namespace) -> tuple[nn.Module, str, Protocol, Tr
     params = load_config(args.params)
     method_name, protocol = params.run_parts(args.run_name)
     dataset = PreparedDataset(args.data_dir or prepared_dir(args.dataset), "train")
+    config = params.train.in_steps(len(dataset))
     if args.model is not None:
         method, record = load_model(args.model)
         if record["method"] != method_name:
             raise ValueError(f"{args.model}: holds method {record['method']!r}, not {method_name!r}")
-        return method, str(args.model), protocol, params.train, dataset
+        return method, str(args.model), protocol, config, dataset
     registered, method_params = params.method_spec(method_name)
     seed_everything(args.seed)
-    init = method_init(dataset, params.train, method_params, registered)
-    return create_method(registered, **init), "fresh", protocol, params.train, dataset
+    init = method_init(dataset, config, method_params, registered)
+    return create_method(registered, **init), "fresh", protocol, config, dataset
 
 
 def diagnose(args: argparse.Namespace) -> dict[str, Any]:

@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from benchmark.config import ParamsValueError
+
 SUBSET_SEPARATOR = "+"
 RUN_SEPARATOR = "-"  # <method>-<protocol>: DVC stage names allow letters, digits, "_" and "-" only
 PROTOCOL_NAME = re.compile(r"[a-z][a-z0-9_]*")  # no "-": a run name splits at its last "-"
@@ -179,6 +181,16 @@ class Protocol:
         """``staged``: the first step drawn by ``then`` (of ``steps`` in all)."""
         assert self.fraction is not None
         return round(self.fraction * steps)
+
+    def check_switch(self, steps: int, where: str) -> None:
+        """A ``staged`` protocol switches strictly inside the ``steps`` steps (else it is one protocol);
+        else a one-line error at ``where`` (e.g. ``"params.yaml: protocols.shaspec.fraction"``)."""
+        if self.kind == "staged" and not 1 <= self.switch_step(steps) <= steps - 1:
+            raise ParamsValueError(
+                f"{where}: {self.fraction!r} is not allowed with train.steps: {steps}: it switches at step "
+                f"{self.switch_step(steps)} = round(fraction * steps); must be a fraction whose switch lies in "
+                f"[1, {steps - 1}]"
+            )
 
     def draw(
         self, batch_size: int, num_modalities: int, generator: torch.Generator, step: int = 0, steps: int = 1

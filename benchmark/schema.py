@@ -411,14 +411,10 @@ def _check_protocol_names(protocols: Mapping[str, Protocol], methods: list[str],
 
 def _check_switch_steps(protocols: Mapping[str, Protocol], train: TrainConfig, where: str) -> None:
     """Every staged protocol of ``protocols`` (the ones the runs use) switches strictly inside the
-    ``train.steps`` steps (else it is one protocol)."""
-    for name, protocol in protocols.items():
-        if protocol.kind == "staged" and not 1 <= protocol.switch_step(train.steps) <= train.steps - 1:
-            raise ParamsValueError(
-                f"{where}: protocols.{name}.fraction: {protocol.fraction!r} is not allowed with train.steps: "
-                f"{train.steps}: it switches at step {protocol.switch_step(train.steps)} = round(fraction * steps); "
-                f"must be a fraction whose switch lies in [1, {train.steps - 1}]"
-            )
+    ``train.steps`` steps. A schedule given in epochs is checked by the trainer, which converts it."""
+    if train.steps is not None:
+        for name, protocol in protocols.items():
+            protocol.check_switch(train.steps, f"{where}: protocols.{name}.fraction")
 
 
 def _runs(runs: list[str], protocols: Mapping[str, Protocol], known: list[str], where: str) -> list[str]:

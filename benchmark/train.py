@@ -67,9 +67,18 @@ from benchmark.methods.contract import check_contract, check_step_result
 from benchmark.protocol import Protocol, apply_availability, builtin_protocol
 from benchmark.run_config import read_run_config
 
-#: Throughput options (docs/training.md) left out of the run's fingerprint at these defaults, so a
-#: checkpoint written before they existed still resumes; any other value is part of it.
-FINGERPRINT_DEFAULTS: dict[str, Any] = {"precision": "fp32", "channels_last": False, "compile": False}
+#: ``train`` options left out of the run's fingerprint at these defaults, so a checkpoint written
+#: before they existed still resumes; any other value is part of it. The throughput options
+#: (docs/training.md), the warm-up's start and the epoch fields (the fingerprint takes the recipe in
+#: steps: :meth:`TrainConfig.in_steps`).
+FINGERPRINT_DEFAULTS: dict[str, Any] = {
+    "precision": "fp32",
+    "channels_last": False,
+    "compile": False,
+    "warmup_start": 1e-6,
+    "epochs": None,
+    "warmup_epochs": None,
+}
 
 
 def seed_everything(seed: int) -> None:
@@ -272,12 +281,26 @@ def training_loader(
     )
 
 
-def poly_schedule(step: int, *, steps: int, warmup_steps: int, power: float) -> float:
-    """LR multiplier: linear warm-up from 1e-6 to 1, then ``(1 - progress) ** power``."""
+def poly_schedule(step: int, *, steps: int, warmup_steps: int, power: float, start: float = 1e-6) -> float:
+    """LR multiplier: linear warm-up from ``start`` to 1 over ``warmup_steps``, then
+    ``(1 - progress) ** power`` down to 0 at ``steps``."""
     if step < warmup_steps:
-        return 1e-6 + (1 - 1e-6) * step / warmup_steps
+        return start + (1 - start) * step / warmup_steps
     progress = (step - warmup_steps) / max(1, steps - warmup_steps)
     return max(0.0, 1.0 - progress) ** power
+
+
+def lr_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    """``config``'s warm-up + poly schedule (:func:`poly_schedule`) on ``optimizer``; ``config`` in steps."""
+    steps, warmup = config.steps, config.warmup_steps
+    if steps is None or warmup is None:
+        raise ValueError("the schedule needs train.steps and train.warmup_steps: convert with TrainConfig.in_steps")
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: poly_schedule(
+            s, steps=steps, warmup_steps=warmup, power=config.poly_power, start=config.warmup_start
+        ),
+    )
 
 
 def random_flips(
@@ -567,6 +590,7 @@ def set_up(
     same initial weights) and the output folder (created): the part of a run that fitted and
     gradient-trained methods share."""
     dataset = PreparedDataset(data_root, "train")
+    config = schedule_in_steps(config, len(dataset), protocol, ranks)
     builds = registered or method_name
     init_kwargs = method_init(dataset, config, method_params, builds)
     run_id = run_fingerprint(method_name, builds, init_kwargs, config, protocol, seed, dataset)
@@ -589,6 +613,22 @@ def set_up(
         out_dir=out_dir,
         log_path=log_path,
     )
+
+
+def schedule_in_steps(config: TrainConfig, num_train: int, protocol: Protocol, ranks: Ranks) -> TrainConfig:
+    """``config`` with its schedule in steps for ``num_train`` training tiles (:meth:`TrainConfig.in_steps`;
+    process 0 says how epochs converted), its staged protocol checked against the steps."""
+    converted = config.in_steps(num_train)
+    if converted is not config and ranks.main:
+        print(
+            f"schedule: {config.epochs or '-'} epochs, warm-up {config.warmup_epochs or '-'} epochs of "
+            f"{config.steps_per_epoch(num_train)} steps ({num_train} training tiles // batch {config.batch_size}) = "
+            f"{converted.steps} steps, warm-up {converted.warmup_steps}",
+            file=sys.stderr,
+        )
+    assert converted.steps is not None
+    protocol.check_switch(converted.steps, f"protocols.{protocol.name}.fraction")
+    return converted
 
 
 def run_record(run: Run) -> dict[str, Any]:
@@ -619,11 +659,7 @@ def set_up_optimisation(run: Run) -> tuple[torch.optim.Optimizer, torch.optim.lr
         compile_parts(method)
     trainable = [p for p in method.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: poly_schedule(s, steps=config.steps, warmup_steps=config.warmup_steps, power=config.poly_power),
-    )
-    return optimizer, scheduler
+    return optimizer, lr_schedule(optimizer, config)
 
 
 def restore_checkpoint(

@@ -508,7 +508,7 @@ def test_variants_run_their_registered_method_with_their_own_params() -> None:
     assert checked.run_parts("sgma-legacy-complete")[0] == "sgma-legacy"
     base = load_params(REPO / "params.yaml")
     for study in sorted((REPO / "studies").glob("*.yaml")):  # the shipped studies, merged, are valid files
-        assert validate_params(merge(base, load_params(study), str(study))[0], str(study)).variants
+        assert validate_params(merge(base, load_params(study), str(study))[0], str(study)).runs
 
 
 def test_per_method_train_overrides_and_subclass_parameters_pass() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from tiny import REPO, TINY_PARAMS, copy_project, write_params
+from tiny import REPO, TINY_PARAMS, configure_runs, copy_project, write_params
 from tiny import run as run_command
 
 from benchmark.config import ParamsError, load_params
@@ -18,6 +18,11 @@ from benchmark.schema import validate_params
 from benchmark.study import command, hydra_value, main, merge, overrides
 
 STUDIES = sorted((REPO / "studies").glob("*.yaml"))
+# the studies shipped as whole copies of params.yaml before they became overlays (tests/studies/*.full.yaml)
+FORMER = [
+    REPO / "studies" / f"{path.name.removesuffix('.full.yaml')}.yaml"
+    for path in sorted((REPO / "tests" / "studies").glob("*.full.yaml"))
+]
 
 
 def test_mappings_merge_lists_and_scalars_replace_and_unknown_keys_are_named() -> None:
@@ -60,7 +65,7 @@ def test_settings_read_back_as_the_value(value) -> None:
     assert overrides([(("report", "ablation"), {"a": "m"}, False)]) == ["~report.ablation", "+report.ablation={a:'m'}"]
 
 
-@pytest.mark.parametrize("study", STUDIES, ids=[s.stem for s in STUDIES])
+@pytest.mark.parametrize("study", FORMER, ids=[s.stem for s in FORMER])
 def test_the_shipped_studies_are_overlays_that_give_their_former_whole_files(study: Path) -> None:
     """studies/<name>.yaml merged into params.yaml checks as the whole copy it replaced
     (tests/studies/<name>.full.yaml, as shipped before) does: the same runs, methods with their
@@ -127,3 +132,66 @@ def test_a_study_runs_as_an_experiment_and_leaves_params_yaml_alone(tmp_path: Pa
     assert params["train"]["lr"] == 0.01 and params["runs"] == ["muss-uniform", "muss-wide-uniform"]
     assert params["variants"] == {"muss-wide": {"method": "muss", "params": {"decoder_dim": 32}}}
     assert params["report"]["ablation"] == {"none (plain), a": "muss", "wide, b": "muss-wide"}
+
+
+@pytest.mark.parametrize("study", STUDIES, ids=[s.stem for s in STUDIES])
+def test_every_shipped_study_merges_checks_and_prints_its_command(study: Path, capsys) -> None:
+    assert main([str(study), "--params", str(REPO / "params.yaml"), "--dry-run"]) == 0
+    text, cmd = capsys.readouterr().out.rsplit("\n# ", 1)
+    assert validate_params(yaml.safe_load(text), str(study)).runs
+    assert shlex.split(cmd)[:6] == ["dvc", "exp", "run", "-n", study.stem, "--temp"]
+
+
+# The paper study on the CPU in seconds: the tiny backbone, 16 px tiles of test-made Potsdam scenes
+# (tests/data/test_isprs.py), 2 epochs; everything else is the study's (bf16, lr, warm-up, methods).
+CPU_OVERRIDE = {
+    "potsdam": {"tile_size": 16, "stride": 12, "train_tiles": ["2_10", "2_11"], "test_tiles": ["2_13"]},
+    "train": {"backbone": "tiny", "pretrained": False, "decoder_dim": 16, "batch_size": 4, "epochs": 2,
+              "warmup_epochs": 0.5, "checkpoint_every": 4, "num_workers": 0},
+    "evaluate": {"batch_size": 9, "sample_tiles": 1},
+    "scenarios": TINY_PARAMS["scenarios"],
+    "report": {"bootstrap_samples": 200},
+}  # fmt: skip
+
+
+@pytest.mark.slow  # 7 runs trained and evaluated, and a report (17 s)
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")  # the test-made nDSM JPEGs
+def test_the_paper_study_runs_on_the_cpu_through_train_evaluate_and_report(tmp_path: Path, monkeypatch) -> None:
+    from benchmark import download, evaluate, prepare, report, train
+    from benchmark.data.isprs import Potsdam
+    from tests.data.test_isprs import POTSDAM_SPLIT, write_isprs_archives
+
+    monkeypatch.setattr(Potsdam, "md5s", {})  # tiny archives: trust on first use
+    study = REPO / "studies" / "paper-potsdam.yaml"
+    merged, _ = merge(load_params(REPO / "params.yaml"), load_params(study), str(study))
+    params_file = write_params(tmp_path / "params.yaml", merge(merged, CPU_OVERRIDE, "the CPU override")[0])
+    params = validate_params(load_params(params_file), str(params_file))
+    assert (params.train.precision, params.train.lr, params.train.warmup_start) == ("bf16", 6e-5, 0.1)
+    configs = configure_runs(params_file)
+    write_isprs_archives(tmp_path / "raw", "potsdam", POTSDAM_SPLIT)
+    data = ["--dataset", "potsdam", "--params", str(params_file), "--raw-dir", str(tmp_path / "raw")]
+    prepared = tmp_path / "prepared"
+    assert download.main(data) == 0 and prepare.main([*data, "--out", str(prepared / "potsdam")]) == 0
+    results = tmp_path / "results"
+    for run in params.runs:
+        common = ["--dataset", "potsdam", "--run-name", run, "--seed", "0", "--config", str(configs / f"{run}.json")]
+        common += ["--data-dir", str(prepared / "potsdam"), "--no-progress"]
+        model = tmp_path / "models" / run
+        assert train.main([*common, "--out", str(model)]) == 0
+        out = results / "runs" / "potsdam" / run / "seed0" / "metrics.json"
+        assert (
+            evaluate.main(
+                [*common, "--params", str(params_file), "--model", str(model / "model.pt"), "--out", str(out)]
+            )
+            == 0
+        )
+        # 18 training tiles // batch 4 = 4 steps per epoch: 2 epochs are 8 steps, the warm-up 2 from 10 % of 6e-5
+        lrs = [json.loads(line)["lr"] for line in (model / "train_log.jsonl").read_text().splitlines()]
+        assert len(lrs) == 8 and lrs[0] == pytest.approx(6e-6) and lrs[2] == pytest.approx(6e-5)
+        assert len(json.loads(out.read_text())["subsets"]) == 7  # every non-empty subset of rgb, nir, dsm
+    reported = ["--params", str(params_file), "--results", str(results / "runs"), "--out", str(results / "report")]
+    assert report.main([*reported, "--prepared", str(prepared)]) == 0
+    ablation = (results / "report" / "potsdam" / "ablation.md").read_text()
+    assert all(f"| {row} |" in ablation for row in ("none", "SGF", "MAS", "SGF+MAS")), ablation
+    board = (results / "report" / "potsdam" / "leaderboard.md").read_text()
+    assert all(f"| {run} |" in board for run in params.runs), board

@@ -12,12 +12,19 @@ from tiny import TINY_PARAMS, configure_runs, write_params
 
 from baselines.muss import MuSS
 from benchmark import checkpoint, evaluate, train
-from benchmark.config import ReportConfig, ScenarioConfig, TrainConfig
+from benchmark.config import ParamsValueError, ReportConfig, ScenarioConfig, TrainConfig
 from benchmark.data.prepared import PreparedDataset
 from benchmark.errors import DamagedFileError
 from benchmark.methods import register_method
 from benchmark.metrics import segmentation_scores
-from benchmark.protocol import apply_availability, enumerate_subsets, subset_mask, subset_name
+from benchmark.protocol import (
+    Protocol,
+    apply_availability,
+    builtin_protocol,
+    enumerate_subsets,
+    subset_mask,
+    subset_name,
+)
 from benchmark.report import write_report
 from benchmark.scenarios import Corruption, corrupt
 
@@ -289,6 +296,39 @@ def test_schedule_warmup_then_poly_decay_in_the_log(tmp_path, tiny_prepared):
     assert lrs == pytest.approx(expected)
     assert lrs[0] < lrs[1] < lrs[2] == pytest.approx(peak) and lrs[2] > lrs[3] > lrs[4] > lrs[5] > 0
     assert all({"step", "loss", "ce", "lr", "images_per_s"} <= set(line) for line in lines)
+
+
+def test_a_schedule_in_epochs_trains_as_its_steps_from_the_warm_up_start(tmp_path, tiny_prepared, capsys):
+    """1.5 epochs of the 16 tiles at batch 4 = 6 steps, a warm-up of 0.5 epochs = 2 steps from 10 % of lr."""
+    values = {**TINY_PARAMS["train"], "steps": None, "warmup_steps": None, "epochs": 1.5, "warmup_epochs": 0.5}
+    in_epochs = TrainConfig(**values, warmup_start=0.1)
+    record = torch.load(train.train(tiny_prepared, "muss", {}, in_epochs, 0, tmp_path / "e", progress=False))
+    assert (
+        "1.5 epochs, warm-up 0.5 epochs of 4 steps (16 training tiles // batch 4) = 6 steps" in capsys.readouterr().err
+    )
+    lrs = [json.loads(x)["lr"] for x in (tmp_path / "e" / "train_log.jsonl").read_text().splitlines()]
+    peak = in_epochs.lr
+    ramp = [peak * (0.1 + 0.9 * s / 2) for s in range(2)]  # linear from 0.1 * lr
+    decay = [peak * (1 - (s - 2) / 4) ** 0.9 for s in range(2, 6)]
+    assert record["steps"] == 6 and lrs == pytest.approx(ramp + decay)
+    # the same recipe spelt in steps is the same run: same fingerprint, same weights
+    in_steps = TrainConfig(**{**TINY_PARAMS["train"], "steps": 6, "warmup_steps": 2}, warmup_start=0.1)
+    same = torch.load(train.train(tiny_prepared, "muss", {}, in_steps, 0, tmp_path / "s", progress=False))
+    assert same["fingerprint"] == record["fingerprint"]
+    assert all(torch.equal(same["state_dict"][k], v) for k, v in record["state_dict"].items())
+
+
+def test_a_staged_protocol_is_checked_against_the_steps_the_epochs_give(tmp_path, tiny_prepared):
+    """Configure cannot check a staged switch when the schedule is in epochs; the trainer does, before any step."""
+    staged = Protocol(
+        "early", "staged", fraction=0.1, first=builtin_protocol("complete"), then=builtin_protocol("uniform")
+    )
+    values = {**TINY_PARAMS["train"], "steps": None, "warmup_steps": None, "epochs": 1.0, "warmup_epochs": 0.25}
+    with pytest.raises(
+        ParamsValueError, match=r"protocols.early.fraction: 0.1 .* train.steps: 4: it switches at step 0"
+    ):
+        train.train(tiny_prepared, "muss", {}, TrainConfig(**values), 0, tmp_path / "run", protocol=staged)
+    assert not (tmp_path / "run" / "train_log.jsonl").exists()
 
 
 @pytest.mark.slow  # starts loader worker processes

@@ -1,4 +1,5 @@
-"""Training-throughput options of params.yaml ``train``: precision, channels_last, compile."""
+"""Options of params.yaml ``train`` beyond the basic recipe: precision, channels_last, compile (throughput),
+the schedule in epochs and the warm-up's start."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ def expect_error(fn, error: type[BaseException], must_name: list[str]) -> None:
 
 
 BASE = {**TINY_PARAMS["train"], "steps": 3, "warmup_steps": 1, "checkpoint_every": 3}
-NEW_KEYS = ("precision", "channels_last", "compile")
+# the options added after the first checkpoints were written
+NEW_KEYS = ("precision", "channels_last", "compile", "warmup_start", "epochs", "warmup_epochs")
 
 
 @pytest.mark.parametrize(
@@ -41,6 +43,48 @@ NEW_KEYS = ("precision", "channels_last", "compile")
 )
 def test_bad_option_values_are_named(values, error, must_name):
     expect_error(lambda: from_mapping(TrainConfig, values, "params.yaml: train"), error, must_name)
+
+
+EPOCHS = {"steps": None, "warmup_steps": None, "epochs": 2, "warmup_epochs": 0.5}
+
+
+@pytest.mark.parametrize(
+    ("values", "must_name"),
+    [
+        ({"epochs": 2}, ["train.steps: 300", "exactly one of steps and epochs"]),
+        ({"steps": None}, ["train.steps: None", "exactly one of steps and epochs"]),
+        ({**EPOCHS, "warmup_steps": 3}, ["train.warmup_steps: 3", "exactly one of warmup_steps and warmup_epochs"]),
+        ({**EPOCHS, "warmup_epochs": 2}, ["train.warmup_epochs: 2", "[0, epochs) = [0, 2"]),
+        ({**EPOCHS, "epochs": 0}, ["train.epochs: 0", "> 0"]),
+        ({"warmup_start": 0}, ["train.warmup_start: 0", "(0, 1]"]),
+        ({"warmup_start": 1.5}, ["train.warmup_start: 1.5", "(0, 1]"]),
+    ],
+)
+def test_a_schedule_in_epochs_takes_both_lengths_in_epochs_or_names_the_key(values, must_name):
+    expect_error(lambda: from_mapping(TrainConfig, values, "params.yaml: train"), FieldError, must_name)
+
+
+@pytest.mark.parametrize(
+    ("values", "num_train", "steps", "warmup"),
+    [
+        (EPOCHS, 100, 24, 6),  # 100 // 8 = 12 steps per epoch (the last 4 tiles of each epoch are not drawn)
+        ({**EPOCHS, "epochs": 1.3, "warmup_epochs": 0.25}, 80, 13, 2),  # 10 per epoch; round(2.5) = 2 (to even)
+        ({**EPOCHS, "epochs": 0.01, "warmup_epochs": 0}, 16, 1, 0),  # at least one step
+        ({"steps": None, "epochs": 3, "warmup_steps": 5}, 40, 15, 5),  # a warm-up may stay in steps
+        ({"steps": 40, "warmup_steps": None, "warmup_epochs": 1}, 24, 40, 3),
+    ],
+)
+def test_epochs_convert_to_whole_batches_of_the_training_split(values, num_train, steps, warmup):
+    config = from_mapping(TrainConfig, values, "train").in_steps(num_train)
+    assert (config.steps, config.warmup_steps, config.epochs, config.warmup_epochs) == (steps, warmup, None, None)
+    assert TrainConfig().in_steps(num_train) == TrainConfig()  # a recipe in steps does not depend on the split
+
+
+def test_a_warm_up_as_long_as_the_converted_schedule_is_named_with_the_split():
+    config = from_mapping(TrainConfig, {"steps": None, "epochs": 1, "warmup_steps": 20}, "train")
+    expect_error(lambda: config.in_steps(80), FieldError, ["train.warmup_steps: 20", "10 steps", "80 tiles // batch 8"])
+    config = from_mapping(TrainConfig, {**EPOCHS, "epochs": 1, "warmup_epochs": 0.97}, "train")
+    expect_error(lambda: config.in_steps(80), FieldError, ["train.warmup_epochs: 0.97", "gives 10 warm-up steps"])
 
 
 def test_options_are_checked_when_built_directly_too():
@@ -104,7 +148,7 @@ def test_default_options_keep_the_fingerprint_of_configurations_without_them(fp3
     assert calls and all(dtype == torch.float32 and not last for dtype, last in calls)
     # a checkpoint written before the options existed (its train section without them) still resumes
     old_train = {k: v for k, v in vars(TrainConfig(**BASE)).items() if k not in NEW_KEYS}
-    assert len(old_train) == len(vars(TrainConfig())) - 3
+    assert len(old_train) == len(vars(TrainConfig())) - len(NEW_KEYS)
     expected = train.fingerprint(
         {
             "method": "muss",

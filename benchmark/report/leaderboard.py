@@ -423,7 +423,8 @@ def scale_note(records: list[dict], curves: Table | None) -> str:
             f" The training loss of {len(still)} of {len(curves.rows)} gradient-trained runs is still falling at "
             "the last step (training_curves): they are undertrained, and this table is a check of the "
             f"pipeline at this scale rather than a ranking of the methods. Train longer with "
-            f"`dvc exp run -S train.steps={2 * steps}` (README, Comparing two experiments)."
+            f"`dvc exp run -S train.steps={2 * steps}` (or twice `train.epochs` where the schedule is in epochs; "
+            "README, Comparing two experiments)."
         )
     return text
 
