@@ -18,6 +18,10 @@ Prints one ``key=value`` per line, all measured in this run on this machine:
 - ``loader_images_per_s``: the training DataLoader alone (same sampler, workers, pinned memory),
   against ``model_images_per_s_max``, the fastest method's training images/s
   (``loader_headroom`` = their ratio; above 1 the loader keeps up).
+- With ``--schedule-steps N`` (a study's whole schedule, e.g. 43200 for ``studies/paper-potsdam.yaml``):
+  ``schedule_hours_<method>`` = N x the median step time / 3600, the projected training time of one
+  run (data loading excluded, as the step times), and ``schedule_hours`` their sum: one seed of every
+  method timed, trained one after the other on this device.
 - ``eval_images_per_s_<method>``: the full-modality pass; ``peak_memory_mb`` (CUDA's peak
   allocation over the whole run, or the process's peak resident set size on a CPU).
 - On a GPU with a known peak (or ``--peak-tflops``): ``train_mfu_<method>`` and
@@ -27,7 +31,8 @@ Prints one ``key=value`` per line, all measured in this run on this machine:
 
 Evaluation timings are the least of ``--repeats`` runs after one warm-up run. Data: the synthetic data set
 at ``--size`` pixels, prepared into a temporary folder. The paper's setting on a GPU:
-``python -m benchmark.perf --backbone pvt_v2_b2 --size 512 --precision bf16 --device cuda``.
+``python -m benchmark.perf --backbone pvt_v2_b2 --decoder-dim 768 --size 512 --precision bf16 --device cuda
+--schedule-steps 43200`` (docs/paper.md).
 """
 
 from __future__ import annotations
@@ -215,6 +220,8 @@ def training_figures(
             step_ms[name] = step * 1000
             figures[f"train_step_ms_{name}"] = round(step_ms[name], 2)
             figures[f"train_images_per_s_{name}"] = round(args.train_batch_size / step, 2)
+            if args.schedule_steps:
+                figures[f"schedule_hours_{name}"] = round(args.schedule_steps * step / 3600, 3)
             if peak:
                 torch.manual_seed(0)
                 init = {"modalities": train_set.modalities, "num_classes": len(train_set.classes), **common}
@@ -223,6 +230,8 @@ def training_figures(
                 with precision_context(args.precision, device):
                     flops = train_step_flops(method, train_set, args.train_batch_size, device)
                 figures[f"train_mfu_{name}"] = round(flops / step / (peak * 1e12), 4)
+    if args.schedule_steps:
+        figures["schedule_hours"] = round(args.schedule_steps * sum(step_ms.values()) / 1000 / 3600, 3)
     if "sgma" in step_ms and "muss" in step_ms:
         figures["sgma_muss_step_ratio"] = round(step_ms["sgma"] / step_ms["muss"], 3)
     loader = loader_images_per_s(train_set, config, device, max(args.train_steps, 20))
@@ -248,6 +257,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--train-batch-size", type=int, default=8)
     p.add_argument("--train-steps", type=int, default=20, help="steps per method (the median step is reported)")
     p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument(
+        "--schedule-steps", type=int, default=None, help="project the training time of a schedule of this many steps"
+    )
     p.add_argument("--repeats", type=int, default=3, help="timed runs per evaluation figure (the least is printed)")
     p.add_argument("--peak-tflops", type=float, default=None, help="peak dense bf16 TFLOP/s for the MFU")
     p.add_argument("--method-modules", nargs="*", default=[], help="modules registering more methods")
@@ -256,8 +268,16 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    for key in ("size", "eval_tiles", "eval_batch_size", "train_batch_size", "train_steps", "repeats"):
-        if getattr(args, key) < 1:
+    for key in (
+        "size",
+        "eval_tiles",
+        "eval_batch_size",
+        "train_batch_size",
+        "train_steps",
+        "repeats",
+        "schedule_steps",
+    ):
+        if getattr(args, key) is not None and getattr(args, key) < 1:
             parser().error(f"--{key.replace('_', '-')} must be >= 1, got {getattr(args, key)}")
     import_method_modules(args.method_modules)
     for key, value in measure(args).items():

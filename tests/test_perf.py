@@ -12,7 +12,8 @@ from benchmark import evaluate, perf
 pytestmark = pytest.mark.slow  # trains two methods and times three evaluation paths
 
 ARGS = ["--methods", "muss", "sgma", "--size", "32", "--eval-tiles", "4", "--eval-batch-size", "2",
-        "--train-batch-size", "2", "--train-steps", "3", "--repeats", "1", "--device", "cpu"]  # fmt: skip
+        "--train-batch-size", "2", "--train-steps", "3", "--repeats", "1", "--device", "cpu",
+        "--schedule-steps", "100000"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +58,11 @@ def test_ratios_are_the_printed_times_divided(printed):
             assert float(figures[f"naive_ratio_m{m}_{name}"]) == pytest.approx(naive / full, rel=5e-3, abs=2e-3)
         worst = max(float(figures[f"eval_ratio_m{m}_{name}"]) for name in ("muss", "sgma"))
         assert float(figures[f"eval_ratio_m{m}"]) == worst
+    for name in ("muss", "sgma"):  # 100000 steps of the median step, in hours
+        hours = 100000 * float(figures[f"train_step_ms_{name}"]) / 1000 / 3600
+        assert float(figures[f"schedule_hours_{name}"]) == pytest.approx(hours, rel=1e-2, abs=1e-3)
+    total = sum(float(figures[f"schedule_hours_{name}"]) for name in ("muss", "sgma"))
+    assert float(figures["schedule_hours"]) == pytest.approx(total, rel=1e-2, abs=2e-3)
     ratio = float(figures["train_step_ms_sgma"]) / float(figures["train_step_ms_muss"])
     assert float(figures["sgma_muss_step_ratio"]) == pytest.approx(ratio, rel=1e-2)
 
@@ -76,3 +82,5 @@ def test_the_evaluator_itself_is_timed_on_each_path(printed):
 def test_bad_arguments_are_refused():
     with pytest.raises(SystemExit):
         perf.main(["--repeats", "0"])
+    with pytest.raises(SystemExit):
+        perf.main(["--schedule-steps", "0"])
