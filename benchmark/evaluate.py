@@ -87,11 +87,10 @@ from benchmark.io import atomic_write_json, atomic_write_npz, remove_stale_temps
 from benchmark.layout import (
     IMAGE_SCORES_FILE,
     META_FILE,
-    METRICS_FILE,
     MODEL_FILE,
     MODELS_DIR,
     PREDICTIONS_FILE,
-    RUNS_DIR,
+    metrics_file,
     prepared_dir,
     run_dir,
 )
@@ -700,10 +699,13 @@ def write_results(
 
 def main(argv: list[str] | None = None) -> int:
     parser = run_parser(__doc__.splitlines()[0])
-    parser.add_argument("--split", default="test")
+    parser.add_argument("--split", default="test", help="the prepared split to score (default test)")
     parser.add_argument("--model", type=Path, default=None, help="default models/<dataset>/<run>/seed<k>/model.pt")
     parser.add_argument(
-        "--out", type=Path, default=None, help="default results/runs/<dataset>/<run>/seed<k>/metrics.json"
+        "--out",
+        type=Path,
+        default=None,
+        help="default results/runs/<dataset>/<run>/seed<k>/metrics.json (another split: seed<k>/<split>/metrics.json)",
     )
     parser.add_argument(
         "--naive",
@@ -756,7 +758,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         scenarios=scenarios,
     )
-    out = args.out or run_dir(RUNS_DIR, args.dataset, args.run_name, args.seed) / METRICS_FILE
+    out = args.out or metrics_file(args.dataset, args.run_name, args.seed, args.split)
     write_results(out, evaluation, indices, dataset, metrics)
     summary = metrics["summary"]
     print(

@@ -69,6 +69,14 @@ def run_dir(base: Path, dataset: str, run: str, seed: int) -> Path:
     return base / dataset / run / f"seed{seed}"
 
 
+def metrics_file(dataset: str, run: str, seed: int, split: str = "test", base: Path = RUNS_DIR) -> Path:
+    """``<base>/<dataset>/<run>/seed<k>/metrics.json``: a run's scores on the test split, what DVC and the
+    report read. Another split's go to a ``<split>/`` folder below it (with their image scores and
+    predictions), so evaluating it never replaces the test split's files."""
+    folder = run_dir(base, dataset, run, seed)
+    return (folder if split == "test" else folder / split) / METRICS_FILE
+
+
 def figure_dir(report_dir: Path, suffix: str, dataset: str) -> Path:
     """``<report_dir>/<suffix>/<dataset>``: one data set's figures in one format (``"png"``, ``"svg"``)."""
     return report_dir / suffix / dataset

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,32 @@ def _train_and_evaluate(tmp: Path, prepared: Path, params: Path, seed: int = 0, 
         == 0
     )
     return json.loads(metrics.read_text())
+
+
+def test_another_split_is_scored_beside_the_test_splits_files_never_over_them(
+    tmp_path, tiny_prepared, tiny_params, monkeypatch
+):
+    """``evaluate --split valid`` without ``--out``: seed<k>/valid/metrics.json, the test split's files untouched."""
+    prepared = tmp_path / "prepared"
+    shutil.copytree(tiny_prepared, prepared)
+    shutil.copytree(prepared / "test", prepared / "valid")  # a valid split: the test tiles again
+    meta = json.loads((prepared / "meta.json").read_text())
+    meta["splits"]["valid"] = meta["splits"]["test"]
+    (prepared / "meta.json").write_text(json.dumps(meta))
+    common = _run_args(tiny_params, prepared)
+    models = tmp_path / "models"
+    assert train.main([*common, "--out", str(models)]) == 0
+    monkeypatch.chdir(tmp_path)  # the default output folders are relative to the project
+    scored = [*common, "--params", str(tiny_params), "--model", str(models / "model.pt")]
+    assert evaluate.main(scored) == 0
+    run = tmp_path / "results" / "runs" / "synthetic" / "muss-uniform" / "seed0"
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    assert set(before) == {"metrics.json", "image_scores.npz", "predictions.npz"}
+    assert evaluate.main([*scored, "--split", "valid"]) == 0
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    assert {p.name for p in (run / "valid").iterdir()} == set(before)
+    valid, test = (json.loads((d / "metrics.json").read_text()) for d in (run / "valid", run))
+    assert valid["subsets"] == test["subsets"]  # the same tiles, the same scores
 
 
 @pytest.mark.slow  # trains, evaluates and builds a whole report (~8 s)
