@@ -27,7 +27,12 @@ def main(argv: list[str] | None = None) -> int:
     out = source.prepare(args.out or prepared_dir(args.dataset))
     meta = read_meta(out)
     preview = PreparedDataset(out, "train")
-    preview.plot(range(min(4, len(preview))), out / PREVIEW_FILE, bands=source.display_bands, palette=source.palette)
+    figure = preview.plot(
+        range(min(4, len(preview))), out / PREVIEW_FILE, bands=source.display_bands, palette=source.palette
+    )
+    import matplotlib.pyplot as plt  # loaded by plot (which picks the Agg backend first)
+
+    plt.close(figure)  # written: pyplot need not keep it (a caller may prepare many data sets)
     print(f"prepared {args.dataset}: {meta['splits']} tiles, modalities {meta['modalities']} -> {out}")
     return 0
 
