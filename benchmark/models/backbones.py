@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from benchmark.errors import UserError, one_line
+
 STRIDES = (4, 8, 16, 32)
 
 
@@ -50,6 +52,10 @@ class TinyCNN(nn.Module):
         return features
 
 
+class WeightsUnavailableError(UserError, OSError):
+    """A pretrained backbone's weights cannot be loaded: no network and none in the cache."""
+
+
 class TimmBackbone(nn.Module):
     """A timm model created with ``features_only=True``, keeping the levels at strides 4..32.
 
@@ -73,7 +79,17 @@ class TimmBackbone(nn.Module):
         if len(indices) != len(STRIDES):
             raise ValueError(f"backbone {name!r} has feature strides {reductions}, need {list(STRIDES)}")
         del probe
-        self.model = timm.create_model(name, pretrained=pretrained, features_only=True, out_indices=indices)
+        try:
+            self.model = timm.create_model(name, pretrained=pretrained, features_only=True, out_indices=indices)
+        except OSError as err:  # no network and not in the cache (huggingface_hub's errors are OSErrors)
+            if not pretrained:
+                raise
+            raise WeightsUnavailableError(
+                f"backbone {name!r}: its ImageNet weights (timm, from the Hugging Face Hub) are neither reachable "
+                f"nor cached ({one_line(err)}); fetch them once where there is network, into the cache this "
+                f"machine reads (HF_HOME): python -c \"import timm; timm.create_model('{name}', pretrained=True)\", "
+                "or set train.pretrained: false"
+            ) from err
         self.channels = list(self.model.feature_info.channels())
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:

@@ -3,7 +3,9 @@
 import pytest
 import torch
 
+from benchmark.errors import UserError
 from benchmark.models import STRIDES, AllMLPDecoder, MultiModalEncoder, create_backbone
+from benchmark.models.backbones import WeightsUnavailableError
 
 CHANNELS = {"rgb": 3, "dsm": 1, "nir": 1}
 
@@ -65,3 +67,17 @@ def test_decoder_upsamples_to_input():
     dec = AllMLPDecoder([16, 32, 64, 128], num_classes=6, embed_dim=32)
     feats = [torch.randn(2, c, 64 // s, 64 // s) for c, s in zip([16, 32, 64, 128], STRIDES)]
     assert dec(feats, (64, 64)).shape == (2, 6, 64, 64)
+
+
+def test_pretrained_weights_out_of_reach_are_one_line_naming_the_backbone_and_the_fix(tmp_path, monkeypatch):
+    """Offline (huggingface_hub's offline mode: no request) with an empty cache, as a GPU node without network."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(WeightsUnavailableError) as info:
+        create_backbone("resnet18", pretrained=True)
+    message = str(info.value)
+    assert "\n" not in message and isinstance(info.value, UserError)
+    assert "backbone 'resnet18'" in message and "train.pretrained: false" in message
+    assert "timm.create_model('resnet18', pretrained=True)" in message
