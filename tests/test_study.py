@@ -110,14 +110,15 @@ def test_a_bad_study_is_refused_as_configure_refuses_it(tmp_path: Path) -> None:
 @pytest.mark.slow  # dvc exp run trains the tiny runs (about a minute)
 def test_a_study_runs_as_an_experiment_and_leaves_params_yaml_alone(tmp_path: Path) -> None:
     """On a committed tiny project: the experiment is listed by dvc exp show with the study's
-    parameters (a new variant, a list, a number, ablation rows with commas and brackets in their
+    parameters (a new variant, a list, a number, nulls, ablation rows with commas and brackets in their
     labels), and the workspace's params.yaml is as it was."""
-    project = copy_project(
-        tmp_path / "project", {**TINY_PARAMS, "variants": {}, "report": {**TINY_PARAMS["report"], "ablation": {}}}
-    )
+    train_keys = {**TINY_PARAMS["train"], "epochs": None, "warmup_epochs": None}
+    report = {**TINY_PARAMS["report"], "ablation": {}}
+    project = copy_project(tmp_path / "project", {**TINY_PARAMS, "train": train_keys, "variants": {}, "report": report})
     study = project / "wide.yaml"
     study.write_text(
-        "train:\n  lr: 0.01\nvariants:\n  muss-wide:\n    method: muss\n    params: {decoder_dim: 32}\n"
+        "train: {lr: 0.01, steps: null, epochs: 1.5, warmup_steps: null, warmup_epochs: 0.5}\n"
+        "variants:\n  muss-wide:\n    method: muss\n    params: {decoder_dim: 32}\n"
         "runs: [muss-uniform, muss-wide-uniform]\n"
         "report:\n  ablation: {'none (plain), a': muss, 'wide, b': muss-wide}\n"
     )
@@ -130,6 +131,7 @@ def test_a_study_runs_as_an_experiment_and_leaves_params_yaml_alone(tmp_path: Pa
     (rev,) = [r for c in shown for e in (c.get("experiments") or []) for r in e["revs"] if r.get("name") == "wide"]
     params = rev["data"]["params"]["params.yaml"]["data"]
     assert params["train"]["lr"] == 0.01 and params["runs"] == ["muss-uniform", "muss-wide-uniform"]
+    assert [params["train"][k] for k in ("steps", "epochs", "warmup_steps", "warmup_epochs")] == [None, 1.5, None, 0.5]
     assert params["variants"] == {"muss-wide": {"method": "muss", "params": {"decoder_dim": 32}}}
     assert params["report"]["ablation"] == {"none (plain), a": "muss", "wide, b": "muss-wide"}
 
