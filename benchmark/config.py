@@ -14,9 +14,14 @@ other module of the project but :mod:`benchmark.errors` and :mod:`benchmark.layo
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import functools
+import inspect
+import io
 import itertools
+import textwrap
+import tokenize
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -412,6 +417,33 @@ class Section(BaseModel, metaclass=_Located):
 S = TypeVar("S", bound=Section)
 
 
+def field_comments(cls: type) -> dict[str, str]:
+    """``{field: its comment}`` of the fields ``cls`` itself declares (``name: T = v  # comment``, or the
+    comment lines right above the field), read from its source: a field's comment is its one
+    documentation, which the JSON Schema carries as its description (:func:`benchmark.schema.json_schema`)."""
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):  # made at run time (no source): nothing to read
+        return {}
+    comments = {
+        token.start[0]: token.string.lstrip("#").strip()
+        for token in tokenize.generate_tokens(io.StringIO(source).readline)
+        if token.type == tokenize.COMMENT
+    }
+    (body,) = ast.parse(source).body
+    found = {}
+    for node in getattr(body, "body", []):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            above, line = [], node.lineno - 1
+            while line in comments and source.splitlines()[line - 1].lstrip().startswith("#"):
+                above.insert(0, comments[line])
+                line -= 1
+            text = comments.get(node.end_lineno or node.lineno) or " ".join(above)
+            if text:
+                found[node.target.id] = text
+    return found
+
+
 def from_mapping(cls: type[S], values: Mapping[str, Any] | None, where: str) -> S:
     """Section ``cls`` from ``values`` (null: its defaults). Errors name ``where`` (e.g.
     ``"params.yaml: train"``), the key, the bad value and what is allowed."""
@@ -456,14 +488,14 @@ class TrainConfig(Section):
     trainer converts with :meth:`in_steps` once it knows the split's size."""
 
     where: ClassVar[str] = "train"
-    backbone: Annotated[str, Field(pattern=r"\S"), Allowed("'tiny' or a timm model name")] = "tiny"
+    backbone: Annotated[str, Field(pattern=r"\S"), Allowed("'tiny' or a timm model name")] = "tiny"  # the encoder
     pretrained: bool = False  # ImageNet weights through timm (needs network or a cache)
     decoder_dim: PositiveInt = 64  # all-MLP decoder width
     steps: PositiveInt | None = 300  # optimiser steps (null: given as epochs)
     epochs: PositiveFinite | None = None  # passes over the training split (null: given as steps)
     batch_size: PositiveInt = 8  # images per optimiser step over all processes (the global batch under torchrun)
     lr: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1e-3  # peak learning rate (AdamW)
-    weight_decay: FiniteNonNegative = 0.01
+    weight_decay: FiniteNonNegative = 0.01  # AdamW's decoupled weight decay
     warmup_steps: NonNegativeInt | None = 30  # linear warm-up from lr * warmup_start to lr (null: warmup_epochs)
     warmup_epochs: FiniteNonNegative | None = None  # the warm-up in epochs (null: warmup_steps)
     warmup_start: Annotated[float, Field(gt=0, le=1)] = 1e-6  # the warm-up's first lr, as a fraction of lr
@@ -522,8 +554,8 @@ class EvalConfig(Section):
     """Evaluation settings (params.yaml ``evaluate``)."""
 
     where: ClassVar[str] = "evaluate"
-    batch_size: PositiveInt = 16
-    device: Device = "auto"
+    batch_size: PositiveInt = 16  # test tiles per forward pass
+    device: Device = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
     sample_tiles: NonNegativeInt = 3  # test tiles whose predictions are kept for the report's qualitative panel
     # a missing modality: "mask" (zeroed and masked out) or "zero" (zeroed, not masked); docs/protocol.md
     convention: Convention = "mask"
@@ -541,7 +573,7 @@ class ReportConfig(Section):
     failure_probs: list[Annotated[float, Field(ge=0, lt=1)]] = [0.05, 0.1, 0.2]  # p of E_p[mIoU]
     bootstrap_samples: PositiveInt = 1000  # replicates of the paired bootstrap
     confidence: Annotated[float, Field(gt=0, lt=1)] = 0.95  # of the bootstrap interval
-    bootstrap_seed: NonNegativeInt = 0
+    bootstrap_seed: NonNegativeInt = 0  # seed of the bootstrap's resampling
     # rows of the ablation table, each trained under every protocol present: label -> method; the
     # first is the row every other is compared with (params.yaml: SGMA's none / SGF / MAS / both)
     ablation: Annotated[

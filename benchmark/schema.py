@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -48,9 +48,11 @@ from benchmark.config import (
     ParamsValueError,
     ReportConfig,
     ScenarioConfig,
+    Section,
     TrainConfig,
     conforms,
     describe,
+    field_comments,
     load_params,
     one_of,
     params_error,
@@ -106,22 +108,27 @@ class Variant(BaseModel):
     """A ``variants`` entry: a registered method with its own parameters (none inherited)."""
 
     model_config = STRICT
-    method: str
-    params: dict[str, Any] | None = None
+    method: str  # the registered method it builds
+    params: dict[str, Any] | None = None  # its constructor arguments (null: none)
 
 
-TOP_LEVEL = {  # the file's own keys (besides one section per registered data set): (type, default)
-    "datasets": (_names(str, "registered data sets"), ...),
-    "runs": (_names(str, "runs <method>-<protocol>"), ...),
-    "seeds": (_names(NonNegativeInt, "ints >= 0"), ...),
-    "train": (TrainConfig, ...),
-    "method_modules": (list[str] | None, None),
-    "method_params": (dict[str, dict[str, Any] | None] | None, None),
-    "variants": (dict[str, Variant] | None, None),
-    "protocols": (dict[str, ProtocolEntry] | None, None),
-    "evaluate": (EvalConfig | None, None),
-    "report": (ReportConfig | None, None),
-    "scenarios": (ScenarioConfig | None, None),
+def _summary(cls: type) -> str:
+    """The first line of ``cls``'s docstring."""
+    return (cls.__doc__ or "").strip().splitlines()[0]
+
+
+TOP_LEVEL = {  # the file's own keys (besides one section per registered data set): (type, default, description)
+    "datasets": (_names(str, "registered data sets"), ..., "the data sets to run (each has its section below)"),
+    "runs": (_names(str, "runs <method>-<protocol>"), ..., "the runs: a method trained under a protocol"),
+    "seeds": (_names(NonNegativeInt, "ints >= 0"), ..., "every run is trained and evaluated once per seed"),
+    "train": (TrainConfig, ..., _summary(TrainConfig)),
+    "method_modules": (list[str] | None, None, "extra Python modules whose @register_method classes to import"),
+    "method_params": (dict[str, dict[str, Any] | None] | None, None, "each method's constructor arguments"),
+    "variants": (dict[str, Variant] | None, None, "named variants of registered methods, with their own params"),
+    "protocols": (dict[str, ProtocolEntry] | None, None, "training protocols besides the built-in ones"),
+    "evaluate": (EvalConfig | None, None, _summary(EvalConfig)),
+    "report": (ReportConfig | None, None, _summary(ReportConfig)),
+    "scenarios": (ScenarioConfig | None, None, _summary(ScenarioConfig)),
 }
 
 
@@ -139,10 +146,13 @@ def params_model() -> type[BaseModel]:
     sections = {}
     for name in list_datasets():
         config = get_dataset(name).config_type
-        section = create_model(f"{config.__name__}Section", __base__=config, modalities=(selection, None))
-        sections[name.replace("-", "_")] = (section | None, Field(None, alias=name))
+        modalities = Field(None, description="the modalities to use (null: every modality of the data set)")
+        section = create_model(f"{config.__name__}Section", __base__=config, modalities=(selection, modalities))
+        described = Field(None, alias=name, description=f"the {name} data set (docs/datasets.md)")
+        sections[name.replace("-", "_")] = (section | None, described)
+    top = {key: (kind, Field(default, description=text)) for key, (kind, default, text) in TOP_LEVEL.items()}
     return create_model(
-        "Params", __config__=ConfigDict(strict=True, extra="forbid", populate_by_name=False), **TOP_LEVEL, **sections
+        "Params", __config__=ConfigDict(strict=True, extra="forbid", populate_by_name=False), **top, **sections
     )
 
 
@@ -151,7 +161,33 @@ def json_schema() -> dict[str, Any]:
     it is typed (``# yaml-language-server: $schema=...``). Cross-references (a run's method, a
     protocol a run names, a method's parameters) are :func:`validate_params`'s alone."""
     schema = params_model().model_json_schema()
+    for name, definition in schema.get("$defs", {}).items():
+        _describe(definition, _comments(name))
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema, "title": "params.yaml"}
+
+
+def _models(cls: type[BaseModel]) -> Iterator[type[BaseModel]]:
+    yield cls
+    for sub in cls.__subclasses__():
+        yield from _models(sub)
+
+
+def _comments(name: str) -> dict[str, str]:
+    """The field comments (:func:`field_comments`) of the model the JSON Schema calls ``name``, over its bases."""
+    for cls in [*_models(Section), ProtocolEntry, Variant]:
+        if cls.__name__ == name:
+            found: dict[str, str] = {}
+            for base in reversed(cls.__mro__):
+                found.update(field_comments(base) if isinstance(base, type) and issubclass(base, BaseModel) else {})
+            return found
+    return {}
+
+
+def _describe(definition: dict[str, Any], comments: Mapping[str, str]) -> None:
+    """Each property of ``definition`` without a description gets its field's comment."""
+    for key, prop in definition.get("properties", {}).items():
+        if key in comments and "description" not in prop:
+            prop["description"] = comments[key]
 
 
 @dataclasses.dataclass(frozen=True)

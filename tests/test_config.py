@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tiny import TINY_PARAMS, write_params
 
-from benchmark.config import stage_label
+from benchmark.config import field_comments, stage_label
 
 
 def test_the_stage_label_counts_in_dvc_yamls_matrix_order(tmp_path: Path) -> None:
@@ -30,3 +30,26 @@ def test_the_stage_label_never_fails(tmp_path: Path) -> None:
     assert stage_label("train", "synthetic", "muss-uniform", 0, tmp_path / "none.yaml").startswith("train: ")
     (tmp_path / "bad.yaml").write_text("runs: [unclosed\n")
     assert stage_label("evaluate", "synthetic", "muss-uniform", 0, tmp_path / "bad.yaml").startswith("evaluate: ")
+
+
+class _Commented:
+    """Fields documented by a trailing comment, by the comment lines above, or not at all."""
+
+    plain: int = 1  # trailing
+    # above, first line
+    # and second
+    spread: str = "# not a comment"
+    multi: dict = {  # on its first line: not the one ending the field
+        "a": 1,
+    }  # ending the field
+    bare: int = 2
+    method_like = 3  # no annotation: not a field
+
+
+def test_field_comments_read_the_trailing_comment_else_the_lines_above() -> None:
+    assert field_comments(_Commented) == {
+        "plain": "trailing",
+        "spread": "above, first line and second",
+        "multi": "ending the field",
+    }
+    assert field_comments(type("Made", (), {"__annotations__": {"x": int}})) == {}  # no source: nothing

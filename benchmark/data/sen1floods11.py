@@ -107,7 +107,7 @@ class Sen1Floods11Config(Section):
     stride: PositiveInt = 512  # px between tile origins
     workers: PositiveInt = 8  # parallel downloads
     api: str = GCS_API  # Google Cloud Storage endpoint (a mirror with the same JSON API also works)
-    bucket: str = "sen1floods11"
+    bucket: str = "sen1floods11"  # the public bucket holding the data set
     version: str = "v1.1"  # folder of the bucket
 
 
@@ -186,7 +186,7 @@ class SampleConfig(Section):
 
     where: ClassVar[str] = "sen1floods11-sample"
     source_dir: str = "../shared/data/sen1floods11_sample"  # the real chip (never copied into the repository)
-    chip: str = "Spain_7370579"
+    chip: str = "Spain_7370579"  # the chip's name (its files' prefix in source_dir)
     block_size: PositiveInt = 128  # px; the chip is cut into blocks, each wholly train or wholly test
     test_every: Annotated[int, Field(ge=2)] = 4  # block (row r, col c) is a test block when (r + c) % test_every == 0
     tile_size: PositiveInt = 64  # px
