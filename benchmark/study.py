@@ -5,7 +5,8 @@ merges the study into params.yaml (:func:`merge`), checks the result as the conf
 (the same one-line errors), then calls ``dvc exp run`` with the study's changes as ``-S``
 settings (:func:`overrides`), so ``dvc exp show`` lists the experiment with its parameters. The
 experiment runs in a temporary copy (``--temp``) or is queued (``--queue``; ``dvc queue start``
-runs it): the user's params.yaml is never written. ``--dry-run`` prints the merged params and the
+runs it), into which DVC copies the data sets' raw folders (:func:`raw_folders`): the user's
+params.yaml is never written. ``--dry-run`` prints the merged params and the
 exact command; ``--merged FILE`` writes the merged params for other commands (``diagnose
 --params FILE``).
 
@@ -32,7 +33,7 @@ import yaml
 from benchmark import errors
 from benchmark.config import ParamsKeyError, ParamsTypeError, load_params
 from benchmark.io import atomic_write_text
-from benchmark.layout import PARAMS_FILE
+from benchmark.layout import PARAMS_FILE, RAW_DIR
 
 OPEN = {("variants",), ("protocols",), ("method_params",)}  # mappings of names: a study may add a name
 WHOLE = {("report", "ablation")}  # replaced whole, not merged: its rows are ordered
@@ -116,11 +117,22 @@ def overrides(changes: list[Change]) -> list[str]:
     return settings
 
 
-def command(study: Path, changes: list[Change], queue: bool, extra: list[str]) -> list[str]:
+def raw_folders(datasets: list[str], root: Path) -> list[str]:
+    """``data/raw/<name>`` of each of ``datasets`` whose raw folder the project at ``root`` has. A
+    temporary or queued experiment starts from git's files and DVC's cache, which hold neither the
+    archives placed there by hand nor the uncached downloads: DVC copies these folders in (``-C``)."""
+    return [(RAW_DIR / name).as_posix() for name in datasets if (root / RAW_DIR / name).is_dir()]
+
+
+def command(
+    study: Path, changes: list[Change], queue: bool, extra: list[str], copies: list[str] | None = None
+) -> list[str]:
     """The ``dvc exp run`` command of the study: named after its file, in a temporary copy (or
-    queued), with its changes as ``-S`` settings and ``extra`` arguments last."""
+    queued) into which the ``copies`` are copied, with its changes as ``-S`` settings and ``extra``
+    arguments last."""
     settings = [arg for setting in overrides(changes) for arg in ("-S", setting)]
-    return ["dvc", "exp", "run", "-n", study.stem, "--queue" if queue else "--temp", *settings, *extra]
+    copied = [arg for path in copies or [] for arg in ("-C", path)]
+    return ["dvc", "exp", "run", "-n", study.stem, "--queue" if queue else "--temp", *copied, *settings, *extra]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     text = yaml.safe_dump(merged, sort_keys=False, allow_unicode=True)
     if args.merged is not None:
         atomic_write_text(args.merged, text)
-    cmd = command(args.study, changes, args.queue, extra)
+    cmd = command(args.study, changes, args.queue, extra, raw_folders(merged["datasets"], args.params.parent))
     if args.dry_run:
         print(text + "\n# " + shlex.join(cmd))
         return 0

@@ -15,7 +15,7 @@ from tiny import run as run_command
 
 from benchmark.config import ParamsError, load_params
 from benchmark.schema import validate_params
-from benchmark.study import command, hydra_value, main, merge, overrides
+from benchmark.study import command, hydra_value, main, merge, overrides, raw_folders
 
 STUDIES = sorted((REPO / "studies").glob("*.yaml"))
 # the studies shipped as whole copies of params.yaml before they became overlays (tests/studies/*.full.yaml)
@@ -99,6 +99,28 @@ def test_dry_run_prints_the_merged_params_and_the_command(tmp_path: Path, capsys
     assert hydra_value(0.01) in cmd
 
 
+def test_the_raw_folders_the_project_has_are_copied_into_the_experiment(tmp_path: Path) -> None:
+    """data/raw/ is in neither git nor DVC's cache: a temporary experiment would lack the archives placed there."""
+    (tmp_path / "data" / "raw" / "potsdam").mkdir(parents=True)
+    (tmp_path / "data" / "raw" / "notes.txt").write_text("not a folder")
+    assert raw_folders(["synthetic", "potsdam"], tmp_path) == ["data/raw/potsdam"]
+    cmd = command(Path("paper.yaml"), [(("seeds",), [0], False)], True, ["--jobs", "2"], ["data/raw/potsdam"])
+    assert cmd == [
+        "dvc",
+        "exp",
+        "run",
+        "-n",
+        "paper",
+        "--queue",
+        "-C",
+        "data/raw/potsdam",
+        "-S",
+        "seeds=[0]",
+        "--jobs",
+        "2",
+    ]
+
+
 def test_a_bad_study_is_refused_as_configure_refuses_it(tmp_path: Path) -> None:
     params = write_params(tmp_path / "params.yaml", {**TINY_PARAMS, "variants": {}})
     study = tmp_path / "bad.yaml"
@@ -124,8 +146,12 @@ def test_a_study_runs_as_an_experiment_and_leaves_params_yaml_alone(tmp_path: Pa
     )
     run_command(project, "git", "add", "-A")
     run_command(project, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "tiny")
+    raw = project / "data" / "raw" / "synthetic"  # an ignored raw folder: copied into the experiment (-C)
+    raw.mkdir(parents=True)
+    (raw / "placed-by-hand.txt").write_text("an archive")
     before = (project / "params.yaml").read_bytes()
-    run_command(project, sys.executable, "-m", "benchmark.study", "wide.yaml")
+    printed = run_command(project, sys.executable, "-m", "benchmark.study", "wide.yaml")
+    assert " -C data/raw/synthetic " in printed.splitlines()[0]
     assert (project / "params.yaml").read_bytes() == before
     shown = json.loads(run_command(project, sys.executable, "-m", "dvc", "exp", "show", "--json"))
     (rev,) = [r for c in shown for e in (c.get("experiments") or []) for r in e["revs"] if r.get("name") == "wide"]
