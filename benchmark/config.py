@@ -434,7 +434,8 @@ def field_comments(cls: type) -> dict[str, str]:
     found = {}
     for node in getattr(body, "body", []):
         if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            above, line = [], node.lineno - 1
+            above: list[str] = []
+            line = node.lineno - 1
             while line in comments and source.splitlines()[line - 1].lstrip().startswith("#"):
                 above.insert(0, comments[line])
                 line -= 1
@@ -525,6 +526,15 @@ class TrainConfig(Section):
             if length is not None and ramp is not None and ramp >= length:
                 raise FieldError(self.where, warmup, ramp, f"in [0, {total}) = [0, {length})")
         return self
+
+    @property
+    def total_steps(self) -> int:
+        """``steps``, of a recipe in steps; one in epochs has none until :meth:`in_steps` converts it."""
+        if self.steps is None:
+            raise ValueError(
+                f"{self.where}.steps is null (the schedule is in epochs): convert with in_steps(num_train)"
+            )
+        return self.steps
 
     def steps_per_epoch(self, num_train: int) -> int:
         """Optimiser steps in one pass over ``num_train`` training tiles: ``num_train // batch_size``

@@ -89,7 +89,9 @@ def gradient_steps(
     method.train()
     norms = []
     for step, (inputs, target) in zip(range(steps), _cycle(loader)):
-        available = protocol.draw(target.shape[0], len(modalities), step_generator(seed, step), step, config.steps)
+        available = protocol.draw(
+            target.shape[0], len(modalities), step_generator(seed, step), step, config.total_steps
+        )
         optimiser.zero_grad(set_to_none=True)
         total, _ = method.training_step(apply_availability(inputs, available, modalities), target, available)
         total.backward()

@@ -292,9 +292,9 @@ def poly_schedule(step: int, *, steps: int, warmup_steps: int, power: float, sta
 
 def lr_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
     """``config``'s warm-up + poly schedule (:func:`poly_schedule`) on ``optimizer``; ``config`` in steps."""
-    steps, warmup = config.steps, config.warmup_steps
-    if steps is None or warmup is None:
-        raise ValueError("the schedule needs train.steps and train.warmup_steps: convert with TrainConfig.in_steps")
+    steps, warmup = config.total_steps, config.warmup_steps
+    if warmup is None:
+        raise ValueError("train.warmup_steps is null (the warm-up is in epochs): convert with TrainConfig.in_steps")
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda s: poly_schedule(
@@ -626,8 +626,7 @@ def schedule_in_steps(config: TrainConfig, num_train: int, protocol: Protocol, r
             f"{converted.steps} steps, warm-up {converted.warmup_steps}",
             file=sys.stderr,
         )
-    assert converted.steps is not None
-    protocol.check_switch(converted.steps, f"protocols.{protocol.name}.fraction")
+    protocol.check_switch(converted.total_steps, f"protocols.{protocol.name}.fraction")
     return converted
 
 
@@ -757,7 +756,7 @@ def prepare_batch(run: Run, inputs: Mapping[str, torch.Tensor], target: torch.Te
     if config.augment:
         inputs, target = random_flips(inputs, target, generator, batch_size=config.batch_size, rows=rows)
     modalities = list(run.dataset.modalities)
-    available = run.protocol.draw(config.batch_size, len(modalities), generator, step, config.steps)
+    available = run.protocol.draw(config.batch_size, len(modalities), generator, step, config.total_steps)
     available = (available if rows is None else available[rows]).to(device)
     inputs = apply_availability(inputs, available, modalities)
     if config.channels_last:
@@ -851,10 +850,10 @@ def train_steps(run: Run, optimisation: Optimisation, state: TrainingState, prog
     batch, then per step the update, its log line (process 0's ``log_path``) and a checkpoint every
     ``train.checkpoint_every`` steps and at the end."""
     config, ranks = run.config, run.ranks
-    loader = training_loader(run.dataset, config, run.seed, run.device, state.step, config.steps, run.rows)
+    loader = training_loader(run.dataset, config, run.seed, run.device, state.step, config.total_steps, run.rows)
     run.method.train()
     bar = tqdm(
-        total=config.steps,
+        total=config.total_steps,
         initial=state.step,
         desc=f"train {run.method_name} s{run.seed}",
         disable=not (progress and ranks.main),
@@ -878,7 +877,7 @@ def train_steps(run: Run, optimisation: Optimisation, state: TrainingState, prog
             bar.set_postfix(loss=f"{record['loss']:.3f}", img_s=f"{record['images_per_s']:.0f}", refresh=False)
             bar.update(1)
             # a validation pass goes here: every k steps, under torch.no_grad() and run.method.eval()
-            if state.step % config.checkpoint_every == 0 or state.step == config.steps:
+            if state.step % config.checkpoint_every == 0 or state.step == config.total_steps:
                 save_checkpoint(run, optimisation, state, log)
     bar.close()
 
@@ -896,7 +895,7 @@ def finish(run: Run, state: TrainingState) -> Path:
         **{key: identity[key] for key in ("method", "registered_method", "method_module", "protocol", "init")},
         "state_dict": run.method.state_dict(),
         **{key: identity[key] for key in ("fingerprint", "seed", "dataset")},
-        "steps": config.steps,
+        "steps": config.total_steps,
         "batch_size": config.batch_size,
         "train_seconds": state.train_seconds,
         # the median step: robust to the first steps' warm-up and to other processes' hiccups

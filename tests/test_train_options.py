@@ -80,6 +80,13 @@ def test_epochs_convert_to_whole_batches_of_the_training_split(values, num_train
     assert TrainConfig().in_steps(num_train) == TrainConfig()  # a recipe in steps does not depend on the split
 
 
+def test_a_recipe_in_epochs_has_no_total_steps_until_converted():
+    config = from_mapping(TrainConfig, EPOCHS, "train")
+    with pytest.raises(ValueError, match=r"train.steps is null .* in_steps"):
+        _ = config.total_steps
+    assert config.in_steps(100).total_steps == 24 and TrainConfig().total_steps == 300
+
+
 def test_a_warm_up_as_long_as_the_converted_schedule_is_named_with_the_split():
     config = from_mapping(TrainConfig, {"steps": None, "epochs": 1, "warmup_steps": 20}, "train")
     expect_error(lambda: config.in_steps(80), FieldError, ["train.warmup_steps: 20", "10 steps", "80 tiles // batch 8"])
