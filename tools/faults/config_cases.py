@@ -134,6 +134,9 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation("zero_batch_size", _set("train.batch_size", 0), ValueError, ("train.batch_size", ": 0 ", "an int >= 1")),
     Mutation("negative_steps", _set("train.steps", -5), ValueError, ("train.steps", "-5", "an int >= 1")),
+    Mutation(
+        "steps_and_epochs", _set("train.epochs", 2), ValueError, ("train.steps", "exactly one of steps and epochs")
+    ),
     Mutation("zero_tiles", _set("synthetic.num_train", 0), ValueError, ("synthetic.num_train", ": 0 ", "an int >= 1")),
     Mutation("zero_block_size", _set("scenarios.block_size", 0), ValueError, ("scenarios.block_size", ": 0 ", ">= 1")),
     Mutation("negative_eval_batch", _set("evaluate.batch_size", -1), ValueError, ("evaluate.batch_size", "-1", ">= 1")),
