@@ -151,6 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv[: len(argv) - len(extra) - (1 if "--" in argv else 0)])
     from benchmark.schema import validate_params  # imports every method: after the arguments are read
 
+    if not args.study.is_file():
+        shipped = sorted(path.name for path in args.study.parent.glob("*.yaml"))
+        raise FileNotFoundError(
+            f"{args.study}: no such study; {args.study.parent} has {shipped or 'none'}"
+            + errors.did_you_mean(args.study.name, shipped)
+        )
     where = f"{args.study} (merged into {args.params})"
     merged, changes = merge(load_params(args.params), load_params(args.study), where)
     validate_params(merged, where)

@@ -121,6 +121,13 @@ def test_the_raw_folders_the_project_has_are_copied_into_the_experiment(tmp_path
     ]
 
 
+def test_a_missing_study_names_the_studies_beside_it() -> None:
+    with pytest.raises(
+        FileNotFoundError, match=r"paper_potsdam.yaml: no such study; .*did you mean 'paper-potsdam.yaml'"
+    ):
+        main([str(REPO / "studies" / "paper_potsdam.yaml"), "--params", str(REPO / "params.yaml"), "--dry-run"])
+
+
 def test_a_bad_study_is_refused_as_configure_refuses_it(tmp_path: Path) -> None:
     params = write_params(tmp_path / "params.yaml", {**TINY_PARAMS, "variants": {}})
     study = tmp_path / "bad.yaml"
