@@ -502,6 +502,9 @@ class TrainConfig(Section):
     warmup_start: Annotated[float, Field(gt=0, le=1)] = 1e-6  # the warm-up's first lr, as a fraction of lr
     poly_power: FiniteNonNegative = 0.9  # polynomial decay after warm-up
     augment: bool = True  # random horizontal / vertical flips per sample
+    # random rescale of each sample by a factor uniform in [low, high], then cut back to the tile size
+    # (mmsegmentation's RandomResize + RandomCrop; benchmark/augment.py); null: none
+    scale_range: Annotated[list[PositiveFinite], Field(min_length=2, max_length=2)] | None = None
     checkpoint_every: PositiveInt = 100  # steps between resumable checkpoints
     num_workers: NonNegativeInt = 0  # DataLoader workers
     device: Device = "auto"  # "auto", "cpu", "cuda", "cuda:1", ... (under torchrun: cuda:LOCAL_RANK)
@@ -517,6 +520,12 @@ class TrainConfig(Section):
                 given = getattr(self, steps) if getattr(self, steps) is not None else getattr(self, epochs)
                 allowed = f"given with exactly one of {steps} and {epochs} (the other null)"
                 raise FieldError(self.where, steps, given, allowed)
+        return self
+
+    @model_validator(mode="after")
+    def _ordered_scale_range(self) -> TrainConfig:
+        if self.scale_range is not None and self.scale_range[0] > self.scale_range[1]:
+            raise FieldError(self.where, "scale_range", self.scale_range, "[low, high] with 0 < low <= high")
         return self
 
     @model_validator(mode="after")

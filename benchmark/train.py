@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from benchmark import errors
+from benchmark.augment import random_rescale
 from benchmark.checkpoint import (
     load_torch,
     restore_rng,
@@ -76,6 +77,7 @@ FINGERPRINT_DEFAULTS: dict[str, Any] = {
     "channels_last": False,
     "compile": False,
     "warmup_start": 1e-6,
+    "scale_range": None,
     "epochs": None,
     "warmup_epochs": None,
 }
@@ -745,14 +747,19 @@ Batch = tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]
 
 def prepare_batch(run: Run, inputs: Mapping[str, torch.Tensor], target: torch.Tensor, step: int) -> Batch:
     """A loaded batch (as stored) as step ``step`` trains on it: on the device and standardised there,
-    flipped (``train.augment``), the protocol's modality draw applied, channels_last
-    (``train.channels_last``). Every draw comes from
-    :func:`step_generator` and is made for the global batch, so each process's rows get what a
-    1-process run gives them; the global RNG is not touched."""
+    rescaled (``train.scale_range``) and flipped (``train.augment``), the protocol's modality draw
+    applied, channels_last (``train.channels_last``). Every draw comes from :func:`step_generator` and
+    is made for the global batch, so each process's rows get what a 1-process run gives them; the
+    global RNG is not touched."""
     config, rows, device = run.config, run.rows, run.device
     generator = step_generator(run.seed, step)
     inputs = run.dataset.standardise({m: x.to(device, non_blocking=True) for m, x in inputs.items()})
     target = target.to(device, non_blocking=True)
+    if config.scale_range is not None:
+        ignore = run.dataset.ignore_index
+        inputs, target = random_rescale(
+            inputs, target, generator, config.scale_range, ignore, batch_size=config.batch_size, rows=rows
+        )
     if config.augment:
         inputs, target = random_flips(inputs, target, generator, batch_size=config.batch_size, rows=rows)
     modalities = list(run.dataset.modalities)

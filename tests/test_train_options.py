@@ -29,7 +29,7 @@ def expect_error(fn, error: type[BaseException], must_name: list[str]) -> None:
 
 BASE = {**TINY_PARAMS["train"], "steps": 3, "warmup_steps": 1, "checkpoint_every": 3}
 # the options added after the first checkpoints were written
-NEW_KEYS = ("precision", "channels_last", "compile", "warmup_start", "epochs", "warmup_epochs")
+NEW_KEYS = ("precision", "channels_last", "compile", "warmup_start", "epochs", "warmup_epochs", "scale_range")
 
 
 @pytest.mark.parametrize(
@@ -171,6 +171,14 @@ def test_default_options_keep_the_fingerprint_of_configurations_without_them(fp3
 
 def _meta(prepared: Path) -> dict:
     return json.loads((prepared / "meta.json").read_text())
+
+
+def test_random_rescaling_trains_on_other_pixels_and_is_its_own_run(fp32_run, tiny_prepared, tmp_path):
+    record = _run(tiny_prepared, tmp_path / "rescaled", scale_range=[0.5, 2.0])
+    reference = fp32_run[0]
+    assert all(math.isfinite(line["loss"]) for line in record["log"]) and len(record["log"]) == 3
+    assert record["log"][0]["loss"] != reference["log"][0]["loss"]  # the first batch already differs
+    assert record["fingerprint"] != reference["fingerprint"]
 
 
 def test_bf16_autocasts_the_training_step_and_keeps_fp32_weights(fp32_run, tiny_prepared, tmp_path, monkeypatch):
