@@ -825,10 +825,34 @@ def step_record(
     return {"step": step, "loss": loss, **parts, "lr": lr, "images_per_s": images * run.ranks.world_size / seconds}
 
 
+def check_finite_weights(run: Run, step: int) -> None:
+    """``FloatingPointError`` naming the parameters of ``run``'s method holding a NaN or an infinity
+    after ``step`` steps: such a state is never saved (a NaN where a kernel only meets padding
+    leaves the loss finite and shows only at evaluation)."""
+    bad = [
+        f"{name} ({int(n)} of {p.numel()} values)"
+        for name, p in run.method.named_parameters()
+        if (n := (~torch.isfinite(p.detach())).sum())
+    ]
+    if bad:
+        hint = ""
+        if run.config.precision == "bf16" and run.device.type == "cpu":
+            hint = (
+                "; with precision bf16 on a CPU, PyTorch's convolution backward on 1-pixel feature maps writes NaN "
+                "now and then: use larger tiles or precision fp32"
+            )
+        raise FloatingPointError(
+            f"method {run.method_name!r}: non-finite weights after step {step}: {', '.join(bad)}; not saved (a "
+            f"checkpoint on disk holds the last finite state){hint}"
+        )
+
+
 def save_checkpoint(run: Run, optimisation: Optimisation, state: TrainingState, log: TextIO) -> None:
     """Write ``checkpoint.pt`` (process 0, after flushing the step log ``log``): the state to resume
-    ``state`` from, every process's random state among it under DDP; the processes then wait for it."""
+    ``state`` from, every process's random state among it under DDP; the processes then wait for it.
+    Weights with a NaN or an infinity are refused first (:func:`check_finite_weights`)."""
     ranks = run.ranks
+    check_finite_weights(run, state.step)
     peak = max(gather(max(state.peak_mb, peak_memory_mb(run.device)), ranks))  # over the processes
     rng = rng_state(run.device)
     rank_rng = gather(rng, ranks)

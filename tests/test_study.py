@@ -177,13 +177,15 @@ def test_every_shipped_study_merges_checks_and_prints_its_command(study: Path, c
     assert shlex.split(cmd)[:6] == ["dvc", "exp", "run", "-n", study.stem, "--temp"]
 
 
-# The paper study on the CPU in seconds: the tiny backbone, 16 px tiles of test-made Potsdam scenes
-# (tests/data/test_isprs.py), 2 epochs; everything else is the study's (bf16, lr, warm-up, methods).
+# The paper study on the CPU in seconds: the tiny backbone, 32 px tiles of test-made 40 px Potsdam
+# scenes (tests/data/test_isprs.py), 2 epochs; everything else is the study's (bf16, lr, warm-up,
+# methods). Not 16 px: the tiny CNN's last stage would see 1-px maps, where PyTorch's CPU bf16
+# convolution backward writes NaN into padded taps now and then (3 runs of 7; the trainer refuses them).
 CPU_OVERRIDE = {
-    "potsdam": {"tile_size": 16, "stride": 12, "train_tiles": ["2_10", "2_11"], "test_tiles": ["2_13"]},
+    "potsdam": {"tile_size": 32, "stride": 8, "train_tiles": ["2_10", "2_11"], "test_tiles": ["2_13"]},
     "train": {"backbone": "tiny", "pretrained": False, "decoder_dim": 16, "batch_size": 4, "epochs": 2,
               "warmup_epochs": 0.5, "checkpoint_every": 4, "num_workers": 0},
-    "evaluate": {"batch_size": 9, "sample_tiles": 1},
+    "evaluate": {"batch_size": 4, "sample_tiles": 1},
     "scenarios": TINY_PARAMS["scenarios"],
     "report": {"bootstrap_samples": 200},
 }  # fmt: skip
@@ -220,9 +222,9 @@ def test_the_paper_study_runs_on_the_cpu_through_train_evaluate_and_report(tmp_p
             )
             == 0
         )
-        # 18 training tiles // batch 4 = 4 steps per epoch: 2 epochs are 8 steps, the warm-up 2 from 10 % of 6e-5
+        # 2 x 4 training tiles // batch 4 = 2 steps per epoch: 2 epochs are 4 steps, the warm-up 1 from 10 % of 6e-5
         lrs = [json.loads(line)["lr"] for line in (model / "train_log.jsonl").read_text().splitlines()]
-        assert len(lrs) == 8 and lrs[0] == pytest.approx(6e-6) and lrs[2] == pytest.approx(6e-5)
+        assert len(lrs) == 4 and lrs[0] == pytest.approx(6e-6) and lrs[1] == pytest.approx(6e-5)
         assert len(json.loads(out.read_text())["subsets"]) == 7  # every non-empty subset of rgb, nir, dsm
     reported = ["--params", str(params_file), "--results", str(results / "runs"), "--out", str(results / "report")]
     assert report.main([*reported, "--prepared", str(prepared)]) == 0

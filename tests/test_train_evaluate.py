@@ -358,6 +358,24 @@ def test_a_staged_protocol_is_checked_against_the_steps_the_epochs_give(tmp_path
     assert not (tmp_path / "run" / "train_log.jsonl").exists()
 
 
+def test_non_finite_weights_are_never_saved_and_the_message_names_them(tmp_path, tiny_prepared, monkeypatch):
+    """A NaN in the weights (put by the after-step hook of the 4th step, before any loss sees it, as a NaN
+    in a tap that only meets padding never does) stops the run at that step's checkpoint before it
+    is written; step 2's stays."""
+    steps = {"n": 0}
+
+    def poison(self) -> None:
+        steps["n"] += 1
+        if steps["n"] == 4:
+            next(self.parameters()).data.view(-1)[0] = float("nan")
+
+    monkeypatch.setattr(MuSS, "after_optimizer_step", poison)
+    config = TrainConfig(**TINY_PARAMS["train"])  # 6 steps, a checkpoint every 2
+    with pytest.raises(FloatingPointError, match=r"non-finite weights after step 4: encoder\..* \(1 of \d+ values\)"):
+        train.train(tiny_prepared, "muss", {}, config, 0, tmp_path / "run", progress=False)
+    assert torch.load(tmp_path / "run" / "checkpoint.pt")["step"] == 2 and not (tmp_path / "run" / "model.pt").exists()
+
+
 @pytest.mark.slow  # starts loader worker processes
 def test_loader_workers_do_not_change_the_result(tmp_path, tiny_prepared):
     workers = TrainConfig(**{**TINY_PARAMS["train"], "steps": 3, "num_workers": 2})
