@@ -20,6 +20,7 @@ import functools
 import inspect
 import io
 import itertools
+import re
 import textwrap
 import tokenize
 import types
@@ -417,18 +418,23 @@ class Section(BaseModel, metaclass=_Located):
 S = TypeVar("S", bound=Section)
 
 
+PRAGMA = re.compile(r"\s*(type:\s*ignore|noqa|fmt:|pragma:).*$")  # a comment for a tool, not a reader
+
+
 def field_comments(cls: type) -> dict[str, str]:
-    """``{field: its comment}`` of the fields ``cls`` itself declares (``name: T = v  # comment``, or the
-    comment lines right above the field), read from its source: a field's comment is its one
-    documentation, which the JSON Schema carries as its description (:func:`benchmark.schema.json_schema`)."""
+    """``{field: its comment}`` of the fields ``cls`` itself declares, read from its source: the last
+    comment within the field's lines (``name: T = v  # comment``), else the comment lines right above
+    it. A field's comment is its one documentation, which the JSON Schema carries as its description
+    (:func:`benchmark.schema.json_schema`). Tools' comments (``type: ignore``, ``noqa``, ``fmt:``,
+    ``pragma:``) are not documentation: left out."""
     try:
         source = textwrap.dedent(inspect.getsource(cls))
     except (OSError, TypeError):  # made at run time (no source): nothing to read
         return {}
     comments = {
-        token.start[0]: token.string.lstrip("#").strip()
+        token.start[0]: text
         for token in tokenize.generate_tokens(io.StringIO(source).readline)
-        if token.type == tokenize.COMMENT
+        if token.type == tokenize.COMMENT and (text := PRAGMA.sub("", token.string.lstrip("#")).strip())
     }
     (body,) = ast.parse(source).body
     found = {}
@@ -439,7 +445,8 @@ def field_comments(cls: type) -> dict[str, str]:
             while line in comments and source.splitlines()[line - 1].lstrip().startswith("#"):
                 above.insert(0, comments[line])
                 line -= 1
-            text = comments.get(node.end_lineno or node.lineno) or " ".join(above)
+            inside = [comments[i] for i in range(node.lineno, (node.end_lineno or node.lineno) + 1) if i in comments]
+            text = inside[-1] if inside else " ".join(above)
             if text:
                 found[node.target.id] = text
     return found
@@ -489,7 +496,9 @@ class TrainConfig(Section):
     trainer converts with :meth:`in_steps` once it knows the split's size."""
 
     where: ClassVar[str] = "train"
-    backbone: Annotated[str, Field(pattern=r"\S"), Allowed("'tiny' or a timm model name")] = "tiny"  # the encoder
+    backbone: Annotated[str, Field(pattern=r"\S"), Allowed("'tiny' or a timm model name")] = (
+        "tiny"  # the encoder: tiny CNN or a timm model
+    )
     pretrained: bool = False  # ImageNet weights through timm (needs network or a cache)
     decoder_dim: PositiveInt = 64  # all-MLP decoder width
     steps: PositiveInt | None = 300  # optimiser steps (null: given as epochs)

@@ -96,6 +96,7 @@ class ProtocolEntry(BaseModel):
     """A ``protocols`` entry: ``kind`` and that kind's keys (:data:`PROTOCOL_KEYS`)."""
 
     model_config = STRICT
+    # the kind of draw: bernoulli, staged or a built-in protocol's name (docs/protocol.md)
     kind: one_of(*PROTOCOL_KINDS)  # type: ignore[valid-type]
     # bernoulli: one probability per modality, in [0, 1)
     drop_prob: Annotated[list[Annotated[float, Field(ge=0, lt=1)]], Field(min_length=1)] | None = None

@@ -42,8 +42,10 @@ class _Commented:
     multi: dict = {  # on its first line: not the one ending the field
         "a": 1,
     }  # ending the field
+    wrapped: int = 3  # inside the field's lines
     bare: int = 2
     method_like = 3  # no annotation: not a field
+    typed: int = 4  # type: ignore[assignment]
 
 
 def test_field_comments_read_the_trailing_comment_else_the_lines_above() -> None:
@@ -51,5 +53,6 @@ def test_field_comments_read_the_trailing_comment_else_the_lines_above() -> None
         "plain": "trailing",
         "spread": "above, first line and second",
         "multi": "ending the field",
+        "wrapped": "inside the field's lines",
     }
     assert field_comments(type("Made", (), {"__annotations__": {"x": int}})) == {}  # no source: nothing

@@ -189,7 +189,7 @@ class SampleConfig(Section):
     chip: str = "Spain_7370579"  # the chip's name (its files' prefix in source_dir)
     block_size: PositiveInt = 128  # px; the chip is cut into blocks, each wholly train or wholly test
     test_every: Annotated[int, Field(ge=2)] = 4  # block (row r, col c) is a test block when (r + c) % test_every == 0
-    tile_size: PositiveInt = 64  # px
+    tile_size: PositiveInt = 64  # px per side of the square tiles cut from each block
     stride: PositiveInt = 64  # px, within a block
 
     @model_validator(mode="after")
