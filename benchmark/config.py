@@ -437,12 +437,12 @@ def field_comments(cls: type) -> dict[str, str]:
         if token.type == tokenize.COMMENT and (text := PRAGMA.sub("", token.string.lstrip("#")).strip())
     }
     (body,) = ast.parse(source).body
-    found = {}
+    lines, found = source.splitlines(), {}
     for node in getattr(body, "body", []):
         if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
             above: list[str] = []
             line = node.lineno - 1
-            while line in comments and source.splitlines()[line - 1].lstrip().startswith("#"):
+            while line in comments and lines[line - 1].lstrip().startswith("#"):
                 above.insert(0, comments[line])
                 line -= 1
             inside = [comments[i] for i in range(node.lineno, (node.end_lineno or node.lineno) + 1) if i in comments]
