@@ -421,6 +421,7 @@ S = TypeVar("S", bound=Section)
 PRAGMA = re.compile(r"\s*(type:\s*ignore|noqa|fmt:|pragma:).*$")  # a comment for a tool, not a reader
 
 
+@functools.cache  # one parse per class: the JSON Schema asks for a base once per model built on it
 def field_comments(cls: type) -> dict[str, str]:
     """``{field: its comment}`` of the fields ``cls`` itself declares, read from its source: the last
     comment within the field's lines (``name: T = v  # comment``), else the comment lines right above

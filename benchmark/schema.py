@@ -178,8 +178,9 @@ def _comments(name: str) -> dict[str, str]:
     for cls in [*_models(Section), ProtocolEntry, Variant]:
         if cls.__name__ == name:
             found: dict[str, str] = {}
-            for base in reversed(cls.__mro__):
-                found.update(field_comments(base) if isinstance(base, type) and issubclass(base, BaseModel) else {})
+            for base in reversed(cls.__mro__):  # pydantic's BaseModel declares no field of params.yaml
+                if issubclass(base, BaseModel) and base is not BaseModel:
+                    found.update(field_comments(base))
             return found
     return {}
 
