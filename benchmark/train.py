@@ -73,13 +73,8 @@ from benchmark.run_config import read_run_config
 #: (docs/training.md), the warm-up's start and the epoch fields (the fingerprint takes the recipe in
 #: steps: :meth:`TrainConfig.in_steps`).
 FINGERPRINT_DEFAULTS: dict[str, Any] = {
-    "precision": "fp32",
-    "channels_last": False,
-    "compile": False,
-    "warmup_start": 1e-6,
-    "scale_range": None,
-    "epochs": None,
-    "warmup_epochs": None,
+    key: TrainConfig.model_fields[key].default
+    for key in ("precision", "channels_last", "compile", "warmup_start", "scale_range", "epochs", "warmup_epochs")
 }
 
 
@@ -829,11 +824,9 @@ def check_finite_weights(run: Run, step: int) -> None:
     """``FloatingPointError`` naming the parameters of ``run``'s method holding a NaN or an infinity
     after ``step`` steps: such a state is never saved (a NaN where a kernel only meets padding
     leaves the loss finite and shows only at evaluation)."""
-    bad = [
-        f"{name} ({int(n)} of {p.numel()} values)"
-        for name, p in run.method.named_parameters()
-        if (n := (~torch.isfinite(p.detach())).sum())
-    ]
+    named = list(run.method.named_parameters())
+    counts = torch.stack([(~torch.isfinite(p.detach())).sum() for _, p in named]).tolist()  # one device sync
+    bad = [f"{name} ({n} of {p.numel()} values)" for (name, p), n in zip(named, counts) if n]
     if bad:
         hint = ""
         if run.config.precision == "bf16" and run.device.type == "cpu":
